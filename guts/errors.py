@@ -1,0 +1,86 @@
+"""The one error tree of Guts.
+
+Every error a caller may want to catch derives from :class:`GutsError`.
+Protocol errors are split the way h11 and wsproto split them: a
+:class:`LocalProtocolError` means *we* were asked to do something the
+protocol forbids; a :class:`RemoteProtocolError` means the peer sent
+something the protocol forbids. Remote errors may carry a hint (for
+instance the yamux GoAway code to answer with) so that adapters can tell
+the peer why they are hanging up.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "GutsError",
+    "ProtocolError",
+    "LocalProtocolError",
+    "RemoteProtocolError",
+    "DecodeError",
+    "HandshakeError",
+    "PeerIdMismatch",
+    "NegotiationError",
+    "StreamReset",
+    "DialError",
+    "PeerNotFound",
+    "ConfigError",
+]
+
+
+class GutsError(Exception):
+    """Base class of every error Guts raises on purpose."""
+
+
+class ProtocolError(GutsError):
+    """A wire protocol was violated."""
+
+
+class LocalProtocolError(ProtocolError):
+    """We were asked to do something the protocol does not allow."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The remote peer broke the protocol.
+
+    Args:
+        message: what was wrong, for the log line.
+        hint: protocol-specific value to answer with before closing
+            (for yamux, the GoAway error code), or ``None``.
+    """
+
+    def __init__(self, message: str, hint: int | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class DecodeError(RemoteProtocolError):
+    """Bytes from the network could not be decoded (bad varint, oversized
+    or truncated frame, malformed protobuf, ...)."""
+
+
+class HandshakeError(ProtocolError):
+    """The security handshake failed (bad signature, bad key, ...)."""
+
+
+class PeerIdMismatch(HandshakeError):
+    """The remote authenticated as a different peer than the one dialled."""
+
+
+class NegotiationError(ProtocolError):
+    """multistream-select found no protocol both sides speak."""
+
+
+class StreamReset(GutsError):
+    """The stream was reset by either side; no more data will flow."""
+
+
+class DialError(GutsError):
+    """Every address of a peer failed to connect or upgrade."""
+
+
+class PeerNotFound(GutsError):
+    """No address is known for the peer."""
+
+
+class ConfigError(GutsError):
+    """The configuration (file, environment or flags) is invalid."""
