@@ -1,0 +1,278 @@
+"""Trio adapter: run the Noise handshake over a stream, then encrypt it.
+
+Shaped like trio's ``SSLStream``: :class:`NoiseStream` *wraps* the
+transport stream (``.transport_stream``) and drives the sans-IO cores in
+``_handshake.py`` and ``_transport.py``; all protocol logic lives there.
+
+Error contract (what callers of this module catch):
+
+* :func:`noise_handshake` raises the typed handshake errors of
+  :class:`~guts.security.noise.NoiseHandshake` (``HandshakeError``,
+  ``PeerIdMismatch``, ``DecodeError``), and ``HandshakeError`` when the
+  transport breaks or reaches end-of-file mid-handshake (the trio error is
+  its ``__cause__``). It never closes the transport: the caller owns it,
+  applies the timeout (``trio.fail_after``) and closes it on failure.
+* :meth:`NoiseStream.receive_some` raises :class:`~guts.errors.DecodeError`
+  when a frame fails authentication, and also when the transport ends in
+  the middle of a frame (a truncation attack looks exactly like that, so it
+  is reported as the protocol error it is rather than as a clean EOF).
+  After such an error, and after a failed or cancelled ``send_all`` (which
+  may have left half a frame on the wire), that direction of the stream is
+  broken and further calls raise ``trio.BrokenResourceError``.
+* Transport failures surface as ``trio.BrokenResourceError``; misuse as
+  ``trio.ClosedResourceError`` and ``trio.BusyResourceError``, the way
+  every trio stream reports them.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+
+import trio
+
+from guts.crypto import KeyPair, PublicKey
+from guts.errors import DecodeError, HandshakeError
+from guts.peer import PeerId
+from guts.security.noise._handshake import NoiseHandshake, NoiseResult
+from guts.security.noise._transport import MAX_PLAINTEXT, NoiseTransport
+
+__all__ = ["NoiseStream", "noise_handshake"]
+
+#: Bytes asked of the transport per read: large reads amortize the
+#: per-call cost over several 64 KiB frames.
+RECEIVE_SIZE = 256 * 1024
+#: Plaintext encrypted per transport write (16 full frames, ~1 MiB): large
+#: enough to amortize the write, small enough not to double a huge
+#: ``send_all`` in memory.
+SEND_CHUNK = 16 * MAX_PLAINTEXT
+
+
+async def noise_handshake(
+    stream: trio.abc.Stream,
+    keypair: KeyPair,
+    *,
+    initiator: bool,
+    muxers: Sequence[str] = ("/yamux/1.0.0",),
+    expected_peer: PeerId | None = None,
+) -> NoiseStream:
+    """Secure ``stream`` with a libp2p Noise XX handshake.
+
+    Args:
+        stream: the raw connection, after multistream-select chose
+            ``/noise``.
+        keypair: our identity.
+        initiator: ``True`` on the dialing side.
+        muxers: muxers to advertise in the handshake, preferred first.
+        expected_peer: on the dialing side, who we meant to reach.
+
+    Returns:
+        The encrypted stream, which knows the authenticated remote peer.
+
+    Raises:
+        HandshakeError: the remote failed to authenticate, or the
+            connection broke or closed during the handshake.
+        PeerIdMismatch: the remote is not ``expected_peer``.
+        DecodeError: the remote sent a malformed handshake message.
+        trio.ClosedResourceError: ``stream`` was closed (by us) meanwhile.
+
+    The handshake has no timeout of its own: wrap the call in
+    ``trio.fail_after``. On any failure ``stream`` is left open for the
+    caller to close.
+    """
+    handshake = NoiseHandshake(keypair, initiator=initiator, muxers=muxers, expected_peer=expected_peer)
+    try:
+        while True:
+            out = handshake.data_to_send()
+            if out:
+                await stream.send_all(out)
+            if handshake.complete:
+                break
+            data = await stream.receive_some(RECEIVE_SIZE)
+            if not data:
+                raise HandshakeError("connection closed during the Noise handshake")
+            handshake.receive_data(data)
+    except (trio.BrokenResourceError, OSError) as exc:
+        raise HandshakeError(f"connection broke during the Noise handshake: {exc}") from exc
+    return NoiseStream(stream, handshake.result(), local_peer=keypair.peer_id, received=handshake.unused_data())
+
+
+class NoiseStream(trio.abc.Stream):
+    """An encrypted, authenticated stream over a transport stream.
+
+    Normally created by :func:`noise_handshake`. One task may send and one
+    may receive at the same time; two senders (or two receivers) get
+    ``trio.BusyResourceError``. Noise has no way to half-close, so this is
+    not a ``HalfCloseableStream``: the muxer on top provides that.
+
+    Args:
+        transport_stream: the stream the handshake ran over.
+        result: the completed handshake.
+        local_peer: our own peer id.
+        received: transport bytes read along with the last handshake
+            message (:meth:`NoiseHandshake.unused_data`).
+
+    Attributes:
+        transport_stream: the wrapped stream.
+        remote_peer: the authenticated remote peer id.
+        remote_public_key: the remote's identity key.
+        remote_muxers: muxers the remote advertised, preferred first.
+        local_peer: our peer id.
+        handshake_hash: the Noise handshake hash, unique to the session.
+    """
+
+    def __init__(
+        self,
+        transport_stream: trio.abc.Stream,
+        result: NoiseResult,
+        *,
+        local_peer: PeerId,
+        received: bytes = b"",
+    ) -> None:
+        self.transport_stream = transport_stream
+        self.remote_peer: PeerId = result.remote_peer
+        self.remote_public_key: PublicKey = result.remote_public_key
+        self.remote_muxers: tuple[str, ...] = result.remote_muxers
+        self.local_peer = local_peer
+        self.handshake_hash = result.handshake_hash
+        self._codec = NoiseTransport(result.send_cipher, result.receive_cipher)
+        self._received = received  # ciphertext not yet fed to the codec
+        self._plain = b""  # plaintext not yet returned (max_bytes was smaller)...
+        self._plain_pos = 0  # ...from this offset on
+        self._closed = False
+        self._eof = False
+        self._sending = False
+        self._receiving = False
+        self._send_broken = False
+        self._receive_error: BaseException | None = None
+
+    def __repr__(self) -> str:
+        return f"<NoiseStream {self.local_peer} <-> {self.remote_peer}>"
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Encrypt and send ``data``.
+
+        Raises:
+            trio.BusyResourceError: another task is in ``send_all`` or
+                ``wait_send_all_might_not_block``.
+            trio.BrokenResourceError: the transport failed, or an earlier
+                ``send_all`` failed or was cancelled part-way.
+            trio.ClosedResourceError: this stream was closed.
+        """
+        if self._sending:
+            raise trio.BusyResourceError("another task is already sending on this stream")
+        if self._closed:
+            raise trio.ClosedResourceError("the Noise stream is closed")
+        if self._send_broken:
+            raise trio.BrokenResourceError("an earlier send on this Noise stream failed")
+        self._sending = True
+        try:
+            with memoryview(data) as view:
+                size = len(view)
+                if not size:
+                    await trio.lowlevel.checkpoint()
+                    return
+                encrypt = self._codec.encrypt
+                send = self.transport_stream.send_all
+                for start in range(0, size, SEND_CHUNK):
+                    ciphertext = encrypt(view[start : start + SEND_CHUNK])
+                    try:
+                        await send(ciphertext)
+                    except BaseException as exc:
+                        # Part of a frame may be on the wire and the nonce
+                        # has moved on: nothing more can be sent safely.
+                        self._send_broken = True
+                        if isinstance(exc, OSError):
+                            raise trio.BrokenResourceError(f"transport failed: {exc}") from exc
+                        raise
+        finally:
+            self._sending = False
+
+    async def wait_send_all_might_not_block(self) -> None:
+        """Wait until the transport could accept data without blocking."""
+        if self._sending:
+            raise trio.BusyResourceError("another task is already sending on this stream")
+        if self._closed:
+            raise trio.ClosedResourceError("the Noise stream is closed")
+        self._sending = True
+        try:
+            await self.transport_stream.wait_send_all_might_not_block()
+        finally:
+            self._sending = False
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        """Receive and decrypt data.
+
+        Returns:
+            At most ``max_bytes`` bytes (everything decrypted by one
+            transport read when ``None``), or ``b""`` once the transport
+            reached end-of-file cleanly, on a frame boundary.
+
+        Raises:
+            DecodeError: a frame failed authentication, or the transport
+                ended mid-frame.
+            trio.BrokenResourceError: the transport failed, or an earlier
+                call raised ``DecodeError``.
+            trio.BusyResourceError: another task is in ``receive_some``.
+            trio.ClosedResourceError: this stream was closed.
+        """
+        if max_bytes is not None:
+            max_bytes = operator.index(max_bytes)
+            if max_bytes < 1:
+                raise ValueError("max_bytes must be >= 1")
+        if self._receiving:
+            raise trio.BusyResourceError("another task is already receiving on this stream")
+        if self._closed:
+            raise trio.ClosedResourceError("the Noise stream is closed")
+        if self._receive_error is not None:
+            raise trio.BrokenResourceError("the Noise stream failed earlier") from self._receive_error
+        self._receiving = True
+        try:
+            awaited = False
+            plain, pos = self._plain, self._plain_pos
+            if not plain and self._received:
+                received, self._received = self._received, b""
+                plain = self._decode(received)
+            while not plain and not self._eof:
+                try:
+                    data = await self.transport_stream.receive_some(RECEIVE_SIZE)
+                except OSError as exc:
+                    raise trio.BrokenResourceError(f"transport failed: {exc}") from exc
+                awaited = True
+                if not data:
+                    self._eof = True
+                    if self._codec.buffered:
+                        error = DecodeError("connection closed in the middle of a Noise frame")
+                        self._receive_error = error
+                        raise error
+                    break
+                plain = self._decode(data)
+            if not awaited:
+                await trio.lowlevel.checkpoint()
+            end = len(plain) if max_bytes is None else min(len(plain), pos + max_bytes)
+            if end == len(plain):
+                self._plain, self._plain_pos = b"", 0
+                return plain[pos:] if pos else plain
+            # Keep the rest without copying it: small reads of a large
+            # buffer cost O(bytes read), not O(bytes buffered) each.
+            self._plain, self._plain_pos = plain, end
+            return plain[pos:end]
+        finally:
+            self._receiving = False
+
+    def _decode(self, data: bytes | bytearray) -> bytes:
+        try:
+            return self._codec.receive_data(data)
+        except DecodeError as exc:
+            self._receive_error = exc
+            raise
+
+    async def aclose(self) -> None:
+        """Close this stream and the transport under it."""
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        self._closed = True
+        self._plain, self._plain_pos = b"", 0
+        self._received = b""
+        await self.transport_stream.aclose()
