@@ -1,0 +1,1 @@
+"""Layer 2 of the stack: stream multiplexers (yamux)."""

@@ -1,0 +1,350 @@
+"""The application's view of one yamux stream: a trio half-closeable stream.
+
+All protocol work happens in :class:`~guts.mux.yamux.YamuxConnection`
+(and the session core below it); a :class:`YamuxStream` only buffers what
+arrived, waits, and turns stream state into trio's exceptions. See
+:mod:`guts.mux.yamux._connection` for the theory of operation.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections import deque
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import trio
+
+from guts.errors import StreamReset
+
+if TYPE_CHECKING:
+    from guts.mux.yamux._connection import YamuxConnection
+
+__all__ = ["YamuxStream", "YamuxStreamReset"]
+
+#: receive_some(None) joins small buffered chunks up to this size.
+_GATHER = 64 * 1024
+
+
+class YamuxStreamReset(trio.BrokenResourceError, StreamReset):
+    """The stream was reset, by the peer or by :meth:`YamuxStream.reset`.
+
+    A :class:`trio.BrokenResourceError` for trio code and a
+    :class:`guts.errors.StreamReset` for Guts code.
+    """
+
+
+class _Busy:
+    """Raise BusyResourceError when two tasks use one direction at once."""
+
+    __slots__ = ("_held", "_msg")
+
+    def __init__(self, msg: str) -> None:
+        self._held = False
+        self._msg = msg
+
+    def __enter__(self) -> None:
+        if self._held:
+            raise trio.BusyResourceError(self._msg)
+        self._held = True
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._held = False
+
+
+class YamuxStream(trio.abc.HalfCloseableStream):
+    """One yamux stream, as a trio half-closeable stream.
+
+    Created by :meth:`YamuxConnection.open_stream` and
+    :meth:`YamuxConnection.accept_stream`, never directly.
+
+    Errors follow trio: :class:`trio.ClosedResourceError` after our own
+    :meth:`aclose` (or writing after :meth:`send_eof`),
+    :class:`YamuxStreamReset` (a :class:`trio.BrokenResourceError`) once
+    the stream was reset by either side, plain
+    :class:`trio.BrokenResourceError` when the connection is gone, and
+    :class:`trio.BusyResourceError` when two tasks send (or two receive)
+    at once.
+
+    Attributes:
+        stream_id: the yamux stream id (odd when the initiator opened it).
+        protocol: the application protocol negotiated on the stream; set
+            by the host, ``None`` until then.
+    """
+
+    __slots__ = (
+        "_conn",
+        "stream_id",
+        "protocol",
+        "_chunks",
+        "_head",
+        "_buffered",
+        "_eof_received",
+        "_eof_sent",
+        "_closed",
+        "_send_reset",
+        "_recv_reset",
+        "_broken",
+        "_recv_waiter",
+        "_send_waiter",
+        "_send_busy",
+        "_recv_busy",
+    )
+
+    def __init__(self, conn: YamuxConnection, stream_id: int) -> None:
+        self._conn = conn
+        self.stream_id = stream_id
+        self.protocol: str | None = None
+        self._chunks: deque[bytes] = deque()
+        self._head = 0
+        self._buffered = 0
+        self._eof_received = False
+        self._eof_sent = False
+        self._closed = False
+        self._send_reset = False
+        self._recv_reset = False
+        self._broken = False
+        self._recv_waiter: trio.Event | None = None
+        self._send_waiter: trio.Event | None = None
+        self._send_busy = _Busy("another task is sending on this yamux stream")
+        self._recv_busy = _Busy("another task is receiving on this yamux stream")
+
+    def __repr__(self) -> str:
+        return f"<YamuxStream {self.stream_id} protocol={self.protocol!r}>"
+
+    # ------------------------------------------------------------------
+    # Sending
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Send all of ``data``; waits while the peer's window is exhausted."""
+        with self._send_busy:
+            self._check_send()
+            await trio.lowlevel.checkpoint_if_cancelled()
+            if type(data) is not bytes:
+                # Snapshot: the bytes sit in the queue after we return.
+                data = bytes(data)
+            conn = self._conn
+            session = conn._session
+            sid = self.stream_id
+            high_water = conn.config.write_high_water
+            max_frame = conn.config.max_frame_payload
+            total = len(data)
+            view: memoryview | None = None
+            pos = 0
+            blocked = False
+            while pos < total:
+                pending = session.pending_output
+                if pending >= high_water or session.send_window(sid) == 0:
+                    blocked = True
+                    await self._wait_send_ready()
+                    continue
+                size = min(total - pos, max(high_water - pending, max_frame))
+                if size == total:
+                    piece: bytes | memoryview = data
+                else:
+                    if view is None:
+                        view = memoryview(data)
+                    piece = view[pos : pos + size]
+                pos += session.send(sid, piece)
+                conn._wake_writer()
+            if not blocked:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        """Wait until the stream has send credit and the writer has room."""
+        with self._send_busy:
+            self._check_send()
+            await trio.lowlevel.checkpoint_if_cancelled()
+            if self._send_ready():
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            else:
+                await self._wait_send_ready()
+
+    async def send_eof(self) -> None:
+        """Half-close: send FIN. Reading stays possible; idempotent."""
+        with self._send_busy:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            if self._closed:
+                raise trio.ClosedResourceError("yamux stream was closed")
+            if not self._eof_sent:
+                if self._send_reset:
+                    raise YamuxStreamReset(f"yamux stream {self.stream_id} was reset")
+                if self._broken:
+                    raise trio.BrokenResourceError("yamux connection is gone")
+                self._eof_sent = True
+                self._conn._half_close(self)
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def _check_send(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("yamux stream was closed")
+        if self._eof_sent:
+            raise trio.ClosedResourceError("send_eof() was called on this yamux stream")
+        if self._send_reset:
+            raise YamuxStreamReset(f"yamux stream {self.stream_id} was reset")
+        if self._broken:
+            raise trio.BrokenResourceError("yamux connection is gone")
+
+    def _send_ready(self) -> bool:
+        session = self._conn._session
+        return (
+            session.send_window(self.stream_id) > 0
+            and session.pending_output < self._conn.config.write_high_water
+        )
+
+    async def _wait_send_ready(self) -> None:
+        while True:
+            self._check_send()
+            if self._send_ready():
+                return
+            if self._conn._session.pending_output >= self._conn.config.write_high_water:
+                self._conn._output_waiters.append(self)
+            waiter = self._send_waiter
+            if waiter is None:
+                waiter = self._send_waiter = trio.Event()
+            await waiter.wait()
+
+    # ------------------------------------------------------------------
+    # Receiving
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        """Return the next received bytes, or ``b""`` once the peer sent FIN."""
+        if max_bytes is not None:
+            max_bytes = operator.index(max_bytes)
+            if max_bytes < 1:
+                raise ValueError("max_bytes must be at least 1")
+        with self._recv_busy:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            blocked = False
+            while True:
+                if self._closed:
+                    raise trio.ClosedResourceError("yamux stream was closed")
+                if self._recv_reset:
+                    raise YamuxStreamReset(f"yamux stream {self.stream_id} was reset")
+                if self._buffered or self._eof_received:
+                    break
+                if self._broken:
+                    raise trio.BrokenResourceError("yamux connection is gone")
+                blocked = True
+                waiter = self._recv_waiter = trio.Event()
+                await waiter.wait()
+            data = self._take(max_bytes) if self._buffered else b""
+            if data:
+                self._conn._consumed(self, len(data))
+            if not blocked:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            return data
+
+    def _take(self, max_bytes: int | None) -> bytes:
+        chunks = self._chunks
+        head = self._head
+        first = chunks[0]
+        avail = len(first) - head
+        if max_bytes is not None and avail >= max_bytes:
+            end = head + max_bytes
+            out = first if (head == 0 and end == len(first)) else first[head:end]
+            if end == len(first):
+                chunks.popleft()
+                self._head = 0
+            else:
+                self._head = end
+            self._buffered -= max_bytes
+            return out
+        chunks.popleft()
+        piece = first if head == 0 else first[head:]
+        head = 0
+        limit = max_bytes if max_bytes is not None else _GATHER
+        total = avail
+        parts = [piece]
+        while chunks and total < limit:
+            nxt = chunks[0]
+            room = limit - total
+            if len(nxt) <= room:
+                parts.append(chunks.popleft())
+                total += len(nxt)
+            else:
+                if max_bytes is None:
+                    break
+                parts.append(nxt[:room])
+                head = room
+                total = limit
+        self._head = head
+        self._buffered -= total
+        return piece if len(parts) == 1 else b"".join(parts)
+
+    # ------------------------------------------------------------------
+    # Closing
+
+    async def aclose(self) -> None:
+        """Stop reading and writing. FIN if the exchange ended cleanly, RST
+        if unread data from a still-sending peer is being thrown away.
+        Idempotent; the stream is closed even if this call is cancelled."""
+        if not self._closed:
+            self._closed = True
+            self._conn._stream_closed(self)
+        await trio.lowlevel.checkpoint()
+
+    async def reset(self) -> None:
+        """Abort the stream in both directions (RST).
+
+        Afterwards sending and receiving raise :class:`YamuxStreamReset`.
+        Takes effect even if this call is cancelled.
+        """
+        if not self._closed and not (self._send_reset and self._recv_reset):
+            self._send_reset = self._recv_reset = True
+            self._drop_buffer()
+            self._conn._reset(self)
+            self._wake()
+        await trio.lowlevel.checkpoint()
+
+    # ------------------------------------------------------------------
+    # Called by the connection
+
+    def _on_data(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._buffered += len(data)
+        waiter = self._recv_waiter
+        if waiter is not None:
+            self._recv_waiter = None
+            waiter.set()
+
+    def _on_eof(self) -> None:
+        self._eof_received = True
+        self._wake()
+
+    def _on_reset(self) -> None:
+        self._send_reset = True
+        if not self._eof_received:
+            # The read side had not finished: what is buffered is void.
+            self._recv_reset = True
+            self._drop_buffer()
+        self._wake()
+
+    def _on_connection_lost(self) -> None:
+        self._broken = True
+        self._wake()
+
+    def _wake_sender(self) -> None:
+        waiter = self._send_waiter
+        if waiter is not None:
+            self._send_waiter = None
+            waiter.set()
+
+    def _wake(self) -> None:
+        self._wake_sender()
+        waiter = self._recv_waiter
+        if waiter is not None:
+            self._recv_waiter = None
+            waiter.set()
+
+    def _drop_buffer(self) -> None:
+        self._chunks.clear()
+        self._head = 0
+        self._buffered = 0
+
+

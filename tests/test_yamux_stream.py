@@ -1,0 +1,580 @@
+"""The trio adapter: YamuxConnection and YamuxStream over in-memory pipes."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+
+import pytest
+import trio
+import trio.testing
+from trio.testing import (
+    MemoryReceiveStream,
+    MemorySendStream,
+    check_half_closeable_stream,
+    lockstep_stream_pair,
+    memory_stream_pair,
+    memory_stream_pump,
+)
+
+from guts.errors import DecodeError, LocalProtocolError, StreamReset
+from guts.mux.yamux import (
+    HEADER_SIZE,
+    PROTOCOL_ID,
+    Flag,
+    FrameType,
+    GoAwayCode,
+    YamuxConfig,
+    YamuxConnection,
+    YamuxStream,
+    YamuxStreamReset,
+    decode_header,
+    encode_header,
+)
+
+KiB = 1024
+MiB = 1024 * KiB
+
+PairFactory = Callable[[], tuple[trio.abc.Stream, trio.abc.Stream]]
+
+
+def _split_one_way() -> tuple[MemorySendStream, MemoryReceiveStream]:
+    """A one-way memory pipe that delivers one byte per read."""
+    send = MemorySendStream()
+    recv = MemoryReceiveStream()
+
+    async def pump() -> None:
+        memory_stream_pump(send, recv, max_bytes=1)
+
+    send.send_all_hook = pump
+    recv.receive_some_hook = pump
+    return send, recv
+
+
+def byte_split_pair() -> tuple[trio.abc.Stream, trio.abc.Stream]:
+    """A two-way memory pipe that splits everything into single bytes."""
+    s1, r1 = _split_one_way()
+    s2, r2 = _split_one_way()
+    return trio.StapledStream(s1, r2), trio.StapledStream(s2, r1)
+
+
+def socket_pair() -> tuple[trio.abc.Stream, trio.abc.Stream]:
+    left, right = trio.socket.socketpair()
+    return trio.SocketStream(left), trio.SocketStream(right)
+
+
+async def connect(
+    nursery: trio.Nursery,
+    pair: PairFactory = memory_stream_pair,
+    client_config: YamuxConfig | None = None,
+    server_config: YamuxConfig | None = None,
+) -> tuple[YamuxConnection, YamuxConnection]:
+    a, b = pair()
+    client = YamuxConnection(a, is_initiator=True, config=client_config)
+    server = YamuxConnection(b, is_initiator=False, config=server_config)
+    await nursery.start(client.run)
+    await nursery.start(server.run)
+    return client, server
+
+
+async def stream_pair(
+    nursery: trio.Nursery, pair: PairFactory = memory_stream_pair
+) -> tuple[YamuxStream, YamuxStream]:
+    client, server = await connect(nursery, pair)
+    s = await client.open_stream()
+    r = await server.accept_stream()
+    return s, r
+
+
+async def read_all(stream: trio.abc.ReceiveStream) -> bytes:
+    parts = []
+    while data := await stream.receive_some():
+        parts.append(data)
+    return b"".join(parts)
+
+
+# ---------------------------------------------------------------------------
+# trio's generic stream checks
+
+
+@pytest.mark.parametrize(
+    "pair", [memory_stream_pair, lockstep_stream_pair], ids=["memory", "lockstep"]
+)
+async def test_check_half_closeable_stream(nursery: trio.Nursery, pair: PairFactory) -> None:
+    async def maker() -> tuple[YamuxStream, YamuxStream]:
+        return await stream_pair(nursery, pair)
+
+    async def clogged_maker() -> tuple[YamuxStream, YamuxStream]:
+        s, r = await maker()
+        # Use up both send windows: further sends wait for the peer to read.
+        await s.send_all(bytes(256 * KiB))
+        await r.send_all(bytes(256 * KiB))
+        return s, r
+
+    await check_half_closeable_stream(maker, clogged_maker)
+
+
+# ---------------------------------------------------------------------------
+# Basics
+
+
+async def test_request_response(nursery: trio.Nursery) -> None:
+    s, r = await stream_pair(nursery)
+    assert s.stream_id == 1 and r.stream_id == 1
+    assert s.protocol is None
+    s.protocol = "/echo/1.0.0"
+    await s.send_all(b"ping?")
+    await s.send_eof()
+    assert await read_all(r) == b"ping?"
+    await r.send_all(b"pong!")
+    await r.aclose()
+    assert await read_all(s) == b"pong!"
+    await s.aclose()
+
+
+async def test_frames_split_into_single_bytes(nursery: trio.Nursery) -> None:
+    client, server = await connect(nursery, byte_split_pair)
+    s = await client.open_stream()
+    await s.send_all(b"hello over a one-byte pipe")
+    await s.send_eof()
+    r = await server.accept_stream()
+    assert await read_all(r) == b"hello over a one-byte pipe"
+    await r.send_all(b"ok")
+    await r.send_eof()
+    assert await read_all(s) == b"ok"
+    assert await client.ping() >= 0
+
+
+async def test_streams_are_forgotten_after_both_sides_close(nursery: trio.Nursery) -> None:
+    client, server = await connect(nursery)
+    for _ in range(5):
+        s = await client.open_stream()
+        await s.send_all(b"x")
+        await s.send_eof()
+        r = await server.accept_stream()
+        assert await read_all(r) == b"x"
+        await r.aclose()
+        assert await read_all(s) == b""
+        await s.aclose()
+    await trio.testing.wait_all_tasks_blocked()
+    assert client.stream_count == server.stream_count == 0
+    assert not client._streams and not server._streams
+
+
+async def test_ping_measures_rtt(nursery: trio.Nursery) -> None:
+    client, _ = await connect(nursery)
+    rtt = await client.ping()
+    assert rtt >= 0
+    assert client.rtt is not None
+
+
+async def test_keepalive_pings(nursery: trio.Nursery, autojump_clock: trio.testing.MockClock) -> None:
+    config = YamuxConfig(keepalive_interval=5.0)
+    client, server = await connect(nursery, client_config=config)
+    await trio.sleep(60)
+    assert client._session._next_ping > 10
+    assert not client.is_closed and not server.is_closed
+
+
+# ---------------------------------------------------------------------------
+# Backpressure and flow control
+
+
+async def test_sender_blocks_when_the_reader_does_not_read(nursery: trio.Nursery) -> None:
+    s, r = await stream_pair(nursery)
+    done = trio.Event()
+
+    async def send() -> None:
+        await s.send_all(bytes(1 * MiB))
+        done.set()
+
+    nursery.start_soon(send)
+    await trio.testing.wait_all_tasks_blocked()
+    assert not done.is_set()
+    assert r._buffered == 256 * KiB  # exactly one window, nothing more
+    got = 0
+    while got < 1 * MiB:
+        got += len(await r.receive_some(64 * KiB))
+    await done.wait()
+
+
+async def test_slow_reader_keeps_buffer_within_window(nursery: trio.Nursery) -> None:
+    s, r = await stream_pair(nursery, socket_pair)
+    total = 8 * MiB
+
+    async def send() -> None:
+        await s.send_all(bytes(total))
+        await s.send_eof()
+
+    nursery.start_soon(send)
+    got = 0
+    peak = 0
+    while True:
+        await trio.sleep(0.0005)
+        peak = max(peak, r._buffered)
+        data = await r.receive_some(32 * KiB)
+        if not data:
+            break
+        got += len(data)
+    assert got == total
+    assert peak <= r._conn._session.config.max_window
+
+
+@pytest.mark.parametrize("pair", [lockstep_stream_pair, socket_pair], ids=["lockstep", "socket"])
+async def test_both_sides_send_8_mib_at_once_without_deadlock(
+    nursery: trio.Nursery, pair: PairFactory
+) -> None:
+    """Both peers write big streams at once into a pipe with no slack."""
+    client, server = await connect(nursery, pair)
+    streams = 4
+    size = 2 * MiB  # per stream and direction: 8 MiB each way in total
+    rng = random.Random(7)
+    payloads = {i: rng.randbytes(size) for i in range(streams)}
+    results: dict[tuple[str, int], bytes] = {}
+
+    async def exchange(stream: YamuxStream, side: str, index: int) -> None:
+        async def writer() -> None:
+            view = memoryview(payloads[index])
+            step = 100_000
+            for start in range(0, size, step):
+                await stream.send_all(view[start : start + step])
+            await stream.send_eof()
+
+        async def reader() -> None:
+            results[(side, index)] = await read_all(stream)
+
+        async with trio.open_nursery() as inner:
+            inner.start_soon(writer)
+            inner.start_soon(reader)
+
+    async def client_side(index: int) -> None:
+        stream = await client.open_stream()
+        await stream.send_all(bytes([index]))
+        await exchange(stream, "client", index)
+
+    async def server_side() -> None:
+        async with trio.open_nursery() as inner:
+            for _ in range(streams):
+                stream = await server.accept_stream()
+                index = (await stream.receive_some(1))[0]
+                inner.start_soon(exchange, stream, "server", index)
+
+    with trio.fail_after(120):
+        async with trio.open_nursery() as inner:
+            inner.start_soon(server_side)
+            for i in range(streams):
+                inner.start_soon(client_side, i)
+    for i in range(streams):
+        assert results[("client", i)] == payloads[i]
+        assert results[("server", i)] == payloads[i]
+
+
+async def test_thousand_concurrent_streams(nursery: trio.Nursery) -> None:
+    client, server = await connect(nursery)
+    count = 1000
+
+    async def handler(stream: YamuxStream) -> None:
+        request = await read_all(stream)
+        await stream.send_all(b"re:" + request)
+        await stream.aclose()
+
+    async def serve() -> None:
+        async with trio.open_nursery() as handlers:
+            for _ in range(count):
+                handlers.start_soon(handler, await server.accept_stream())
+
+    async def request(i: int) -> None:
+        stream = await client.open_stream()
+        await stream.send_all(b"%d" % i)
+        await stream.send_eof()
+        assert await read_all(stream) == b"re:%d" % i
+        await stream.aclose()
+
+    start = time.perf_counter()
+    async with trio.open_nursery() as inner:
+        inner.start_soon(serve)
+        for i in range(count):
+            inner.start_soon(request, i)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 30
+    await trio.testing.wait_all_tasks_blocked()
+    assert client.stream_count == server.stream_count == 0
+
+
+# ---------------------------------------------------------------------------
+# Reset and close semantics
+
+
+async def test_remote_reset_breaks_both_directions(nursery: trio.Nursery) -> None:
+    s, r = await stream_pair(nursery)
+    await s.send_all(b"unread")
+    await r.reset()
+    with pytest.raises(YamuxStreamReset):
+        await r.send_all(b"x")
+    with pytest.raises(YamuxStreamReset):
+        await r.receive_some()
+    with pytest.raises(trio.BrokenResourceError):
+        await s.receive_some()
+    with pytest.raises(StreamReset):
+        await s.send_all(b"x")
+    await s.aclose()
+    with pytest.raises(trio.ClosedResourceError):
+        await s.send_all(b"x")
+
+
+async def test_data_before_fin_survives_a_later_reset(nursery: trio.Nursery) -> None:
+    s, r = await stream_pair(nursery)
+    await r.send_all(b"answer")
+    await r.send_eof()
+    await r.reset()
+    await trio.testing.wait_all_tasks_blocked()
+    assert await read_all(s) == b"answer"
+    with pytest.raises(YamuxStreamReset):
+        await s.send_all(b"more")
+
+
+async def test_close_with_unread_data_resets(nursery: trio.Nursery) -> None:
+    s, r = await stream_pair(nursery)
+    await s.send_all(b"you will not read this")
+    await trio.testing.wait_all_tasks_blocked()
+    await r.aclose()
+    with pytest.raises(YamuxStreamReset):
+        await s.receive_some()
+
+
+async def test_close_after_reading_everything_is_graceful(nursery: trio.Nursery) -> None:
+    s, r = await stream_pair(nursery)
+    await s.send_all(b"request")
+    assert await r.receive_some() == b"request"
+    await r.send_all(b"response")
+    await r.aclose()  # the peer may still FIN: no reset needed
+    assert await read_all(s) == b"response"
+    await s.send_eof()
+    await trio.testing.wait_all_tasks_blocked()
+    assert s._conn.stream_count == 0
+
+
+async def test_refused_stream_is_reset(nursery: trio.Nursery) -> None:
+    client, server = await connect(nursery, server_config=YamuxConfig(max_streams=2))
+    streams = [await client.open_stream() for _ in range(3)]
+    await trio.testing.wait_all_tasks_blocked()
+    with pytest.raises(YamuxStreamReset):
+        await streams[2].receive_some()
+    assert server.stream_count == 2
+
+
+async def test_open_past_own_limit_raises(nursery: trio.Nursery) -> None:
+    client, _ = await connect(nursery, client_config=YamuxConfig(max_streams=1))
+    await client.open_stream()
+    with pytest.raises(LocalProtocolError):
+        await client.open_stream()
+
+
+async def test_connection_close(nursery: trio.Nursery) -> None:
+    client, server = await connect(nursery)
+    s = await client.open_stream()
+    r = await server.accept_stream()
+    await client.aclose()
+    await client.aclose()  # idempotent
+    assert client.is_closed
+    with pytest.raises(trio.ClosedResourceError):
+        await client.open_stream()
+    with pytest.raises(trio.ClosedResourceError):
+        await client.accept_stream()
+    with pytest.raises(trio.BrokenResourceError):
+        await s.send_all(b"x")
+    with pytest.raises(trio.EndOfChannel):
+        await server.accept_stream()
+    assert server.remote_goaway == GoAwayCode.NORMAL
+    with pytest.raises(trio.BrokenResourceError):
+        await r.receive_some()
+    with pytest.raises(trio.BrokenResourceError):
+        await server.open_stream()
+    with pytest.raises(trio.BrokenResourceError):
+        await server.ping()
+    await server.closed.wait()
+    await client.closed.wait()
+    assert server.error is None and client.error is None
+
+
+async def test_close_before_run(nursery: trio.Nursery) -> None:
+    a, b = memory_stream_pair()
+    conn = YamuxConnection(a, is_initiator=True)
+    await conn.aclose()
+    assert conn.closed.is_set()
+    raw = await b.receive_some()
+    header = decode_header(raw)
+    assert (header.frame_type, header.length) == (FrameType.GO_AWAY, 0)
+
+
+async def test_transport_loss_breaks_streams(nursery: trio.Nursery) -> None:
+    a, b = memory_stream_pair()
+    client = YamuxConnection(a, is_initiator=True)
+    server = YamuxConnection(b, is_initiator=False)
+    await nursery.start(client.run)
+    await nursery.start(server.run)
+    s = await client.open_stream()
+    await s.send_all(b"last words")
+    await s.send_eof()
+    r = await server.accept_stream()
+    waiting_reader: list[BaseException] = []
+
+    async def blocked_reader() -> None:
+        try:
+            await s.receive_some()
+        except trio.BrokenResourceError as exc:
+            waiting_reader.append(exc)
+
+    nursery.start_soon(blocked_reader)
+    await trio.testing.wait_all_tasks_blocked()
+    await trio.aclose_forcefully(b)  # the server's transport goes away
+    await client.closed.wait()
+    await server.closed.wait()
+    assert waiting_reader
+    # What arrived before the loss, with its FIN, is still readable.
+    assert await read_all(r) == b"last words"
+    with pytest.raises(trio.EndOfChannel):
+        await client.accept_stream()
+
+
+# ---------------------------------------------------------------------------
+# A raw peer speaking js-libp2p's dialect
+
+
+class RawPeer:
+    """Reads and writes yamux frames by hand over a memory stream."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.buf = bytearray()
+
+    async def read_exactly(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            data = await self.stream.receive_some()
+            if not data:
+                raise EOFError
+            self.buf += data
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    async def frame(self) -> tuple[int, int, int, int, bytes]:
+        h = decode_header(await self.read_exactly(HEADER_SIZE))
+        body = await self.read_exactly(h.length) if h.frame_type == FrameType.DATA else b""
+        return int(h.frame_type), h.flags, h.stream_id, h.length, body
+
+    async def send(self, ftype: int, flags: int, sid: int, length: int, body: bytes = b"") -> None:
+        await self.stream.send_all(encode_header(ftype, flags, sid, length) + body)
+
+
+async def test_speaks_js_dialect_as_responder(nursery: trio.Nursery) -> None:
+    a, b = memory_stream_pair()
+    conn = YamuxConnection(b, is_initiator=False)
+    await nursery.start(conn.run)
+    peer = RawPeer(a)
+    # We ping at once to learn the RTT, like js does.
+    assert await peer.frame() == (FrameType.PING, Flag.SYN, 0, 0, b"")
+    await peer.send(FrameType.PING, Flag.ACK, 0, 0)
+    # js opens stream 1 with a WINDOW_UPDATE|SYN of length 0.
+    await peer.send(FrameType.WINDOW_UPDATE, Flag.SYN, 1, 0)
+    assert await peer.frame() == (FrameType.WINDOW_UPDATE, Flag.ACK, 1, 0, b"")
+    await peer.send(FrameType.DATA, 0, 1, 2, b"hi")
+    stream = await conn.accept_stream()
+    assert stream.stream_id == 1
+    assert await stream.receive_some() == b"hi"
+    # js pings every 30 s: answer with ACK and the same opaque value.
+    await peer.send(FrameType.PING, Flag.SYN, 0, 42)
+    assert await peer.frame() == (FrameType.PING, Flag.ACK, 0, 42, b"")
+    assert conn.rtt is not None
+    # Our streams are even; the SYN goes out with our first write.
+    ours = await conn.open_stream()
+    await ours.send_all(b"yo")
+    assert await peer.frame() == (FrameType.WINDOW_UPDATE, Flag.SYN, 2, 0, b"")
+    assert await peer.frame() == (FrameType.DATA, 0, 2, 2, b"yo")
+    await peer.send(FrameType.GO_AWAY, 0, 0, GoAwayCode.NORMAL)
+    await trio.testing.wait_all_tasks_blocked()
+    with pytest.raises(trio.BrokenResourceError):
+        await conn.open_stream()
+    assert PROTOCOL_ID == "/yamux/1.0.0"
+
+
+async def test_protocol_violation_sends_go_away_and_closes(nursery: trio.Nursery) -> None:
+    a, b = memory_stream_pair()
+    conn = YamuxConnection(b, is_initiator=False)
+    await nursery.start(conn.run)
+    peer = RawPeer(a)
+    await peer.frame()  # our initial ping
+    await peer.stream.send_all(bytes([1]) + bytes(11))  # version 1
+    assert await peer.frame() == (FrameType.GO_AWAY, 0, 0, GoAwayCode.PROTOCOL_ERROR, b"")
+    with pytest.raises(EOFError):
+        await peer.frame()
+    await conn.closed.wait()
+    assert isinstance(conn.error, DecodeError)
+    with pytest.raises(trio.EndOfChannel):
+        await conn.accept_stream()
+
+
+async def test_window_violation_by_raw_peer(nursery: trio.Nursery) -> None:
+    a, b = memory_stream_pair()
+    conn = YamuxConnection(b, is_initiator=False)
+    await nursery.start(conn.run)
+    peer = RawPeer(a)
+    await peer.frame()
+    await peer.send(FrameType.DATA, Flag.SYN, 1, 256 * KiB + 1)
+    frame = await peer.frame()
+    while frame[0] != FrameType.GO_AWAY:
+        frame = await peer.frame()
+    assert frame[3] == GoAwayCode.PROTOCOL_ERROR
+    await conn.closed.wait()
+
+
+async def test_output_is_bounded_while_the_transport_is_stalled(nursery: trio.Nursery) -> None:
+    """Senders wait at the high-water mark; control answers still queue."""
+    a, b = lockstep_stream_pair()  # no buffering at all: `b` is not read yet
+    config = YamuxConfig(write_high_water=256 * KiB, max_frame_payload=64 * KiB)
+    conn = YamuxConnection(a, is_initiator=True, config=config)
+    await nursery.start(conn.run)
+    peer = RawPeer(b)
+    stream = await conn.open_stream()
+    # The peer grants a huge window but does not read anything yet.
+    await peer.send(FrameType.WINDOW_UPDATE, Flag.ACK, stream.stream_id, 16 * MiB)
+    done = trio.Event()
+
+    async def sender() -> None:
+        await stream.send_all(bytes(10 * MiB))
+        done.set()
+
+    nursery.start_soon(sender)
+    await trio.testing.wait_all_tasks_blocked()
+    assert not done.is_set()
+    pending = conn._session.pending_output
+    assert pending <= config.write_high_water + config.max_frame_payload
+    for i in range(50):  # pings keep being answered into the queue
+        await peer.send(FrameType.PING, Flag.SYN, 0, 1000 + i)
+    await trio.testing.wait_all_tasks_blocked()
+    assert conn._session.pending_output == pending + 50 * HEADER_SIZE
+    # Now the peer reads: everything arrives, the ping answers among it.
+    answers = set()
+    data = 0
+    while data < 10 * MiB:
+        ftype, flags, _, length, body = await peer.frame()
+        if ftype == FrameType.PING and flags == Flag.ACK:
+            answers.add(length)
+        data += len(body)
+    assert answers >= set(range(1000, 1050))
+    await done.wait()
+
+
+async def test_close_gives_up_on_a_stalled_transport(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    a, _b = lockstep_stream_pair()
+    conn = YamuxConnection(a, is_initiator=True, config=YamuxConfig(close_timeout=3.0))
+    await nursery.start(conn.run)
+    stream = await conn.open_stream()
+    await stream.send_all(b"never read")
+    start = trio.current_time()
+    await conn.aclose()
+    assert trio.current_time() - start == pytest.approx(3.0)
+    await conn.closed.wait()
