@@ -1,0 +1,528 @@
+"""The host: transports, upgraded connections, protocol handlers, peerstore.
+
+``async with open_host(keypair, transports) as host:`` owns one nursery.
+Every task (listeners, connection readers, stream handlers, keep-alives)
+lives under it, so leaving the block closes every connection with a yamux
+GoAway and leaves no task behind.
+
+One connection per peer: when two connections to the same peer exist
+(both sides dialled at once), both sides keep the one dialled by the
+peer with the smaller id and close the other, so they agree without
+talking about it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import trio
+
+from guts.crypto import KeyPair
+from guts.errors import DialError, GutsError, PeerNotFound, ProtocolError
+from guts.multiaddr import Multiaddr
+from guts.mux.yamux import YamuxConfig, YamuxConnection
+from guts.peer import PeerId
+from guts.peerstore import Peerstore
+from guts.security.noise import NoiseStream
+from guts.transport import RawConnection, Transport
+from guts.upgrade import upgrade_inbound, upgrade_outbound
+from guts.wire import NegotiatedStream, accept_protocol, select_protocol
+
+__all__ = [
+    "Host",
+    "HostConfig",
+    "Connection",
+    "Direction",
+    "StreamHandler",
+    "HostEvent",
+    "PeerConnected",
+    "PeerDisconnected",
+    "PeerIdentified",
+    "open_host",
+]
+
+log = logging.getLogger("guts.host")
+
+StreamHandler = Callable[[NegotiatedStream], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class HostConfig:
+    """Limits and timers of a host.
+
+    Attributes:
+        max_connections: connections open at once; inbound ones beyond it are
+            refused, outbound dials fail with :class:`DialError`.
+        connection_timeout: seconds for dial plus upgrade (per address).
+        keep_alive: seconds between yamux pings on each connection; a ping
+            unanswered for that long closes the connection. 0 disables.
+        negotiation_timeout: seconds a stream may take to agree on a protocol.
+        muxer: yamux settings. The host runs its own keep-alive (with a
+            timeout), so the muxer's own periodic ping is off by default.
+    """
+
+    max_connections: int = 50
+    connection_timeout: float = 10.0
+    keep_alive: float = 30.0
+    negotiation_timeout: float = 10.0
+    muxer: YamuxConfig = field(default_factory=lambda: YamuxConfig(keepalive_interval=None))
+
+
+class Direction(Enum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+@dataclass(frozen=True, slots=True)
+class PeerConnected:
+    peer_id: PeerId
+    addr: Multiaddr
+    direction: Direction
+
+
+@dataclass(frozen=True, slots=True)
+class PeerDisconnected:
+    peer_id: PeerId
+
+
+@dataclass(frozen=True, slots=True)
+class PeerIdentified:
+    peer_id: PeerId
+    protocols: tuple[str, ...]
+    agent_version: str | None
+    listen_addrs: tuple[Multiaddr, ...]
+
+
+HostEvent = PeerConnected | PeerDisconnected | PeerIdentified
+
+
+class Connection:
+    """One upgraded connection to one peer."""
+
+    def __init__(
+        self,
+        host: Host,
+        raw: RawConnection,
+        secure: NoiseStream,
+        muxer: YamuxConnection,
+        direction: Direction,
+    ) -> None:
+        self._host = host
+        self.raw = raw
+        self.secure = secure
+        self.muxer = muxer
+        self.direction = direction
+        self.peer_id: PeerId = secure.remote_peer
+        self.remote_addr: Multiaddr = raw.remote_addr
+        self.local_addr: Multiaddr = raw.local_addr
+        self.opened_at = time.monotonic()
+        self.closed = trio.Event()
+        #: Set once identify on this connection finished, well or not.
+        self.identified = trio.Event()
+
+    @property
+    def dialer(self) -> PeerId:
+        """The peer that dialled this connection."""
+        return self._host.peer_id if self.direction is Direction.OUTBOUND else self.peer_id
+
+    @property
+    def is_closed(self) -> bool:
+        return self.closed.is_set() or self.muxer.is_closed
+
+    async def new_stream(self, protocols: Sequence[str]) -> NegotiatedStream:
+        """Open a stream and agree on one of ``protocols`` (in preference order).
+
+        Raises:
+            NegotiationError: the peer speaks none of them.
+        """
+        stream = await self.muxer.open_stream()
+        try:
+            with trio.fail_after(self._host.config.negotiation_timeout):
+                negotiated = await select_protocol(stream, protocols)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await _abort(stream)
+            raise
+        negotiated.connection = self
+        return negotiated
+
+    async def ping(self) -> float:
+        """Round trip of a yamux ping, in seconds."""
+        return await self.muxer.ping()
+
+    async def aclose(self) -> None:
+        """Close with a yamux GoAway; idempotent."""
+        await self.muxer.aclose()
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.direction.value} {self.peer_id} {self.remote_addr}>"
+
+
+async def _abort(stream: Any) -> None:
+    reset = getattr(stream, "reset", None)
+    try:
+        if reset is not None:
+            result = reset()
+            if isinstance(result, Awaitable):
+                await result
+        else:
+            await stream.aclose()
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+
+
+class Host:
+    """A libp2p host. Build it with :func:`open_host`."""
+
+    def __init__(
+        self,
+        keypair: KeyPair,
+        transports: Sequence[Transport],
+        nursery: trio.Nursery,
+        config: HostConfig,
+    ) -> None:
+        self.keypair = keypair
+        self.peer_id: PeerId = keypair.peer_id
+        self.config = config
+        self.peerstore = Peerstore()
+        self._transports = list(transports)
+        self._nursery = nursery
+        self._handlers: dict[str, StreamHandler] = {}
+        self._connections: dict[PeerId, Connection] = {}
+        self._dialing: dict[PeerId, trio.Event] = {}
+        self._listen_addrs: list[Multiaddr] = []
+        self._event_handlers: list[Callable[[HostEvent], None]] = []
+        self._protocol_listeners: list[Callable[[], None]] = []
+        self._closing = False
+
+    # -- protocols ---------------------------------------------------------
+
+    def set_handler(self, protocol: str, handler: StreamHandler) -> None:
+        """Serve ``protocol``: each inbound stream that selects it runs ``handler``
+        in its own task; the stream is closed when the handler returns."""
+        self._handlers[protocol] = handler
+        self._protocols_changed()
+
+    def remove_handler(self, protocol: str) -> None:
+        if self._handlers.pop(protocol, None) is not None:
+            self._protocols_changed()
+
+    @property
+    def protocols(self) -> list[str]:
+        """Protocols we serve, as identify announces them."""
+        return list(self._handlers)
+
+    def on_protocols_changed(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever the served protocols change (identify push)."""
+        self._protocol_listeners.append(callback)
+
+    def _protocols_changed(self) -> None:
+        for cb in self._protocol_listeners:
+            cb()
+
+    # -- events --------------------------------------------------------------
+
+    def add_event_handler(self, callback: Callable[[HostEvent], None]) -> None:
+        """Call ``callback`` (synchronously) for every :data:`HostEvent`."""
+        self._event_handlers.append(callback)
+
+    def emit(self, event: HostEvent) -> None:
+        for cb in self._event_handlers:
+            try:
+                cb(event)
+            except Exception:
+                log.exception("event handler failed on %r", event)
+
+    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run a background task under the host's nursery."""
+        self._nursery.start_soon(fn, *args)
+
+    # -- listening -----------------------------------------------------------
+
+    @property
+    def listen_addrs(self) -> list[Multiaddr]:
+        """Addresses we listen on, as bound (port 0 resolved)."""
+        return list(self._listen_addrs)
+
+    async def listen(self, *addrs: Multiaddr) -> list[Multiaddr]:
+        """Start listening on each address; return the bound addresses."""
+        bound: list[Multiaddr] = []
+        for addr in addrs:
+            transport = self._transport_for(addr, listen=True)
+            got = await self._nursery.start(transport.serve, addr, self._serve_inbound)
+            bound.extend(got)
+        self._listen_addrs.extend(bound)
+        return bound
+
+    def _transport_for(self, addr: Multiaddr, *, listen: bool = False) -> Transport:
+        for t in self._transports:
+            if (t.can_listen(addr) if listen else t.can_dial(addr)):
+                return t
+        raise DialError(f"no transport for {addr}")
+
+    async def _serve_inbound(self, raw: RawConnection) -> None:
+        if self._closing or len(self._connections) >= self.config.max_connections:
+            log.warning(
+                "refusing inbound connection from %s: connection limit (%d) reached",
+                raw.remote_addr, self.config.max_connections,
+            )
+            await trio.aclose_forcefully(raw)
+            return
+        try:
+            with trio.fail_after(self.config.connection_timeout):
+                secure, muxer = await upgrade_inbound(raw, self.keypair, self.config.muxer)
+        except trio.TooSlowError:
+            log.warning("closing inbound connection from %s: upgrade timed out", raw.remote_addr)
+            await trio.aclose_forcefully(raw)
+            return
+        except (GutsError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            log.warning("closing inbound connection from %s: %s", raw.remote_addr, _reason(exc))
+            await trio.aclose_forcefully(raw)
+            return
+        conn = Connection(self, raw, secure, muxer, Direction.INBOUND)
+        await self._run_connection(conn)
+
+    # -- dialling ------------------------------------------------------------
+
+    async def connect(self, target: Multiaddr | PeerId) -> Connection:
+        """Return the connection to a peer, dialling it if needed.
+
+        ``target`` is a peer id (dialled at its peerstore addresses) or a
+        multiaddr, with or without ``/p2p/<id>``; with it, the remote must
+        authenticate as that peer.
+
+        Raises:
+            PeerNotFound: no address is known for the peer id.
+            DialError: every address failed (the reasons are in the message).
+        """
+        if isinstance(target, PeerId):
+            peer: PeerId | None = target
+            addrs = list(self.peerstore.addrs(target))
+        else:
+            text = target.peer_id
+            peer = PeerId.from_string(text) if text else None
+            addrs = [target]
+        if peer is not None:
+            if peer == self.peer_id:
+                raise DialError("cannot dial ourselves")
+            while True:
+                existing = self._connections.get(peer)
+                if existing is not None and not existing.is_closed:
+                    return existing
+                pending = self._dialing.get(peer)
+                if pending is None:
+                    break
+                await pending.wait()
+            if not addrs:
+                raise PeerNotFound(f"no known address for {peer}")
+            done = self._dialing[peer] = trio.Event()
+            try:
+                return await self._dial_addrs(peer, addrs)
+            finally:
+                del self._dialing[peer]
+                done.set()
+        return await self._dial_addrs(None, addrs)
+
+    async def _dial_addrs(self, peer: PeerId | None, addrs: list[Multiaddr]) -> Connection:
+        errors: list[str] = []
+        for addr in addrs:
+            try:
+                return await self._dial_one(peer, addr)
+            except (GutsError, OSError, trio.BrokenResourceError, trio.TooSlowError) as exc:
+                errors.append(f"{addr}: {_reason(exc)}")
+        who = str(peer) if peer else "peer"
+        raise DialError(f"could not connect to {who}: " + "; ".join(errors))
+
+    async def _dial_one(self, peer: PeerId | None, addr: Multiaddr) -> Connection:
+        if self._closing:
+            raise DialError("host is shutting down")
+        if len(self._connections) >= self.config.max_connections:
+            raise DialError(f"connection limit ({self.config.max_connections}) reached")
+        transport = self._transport_for(addr)
+        with trio.fail_after(self.config.connection_timeout):
+            raw = await transport.dial(addr)
+            try:
+                secure, muxer = await upgrade_outbound(raw, self.keypair, peer, self.config.muxer)
+            except BaseException as exc:
+                if isinstance(exc, (GutsError, trio.BrokenResourceError)):
+                    log.warning("closing outbound connection to %s: %s", addr, _reason(exc))
+                await trio.aclose_forcefully(raw)
+                raise
+        conn = Connection(self, raw, secure, muxer, Direction.OUTBOUND)
+        self.peerstore.add_addrs(conn.peer_id, [addr])
+        kept: Connection = await self._nursery.start(self._run_connection, conn)
+        return kept
+
+    # -- connection lifecycle -------------------------------------------------
+
+    def _admit(self, conn: Connection) -> bool:
+        """Register ``conn``; on a duplicate keep the one the smaller peer id
+        dialled. Returns whether ``conn`` is the one kept."""
+        old = self._connections.get(conn.peer_id)
+        if old is not None and not old.is_closed:
+            if old.dialer.to_bytes() <= conn.dialer.to_bytes():
+                return False
+            self._nursery.start_soon(old.aclose)
+        self._connections[conn.peer_id] = conn
+        return True
+
+    async def _run_connection(
+        self, conn: Connection, *, task_status: trio.TaskStatus[Connection] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        peer = conn.peer_id
+        if not self._admit(conn):
+            kept = self._connections[peer]
+            log.debug("closing duplicate connection to %s", peer)
+            await conn.aclose()
+            task_status.started(kept)
+            return
+        self.peerstore.set_public_key(peer, conn.secure.remote_public_key)
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self._run_muxer, conn, nursery)
+                nursery.start_soon(self._accept_streams, conn, nursery)
+                if self.config.keep_alive > 0:
+                    nursery.start_soon(self._keep_alive, conn)
+                task_status.started(conn)
+                self.emit(PeerConnected(peer, conn.remote_addr, conn.direction))
+        except ProtocolError as exc:
+            log.warning("closing connection to %s: %s", peer, _reason(exc))
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            log.info("connection to %s lost: %s", peer, _reason(exc))
+        finally:
+            conn.closed.set()
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(conn.muxer)
+            if self._connections.get(peer) is conn:
+                del self._connections[peer]
+                self.emit(PeerDisconnected(peer))
+
+    async def _run_muxer(
+        self, conn: Connection, nursery: trio.Nursery, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        # When the muxer stops, the connection's handlers and timers stop too.
+        try:
+            await conn.muxer.run(task_status=task_status)
+        finally:
+            conn.closed.set()
+            nursery.cancel_scope.cancel()
+        error = conn.muxer.error
+        if isinstance(error, ProtocolError):
+            log.warning("closing connection to %s: %s", conn.peer_id, _reason(error))
+        elif error is not None:
+            log.info("connection to %s lost: %s", conn.peer_id, _reason(error))
+
+    async def _accept_streams(self, conn: Connection, nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                stream = await conn.muxer.accept_stream()
+            except (trio.ClosedResourceError, trio.BrokenResourceError, trio.EndOfChannel):
+                return
+            nursery.start_soon(self._handle_stream, conn, stream)
+
+    async def _handle_stream(self, conn: Connection, stream: Any) -> None:
+        try:
+            with trio.fail_after(self.config.negotiation_timeout):
+                negotiated = await accept_protocol(stream, self._handlers)
+        except trio.TooSlowError:
+            log.info("peer %s: stream negotiation timed out", conn.peer_id)
+            await _abort(stream)
+            return
+        except (GutsError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            log.info("peer %s: stream negotiation failed: %s", conn.peer_id, _reason(exc))
+            await _abort(stream)
+            return
+        negotiated.connection = conn
+        handler = self._handlers.get(negotiated.protocol)
+        if handler is None:  # removed while negotiating
+            await _abort(stream)
+            return
+        try:
+            await handler(negotiated)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            log.debug("peer %s: %s stream broke: %s", conn.peer_id, negotiated.protocol, exc)
+            await _abort(stream)
+        except GutsError as exc:
+            log.warning("peer %s: %s: %s", conn.peer_id, negotiated.protocol, _reason(exc))
+            await _abort(stream)
+        except Exception:
+            log.exception("peer %s: handler for %s failed", conn.peer_id, negotiated.protocol)
+            await _abort(stream)
+        else:
+            with trio.CancelScope(shield=True):
+                try:
+                    await negotiated.aclose()
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+
+    async def _keep_alive(self, conn: Connection) -> None:
+        interval = self.config.keep_alive
+        while True:
+            await trio.sleep(interval)
+            try:
+                with trio.fail_after(interval):
+                    await conn.muxer.ping()
+            except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError, GutsError):
+                log.warning("closing connection to %s: keep-alive ping unanswered", conn.peer_id)
+                await conn.aclose()
+                return
+
+    # -- queries -------------------------------------------------------------
+
+    @property
+    def connections(self) -> list[Connection]:
+        return [c for c in self._connections.values() if not c.is_closed]
+
+    def connection(self, peer: PeerId) -> Connection | None:
+        conn = self._connections.get(peer)
+        return conn if conn is not None and not conn.is_closed else None
+
+    async def new_stream(self, peer: PeerId | Multiaddr, protocols: Sequence[str]) -> NegotiatedStream:
+        """Connect if needed, open a stream and select one of ``protocols``."""
+        conn = await self.connect(peer)
+        return await conn.new_stream(protocols)
+
+    async def disconnect(self, peer: PeerId) -> None:
+        conn = self._connections.get(peer)
+        if conn is not None:
+            await conn.aclose()
+
+    def add_addrs(self, peer: PeerId, addrs: Iterable[Multiaddr]) -> None:
+        self.peerstore.add_addrs(peer, addrs)
+
+    async def aclose(self) -> None:
+        """Close every connection and stop every task; idempotent."""
+        self._closing = True
+        with trio.move_on_after(2) as scope:
+            scope.shield = True
+            async with trio.open_nursery() as nursery:
+                for conn in list(self._connections.values()):
+                    nursery.start_soon(conn.aclose)
+        self._nursery.cancel_scope.cancel()
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    name = type(exc).__name__
+    return f"{name}: {text}" if text else name
+
+
+@asynccontextmanager
+async def open_host(
+    keypair: KeyPair,
+    transports: Sequence[Transport],
+    config: HostConfig | None = None,
+) -> AsyncIterator[Host]:
+    """Run a host for the duration of the block."""
+    async with trio.open_nursery() as nursery:
+        host = Host(keypair, transports, nursery, config or HostConfig())
+        try:
+            yield host
+        finally:
+            await host.aclose()
