@@ -1,0 +1,44 @@
+# The README's commands. Everything lands in .venv and interop/node_modules.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: start test proto bench sim clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+# The js-libp2p peer the interop tests run against (versions pinned by the lock file).
+interop/node_modules/.installed: interop/package.json interop/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd interop && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else \
+		echo "npm not found: the interop tests will be skipped (they fail under CI=true)"; \
+	fi
+
+## make start: run a node with the default configuration
+start: $(VENV)/.installed
+	$(BIN)/guts start
+
+## make test: the whole suite (unit, conformance, interop against js-libp2p)
+test: $(VENV)/.installed-test interop/node_modules/.installed
+	$(BIN)/pytest
+
+## make proto: regenerate guts/pb from proto/
+proto: $(VENV)/.installed-test
+	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=guts/pb --pyi_out=guts/pb proto/*.proto
+
+## make bench: benchmarks side by side with py-libp2p
+bench: $(VENV)/.installed-test
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) interop/node_modules .pytest_cache .bench

@@ -1,0 +1,196 @@
+"""The ``guts`` command: argument parsing, then one ``trio.run``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import statistics
+import sys
+from contextlib import aclosing
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from guts import __version__
+
+app = typer.Typer(
+    help="Guts: peer-to-peer code collaboration over libp2p.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+HomeOption = Annotated[
+    Optional[Path], typer.Option("--home", help="Node directory (default: $GUTS_HOME or ~/.guts).")
+]
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+@app.command()
+def version() -> None:
+    """Print the Guts version."""
+    typer.echo(__version__)
+
+
+@app.command("id")
+def id_(home: HomeOption = None) -> None:
+    """Print this node's peer id (creating the identity on first use)."""
+    from guts.config import default_home, KEY_FILE
+    from guts.crypto import load_or_create_keypair
+    from guts.errors import GutsError
+
+    try:
+        keypair = load_or_create_keypair((home or default_home()).expanduser() / KEY_FILE)
+    except (GutsError, OSError) as exc:
+        _fail(str(exc))
+    typer.echo(str(keypair.peer_id))
+
+
+@app.command()
+def start(
+    home: HomeOption = None,
+    listen: Annotated[list[str], typer.Option("--listen", help="Multiaddr to listen on (repeatable).")] = [],
+    bootstrap: Annotated[list[str], typer.Option("--bootstrap", help="Peer to dial at start (repeatable).")] = [],
+    as_json: Annotated[bool, typer.Option("--json", help="Print events as JSON lines on stdout.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Run a node until SIGINT or SIGTERM."""
+    import trio
+
+    from guts.config import load_config
+    from guts.errors import GutsError
+
+    _setup_logging(verbose)
+    try:
+        config = load_config(home, listen=listen, bootstrap=bootstrap)
+    except GutsError as exc:
+        _fail(str(exc))
+    try:
+        trio.run(_run_node, config, as_json)
+    except (GutsError, OSError) as exc:
+        _fail(str(exc))
+
+
+def _emit(as_json: bool, event: dict[str, Any], text: str) -> None:
+    if as_json:
+        print(json.dumps(event), flush=True)
+    else:
+        print(text, flush=True)
+
+
+async def _run_node(config: Any, as_json: bool) -> None:
+    import trio
+
+    from guts.host import HostEvent, PeerConnected, PeerDisconnected, PeerIdentified
+    from guts.node import open_node
+
+    def on_event(event: HostEvent) -> None:
+        if isinstance(event, PeerConnected):
+            _emit(as_json, {"event": "peer_connected", "peer_id": str(event.peer_id),
+                            "addr": str(event.addr), "direction": event.direction.value},
+                  f"connected: {event.peer_id} ({event.direction.value}, {event.addr})")
+        elif isinstance(event, PeerDisconnected):
+            _emit(as_json, {"event": "peer_disconnected", "peer_id": str(event.peer_id)},
+                  f"disconnected: {event.peer_id}")
+        elif isinstance(event, PeerIdentified):
+            _emit(as_json, {"event": "peer_identified", "peer_id": str(event.peer_id),
+                            "agent_version": event.agent_version, "protocols": list(event.protocols)},
+                  f"identified: {event.peer_id} {event.agent_version or ''}")
+
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with open_node(config) as node:
+            node.host.add_event_handler(on_event)
+            addrs = [str(a) for a in node.addrs]
+            if as_json:
+                _emit(True, {"event": "ready", "peer_id": str(node.host.peer_id), "addrs": addrs}, "")
+            else:
+                print(f"peer id: {node.host.peer_id}", flush=True)
+                for a in addrs:
+                    print(f"listening on {a}", flush=True)
+            async for signum in signals:
+                logging.getLogger("guts.node").info(
+                    "received %s, shutting down", signal.Signals(signum).name
+                )
+                break
+    if as_json:
+        _emit(True, {"event": "stopped"}, "")
+
+
+@app.command()
+def ping(
+    addr: Annotated[str, typer.Argument(help="Multiaddr of the peer, e.g. /ip4/127.0.0.1/tcp/9000/p2p/12D3KooW...")],
+    count: Annotated[int, typer.Option("--count", "-c", min=1, help="How many pings.")] = 4,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the connection and each answer.")] = 10.0,
+) -> None:
+    """Ping a peer and print each round trip."""
+    import trio
+
+    from guts.errors import GutsError
+    from guts.multiaddr import Multiaddr
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        target = Multiaddr.parse(addr)
+    except ValueError as exc:
+        _fail(str(exc))
+    try:
+        rtts = trio.run(_ping, target, count, timeout)
+    except trio.TooSlowError:
+        _fail("timed out")
+    except (GutsError, OSError, trio.BrokenResourceError) as exc:
+        _fail(str(exc))
+    if rtts:
+        ms = [r * 1000 for r in rtts]
+        typer.echo(f"{len(ms)} pings: min {min(ms):.3f} ms, median {statistics.median(ms):.3f} ms, max {max(ms):.3f} ms")
+
+
+async def _ping(target: Any, count: int, timeout: float) -> list[float]:
+    import trio
+
+    from guts.crypto import KeyPair
+    from guts.host import HostConfig, open_host
+    from guts.identify import Identify
+    from guts.ping import Ping
+    from guts.ping import ping as do_ping
+    from guts.transport import TcpTransport, WebSocketTransport
+
+    rtts: list[float] = []
+    async with open_host(KeyPair.generate(), [TcpTransport(), WebSocketTransport()],
+                         HostConfig(connection_timeout=timeout, keep_alive=0)) as host:
+        Identify(host)
+        Ping(host)
+        with trio.fail_after(timeout):
+            conn = await host.connect(target)
+        typer.echo(f"PING {conn.peer_id} via {target}")
+        async with aclosing(do_ping(host, conn.peer_id, count)) as pings:
+            while True:
+                with trio.fail_after(timeout):
+                    try:
+                        rtt = await pings.__anext__()
+                    except StopAsyncIteration:
+                        break
+                rtts.append(rtt)
+                typer.echo(f"pong from {conn.peer_id}: time={rtt * 1000:.3f} ms")
+    return rtts
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""A full Guts node composed from a :class:`~guts.config.NodeConfig`: the
+host with TCP and WebSocket transports, identify, ping, and the bootstrap
+dials."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import trio
+
+from guts.config import NodeConfig
+from guts.crypto import KeyPair, load_or_create_keypair
+from guts.errors import GutsError
+from guts.host import Host, HostConfig, open_host
+from guts.identify import Identify
+from guts.multiaddr import Multiaddr
+from guts.ping import Ping
+from guts.transport import TcpTransport, Transport, WebSocketTransport
+
+__all__ = ["Node", "open_node", "expand_unspecified"]
+
+log = logging.getLogger("guts.node")
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A running node: its host and the protocols it serves."""
+
+    config: NodeConfig
+    host: Host
+    identify: Identify
+    ping: Ping
+
+    @property
+    def addrs(self) -> list[Multiaddr]:
+        """Dialable listen addresses, each ending in ``/p2p/<our id>``."""
+        me = str(self.host.peer_id)
+        return [a.with_p2p(me) for a in expand_unspecified(self.host.listen_addrs)]
+
+
+def _local_ips(family: socket.AddressFamily) -> list[str]:
+    ips = ["127.0.0.1" if family == socket.AF_INET else "::1"]
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None, family, socket.SOCK_STREAM)
+    except OSError:
+        return ips
+    for info in infos:
+        ip = str(info[4][0])
+        if ip not in ips and not ip.startswith("fe80"):
+            ips.append(ip)
+    return ips
+
+
+def expand_unspecified(addrs: list[Multiaddr]) -> list[Multiaddr]:
+    """Replace ``0.0.0.0`` / ``::`` listen addresses with this machine's
+    addresses, so that what we print and announce can be dialled."""
+    out: list[Multiaddr] = []
+    for addr in addrs:
+        parts = str(addr).split("/")
+        if len(parts) > 2 and parts[1] == "ip4" and parts[2] == "0.0.0.0":
+            ips = _local_ips(socket.AF_INET)
+        elif len(parts) > 2 and parts[1] == "ip6" and parts[2] == "::":
+            ips = _local_ips(socket.AF_INET6)
+        else:
+            out.append(addr)
+            continue
+        for ip in ips:
+            parts[2] = ip
+            candidate = Multiaddr.parse("/".join(parts))
+            if candidate not in out:
+                out.append(candidate)
+    return out
+
+
+async def _bootstrap(host: Host, addr: Multiaddr) -> None:
+    try:
+        conn = await host.connect(addr)
+        log.info("bootstrap peer %s connected at %s", conn.peer_id, addr)
+    except GutsError as exc:
+        log.warning("bootstrap %s failed: %s", addr, exc)
+
+
+@asynccontextmanager
+async def open_node(
+    config: NodeConfig,
+    *,
+    keypair: KeyPair | None = None,
+    transports: list[Transport] | None = None,
+) -> AsyncIterator[Node]:
+    """Run a node for the duration of the block.
+
+    Args:
+        config: what to listen on, whom to bootstrap from, limits.
+        keypair: identity; loaded from (or created in) ``config.home`` if omitted.
+        transports: defaults to TCP and WebSocket.
+    """
+    if keypair is None:
+        keypair = load_or_create_keypair(config.key_file)
+    host_config = HostConfig(
+        max_connections=config.max_connections,
+        connection_timeout=config.connection_timeout,
+        keep_alive=config.keep_alive,
+    )
+    if transports is None:
+        transports = [TcpTransport(), WebSocketTransport()]
+    async with open_host(keypair, transports, host_config) as host:
+        node = Node(config=config, host=host, identify=Identify(host), ping=Ping(host))
+        if config.listen:
+            await host.listen(*config.listen)
+        for addr in config.bootstrap:
+            host.start_soon(_bootstrap, host, addr)
+        yield node
