@@ -1,0 +1,1 @@
+"""Interop tests against real js-libp2p peers (see interop/README.md)."""
