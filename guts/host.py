@@ -519,10 +519,19 @@ async def open_host(
     transports: Sequence[Transport],
     config: HostConfig | None = None,
 ) -> AsyncIterator[Host]:
-    """Run a host for the duration of the block."""
-    async with trio.open_nursery() as nursery:
-        host = Host(keypair, transports, nursery, config or HostConfig())
-        try:
-            yield host
-        finally:
-            await host.aclose()
+    """Run a host for the duration of the block.
+
+    An exception raised in the block comes out as itself, not wrapped in the
+    host nursery's exception group, when it is the only one.
+    """
+    try:
+        async with trio.open_nursery() as nursery:
+            host = Host(keypair, transports, nursery, config or HostConfig())
+            try:
+                yield host
+            finally:
+                await host.aclose()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise

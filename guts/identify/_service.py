@@ -45,6 +45,7 @@ class Identify:
     def __init__(self, host: Host, agent_version: str = AGENT_VERSION) -> None:
         self.host = host
         self.agent_version = agent_version
+        self._pushing: dict[Connection, bool] = {}  # connection -> changed again since push began
         host.set_handler(IDENTIFY, self._serve)
         host.set_handler(IDENTIFY_PUSH, self._receive_push)
         host.add_event_handler(self._on_event)
@@ -113,16 +114,30 @@ class Identify:
         )
 
     def _on_protocols_changed(self) -> None:
+        # One push in flight per connection (js accepts one at a time); a
+        # change during a push is sent by a second push when it finishes.
         for conn in self.host.connections:
-            self.host.start_soon(self._push, conn)
+            if conn in self._pushing:
+                self._pushing[conn] = True
+            else:
+                self._pushing[conn] = False
+                self.host.start_soon(self._push, conn)
 
     async def _push(self, conn: Connection) -> None:
         try:
-            with trio.fail_after(TIMEOUT):
-                stream = await conn.new_stream([IDENTIFY_PUSH])
+            while True:
                 try:
-                    await MessageStream(stream, MAX_MESSAGE).send(encode_identify(self._info_for(conn)))
-                finally:
-                    await stream.aclose()
-        except (trio.TooSlowError, GutsError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            log.debug("peer %s: identify push failed: %s", conn.peer_id, exc)
+                    with trio.fail_after(TIMEOUT):
+                        stream = await conn.new_stream([IDENTIFY_PUSH])
+                        try:
+                            await MessageStream(stream, MAX_MESSAGE).send(encode_identify(self._info_for(conn)))
+                        finally:
+                            await stream.aclose()
+                except (trio.TooSlowError, GutsError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    log.debug("peer %s: identify push failed: %s", conn.peer_id, exc)
+                    return
+                if not self._pushing.get(conn):
+                    return
+                self._pushing[conn] = False
+        finally:
+            self._pushing.pop(conn, None)

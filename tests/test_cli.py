@@ -1,0 +1,83 @@
+"""The guts command, run as users run it (real processes, real TCP on loopback)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+GUTS = [sys.executable, "-m", "guts.cli"]
+
+
+def run(*args: str, home: Path, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "GUTS_HOME": str(home)}
+    return subprocess.run([*GUTS, *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_id_is_created_once_and_private(tmp_path: Path) -> None:
+    first = run("id", home=tmp_path / "home")
+    assert first.returncode == 0, first.stderr
+    peer_id = first.stdout.strip()
+    assert peer_id.startswith("12D3KooW")
+    assert run("id", home=tmp_path / "home").stdout.strip() == peer_id
+    key = tmp_path / "home" / "identity.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+
+
+def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text("listen = 5\n")
+    result = run("start", home=tmp_path)
+    assert result.returncode == 1
+    assert "config.toml" in result.stderr and "listen" in result.stderr
+
+
+def test_start_json_ping_and_clean_shutdown(tmp_path: Path) -> None:
+    env = {**os.environ, "GUTS_HOME": str(tmp_path)}
+    node = subprocess.Popen(
+        [*GUTS, "start", "--json", "--listen", "/ip4/127.0.0.1/tcp/0", "--listen", "/ip4/127.0.0.1/tcp/0/ws"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        assert node.stdout is not None
+        ready = json.loads(node.stdout.readline())
+        assert ready["event"] == "ready"
+        assert ready["peer_id"] == run("id", home=tmp_path).stdout.strip()
+        assert len(ready["addrs"]) == 2
+        assert all(a.endswith("/p2p/" + ready["peer_id"]) for a in ready["addrs"])
+        for addr in ready["addrs"]:
+            result = run("ping", addr, "--count", "3", home=tmp_path / "other")
+            assert result.returncode == 0, result.stderr
+            assert result.stdout.count("pong from " + ready["peer_id"]) == 3
+        events = []
+        while True:
+            line = json.loads(node.stdout.readline())
+            events.append(line["event"])
+            if events.count("peer_disconnected") == 2:
+                break
+        assert events.count("peer_connected") == 2
+        node.send_signal(signal.SIGTERM)
+        assert node.wait(timeout=10) == 0
+        assert json.loads(node.stdout.read().splitlines()[-1]) == {"event": "stopped"}
+    finally:
+        if node.poll() is None:
+            node.kill()
+            node.wait()
+
+
+def test_ping_unreachable_is_a_clear_error(tmp_path: Path) -> None:
+    result = run("ping", "/ip4/127.0.0.1/tcp/1", "--timeout", "5", home=tmp_path)
+    assert result.returncode == 1
+    assert "error:" in result.stderr and "/ip4/127.0.0.1/tcp/1" in result.stderr
+
+
+@pytest.mark.parametrize("bad", ["/ip4/1.2.3", "not-a-multiaddr"])
+def test_ping_bad_address(tmp_path: Path, bad: str) -> None:
+    result = run("ping", bad, home=tmp_path)
+    assert result.returncode == 1
+    assert "error:" in result.stderr

@@ -1,0 +1,43 @@
+"""Pins the public surface: a change to what a module exports is a
+deliberate edit of this file, not an accident (trio's test_exports.py)."""
+
+import importlib
+
+import pytest
+
+PUBLIC = {
+    'guts.errors': ['ConfigError', 'DecodeError', 'DialError', 'GutsError', 'HandshakeError', 'LocalProtocolError', 'NegotiationError', 'PeerIdMismatch', 'PeerNotFound', 'ProtocolError', 'RemoteProtocolError', 'StreamReset'],
+    'guts.wire': ['DialerNegotiation', 'LengthPrefixedDecoder', 'ListenerNegotiation', 'MAX_VARINT_BYTES', 'MULTISTREAM_PROTOCOL', 'MessageStream', 'NeedMoreData', 'NegotiatedStream', 'accept_protocol', 'decode_uvarint', 'encode_length_prefixed', 'encode_line', 'encode_uvarint', 'select_protocol'],
+    'guts.crypto': ['KeyPair', 'PublicKey', 'UnsupportedKeyType', 'load_or_create_keypair'],
+    'guts.peer': ['InvalidPeerId', 'PeerId'],
+    'guts.security.noise': ['CipherState', 'MAX_PLAINTEXT', 'NOISE_PROTOCOL_NAME', 'NoiseHandshake', 'NoiseResult', 'NoiseStream', 'NoiseTransport', 'PROTOCOL_ID', 'noise_handshake'],
+    'guts.mux.yamux': ['DataReceived', 'Event', 'Flag', 'FrameHeader', 'FrameType', 'GoAwayCode', 'GoAwayReceived', 'HEADER_SIZE', 'INITIAL_WINDOW', 'PROTOCOL_ID', 'PingAcknowledged', 'StreamEnded', 'StreamOpened', 'StreamReset', 'WindowUpdated', 'YamuxConfig', 'YamuxConnection', 'YamuxSession', 'YamuxStream', 'YamuxStreamReset', 'decode_header', 'encode_header'],
+    'guts.multiaddr': ['Component', 'InvalidMultiaddr', 'MAX_BINARY_SIZE', 'MAX_TEXT_SIZE', 'Multiaddr'],
+    'guts.transport': ['ConnectionHandler', 'MemoryConnection', 'MemoryNetwork', 'MemoryTransport', 'RawConnection', 'TcpConnection', 'TcpTransport', 'Transport', 'WebSocketConfig', 'WebSocketConnection', 'WebSocketTransport', 'memory_connection_pair'],
+    'guts.upgrade': ['MUXERS', 'select_muxer', 'upgrade_inbound', 'upgrade_outbound'],
+    'guts.host': ['Connection', 'Direction', 'Host', 'HostConfig', 'HostEvent', 'PeerConnected', 'PeerDisconnected', 'PeerIdentified', 'StreamHandler', 'open_host'],
+    'guts.peerstore': ['MAX_ADDRS', 'MAX_PROTOCOLS', 'PeerInfo', 'Peerstore'],
+    'guts.identify': ['AGENT_VERSION', 'IDENTIFY', 'IDENTIFY_PUSH', 'Identify', 'IdentifyInfo', 'PROTOCOL_VERSION', 'decode_identify', 'encode_identify'],
+    'guts.ping': ['PING', 'PING_SIZE', 'Ping', 'ping'],
+    'guts.config': ['CONFIG_FILE', 'DEFAULT_LISTEN', 'KEY_FILE', 'NodeConfig', 'default_home', 'load_config'],
+    'guts.node': ['Node', 'expand_unspecified', 'open_node'],
+}
+
+
+@pytest.mark.parametrize("module", sorted(PUBLIC))
+def test_public_names(module: str) -> None:
+    mod = importlib.import_module(module)
+    assert sorted(mod.__all__) == PUBLIC[module]
+    for name in mod.__all__:
+        assert hasattr(mod, name), f"{module}.{name} is listed in __all__ but missing"
+
+
+def test_import_guts_is_light() -> None:
+    """`import guts` must not pull in the stack (the CLI imports lazily)."""
+    import subprocess
+    import sys
+
+    code = "import sys, guts; print(','.join(m for m in ('trio', 'wsproto', 'typer', 'nacl') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""
+
