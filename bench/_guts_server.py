@@ -1,0 +1,71 @@
+"""Benchmark server on Guts: TCP + Noise + yamux, identify, ping, echo, sink.
+
+Runs in the project's ``.venv`` interpreter, by path. Prints one JSON line
+``{"addr": "/ip4/127.0.0.1/tcp/N/p2p/12D3..."}`` once it listens, then
+serves until its standard input closes (or it is terminated).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import trio
+
+from guts.crypto import KeyPair
+from guts.host import HostConfig, open_host
+from guts.identify import Identify
+from guts.multiaddr import Multiaddr
+from guts.ping import Ping
+from guts.transport import TcpTransport
+
+from _wire import ECHO, READ_SIZE, SINK, emit, log
+
+#: No keep-alive pings during a benchmark; room for the 1,000-stream test.
+CONFIG = HostConfig(keep_alive=0)
+
+
+async def echo(stream) -> None:
+    while data := await stream.receive_some(READ_SIZE):
+        await stream.send_all(data)
+    await stream.send_eof()
+
+
+async def sink(stream) -> None:
+    total = 0
+    while data := await stream.receive_some(READ_SIZE):
+        total += len(data)
+    await stream.send_all(struct.pack(">Q", total))
+    await stream.send_eof()
+
+
+def serve_node(host) -> None:
+    """What a realistic node serves, plus the benchmark protocols."""
+    Identify(host)
+    Ping(host)
+    host.set_handler(ECHO, echo)
+    host.set_handler(SINK, sink)
+
+
+async def wait_for_stdin_eof() -> None:
+    stdin = trio.lowlevel.FdStream(os.dup(0))
+    async with stdin:
+        while await stdin.receive_some(4096):
+            pass
+
+
+async def main() -> None:
+    async with open_host(KeyPair.generate(), [TcpTransport()], CONFIG) as host:
+        serve_node(host)
+        addrs = await host.listen(Multiaddr.parse("/ip4/127.0.0.1/tcp/0"))
+        emit(addr=str(addrs[0].with_p2p(str(host.peer_id))), peer_id=str(host.peer_id), pid=os.getpid())
+        await wait_for_stdin_eof()
+        log("stdin closed, stopping")
+        await host.aclose()
+
+
+if __name__ == "__main__":
+    try:
+        trio.run(main)
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,157 @@
+"""Benchmark client on py-libp2p: one metric, several runs, one JSON line each.
+
+Usage: ``python _libp2p_client.py METRIC SERVER_MULTIADDR [key=value ...]``.
+Runs in the ``.bench/venv-libp2p`` interpreter, by path.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+import time
+
+import multiaddr
+import trio
+
+from libp2p.custom_types import TProtocol
+from libp2p.io.utils import read_exactly
+from libp2p.network.stream.exceptions import StreamEOF
+from libp2p.peer.peerinfo import info_from_p2p_addr
+
+from _libp2p_server import make_host
+from _wire import CHUNK, COUNT_SIZE, ECHO, PING, PING_SIZE, READ_SIZE, SINK, emit, log, median, parse_params, percentile
+
+
+async def read_to_eof(stream) -> bytes:
+    out = bytearray()
+    while True:
+        try:
+            data = await stream.read(READ_SIZE)
+        except StreamEOF:
+            break
+        if not data:
+            break
+        out += data
+    return bytes(out)
+
+
+async def send_to_sink(host, peer, size: int, block: int = CHUNK) -> float:
+    """Seconds to push ``size`` bytes through a sink stream and get the count back."""
+    chunk = os.urandom(block)
+    stream = await host.new_stream(peer, [TProtocol(SINK)])
+    start = time.perf_counter()
+    left = size
+    while left > 0:
+        n = min(left, block)
+        await stream.write(chunk if n == block else chunk[:n])
+        left -= n
+    await stream.close_write()
+    answer = await read_exactly(stream, COUNT_SIZE)
+    elapsed = time.perf_counter() - start
+    await stream.close()
+    (count,) = struct.unpack(">Q", answer)
+    if count != size:
+        raise RuntimeError(f"sink counted {count} bytes, sent {size}")
+    return elapsed
+
+
+async def throughput(host, info, p: dict) -> None:
+    await host.connect(info)
+    # A warm-up that also sizes the runs: about p["seconds"] each, capped.
+    probe = p["probe"]
+    rate = probe / await send_to_sink(host, info.peer_id, probe)
+    size = int(min(p["max_size"], max(probe, rate * p["seconds"])))
+    size -= size % CHUNK
+    log(f"warm-up {rate / 1e6:.1f} MB/s, {size} bytes a run")
+    for run in range(p["runs"]):
+        seconds = await send_to_sink(host, info.peer_id, size)
+        emit(run=run, bytes=size, seconds=seconds, value=size / seconds / 1e6)
+
+
+async def handshakes(host, info, p: dict) -> None:
+    for run in range(p["runs"] + 1):  # run 0 is a warm-up
+        count = 0
+        connect_s, close_s = [], []
+        start = time.perf_counter()
+        deadline = start + p["seconds"]
+        while count < p["max_count"] and time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            await host.connect(info)
+            t1 = time.perf_counter()
+            await host.disconnect(info.peer_id)
+            close_s.append(time.perf_counter() - t1)
+            connect_s.append(t1 - t0)
+            count += 1
+        elapsed = time.perf_counter() - start
+        if run:
+            emit(
+                run=run - 1, count=count, seconds=elapsed, value=count / elapsed,
+                connect_ms=median(connect_s) * 1e3, close_ms=median(close_s) * 1e3,
+            )
+
+
+async def ping(host, info, p: dict) -> None:
+    await host.connect(info)
+    # The ping protocol exactly as PingService does it, timed with
+    # perf_counter (PingService reports whole milliseconds).
+    for run in range(p["runs"]):
+        stream = await host.new_stream(info.peer_id, [TProtocol(PING)])
+        rtts = []
+        for i in range(p["warmup"] + p["count"]):
+            payload = os.urandom(PING_SIZE)
+            start = time.perf_counter()
+            await stream.write(payload)
+            answer = await read_exactly(stream, PING_SIZE)
+            rtt = time.perf_counter() - start
+            if answer != payload:
+                raise RuntimeError("ping answer differs")
+            if i >= p["warmup"]:
+                rtts.append(rtt)
+        await stream.close()
+        emit(run=run, value=median(rtts) * 1e3, p99=percentile(rtts, 99) * 1e3, count=len(rtts))
+        await trio.sleep(0.05)  # let the server retire the stream (it serves 2 per peer)
+
+
+async def echo_once(host, peer, payload: bytes) -> None:
+    stream = await host.new_stream(peer, [TProtocol(ECHO)])
+    await stream.write(payload)
+    await stream.close_write()
+    answer = await read_to_eof(stream)
+    await stream.close()
+    if answer != payload:
+        raise RuntimeError(f"echo answered {len(answer)} bytes, sent {len(payload)}")
+
+
+async def streams(host, info, p: dict) -> None:
+    await host.connect(info)
+    payload = os.urandom(p["size"])
+
+    async def many(n: int) -> float:
+        start = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for _ in range(n):
+                nursery.start_soon(echo_once, host, info.peer_id, payload)
+        return time.perf_counter() - start
+
+    await many(p["warmup"])
+    for run in range(p["runs"]):
+        emit(run=run, value=await many(p["count"]), streams=p["count"])
+
+
+METRICS = {"throughput": throughput, "handshakes": handshakes, "ping": ping, "streams": streams}
+
+
+async def main(metric: str, addr: str, params: dict) -> None:
+    info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
+    host = make_host()
+    async with host.run(listen_addrs=[]):
+        with trio.fail_after(params["timeout"]):
+            await METRICS[metric](host, info, params)
+        with trio.move_on_after(5):
+            await host.close()
+
+
+if __name__ == "__main__":
+    metric, addr, *rest = sys.argv[1:]
+    trio.run(main, metric, addr, parse_params(rest))
