@@ -60,17 +60,29 @@ class Case:
     half_close: bool
 
 
-@pytest.fixture(params=["memory", "tcp", "ws"])
-async def case(request: pytest.FixtureRequest) -> Case:
-    if request.param == "memory":
+def _case(name: str) -> Case:
+    if name == "memory":
         return Case("memory", MemoryTransport(MemoryNetwork()), Multiaddr.parse("/memory/0"),
                     Multiaddr.parse("/memory/4242"), True)
     port = _free_tcp_port()
-    if request.param == "tcp":
+    if name == "tcp":
         return Case("tcp", TcpTransport(), Multiaddr.parse("/ip4/127.0.0.1/tcp/0"),
                     Multiaddr.parse(f"/ip4/127.0.0.1/tcp/{port}"), True)
     return Case("ws", WebSocketTransport(), Multiaddr.parse("/ip4/127.0.0.1/tcp/0/ws"),
                 Multiaddr.parse(f"/ip4/127.0.0.1/tcp/{port}/ws"), False)
+
+
+@pytest.fixture(params=["memory", "tcp", "ws"])
+async def case(request: pytest.FixtureRequest) -> Case:
+    return _case(request.param)
+
+
+@pytest.fixture(params=["memory", "tcp"])
+async def half_closeable_case(request: pytest.FixtureRequest) -> Case:
+    """The transports whose connections can half-close (WebSocket cannot)."""
+    case = _case(request.param)
+    assert case.half_close
+    return case
 
 
 Handler = Callable[[RawConnection], Awaitable[None]]
@@ -150,9 +162,8 @@ async def test_dial_ignores_trailing_p2p(case: Case) -> None:
             await conn.aclose()
 
 
-async def test_half_close(case: Case) -> None:
-    if not case.half_close:
-        pytest.skip(f"{case.name} connections cannot half-close")
+async def test_half_close(half_closeable_case: Case) -> None:
+    case = half_closeable_case
 
     async def handler(conn: RawConnection) -> None:
         data = await receive_until_eof(conn)

@@ -119,15 +119,6 @@ async def test_echo_100_streams(spawn_js: SpawnJs, transport: str) -> None:
     await b.call("echo", peer=a.peer_id, bytes=0, streams=3)
 
 
-@pytest.mark.skipif(
-    not os.environ.get("GUTS_INTEROP_SLOW"), reason="1.6 GiB each way: set GUTS_INTEROP_SLOW=1"
-)
-async def test_echo_100_streams_of_16_mib(spawn_js: SpawnJs) -> None:
-    a, b = await connected_pair(spawn_js, "tcp")
-    reply = await a.call("echo", peer=b.peer_id, bytes=16 * MIB, streams=100, timeout=280)
-    assert reply["streams"] == 100
-
-
 async def test_hangup_and_redial(spawn_js: SpawnJs) -> None:
     a, b = await connected_pair(spawn_js, "tcp")
     await a.call("hangup", peer=b.peer_id)
