@@ -157,3 +157,20 @@ async def test_oversized_identify_refused(network: MemoryNetwork, caplog: pytest
             await conn.identified.wait()
         warned(caplog, "identify failed", str(b.peer_id), "exceeds")
         await healthy(a, b)
+
+
+async def test_silent_stream_times_out(network: MemoryNetwork, caplog: pytest.LogCaptureFixture) -> None:
+    """A stream that never proposes a protocol is reset after the negotiation
+    timeout; the connection stays up."""
+    from guts.host import HostConfig
+
+    caplog.set_level(logging.INFO)
+    async with memory_hosts(2, network, HostConfig(keep_alive=0, negotiation_timeout=0.2)) as (a, b):
+        conn = await a.connect(full_addr(b))
+        silent = await conn.muxer.open_stream()
+        with trio.fail_after(5):
+            with pytest.raises(trio.BrokenResourceError):
+                await silent.receive_some()
+        assert any("negotiation timed out" in r.getMessage() and str(a.peer_id) in r.getMessage()
+                   for r in caplog.records)
+        await healthy(a, b)

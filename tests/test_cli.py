@@ -81,3 +81,41 @@ def test_ping_bad_address(tmp_path: Path, bad: str) -> None:
     result = run("ping", bad, home=tmp_path)
     assert result.returncode == 1
     assert "error:" in result.stderr
+
+
+def _start(home: Path, *extra: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "GUTS_HOME": str(home)}
+    return subprocess.Popen(
+        [*GUTS, "start", "--json", "--listen", "/ip4/127.0.0.1/tcp/0", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+
+
+def _events_until(node: subprocess.Popen[str], event: str, peer_id: str) -> dict:
+    assert node.stdout is not None
+    for _ in range(50):
+        line = json.loads(node.stdout.readline())
+        if line["event"] == event and line.get("peer_id") == peer_id:
+            return line
+    raise AssertionError(f"no {event} for {peer_id}")
+
+
+def test_bootstrap_peers_are_dialled_and_identified(tmp_path: Path) -> None:
+    a = _start(tmp_path / "a")
+    b = None
+    try:
+        assert a.stdout is not None
+        ready_a = json.loads(a.stdout.readline())
+        b = _start(tmp_path / "b", "--bootstrap", ready_a["addrs"][0])
+        assert b.stdout is not None
+        ready_b = json.loads(b.stdout.readline())
+        assert _events_until(b, "peer_connected", ready_a["peer_id"])["direction"] == "outbound"
+        identified = _events_until(b, "peer_identified", ready_a["peer_id"])
+        assert "/ipfs/ping/1.0.0" in identified["protocols"]
+        assert identified["agent_version"].startswith("guts/")
+        assert _events_until(a, "peer_connected", ready_b["peer_id"])["direction"] == "inbound"
+    finally:
+        for node in (a, b):
+            if node is not None:
+                node.send_signal(signal.SIGINT)
+                assert node.wait(timeout=10) == 0
