@@ -29,7 +29,7 @@ from guts.multiaddr import Multiaddr
 from guts.mux.yamux import YamuxConfig, YamuxConnection
 from guts.peer import PeerId
 from guts.peerstore import Peerstore
-from guts.security.noise import NoiseStream
+from guts.security.noise import NoiseIdentity, NoiseStream
 from guts.transport import RawConnection, Transport
 from guts.upgrade import upgrade_inbound, upgrade_outbound
 from guts.wire import NegotiatedStream, accept_protocol, select_protocol
@@ -200,6 +200,8 @@ class Host:
         config: HostConfig,
     ) -> None:
         self.keypair = keypair
+        # One static Noise key per host, signed once (as js and go do).
+        self._noise = NoiseIdentity(keypair)
         self.peer_id: PeerId = keypair.peer_id
         self.config = config
         self.peerstore = Peerstore()
@@ -288,7 +290,7 @@ class Host:
             return
         try:
             with trio.fail_after(self.config.connection_timeout):
-                secure, muxer = await upgrade_inbound(raw, self.keypair, self.config.muxer)
+                secure, muxer = await upgrade_inbound(raw, self.keypair, self.config.muxer, noise=self._noise)
         except trio.TooSlowError:
             log.warning("closing inbound connection from %s: upgrade timed out", raw.remote_addr)
             await trio.aclose_forcefully(raw)
@@ -360,7 +362,7 @@ class Host:
         with trio.fail_after(self.config.connection_timeout):
             raw = await transport.dial(addr)
             try:
-                secure, muxer = await upgrade_outbound(raw, self.keypair, peer, self.config.muxer)
+                secure, muxer = await upgrade_outbound(raw, self.keypair, peer, self.config.muxer, noise=self._noise)
             except BaseException as exc:
                 if isinstance(exc, (GutsError, trio.BrokenResourceError)):
                     log.warning("closing outbound connection to %s: %s", addr, _reason(exc))

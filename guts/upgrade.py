@@ -10,6 +10,15 @@ Muxer choice follows libp2p's inlined muxer negotiation: we advertise
 both sides pick from those lists and skip multistream-select; when it lists
 none, the muxer is negotiated with multistream-select inside the encrypted
 channel. js-libp2p does exactly this (see INTEROP.md).
+
+The dialer offers ``/noise`` lazily: its Noise message 1 travels in the same
+write as the multistream proposal, and the listener, seeing it there,
+sends its answer in the same write as message 2. A connection is then
+secured in one round trip plus message 3, instead of two plus message 3
+(the listener copes either way, and js-libp2p listeners accept it too).
+
+A host builds one :class:`~guts.security.noise.NoiseIdentity` and passes it
+as ``noise=``: its static key and signature are reused by every handshake.
 """
 
 from __future__ import annotations
@@ -24,8 +33,8 @@ from guts.mux.yamux import PROTOCOL_ID as YAMUX
 from guts.mux.yamux import YamuxConfig, YamuxConnection
 from guts.peer import PeerId
 from guts.security.noise import PROTOCOL_ID as NOISE
-from guts.security.noise import NoiseStream, noise_handshake
-from guts.wire import accept_protocol, select_protocol
+from guts.security.noise import NoiseIdentity, NoiseStream, noise_handshake
+from guts.wire import NegotiatedStream, accept_protocol, select_protocol
 
 __all__ = ["MUXERS", "upgrade_outbound", "upgrade_inbound", "select_muxer"]
 
@@ -64,30 +73,56 @@ async def _muxer(secure: NoiseStream, initiator: bool) -> trio.abc.Stream:
     return negotiated.unwrap()
 
 
+def _identity(keypair: KeyPair, noise: NoiseIdentity | None) -> NoiseIdentity | KeyPair:
+    if noise is None:
+        return keypair
+    if noise.keypair != keypair:
+        raise ValueError("the NoiseIdentity belongs to another key pair")
+    return noise
+
+
 async def upgrade_outbound(
     raw: trio.abc.Stream,
     keypair: KeyPair,
     expected_peer: PeerId | None,
     muxer_config: YamuxConfig,
+    *,
+    noise: NoiseIdentity | None = None,
 ) -> tuple[NoiseStream, YamuxConnection]:
     """Secure and multiplex a connection we dialled.
+
+    Args:
+        raw: the connection.
+        keypair: our identity.
+        expected_peer: who we meant to reach, if we know.
+        muxer_config: settings of the muxer on top.
+        noise: the host's :class:`NoiseIdentity` for ``keypair``, whose
+            static key every handshake reuses; without it each handshake
+            makes and signs its own.
 
     The caller owns ``raw``: on failure it closes it. The caller also sets
     the deadline.
     """
-    negotiated = await select_protocol(raw, [NOISE])
-    secure = await noise_handshake(
-        negotiated.unwrap(), keypair, initiator=True, muxers=MUXERS, expected_peer=expected_peer
-    )
+    identity = _identity(keypair, noise)
+    negotiated = NegotiatedStream.lazy(raw, NOISE)
+    secure = await noise_handshake(negotiated, identity, initiator=True, muxers=MUXERS, expected_peer=expected_peer)
     stream = await _muxer(secure, initiator=True)
     return secure, YamuxConnection(stream, is_initiator=True, config=muxer_config)
 
 
 async def upgrade_inbound(
-    raw: trio.abc.Stream, keypair: KeyPair, muxer_config: YamuxConfig
+    raw: trio.abc.Stream,
+    keypair: KeyPair,
+    muxer_config: YamuxConfig,
+    *,
+    noise: NoiseIdentity | None = None,
 ) -> tuple[NoiseStream, YamuxConnection]:
-    """Secure and multiplex a connection a remote dialled to us."""
-    negotiated = await accept_protocol(raw, [NOISE])
-    secure = await noise_handshake(negotiated.unwrap(), keypair, initiator=False, muxers=MUXERS)
+    """Secure and multiplex a connection a remote dialled to us.
+
+    Arguments as for :func:`upgrade_outbound`.
+    """
+    identity = _identity(keypair, noise)
+    negotiated = await accept_protocol(raw, [NOISE], hold_answer=True)
+    secure = await noise_handshake(negotiated.unwrap(), identity, initiator=False, muxers=MUXERS)
     stream = await _muxer(secure, initiator=False)
     return secure, YamuxConnection(stream, is_initiator=False, config=muxer_config)

@@ -10,7 +10,7 @@ PUBLIC = {
     'guts.wire': ['DialerNegotiation', 'LengthPrefixedDecoder', 'ListenerNegotiation', 'MAX_VARINT_BYTES', 'MULTISTREAM_PROTOCOL', 'MessageStream', 'NeedMoreData', 'NegotiatedStream', 'accept_protocol', 'decode_uvarint', 'encode_length_prefixed', 'encode_line', 'encode_uvarint', 'select_protocol'],
     'guts.crypto': ['KeyPair', 'PublicKey', 'UnsupportedKeyType', 'load_or_create_keypair'],
     'guts.peer': ['InvalidPeerId', 'PeerId'],
-    'guts.security.noise': ['CipherState', 'MAX_PLAINTEXT', 'NOISE_PROTOCOL_NAME', 'NoiseHandshake', 'NoiseResult', 'NoiseStream', 'NoiseTransport', 'PROTOCOL_ID', 'noise_handshake'],
+    'guts.security.noise': ['CipherState', 'MAX_PLAINTEXT', 'NOISE_PROTOCOL_NAME', 'NoiseHandshake', 'NoiseIdentity', 'NoiseResult', 'NoiseStream', 'NoiseTransport', 'PROTOCOL_ID', 'noise_handshake'],
     'guts.mux.yamux': ['DataReceived', 'Event', 'Flag', 'FrameHeader', 'FrameType', 'GoAwayCode', 'GoAwayReceived', 'HEADER_SIZE', 'INITIAL_WINDOW', 'PROTOCOL_ID', 'PingAcknowledged', 'StreamEnded', 'StreamOpened', 'StreamReset', 'WindowUpdated', 'YamuxConfig', 'YamuxConnection', 'YamuxSession', 'YamuxStream', 'YamuxStreamReset', 'decode_header', 'encode_header'],
     'guts.multiaddr': ['Component', 'InvalidMultiaddr', 'MAX_BINARY_SIZE', 'MAX_TEXT_SIZE', 'Multiaddr'],
     'guts.transport': ['ConnectionHandler', 'MemoryConnection', 'MemoryNetwork', 'MemoryTransport', 'RawConnection', 'TcpConnection', 'TcpTransport', 'Transport', 'WebSocketConfig', 'WebSocketConnection', 'WebSocketTransport', 'memory_connection_pair'],

@@ -31,6 +31,7 @@ from guts.security.noise import (
     PROTOCOL_ID,
     CipherState,
     NoiseHandshake,
+    NoiseIdentity,
     NoiseStream,
     NoiseTransport,
     noise_handshake,
@@ -54,6 +55,7 @@ def test_public_surface() -> None:
         "MAX_PLAINTEXT",
         "NOISE_PROTOCOL_NAME",
         "NoiseHandshake",
+        "NoiseIdentity",
         "NoiseResult",
         "NoiseStream",
         "NoiseTransport",
@@ -162,6 +164,37 @@ def test_muxers_must_be_a_sequence_of_ids() -> None:
 def test_oversized_payload_is_refused_locally() -> None:
     with pytest.raises(LocalProtocolError):
         NoiseHandshake(ALICE, initiator=True, muxers=["/m" * 20000, "/n" * 20000])
+
+
+def test_noise_identity_is_shared_by_handshakes() -> None:
+    identity = NoiseIdentity(ALICE)
+    first = NoiseHandshake(identity, initiator=True)
+    second = NoiseHandshake(identity, initiator=True)
+    assert first._s_pub == second._s_pub == identity.static_public
+    assert first._payload is second._payload  # encoded and signed once
+    assert first.data_to_send() != second.data_to_send()  # fresh ephemeral keys
+    payload = noise_pb2.NoiseHandshakePayload.FromString(identity.payload(["/yamux/1.0.0"]))
+    assert ALICE.public_key.verify(SIGNATURE_PREFIX + identity.static_public, payload.identity_sig)
+    assert identity.payload([]).endswith(b"\x22\x00")
+    assert str(ALICE.peer_id) in repr(identity)
+    for hs in (NoiseHandshake(identity, initiator=True), NoiseHandshake(identity, initiator=True, muxers=())):
+        responder = NoiseHandshake(BOB, initiator=False)
+        run(hs, responder)
+        assert responder.result().remote_peer == ALICE.peer_id
+
+
+def test_noise_identity_and_static_private_do_not_mix() -> None:
+    with pytest.raises(TypeError):
+        NoiseHandshake(NoiseIdentity(ALICE), initiator=True, static_private=bytes(32))
+    with pytest.raises(ValueError):
+        NoiseIdentity(ALICE, static_private=bytes(31))
+    with pytest.raises(ValueError):
+        NoiseHandshake(ALICE, initiator=True, ephemeral_private=bytes(33))
+
+
+def test_noise_identity_refuses_an_oversized_payload() -> None:
+    with pytest.raises(LocalProtocolError):
+        NoiseIdentity(ALICE).payload(["/m" * 20000, "/n" * 20000])
 
 
 def test_byte_by_byte() -> None:
@@ -510,6 +543,22 @@ async def test_stream_handshake_and_data(make_pair: Callable[[], StreamPair]) ->
     data = os.urandom(size)
     assert await exchange(a, b, data) == data
     assert await exchange(b, a, data[:1000]) == data[:1000]
+
+
+async def test_stream_handshake_with_noise_identities() -> None:
+    a, b = memory_stream_pair()
+    alice, bob = NoiseIdentity(ALICE), NoiseIdentity(BOB)
+    results: dict[str, NoiseStream] = {}
+
+    async def responder() -> None:
+        results["b"] = await noise_handshake(b, bob, initiator=False)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(responder)
+            results["a"] = await noise_handshake(a, alice, initiator=True, expected_peer=BOB.peer_id)
+    assert results["a"].local_peer == ALICE.peer_id and results["b"].remote_peer == ALICE.peer_id
+    assert await exchange(results["a"], results["b"], b"hi") == b"hi"
 
 
 async def test_stream_large_transfer() -> None:

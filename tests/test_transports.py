@@ -10,6 +10,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import trio
@@ -584,6 +585,68 @@ async def test_tcp_smoke(host: str) -> None:
             await conn.send_all(b"smoke")
             assert await receive_exactly(conn, 5) == b"smoke"
             await conn.aclose()
+
+
+async def test_tcp_ip_literals_are_dialled_without_name_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
+    # /ip4 and /ip6 have one target: no happy-eyeballs race, no getaddrinfo.
+    async def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an IP literal went through name resolution")
+
+    transport = TcpTransport()
+    async with serving(transport, Multiaddr.parse("/ip4/127.0.0.1/tcp/0"), echo) as addr:
+        monkeypatch.setattr(trio, "open_tcp_stream", forbidden)
+        monkeypatch.setattr(trio.socket, "getaddrinfo", forbidden)
+        with trio.fail_after(10):
+            conn = await transport.dial(addr.with_p2p(PEER))
+            assert conn.remote_addr == addr
+            assert conn.transport_stream.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            await conn.send_all(b"direct")
+            assert await receive_exactly(conn, 6) == b"direct"
+            await conn.aclose()
+
+
+@pytest.mark.parametrize("text", ["/ip4/127.0.0.1/tcp/{port}", "/ip6/::1/tcp/{port}"])
+async def test_tcp_refused_ip_dial_closes_its_socket(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if "::1" in text and not _has_ipv6():
+        pytest.skip("no IPv6 loopback")
+    closed: list[object] = []
+    real_socket = trio.socket.socket
+
+    def tracking_socket(*args: Any, **kwargs: Any) -> trio.socket.SocketType:
+        sock = real_socket(*args, **kwargs)
+        real_close = sock.close
+
+        def close() -> None:
+            closed.append(sock)
+            real_close()
+
+        sock.close = close  # type: ignore[method-assign]
+        return sock
+
+    monkeypatch.setattr(trio.socket, "socket", tracking_socket)
+    addr = Multiaddr.parse(text.format(port=_free_tcp_port()))
+    with trio.fail_after(5):
+        with pytest.raises(DialError, match="cannot dial") as info:
+            await TcpTransport().dial(addr)
+    assert isinstance(info.value.__cause__, OSError)
+    assert len(closed) == 1
+
+
+async def test_tcp_cancelled_ip_dial_closes_its_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    sockets: list[trio.socket.SocketType] = []
+    real_socket = trio.socket.socket
+
+    def hanging_socket(*args: Any, **kwargs: Any) -> trio.socket.SocketType:
+        sock = real_socket(*args, **kwargs)
+        sock.connect = lambda address: trio.sleep_forever()  # type: ignore[method-assign]
+        sockets.append(sock)
+        return sock
+
+    monkeypatch.setattr(trio.socket, "socket", hanging_socket)
+    with trio.move_on_after(0.05) as scope:
+        await TcpTransport().dial(Multiaddr.parse("/ip4/127.0.0.1/tcp/9"))
+    assert scope.cancelled_caught
+    assert len(sockets) == 1 and sockets[0].fileno() == -1
 
 
 async def test_tcp_dns_names_respect_their_family() -> None:

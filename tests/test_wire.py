@@ -11,6 +11,7 @@ from guts.wire import (
     DialerNegotiation,
     LengthPrefixedDecoder,
     ListenerNegotiation,
+    NegotiatedStream,
     accept_protocol,
     encode_length_prefixed,
     encode_line,
@@ -154,3 +155,156 @@ async def test_adapter_peer_hangs_up() -> None:
     await b.aclose()
     with pytest.raises((RemoteProtocolError, trio.BrokenResourceError)):
         await select_protocol(a, ["/echo"])
+
+
+# -- lazy negotiation ---------------------------------------------------------
+
+
+class Recording(trio.abc.Stream):
+    """A stream that remembers each ``send_all`` as one write."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.writes: list[bytes] = []
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+        await self.stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.stream.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+async def test_lazy_dialer_and_holding_listener_share_writes() -> None:
+    a, b = trio.testing.memory_stream_pair()
+    dialer_side, listener_side = Recording(a), Recording(b)
+
+    async def listener() -> None:
+        s = await accept_protocol(listener_side, {"/echo"}, hold_answer=True)
+        assert s.protocol == "/echo"
+        assert listener_side.writes == []  # the answer waits for our first write
+        assert s.unwrap() is s
+        assert await s.receive_some() == b"hello"
+        await s.send_all(b"HELLO")
+        assert s.unwrap() is listener_side
+
+    async with trio.open_nursery() as n:
+        n.start_soon(listener)
+        s = NegotiatedStream.lazy(dialer_side, "/echo")
+        assert s.protocol == "/echo" and s.unwrap() is s
+        await s.send_all(b"hello")
+        assert await s.receive_some() == b"HELLO"
+        assert s.unwrap() is dialer_side
+    header, echo = encode_line("/multistream/1.0.0"), encode_line("/echo")
+    assert dialer_side.writes == [header + echo + b"hello"]
+    assert listener_side.writes == [header + echo + b"HELLO"]
+
+
+async def test_lazy_dialer_against_a_plain_listener_byte_by_byte() -> None:
+    a, b = trio.testing.lockstep_stream_pair()
+
+    async def listener() -> None:
+        s = await accept_protocol(b, {"/echo"}, hold_answer=True)
+        data = b""
+        while len(data) < 5:
+            data += await s.receive_some(1)
+        await s.send_all(data.upper())
+
+    async with trio.open_nursery() as n:
+        n.start_soon(listener)
+        s = NegotiatedStream.lazy(a, "/echo")
+        await s.send_all(b"hello")
+        got = b""
+        while len(got) < 5:
+            got += await s.receive_some(1)
+        assert got == b"HELLO"
+
+
+async def test_lazy_dialer_receiving_first_sends_the_proposal() -> None:
+    a, b = trio.testing.memory_stream_pair()
+
+    async def listener() -> None:
+        s = await accept_protocol(b, {"/greet"}, hold_answer=True)  # nothing behind: answers at once
+        await s.send_all(b"welcome")
+
+    async with trio.open_nursery() as n:
+        n.start_soon(listener)
+        s = NegotiatedStream.lazy(a, "/greet")
+        assert await s.receive_some() == b"welcome"
+
+
+async def test_lazy_dialer_send_waits_for_the_proposal_flush() -> None:
+    # A send_all that starts while receive_some is writing the proposal must
+    # not write at the same time (lockstep streams would raise Busy).
+    a, b = trio.testing.lockstep_stream_pair()
+
+    async def listener() -> None:
+        s = await accept_protocol(b, {"/echo"})
+        await s.send_all(await s.receive_some())
+
+    s = NegotiatedStream.lazy(a, "/echo")
+    got: list[bytes] = []
+
+    async def receiver() -> None:
+        got.append(bytes(await s.receive_some()))
+
+    async with trio.open_nursery() as n:
+        n.start_soon(receiver)
+        await trio.testing.wait_all_tasks_blocked()  # receiver is blocked in the flush
+        n.start_soon(listener)
+        await s.send_all(b"x")
+    assert got == [b"x"]
+
+
+async def test_lazy_dialer_learns_of_a_refusal_when_receiving() -> None:
+    a, b = trio.testing.memory_stream_pair()
+    s = NegotiatedStream.lazy(a, "/nope")
+
+    async with trio.open_nursery() as n:
+        n.start_soon(accept_protocol, b, {"/echo"})  # answers "na", waits for more
+        with pytest.raises(NegotiationError):
+            await s.receive_some()  # sends the proposal alone, reads "na"
+        n.cancel_scope.cancel()
+
+
+async def test_lazy_dialer_data_behind_a_refused_proposal() -> None:
+    # The listener reads our data as multistream lines and hangs up.
+    a, b = trio.testing.memory_stream_pair()
+    s = NegotiatedStream.lazy(a, "/nope")
+
+    async def listener() -> None:
+        with pytest.raises(DecodeError):
+            await accept_protocol(b, {"/echo"})
+        await b.aclose()
+
+    async with trio.open_nursery() as n:
+        n.start_soon(listener)
+        await s.send_all(b"\x00data")
+        with pytest.raises(RemoteProtocolError):
+            await s.receive_some()
+
+
+async def test_lazy_dialer_peer_hangs_up() -> None:
+    a, b = trio.testing.memory_stream_pair()
+    await b.aclose()
+    s = NegotiatedStream.lazy(a, "/echo")
+    with pytest.raises((RemoteProtocolError, trio.BrokenResourceError)):
+        await s.send_all(b"x")
+        await s.receive_some()
+
+
+async def test_held_answer_goes_out_with_send_eof() -> None:
+    a, b = trio.testing.memory_stream_pair()
+    lazy = NegotiatedStream.lazy(a, "/sink")
+    await lazy.send_all(b"data")
+    s = await accept_protocol(b, {"/sink"}, hold_answer=True)
+    assert await s.receive_some() == b"data"
+    await s.send_eof()
+    assert await lazy.receive_some() == b""
+    assert lazy.protocol == "/sink"

@@ -1,9 +1,13 @@
 """TCP transport: ``/ip4|ip6|dns|dns4|dns6/<host>/tcp/<port>``.
 
-Dialling uses ``trio.open_tcp_stream`` (happy eyeballs across address
-families) except for ``/dns4`` and ``/dns6``, which must only ever reach
-IPv4 or IPv6 respectively, so the name is resolved with a family filter
-and the results are raced the same staggered way. trio sets
+An ``/ip4`` or ``/ip6`` address is dialled directly: one socket, one
+``connect``, no name lookup and no happy-eyeballs race (there is only one
+address to try; the race's nursery and cancel scopes cost more than the
+rest of the connect on loopback). ``/dns`` names go through
+``trio.open_tcp_stream`` (happy eyeballs across address families) except
+for ``/dns4`` and ``/dns6``, which must only ever reach IPv4 or IPv6
+respectively, so the name is resolved with a family filter and the
+results are raced the same staggered way. trio sets
 ``TCP_NODELAY`` on every TCP ``SocketStream``; libp2p's small handshake
 and multistream messages would otherwise sit behind Nagle's algorithm.
 
@@ -99,6 +103,8 @@ async def connect_tcp(addr: Multiaddr, kind: str, host: str, port: int) -> trio.
             or a ``UnicodeError`` for a name that is not a valid hostname).
     """
     try:
+        if kind == "ip4" or kind == "ip6":
+            return await _connect_ip(socket.AF_INET if kind == "ip4" else socket.AF_INET6, host, port)
         if kind == "dns4" or kind == "dns6":
             family = socket.AF_INET if kind == "dns4" else socket.AF_INET6
             targets = await trio.socket.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
@@ -106,6 +112,17 @@ async def connect_tcp(addr: Multiaddr, kind: str, host: str, port: int) -> trio.
         return await trio.open_tcp_stream(host, port, happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY)
     except (OSError, ValueError) as exc:  # ValueError: a name IDNA cannot encode
         raise DialError(f"cannot dial {addr}: {exc}") from exc
+
+
+async def _connect_ip(family: int, host: str, port: int) -> trio.SocketStream:
+    """Connect to an IP literal (what ``open_tcp_stream`` does for one target)."""
+    sock = trio.socket.socket(family, socket.SOCK_STREAM)
+    try:
+        await sock.connect((host, port))
+        return trio.SocketStream(sock)  # which sets TCP_NODELAY
+    except BaseException:
+        sock.close()
+        raise
 
 
 async def _connect_staggered(targets: Sequence[tuple[int, int, int, str, Any]]) -> trio.SocketStream:

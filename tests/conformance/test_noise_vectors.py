@@ -11,7 +11,7 @@ import pytest
 
 from guts.crypto import KeyPair
 from guts.pb import noise_pb2
-from guts.security.noise import NOISE_PROTOCOL_NAME, NoiseHandshake, NoiseTransport
+from guts.security.noise import NOISE_PROTOCOL_NAME, NoiseHandshake, NoiseIdentity, NoiseTransport
 from guts.security.noise._handshake import encode_payload
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "noise_payload.json").read_text())
@@ -97,3 +97,33 @@ def test_each_side_accepts_the_pinned_peer_messages(case: dict[str, Any]) -> Non
     initiator.receive_data(bytes.fromhex(case["message_2"]))
     assert initiator.data_to_send().hex() == case["message_3"]
     assert initiator.complete
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c["description"])
+def test_a_shared_noise_identity_gives_the_same_transcript(case: dict[str, Any]) -> None:
+    # What a host does: one NoiseIdentity (static key and signature made
+    # once), a fresh ephemeral key per handshake.
+    def made(role: str) -> NoiseHandshake:
+        side = case[role]
+        identity = NoiseIdentity(
+            KeyPair.from_seed(bytes.fromhex(side["identity_seed"])),
+            static_private=bytes.fromhex(side["static_private"]),
+        )
+        return NoiseHandshake(
+            identity,
+            initiator=role == "initiator",
+            muxers=side["muxers"],
+            ephemeral_private=bytes.fromhex(side["ephemeral_private"]),
+        )
+
+    initiator, responder = made("initiator"), made("responder")
+    assert initiator._payload.hex() == case["initiator"]["payload"]
+    assert responder._payload.hex() == case["responder"]["payload"]
+    m1 = initiator.data_to_send()
+    responder.receive_data(m1)
+    m2 = responder.data_to_send()
+    initiator.receive_data(m2)
+    m3 = initiator.data_to_send()
+    responder.receive_data(m3)
+    assert (m1.hex(), m2.hex(), m3.hex()) == (case["message_1"], case["message_2"], case["message_3"])
+    assert responder.result().handshake_hash.hex() == case["handshake_hash"]

@@ -8,6 +8,7 @@ them over a ``trio.abc.Stream``.
 from guts.security.noise._handshake import (
     NOISE_PROTOCOL_NAME,
     NoiseHandshake,
+    NoiseIdentity,
     NoiseResult,
 )
 from guts.security.noise._stream import NoiseStream, noise_handshake
@@ -22,6 +23,7 @@ __all__ = [
     "PROTOCOL_ID",
     "CipherState",
     "NoiseHandshake",
+    "NoiseIdentity",
     "NoiseResult",
     "NoiseStream",
     "NoiseTransport",

@@ -34,7 +34,7 @@ import trio
 from guts.crypto import KeyPair, PublicKey
 from guts.errors import DecodeError, HandshakeError
 from guts.peer import PeerId
-from guts.security.noise._handshake import NoiseHandshake, NoiseResult
+from guts.security.noise._handshake import NoiseHandshake, NoiseIdentity, NoiseResult
 from guts.security.noise._transport import MAX_PLAINTEXT, NoiseTransport
 
 __all__ = ["NoiseStream", "noise_handshake"]
@@ -50,7 +50,7 @@ SEND_CHUNK = 16 * MAX_PLAINTEXT
 
 async def noise_handshake(
     stream: trio.abc.Stream,
-    keypair: KeyPair,
+    identity: NoiseIdentity | KeyPair,
     *,
     initiator: bool,
     muxers: Sequence[str] = ("/yamux/1.0.0",),
@@ -60,8 +60,13 @@ async def noise_handshake(
 
     Args:
         stream: the raw connection, after multistream-select chose
-            ``/noise``.
-        keypair: our identity.
+            ``/noise`` (or while it does, for a lazy dialer's
+            :meth:`~guts.wire.NegotiatedStream.lazy`: message 1 then goes
+            out with the proposal, and a refusal surfaces from here as the
+            stream's ``NegotiationError`` or ``RemoteProtocolError``).
+        identity: who we are: the host's :class:`NoiseIdentity` (its
+            static key is reused), or a ``KeyPair`` (a static key is made
+            for this handshake alone).
         initiator: ``True`` on the dialing side.
         muxers: muxers to advertise in the handshake, preferred first.
         expected_peer: on the dialing side, who we meant to reach.
@@ -80,7 +85,9 @@ async def noise_handshake(
     ``trio.fail_after``. On any failure ``stream`` is left open for the
     caller to close.
     """
-    handshake = NoiseHandshake(keypair, initiator=initiator, muxers=muxers, expected_peer=expected_peer)
+    if isinstance(identity, KeyPair):
+        identity = NoiseIdentity(identity)
+    handshake = NoiseHandshake(identity, initiator=initiator, muxers=muxers, expected_peer=expected_peer)
     try:
         while True:
             out = handshake.data_to_send()
@@ -94,7 +101,7 @@ async def noise_handshake(
             handshake.receive_data(data)
     except (trio.BrokenResourceError, OSError) as exc:
         raise HandshakeError(f"connection broke during the Noise handshake: {exc}") from exc
-    return NoiseStream(stream, handshake.result(), local_peer=keypair.peer_id, received=handshake.unused_data())
+    return NoiseStream(stream, handshake.result(), local_peer=identity.keypair.peer_id, received=handshake.unused_data())
 
 
 class NoiseStream(trio.abc.Stream):
