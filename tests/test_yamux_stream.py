@@ -303,6 +303,207 @@ async def test_thousand_concurrent_streams(nursery: trio.Nursery) -> None:
 
 
 # ---------------------------------------------------------------------------
+# Direct writes (see "Direct writes" in guts/mux/yamux/_connection.py)
+
+
+class GatedSendStream(trio.abc.SendStream):
+    """Forwards to ``inner``; while ``gate`` is set, waits (cancellably) for
+    it to open first, as a socket with full buffers would. Counts writes and
+    can be told to fail."""
+
+    def __init__(self, inner: trio.abc.SendStream) -> None:
+        self.inner = inner
+        self.gate: trio.Event | None = None
+        self.writes = 0
+        self.fail = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes += 1
+        if self.fail:
+            await trio.lowlevel.checkpoint()
+            raise trio.BrokenResourceError("transport failed")
+        if self.gate is not None:
+            await self.gate.wait()
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def gated_pair(nursery: trio.Nursery) -> tuple[YamuxConnection, YamuxConnection, GatedSendStream]:
+    """Client and server over memory streams; the client's output is gated."""
+    a, b = memory_stream_pair()
+    gated = GatedSendStream(a.send_stream)
+    client = YamuxConnection(trio.StapledStream(gated, a.receive_stream), is_initiator=True)
+    server = YamuxConnection(b, is_initiator=False)
+    await nursery.start(client.run)
+    await nursery.start(server.run)
+    return client, server, gated
+
+
+async def test_small_send_is_written_by_the_sending_task(nursery: trio.Nursery) -> None:
+    client, server, gated = await gated_pair(nursery)
+    s = await client.open_stream()
+    r = await server.accept_stream()
+    await trio.testing.wait_all_tasks_blocked()
+    parked = client._writer_wake
+    assert parked is not None
+    writes = gated.writes
+    await s.send_all(b"hello")
+    # On the wire already, and the writer task was never woken.
+    assert gated.writes == writes + 1
+    assert client._writer_wake is parked and not parked.is_set()
+    assert await r.receive_some() == b"hello"
+    await s.send_eof()
+    assert gated.writes == writes + 2
+    assert await r.receive_some() == b""
+
+
+async def test_bulk_send_goes_through_the_writer(nursery: trio.Nursery) -> None:
+    client, server, gated = await gated_pair(nursery)
+    s = await client.open_stream()
+    r = await server.accept_stream()
+    await trio.testing.wait_all_tasks_blocked()
+    parked = client._writer_wake
+    assert parked is not None
+    await s.send_all(bytes(100 * KiB))  # more than _DIRECT_WRITE_MAX
+    assert parked.is_set()
+    got = 0
+    while got < 100 * KiB:
+        got += len(await r.receive_some())
+
+
+async def test_concurrent_small_sends_are_batched(nursery: trio.Nursery) -> None:
+    client, server, gated = await gated_pair(nursery)
+    streams = [await client.open_stream() for _ in range(100)]
+    await trio.testing.wait_all_tasks_blocked()
+    writes = gated.writes
+    async with trio.open_nursery() as senders:
+        for s in streams:
+            senders.start_soon(s.send_all, b"x")
+    await trio.testing.wait_all_tasks_blocked()
+    # One direct write at most, then the writer sends the rest at once.
+    assert gated.writes - writes <= 3
+    for _ in streams:
+        r = await server.accept_stream()
+        assert await r.receive_some() == b"x"
+
+
+async def test_direct_write_is_never_cancelled_midway(nursery: trio.Nursery) -> None:
+    client, server, gated = await gated_pair(nursery)
+    s = await client.open_stream()
+    r = await server.accept_stream()
+    await trio.testing.wait_all_tasks_blocked()
+    gated.gate = trio.Event()  # the transport stops taking bytes
+    done = trio.Event()
+    scope = trio.CancelScope()
+
+    async def sender() -> None:
+        with scope:
+            await s.send_all(b"important")
+        done.set()
+
+    nursery.start_soon(sender)
+    await trio.testing.wait_all_tasks_blocked()
+    assert not done.is_set()
+    scope.cancel()
+    await trio.testing.wait_all_tasks_blocked()
+    assert not done.is_set()  # shielded: the write is still under way
+    gated.gate.set()
+    gated.gate = None
+    await done.wait()
+    assert await r.receive_some() == b"important"
+    # The transport is intact: the connection carries on.
+    await s.send_all(b"more")
+    assert await r.receive_some() == b"more"
+    assert not client.is_closed
+
+
+async def test_failed_direct_write_breaks_the_connection(nursery: trio.Nursery) -> None:
+    client, server, gated = await gated_pair(nursery)
+    s = await client.open_stream()
+    other = await client.open_stream()
+    await server.accept_stream()
+    await trio.testing.wait_all_tasks_blocked()
+    gated.fail = True
+    with pytest.raises(trio.BrokenResourceError):
+        await s.send_all(b"doomed")
+    await client.closed.wait()
+    assert isinstance(client.error, trio.BrokenResourceError)
+    with pytest.raises(trio.BrokenResourceError):
+        await other.receive_some()
+
+
+async def test_reads_for_several_streams_hold_direct_writes(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    a, b = memory_stream_pair()
+    conn = YamuxConnection(a, is_initiator=True, config=YamuxConfig(keepalive_interval=None))
+    await nursery.start(conn.run)
+    peer = RawPeer(b)
+    s1 = await conn.open_stream()
+    s2 = await conn.open_stream()
+    # One transport read brings data for both streams: busy connection.
+    await peer.stream.send_all(
+        encode_header(FrameType.DATA, Flag.ACK, s1.stream_id, 1)
+        + b"a"
+        + encode_header(FrameType.DATA, Flag.ACK, s2.stream_id, 1)
+        + b"b"
+    )
+    assert await s1.receive_some() == b"a"
+    await trio.testing.wait_all_tasks_blocked()
+    parked = conn._writer_wake
+    assert parked is not None
+    await s1.send_all(b"x")
+    assert parked.is_set()  # left to the writer, to batch with others
+    await trio.sleep(1)  # the hold is over
+    await trio.testing.wait_all_tasks_blocked()
+    parked = conn._writer_wake
+    assert parked is not None
+    await s2.send_all(b"y")
+    assert not parked.is_set()  # written directly again
+
+
+@pytest.mark.parametrize("pair", [lockstep_stream_pair, socket_pair], ids=["lockstep", "socket"])
+async def test_both_sides_send_small_writes_at_once_without_deadlock(
+    nursery: trio.Nursery, pair: PairFactory
+) -> None:
+    """Like the 8 MiB test, but in writes small enough to go out directly."""
+    client, server = await connect(nursery, pair)
+    size = 1 * MiB
+    step = 4 * KiB
+    payloads = [random.Random(i).randbytes(size) for i in range(2)]
+    results: dict[str, bytes] = {}
+
+    async def exchange(stream: YamuxStream, side: str, payload: bytes) -> None:
+        async def writer() -> None:
+            for start in range(0, size, step):
+                await stream.send_all(payload[start : start + step])
+            await stream.send_eof()
+
+        async def reader() -> None:
+            results[side] = await read_all(stream)
+
+        async with trio.open_nursery() as inner:
+            inner.start_soon(writer)
+            inner.start_soon(reader)
+
+    async def server_side() -> None:
+        stream = await server.accept_stream()
+        await exchange(stream, "server", payloads[1])
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as inner:
+            inner.start_soon(server_side)
+            inner.start_soon(exchange, await client.open_stream(), "client", payloads[0])
+    assert results["server"] == payloads[0]
+    assert results["client"] == payloads[1]
+
+
+# ---------------------------------------------------------------------------
 # Reset and close semantics
 
 

@@ -14,7 +14,26 @@ senders wait instead: :meth:`YamuxStream.send_all` blocks while the
 stream's send window is empty (the peer's backpressure) or while more
 than ``config.write_high_water`` bytes are queued for the writer (the
 transport's backpressure). Control frames (window updates, ping and SYN
-answers) never wait; they join whatever the writer sends next.
+answers) never wait; they join whatever is written next.
+
+Direct writes. Handing each message to the writer task costs a task
+switch and a run-loop iteration on each side of every exchange, a good
+part of a small request's latency. So when a stream operation
+(``send_all``, ``send_eof``) leaves at most ``_DIRECT_WRITE_MAX`` bytes
+queued while the writer is idle and nothing is being written, the
+calling task writes the queued output itself. A transport ``send_all``
+must never be cancelled midway (a Noise stream that sent half a frame is
+broken for good), so the direct write runs in a shielded cancel scope.
+The trade-off: if the transport cannot take the bytes at once because
+its buffers are full (the peer stopped reading from the socket), the
+caller cannot be cancelled until they go out or the connection is closed
+(closing the transport ends the write). A small write with an idle writer
+almost never waits; bulk data goes through the writer, where senders
+always wait cancellably. A direct write that finds other tasks queued
+output meanwhile, or a read that brings data for several streams (many
+streams busy at once), turns direct writes off for ``_BATCHING_HOLD``
+seconds: then one write of everything queued, by the writer, beats one
+write per task (and spares the peer as many wake-ups).
 
 Flow-control credit is returned only as the application reads
 (:meth:`YamuxStream.receive_some` calls
@@ -36,6 +55,7 @@ sends GoAway (normal), lets the writer flush for at most
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 import trio
@@ -51,6 +71,12 @@ __all__ = ["YamuxConnection"]
 
 #: Unanswered keepalive pings after which keepalive stops adding more.
 _MAX_PENDING_PINGS = 16
+#: Largest output a sending task writes to the transport itself rather
+#: than through the writer task (see "Direct writes" above).
+_DIRECT_WRITE_MAX = 64 * 1024
+#: Seconds during which output goes through the writer task only, once
+#: several streams were seen busy at the same time.
+_BATCHING_HOLD = 0.005
 
 
 async def _close_transport(transport: trio.abc.AsyncResource) -> None:
@@ -107,6 +133,11 @@ class YamuxConnection(trio.abc.AsyncResource):
         self._accept_queue: deque[YamuxStream] = deque()
         self._accept_waiter: trio.Event | None = None
         self._writer_wake: trio.Event | None = None
+        #: A transport ``send_all`` is in progress (writer task or direct).
+        self._writing = False
+        #: No direct writes before this time (trio clock): see _BATCHING_HOLD.
+        self._direct_after = -math.inf
+        self._run_scope: trio.CancelScope | None = None
         self._output_waiters: list[YamuxStream] = []
         self._pings: dict[int, _Ping] = {}
         self._run_called = False
@@ -149,7 +180,8 @@ class YamuxConnection(trio.abc.AsyncResource):
         self._run_called = True
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write_loop, nursery.cancel_scope)
+                self._run_scope = nursery.cancel_scope
+                nursery.start_soon(self._write_loop)
                 if self.config.keepalive_interval is not None:
                     nursery.start_soon(self._keepalive_loop, self.config.keepalive_interval)
                 if not self._dead:
@@ -280,31 +312,76 @@ class YamuxConnection(trio.abc.AsyncResource):
             if session.pending_output:
                 self._wake_writer()
 
-    async def _write_loop(self, cancel_scope: trio.CancelScope) -> None:
+    async def _write_loop(self) -> None:
         session = self._session
         send_all = self.transport_stream.send_all
         try:
             while True:
-                data = session.data_to_send()
-                if data:
-                    waiters = self._output_waiters
-                    if waiters:
-                        self._output_waiters = []
-                        for stream in waiters:
-                            stream._wake_sender()
-                    await send_all(data)
-                    continue
-                if self._dead:
-                    return
+                if not self._writing:
+                    data = session.data_to_send()
+                    if data:
+                        self._wake_output_waiters()
+                        self._writing = True
+                        try:
+                            await send_all(data)
+                        finally:
+                            self._writing = False
+                        continue
+                    if self._dead:
+                        return
+                # Idle, or a direct write is in progress: it wakes us when
+                # it is done and output is left.
                 waiter = self._writer_wake = trio.Event()
                 await waiter.wait()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            if not self._closed_locally and self.error is None:
-                self.error = exc
-            self._mark_dead(None)
-            cancel_scope.cancel()
+            self._transport_failed(exc)
         finally:
             self._writer_done.set()
+
+    async def _flush(self) -> None:
+        """Get queued output moving; the checkpoint of a stream operation.
+
+        Writes from the calling task when that is cheap and safe (see
+        "Direct writes" above), otherwise wakes the writer task and yields.
+        Raises :class:`trio.BrokenResourceError` if a direct write finds the
+        transport broken (the connection is then dead).
+        """
+        pending = self._session.pending_output
+        if (
+            pending
+            and pending <= _DIRECT_WRITE_MAX
+            and self._writer_wake is not None
+            and not self._writing
+            and trio.current_time() >= self._direct_after
+        ):
+            await self._write_directly()
+        else:
+            self._wake_writer()
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def _write_directly(self) -> None:
+        data = self._session.data_to_send()
+        self._wake_output_waiters()
+        self._writing = True
+        try:
+            # Not cancellable midway: a transport send_all cancelled after
+            # part of a frame went out breaks the transport for good.
+            with trio.CancelScope(shield=True):
+                await self.transport_stream.send_all(data)
+        except BaseException as exc:
+            self._transport_failed(exc)
+            if isinstance(exc, (trio.BrokenResourceError, trio.ClosedResourceError)):
+                raise trio.BrokenResourceError("yamux connection is gone") from exc
+            raise
+        finally:
+            self._writing = False
+            if self._session.pending_output:
+                # Other tasks queued output while we wrote: they are better
+                # served by one write from the writer task for a while.
+                self._direct_after = trio.current_time() + _BATCHING_HOLD
+                self._wake_writer()
+            elif self._dead:
+                self._wake_writer()
 
     async def _keepalive_loop(self, interval: float) -> None:
         while not self._dead:
@@ -321,9 +398,17 @@ class YamuxConnection(trio.abc.AsyncResource):
         # still tracks a stream is only known after the last event: drop
         # our records at the end, not while later events may need them.
         finished: list[YamuxStream] = []
+        # Whether the batch woke more than one stream (see _BATCHING_HOLD).
+        last_sid = 0
+        several = False
         for event in events:
             if isinstance(event, ev.DataReceived):
-                stream = streams.get(event.stream_id)
+                sid = event.stream_id
+                if sid != last_sid:
+                    if last_sid:
+                        several = True
+                    last_sid = sid
+                stream = streams.get(sid)
                 if stream is None:
                     continue
                 if stream._closed:
@@ -338,6 +423,9 @@ class YamuxConnection(trio.abc.AsyncResource):
                 if stream is not None:
                     stream._wake_sender()
             elif isinstance(event, ev.StreamOpened):
+                if last_sid:
+                    several = True
+                last_sid = event.stream_id
                 stream = YamuxStream(self, event.stream_id)
                 streams[event.stream_id] = stream
                 self._accept_queue.append(stream)
@@ -365,6 +453,10 @@ class YamuxConnection(trio.abc.AsyncResource):
             # existing ones run on until the peer closes the transport.
         for stream in finished:
             self._forget(stream)
+        if several:
+            # Several streams' tasks are about to run at once: their output
+            # is better written together, by the writer task.
+            self._direct_after = trio.current_time() + _BATCHING_HOLD
 
     # ------------------------------------------------------------------
     # Called by streams
@@ -376,9 +468,9 @@ class YamuxConnection(trio.abc.AsyncResource):
             self._wake_writer()
 
     def _half_close(self, stream: YamuxStream) -> None:
+        """Queue FIN; the caller (:meth:`YamuxStream.send_eof`) flushes."""
         if not self._dead and self._session.has_stream(stream.stream_id):
             self._session.close_stream(stream.stream_id)
-            self._wake_writer()
         self._forget(stream)
 
     def _reset(self, stream: YamuxStream) -> None:
@@ -425,6 +517,20 @@ class YamuxConnection(trio.abc.AsyncResource):
         self._pings[opaque] = entry
         self._wake_writer()
         return entry
+
+    def _transport_failed(self, exc: BaseException) -> None:
+        if not self._closed_locally and self.error is None:
+            self.error = exc
+        self._mark_dead(None)
+        if self._run_scope is not None:
+            self._run_scope.cancel()
+
+    def _wake_output_waiters(self) -> None:
+        waiters = self._output_waiters
+        if waiters:
+            self._output_waiters = []
+            for stream in waiters:
+                stream._wake_sender()
 
     def _wake_writer(self) -> None:
         waiter = self._writer_wake

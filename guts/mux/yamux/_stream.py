@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import operator
 from collections import deque
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 import trio
@@ -34,27 +33,8 @@ class YamuxStreamReset(trio.BrokenResourceError, StreamReset):
     """
 
 
-class _Busy:
-    """Raise BusyResourceError when two tasks use one direction at once."""
-
-    __slots__ = ("_held", "_msg")
-
-    def __init__(self, msg: str) -> None:
-        self._held = False
-        self._msg = msg
-
-    def __enter__(self) -> None:
-        if self._held:
-            raise trio.BusyResourceError(self._msg)
-        self._held = True
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._held = False
+_SEND_BUSY = "another task is sending on this yamux stream"
+_RECV_BUSY = "another task is receiving on this yamux stream"
 
 
 class YamuxStream(trio.abc.HalfCloseableStream):
@@ -92,8 +72,8 @@ class YamuxStream(trio.abc.HalfCloseableStream):
         "_broken",
         "_recv_waiter",
         "_send_waiter",
-        "_send_busy",
-        "_recv_busy",
+        "_sending",
+        "_receiving",
     )
 
     def __init__(self, conn: YamuxConnection, stream_id: int) -> None:
@@ -111,8 +91,10 @@ class YamuxStream(trio.abc.HalfCloseableStream):
         self._broken = False
         self._recv_waiter: trio.Event | None = None
         self._send_waiter: trio.Event | None = None
-        self._send_busy = _Busy("another task is sending on this yamux stream")
-        self._recv_busy = _Busy("another task is receiving on this yamux stream")
+        # One task per direction (trio's BusyResourceError otherwise). Plain
+        # flags with try/finally: these sit on every call's hot path.
+        self._sending = False
+        self._receiving = False
 
     def __repr__(self) -> str:
         return f"<YamuxStream {self.stream_id} protocol={self.protocol!r}>"
@@ -121,8 +103,17 @@ class YamuxStream(trio.abc.HalfCloseableStream):
     # Sending
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        """Send all of ``data``; waits while the peer's window is exhausted."""
-        with self._send_busy:
+        """Send all of ``data``; waits while the peer's window is exhausted.
+
+        Small writes usually go to the transport from this task (see
+        "Direct writes" in :mod:`guts.mux.yamux._connection`); such a write
+        is not cancelled once started, so it cannot leave half a frame on
+        the wire. Waits for window or queue room are always cancellable.
+        """
+        if self._sending:
+            raise trio.BusyResourceError(_SEND_BUSY)
+        self._sending = True
+        try:
             self._check_send()
             await trio.lowlevel.checkpoint_if_cancelled()
             if type(data) is not bytes:
@@ -132,18 +123,17 @@ class YamuxStream(trio.abc.HalfCloseableStream):
             session = conn._session
             sid = self.stream_id
             high_water = conn.config.write_high_water
-            max_frame = conn.config.max_frame_payload
             total = len(data)
             view: memoryview | None = None
             pos = 0
             blocked = False
             while pos < total:
                 pending = session.pending_output
-                if pending >= high_water or session.send_window(sid) == 0:
+                if pending >= high_water or not session.send_window(sid):
                     blocked = True
                     await self._wait_send_ready()
                     continue
-                size = min(total - pos, max(high_water - pending, max_frame))
+                size = min(total - pos, max(high_water - pending, conn.config.max_frame_payload))
                 if size == total:
                     piece: bytes | memoryview = data
                 else:
@@ -151,23 +141,40 @@ class YamuxStream(trio.abc.HalfCloseableStream):
                         view = memoryview(data)
                     piece = view[pos : pos + size]
                 pos += session.send(sid, piece)
+                if pos < total:
+                    conn._wake_writer()
+            if blocked:
+                # Already a checkpoint; the writer takes what is left.
                 conn._wake_writer()
-            if not blocked:
-                await trio.lowlevel.cancel_shielded_checkpoint()
+            else:
+                await conn._flush()
+        finally:
+            self._sending = False
 
     async def wait_send_all_might_not_block(self) -> None:
         """Wait until the stream has send credit and the writer has room."""
-        with self._send_busy:
+        if self._sending:
+            raise trio.BusyResourceError(_SEND_BUSY)
+        self._sending = True
+        try:
             self._check_send()
             await trio.lowlevel.checkpoint_if_cancelled()
             if self._send_ready():
                 await trio.lowlevel.cancel_shielded_checkpoint()
             else:
                 await self._wait_send_ready()
+        finally:
+            self._sending = False
 
     async def send_eof(self) -> None:
-        """Half-close: send FIN. Reading stays possible; idempotent."""
-        with self._send_busy:
+        """Half-close: send FIN. Reading stays possible; idempotent.
+
+        The FIN may be written from this task, like a small :meth:`send_all`.
+        """
+        if self._sending:
+            raise trio.BusyResourceError(_SEND_BUSY)
+        self._sending = True
+        try:
             await trio.lowlevel.checkpoint_if_cancelled()
             if self._closed:
                 raise trio.ClosedResourceError("yamux stream was closed")
@@ -178,7 +185,9 @@ class YamuxStream(trio.abc.HalfCloseableStream):
                     raise trio.BrokenResourceError("yamux connection is gone")
                 self._eof_sent = True
                 self._conn._half_close(self)
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            await self._conn._flush()
+        finally:
+            self._sending = False
 
     def _check_send(self) -> None:
         if self._closed:
@@ -218,7 +227,10 @@ class YamuxStream(trio.abc.HalfCloseableStream):
             max_bytes = operator.index(max_bytes)
             if max_bytes < 1:
                 raise ValueError("max_bytes must be at least 1")
-        with self._recv_busy:
+        if self._receiving:
+            raise trio.BusyResourceError(_RECV_BUSY)
+        self._receiving = True
+        try:
             await trio.lowlevel.checkpoint_if_cancelled()
             blocked = False
             while True:
@@ -239,6 +251,8 @@ class YamuxStream(trio.abc.HalfCloseableStream):
             if not blocked:
                 await trio.lowlevel.cancel_shielded_checkpoint()
             return data
+        finally:
+            self._receiving = False
 
     def _take(self, max_bytes: int | None) -> bytes:
         chunks = self._chunks
