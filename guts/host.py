@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from guts._netaddrs import expand_unspecified
 from guts.crypto import KeyPair
 from guts.errors import DialError, GutsError, PeerNotFound, ProtocolError
 from guts.multiaddr import Multiaddr
@@ -211,6 +212,7 @@ class Host:
         self._connections: dict[PeerId, Connection] = {}
         self._dialing: dict[PeerId, trio.Event] = {}
         self._listen_addrs: list[Multiaddr] = []
+        self._announce_addrs: list[Multiaddr] = []
         self._event_handlers: list[Callable[[HostEvent], None]] = []
         self._protocol_listeners: list[Callable[[], None]] = []
         self._closing = False
@@ -264,6 +266,12 @@ class Host:
         """Addresses we listen on, as bound (port 0 resolved)."""
         return list(self._listen_addrs)
 
+    @property
+    def announce_addrs(self) -> list[Multiaddr]:
+        """What we tell others to dial: the listen addresses with ``0.0.0.0``
+        and ``::`` replaced by this machine's addresses."""
+        return list(self._announce_addrs)
+
     async def listen(self, *addrs: Multiaddr) -> list[Multiaddr]:
         """Start listening on each address; return the bound addresses."""
         bound: list[Multiaddr] = []
@@ -272,6 +280,8 @@ class Host:
             got = await self._nursery.start(transport.serve, addr, self._serve_inbound)
             bound.extend(got)
         self._listen_addrs.extend(bound)
+        # Computed once here: expanding 0.0.0.0 asks the resolver (blocking).
+        self._announce_addrs = expand_unspecified(self._listen_addrs)
         return bound
 
     def _transport_for(self, addr: Multiaddr, *, listen: bool = False) -> Transport:

@@ -5,7 +5,6 @@ dials."""
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ import trio
 from guts.config import NodeConfig
 from guts.crypto import KeyPair, load_or_create_keypair
 from guts.errors import GutsError
+from guts._netaddrs import expand_unspecified
 from guts.host import Host, HostConfig, open_host
 from guts.identify import Identify
 from guts.multiaddr import Multiaddr
@@ -39,41 +39,7 @@ class Node:
     def addrs(self) -> list[Multiaddr]:
         """Dialable listen addresses, each ending in ``/p2p/<our id>``."""
         me = str(self.host.peer_id)
-        return [a.with_p2p(me) for a in expand_unspecified(self.host.listen_addrs)]
-
-
-def _local_ips(family: socket.AddressFamily) -> list[str]:
-    ips = ["127.0.0.1" if family == socket.AF_INET else "::1"]
-    try:
-        infos = socket.getaddrinfo(socket.gethostname(), None, family, socket.SOCK_STREAM)
-    except OSError:
-        return ips
-    for info in infos:
-        ip = str(info[4][0])
-        if ip not in ips and not ip.startswith("fe80"):
-            ips.append(ip)
-    return ips
-
-
-def expand_unspecified(addrs: list[Multiaddr]) -> list[Multiaddr]:
-    """Replace ``0.0.0.0`` / ``::`` listen addresses with this machine's
-    addresses, so that what we print and announce can be dialled."""
-    out: list[Multiaddr] = []
-    for addr in addrs:
-        parts = str(addr).split("/")
-        if len(parts) > 2 and parts[1] == "ip4" and parts[2] == "0.0.0.0":
-            ips = _local_ips(socket.AF_INET)
-        elif len(parts) > 2 and parts[1] == "ip6" and parts[2] == "::":
-            ips = _local_ips(socket.AF_INET6)
-        else:
-            out.append(addr)
-            continue
-        for ip in ips:
-            parts[2] = ip
-            candidate = Multiaddr.parse("/".join(parts))
-            if candidate not in out:
-                out.append(candidate)
-    return out
+        return [a.with_p2p(me) for a in self.host.announce_addrs]
 
 
 async def _bootstrap(host: Host, addr: Multiaddr) -> None:

@@ -173,3 +173,24 @@ async def test_host_shutdown_closes_connections() -> None:
         with trio.fail_after(5):
             await gone.wait()
         assert b.connections == []
+
+
+async def test_identify_announces_dialable_addresses() -> None:
+    from guts.crypto import KeyPair
+    from guts.host import open_host
+    from guts.identify import Identify
+    from guts.transport import TcpTransport
+
+    async with open_host(KeyPair.generate(), [TcpTransport()], HostConfig(keep_alive=0)) as a, \
+            open_host(KeyPair.generate(), [TcpTransport()], HostConfig(keep_alive=0)) as b:
+        Identify(a)
+        Identify(b)
+        (bound,) = await b.listen(Multiaddr.parse("/ip4/0.0.0.0/tcp/0"))
+        port = bound.value_for("tcp")
+        assert Multiaddr.parse(f"/ip4/127.0.0.1/tcp/{port}") in b.announce_addrs
+        conn = await a.connect(Multiaddr.parse(f"/ip4/127.0.0.1/tcp/{port}"))
+        with trio.fail_after(5):
+            await conn.identified.wait()
+        learned = a.peerstore.addrs(b.peer_id)
+        assert Multiaddr.parse(f"/ip4/127.0.0.1/tcp/{port}") in learned
+        assert not any("0.0.0.0" in str(x) for x in learned)

@@ -56,7 +56,7 @@ class Identify:
             protocol_version=PROTOCOL_VERSION,
             agent_version=self.agent_version,
             public_key=self.host.keypair.public_key.to_protobuf(),
-            listen_addrs=tuple(self.host.listen_addrs),
+            listen_addrs=tuple(self.host.announce_addrs),
             observed_addr=conn.remote_addr,
             protocols=tuple(self.host.protocols),
         )
