@@ -40,5 +40,9 @@ proto: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m bench
 
+## make sim: the DHT and gossip simulations (tables also go to BENCHMARKS.md with --write)
+sim: $(VENV)/.installed-test
+	$(BIN)/python -m bench.sim $(SIMFLAGS)
+
 clean:
 	rm -rf $(VENV) interop/node_modules .pytest_cache .bench
