@@ -1,0 +1,328 @@
+"""What one ping costs each process, beyond its wall-clock round trip.
+
+Wall-clock round trips on a shared machine move with everything else that
+runs; CPU time moves less, and instruction counts not at all. This starts
+a Guts server in a second process (the benchmark server: identify, ping,
+echo, sink, over TCP + Noise + yamux on loopback), pings it ``--count``
+times on one stream and prints, per ping:
+
+* CPU time of the client and of the server (``/proc/<pid>/schedstat``:
+  nanoseconds on a CPU, user and kernel, the scheduler's own count);
+* trio task steps and run-loop I/O waits on each side (instruments);
+* Python function calls on each side (``sys.setprofile``; resuming a
+  coroutine counts as a call of each frame in its await chain), in a
+  separate, shorter pass, since profiling slows everything down;
+* the wall-clock median and p99, for what they are worth here::
+
+    .venv/bin/python bench/ping_cost.py --count 20000 [--top 40]
+
+``--instructions`` instead counts user-space instructions per ping on
+each side with valgrind's callgrind (the difference between runs of two
+ping counts, so that start-up and connecting cancel out; about a minute)::
+
+    .venv/bin/python bench/ping_cost.py --instructions
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+from contextlib import aclosing
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from guts.crypto import KeyPair
+from guts.host import HostConfig, open_host
+from guts.identify import Identify
+from guts.multiaddr import Multiaddr
+from guts.ping import ping
+from guts.transport import TcpTransport
+
+BENCH = Path(__file__).resolve().parent
+CONFIG = HostConfig(keep_alive=0)
+
+
+def cpu_ns(pid: int | str = "self") -> int:
+    """Nanoseconds the process's main thread spent on a CPU."""
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[0])
+
+
+def _short(path: str) -> str:
+    for marker in ("site-packages/", "/guts/", "/bench/"):
+        if marker in path:
+            return path.split(marker, 1)[1] if marker == "site-packages/" else marker.strip("/") + "/" + path.split(marker, 1)[1]
+    return path
+
+
+class Counter(trio.abc.Instrument):
+    """Counts task steps and run-loop I/O waits."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.waits = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps += 1
+
+    def before_io_wait(self, timeout: float) -> None:
+        self.waits += 1
+
+
+class Calls:
+    """Counts Python and C function calls while active, per function."""
+
+    def __init__(self) -> None:
+        self.py = 0
+        self.c = 0
+        self.by_name: collections.Counter[str] = collections.Counter()
+
+    def __call__(self, frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            self.py += 1
+            code = frame.f_code
+            self.by_name[f"{_short(code.co_filename)}:{code.co_firstlineno}:{code.co_qualname}"] += 1
+        elif event == "c_call":
+            self.c += 1
+            self.by_name[f"<c>:{getattr(arg, '__qualname__', arg)}"] += 1
+
+    def top(self, n: int, per: int) -> list[str]:
+        return [f"{count / per:6.2f}  {name}" for name, count in self.by_name.most_common(n)]
+
+    def __enter__(self) -> Calls:
+        sys.setprofile(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sys.setprofile(None)
+
+
+# -- server -----------------------------------------------------------------
+
+
+async def serve() -> None:
+    """The benchmark server, plus commands on stdin, one a line: ``count``
+    (count task steps and I/O waits), ``calls`` (count calls), ``sync``
+    (answer ``{}``), ``report`` (stop counting, print the counts as a JSON
+    line)."""
+    sys.path.insert(0, str(BENCH))
+    from _guts_server import serve_node
+
+    counter: Counter | None = None
+    calls: Calls | None = None
+    async with open_host(KeyPair.generate(), [TcpTransport()], CONFIG) as host:
+        serve_node(host)
+        addrs = await host.listen(Multiaddr.parse("/ip4/127.0.0.1/tcp/0"))
+        print(json.dumps({"addr": str(addrs[0].with_p2p(str(host.peer_id))), "pid": os.getpid()}), flush=True)
+        stdin = trio.lowlevel.FdStream(os.dup(0))
+        buf = b""
+        async with stdin:
+            while data := await stdin.receive_some(4096):
+                buf += data
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    command = line.decode().strip()
+                    if command == "count":
+                        counter = Counter()
+                        trio.lowlevel.add_instrument(counter)
+                    elif command == "calls":
+                        calls = Calls()
+                        sys.setprofile(calls)
+                    elif command == "sync":
+                        print("{}", flush=True)
+                    elif command == "report":
+                        sys.setprofile(None)
+                        report: dict[str, Any] = {}
+                        if counter is not None:
+                            trio.lowlevel.remove_instrument(counter)
+                            report.update(steps=counter.steps, waits=counter.waits)
+                            counter = None
+                        if calls is not None:
+                            report.update(py=calls.py, c=calls.c, by_name=dict(calls.by_name))
+                            calls = None
+                        print(json.dumps(report), flush=True)
+        await host.aclose()
+
+
+# -- client -----------------------------------------------------------------
+
+
+class Server:
+    """The server process, and its commands."""
+
+    def __init__(self, wrapper: list[str]) -> None:
+        self.proc = subprocess.Popen(
+            [*wrapper, sys.executable, __file__, "--serve"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        assert self.proc.stdout is not None and self.proc.stdin is not None
+        hello = json.loads(self.proc.stdout.readline())
+        self.addr = Multiaddr.parse(hello["addr"])
+        self.pid = hello["pid"]
+
+    def start(self, what: str) -> None:
+        """Start counting (``count`` or ``calls``); returns once the server
+        has read the command."""
+        self._send(what)
+        self._send("sync")
+        assert self.proc.stdout is not None
+        self.proc.stdout.readline()
+
+    def report(self) -> dict[str, Any]:
+        self._send("report")
+        assert self.proc.stdout is not None
+        return json.loads(self.proc.stdout.readline())  # type: ignore[no-any-return]
+
+    def _send(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+async def pings(host, peer, count: int) -> list[float]:  # type: ignore[no-untyped-def]
+    rtts = []
+    with trio.fail_after(max(60, count / 1000)):
+        async with aclosing(ping(host, peer, count)) as results:
+            async for rtt in results:
+                rtts.append(rtt)
+    return rtts
+
+
+async def bare(server: Server, count: int) -> None:
+    """Connect, then ``count`` pings and nothing else: for instruction counts
+    (run twice with two counts under callgrind; the difference is the pings)."""
+    async with open_host(KeyPair.generate(), [TcpTransport()], CONFIG) as host:
+        Identify(host)
+        conn = await host.connect(server.addr)
+        if count:
+            await pings(host, conn.peer_id, count)
+        await host.aclose()
+
+
+async def client(server: Server, count: int, call_count: int, runs: int, top: int) -> None:
+    async with open_host(KeyPair.generate(), [TcpTransport()], CONFIG) as host:
+        Identify(host)  # as the benchmark client does
+        conn = await host.connect(server.addr)
+        peer = conn.peer_id
+        await pings(host, peer, 200)  # warm-up
+        for run in range(runs):
+            c0, s0 = cpu_ns(), cpu_ns(server.pid)
+            rtts = await pings(host, peer, count)
+            c1, s1 = cpu_ns(), cpu_ns(server.pid)
+            rtts.sort()
+            print(
+                f"run {run}: cpu/ping client {(c1 - c0) / count / 1e3:.1f} us, server {(s1 - s0) / count / 1e3:.1f} us;"
+                f" rtt median {statistics.median(rtts) * 1e3:.3f} ms, p99 {rtts[int(len(rtts) * 0.99)] * 1e3:.3f} ms;"
+                f" load {os.getloadavg()[0]:.2f}",
+                flush=True,
+            )
+        n = min(count, 2000)
+        counter = Counter()
+        server.start("count")
+        trio.lowlevel.add_instrument(counter)
+        await pings(host, peer, n)
+        trio.lowlevel.remove_instrument(counter)
+        remote = server.report()
+        print(
+            f"per ping: task steps client {counter.steps / n:.2f}, server {remote['steps'] / n:.2f};"
+            f" I/O waits client {counter.waits / n:.2f}, server {remote['waits'] / n:.2f}"
+            " (one stream open and close included)",
+            flush=True,
+        )
+        if call_count:
+            server.start("calls")
+            with Calls() as calls:
+                await pings(host, peer, call_count)
+            remote = server.report()
+            print(
+                f"calls/ping (Python + C): client {calls.py / call_count:.0f} + {calls.c / call_count:.0f},"
+                f" server {remote['py'] / call_count:.0f} + {remote['c'] / call_count:.0f}"
+                " (one stream open and close included)",
+                flush=True,
+            )
+            if top:
+                served = Calls()
+                served.by_name.update(remote["by_name"])
+                for side, counts in (("client", calls), ("server", served)):
+                    print(f"top {top} calls per ping, {side}:")
+                    print("\n".join(counts.top(top, call_count)))
+        await host.aclose()
+
+
+def _instructions(args: list[str], out: str) -> int:
+    """Run ``args`` with callgrind writing to ``out.<pid>``; total instructions."""
+    for old in Path(out).parent.glob(Path(out).name + ".*"):
+        old.unlink()
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+    (result,) = Path(out).parent.glob(Path(out).name + ".*")
+    for line in result.read_text().splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise RuntimeError(f"no totals in {result}")
+
+
+def instructions(low: int, high: int) -> None:
+    """Instructions per ping on each side, under callgrind."""
+    work = BENCH.parent / ".bench" / "callgrind"
+    work.mkdir(parents=True, exist_ok=True)
+    me = [sys.executable, __file__, "--bare"]
+    for side in ("client", "server"):
+        counts = []
+        for count in (low, high):
+            out = str(work / f"{side}.{count}")
+            grind = f"valgrind --tool=callgrind --callgrind-out-file={out}.%p"
+            if side == "client":
+                args = [*shlex.split(grind), *me, "--count", str(count)]
+            else:
+                args = [*me, "--count", str(count), "--wrap-server", grind]
+            counts.append(_instructions(args, out))
+        print(f"{side}: {(counts[1] - counts[0]) / (high - low):,.0f} instructions per ping", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, default=10_000, help="pings per timed run")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--calls", type=int, default=2_000, help="pings in the call-counting pass (0: none)")
+    parser.add_argument("--top", type=int, default=0, help="also list the N most called functions per side")
+    parser.add_argument("--bare", action="store_true", help="only connect and ping --count times (no output)")
+    parser.add_argument("--wrap-server", default="", help="command prefix for the server (e.g. valgrind ...)")
+    parser.add_argument("--instructions", action="store_true", help="instructions per ping under callgrind")
+    args = parser.parse_args()
+    if args.serve:
+        trio.run(serve)
+        return
+    if args.instructions:
+        instructions(200, 1200)
+        return
+    server = Server(shlex.split(args.wrap_server))
+    try:
+        if args.bare:
+            trio.run(bare, server, args.count)
+            return
+        print(f"load average {os.getloadavg()[0]:.2f}", flush=True)
+        trio.run(client, server, args.count, args.calls, args.runs, args.top)
+    finally:
+        server.close()
+
+
+if __name__ == "__main__":
+    main()
