@@ -33,7 +33,7 @@ from guts.transport import (
 def _set_bufs(conn: RawConnection, sndbuf: int, rcvbuf: int) -> None:
     if not isinstance(conn, TcpConnection):
         return
-    sock = conn.transport_stream.socket
+    sock = conn.socket
     if sndbuf:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
     if rcvbuf:

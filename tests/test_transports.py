@@ -7,6 +7,7 @@ import hashlib
 import logging
 import os
 import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -580,7 +581,7 @@ async def test_tcp_smoke(host: str) -> None:
             conn = await transport.dial(addr)
             assert isinstance(conn, TcpConnection)
             assert conn.local_addr.protocols() == (family, "tcp")
-            sock = conn.transport_stream.socket
+            sock = conn.socket
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
             await conn.send_all(b"smoke")
             assert await receive_exactly(conn, 5) == b"smoke"
@@ -599,10 +600,110 @@ async def test_tcp_ip_literals_are_dialled_without_name_lookup(monkeypatch: pyte
         with trio.fail_after(10):
             conn = await transport.dial(addr.with_p2p(PEER))
             assert conn.remote_addr == addr
-            assert conn.transport_stream.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            assert conn.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
             await conn.send_all(b"direct")
             assert await receive_exactly(conn, 6) == b"direct"
             await conn.aclose()
+
+
+async def _tcp_pair() -> tuple[TcpConnection, TcpConnection]:
+    """Two ends of a loopback TCP connection."""
+    (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    async with listener:
+        port = listener.socket.getsockname()[1]
+        client = await trio.open_tcp_stream("127.0.0.1", port)
+        server = await listener.accept()
+    return TcpConnection(client), TcpConnection(server)
+
+
+def _fill(conn: TcpConnection) -> int:
+    """Write with try_send until the kernel takes no more; return the count."""
+    total = 0
+    while sent := conn.try_send(bytes(65536)):
+        total += sent
+    return total
+
+
+async def _fill_until_blocked(conn: trio.abc.SendStream) -> None:
+    """send_all until it blocks: the kernel's buffers are full."""
+
+    async def sender() -> None:
+        while True:
+            await conn.send_all(bytes(65536))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sender)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+
+
+async def _clogged_tcp_pair() -> tuple[TcpConnection, TcpConnection]:
+    a, b = await _tcp_pair()
+    await _fill_until_blocked(a)
+    await _fill_until_blocked(b)
+    return a, b
+
+
+async def test_tcp_stream_conformance() -> None:
+    await trio.testing.check_half_closeable_stream(_tcp_pair, _clogged_tcp_pair)
+
+
+async def test_tcp_try_send_writes_what_fits_without_waiting() -> None:
+    a, b = await _tcp_pair()
+    async with a, b:
+        with trio.testing.assert_no_checkpoints():
+            assert a.try_send(b"now") == 3
+        assert await receive_exactly(b, 3) == b"now"
+        filled = _fill(a)  # ends when the socket buffers are full
+        assert filled > 0
+
+        async def drain() -> None:
+            assert await receive_exactly(b, filled + 5) == bytes(filled) + b"later"
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drain)
+            await a.send_all(b"later")  # waits for the reader, then goes out whole
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(a.send_all, bytes(64 * 1024 * 1024))  # more than any buffer
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(trio.BusyResourceError):
+                a.try_send(b"interleaved")  # would land inside the other write
+            nursery.cancel_scope.cancel()
+        await a.send_eof()
+        with pytest.raises(trio.ClosedResourceError):
+            a.try_send(b"after eof")
+    with pytest.raises(trio.ClosedResourceError):
+        a.try_send(b"after close")
+
+
+async def test_tcp_peer_reset_breaks_the_connection() -> None:
+    a, b = await _tcp_pair()
+    # SO_LINGER 0: close() sends RST instead of FIN.
+    b.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    await b.aclose()
+    with trio.fail_after(5):
+        with pytest.raises(trio.BrokenResourceError):
+            await a.receive_some()
+        with pytest.raises(trio.BrokenResourceError):
+            for _ in range(100):  # the first writes may still be accepted
+                await a.send_all(b"x")
+                await trio.sleep(0.01)
+    await a.aclose()
+
+
+async def test_tcp_close_wakes_a_blocked_receiver() -> None:
+    a, b = await _tcp_pair()
+    async with b:
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+
+                async def receiver() -> None:
+                    with pytest.raises(trio.ClosedResourceError):
+                        await a.receive_some()
+
+                nursery.start_soon(receiver)
+                await trio.testing.wait_all_tasks_blocked()
+                await a.aclose()
 
 
 @pytest.mark.parametrize("text", ["/ip4/127.0.0.1/tcp/{port}", "/ip6/::1/tcp/{port}"])

@@ -11,6 +11,10 @@ results are raced the same staggered way. trio sets
 ``TCP_NODELAY`` on every TCP ``SocketStream``; libp2p's small handshake
 and multistream messages would otherwise sit behind Nagle's algorithm.
 
+Connecting and accepting use trio's sockets; once connected, a
+:class:`TcpConnection` takes the socket over and does its own system
+calls (see the class for why).
+
 Socket buffer sizes are left to the kernel: on Linux, setting
 ``SO_RCVBUF``/``SO_SNDBUF`` turns off autotuning and measured slower on
 loopback (see ``bench/ws_throughput.py --tcp``).
@@ -18,11 +22,15 @@ loopback (see ``bench/ws_throughput.py --tcp``).
 
 from __future__ import annotations
 
+import errno
+import operator
+import os
 import socket
 from collections.abc import Sequence
 from typing import Any
 
 import trio
+from trio.lowlevel import wait_readable, wait_writable
 
 from guts.errors import DialError
 from guts.multiaddr import Component, Multiaddr
@@ -42,41 +50,172 @@ _IP_PROTOCOLS = frozenset({"ip4", "ip6"})
 
 
 class TcpConnection(RawConnection, trio.abc.HalfCloseableStream):
-    """A TCP connection: a thin wrapper adding multiaddrs to a ``trio.SocketStream``.
+    """A TCP connection, read and written on its socket directly.
+
+    Built from a connected ``trio.SocketStream`` (whose socket options
+    trio has set: ``TCP_NODELAY``, ``TCP_NOTSENT_LOWAT``), whose file
+    descriptor it takes over. It then makes the system calls itself and
+    waits with ``trio.lowlevel.wait_readable`` / ``wait_writable``: the
+    stream, socket and helper layers of ``SocketStream`` cost more than the
+    system calls on a small message, and every message of every connection
+    crosses this class. The contract is ``trio.abc.HalfCloseableStream``'s,
+    checkpoints and errors included: ``BrokenResourceError`` when the
+    connection fails, ``ClosedResourceError`` after our own ``aclose`` (or
+    writing after ``send_eof``), ``BusyResourceError`` for a second
+    concurrent sender or receiver.
+
+    :meth:`try_send` is the extra: write what the kernel takes right now,
+    without waiting and without a checkpoint, for a caller that must not be
+    interrupted halfway through a message (see
+    :meth:`guts.security.noise.NoiseStream.try_send_all`).
 
     Attributes:
-        transport_stream: the wrapped ``trio.SocketStream`` (for socket options).
+        socket: the non-blocking ``socket.socket`` (for socket options).
     """
 
-    __slots__ = ("transport_stream", "local_addr", "remote_addr")
+    __slots__ = ("socket", "local_addr", "remote_addr", "_closed", "_eof_sent", "_sending", "_receiving")
 
     def __init__(self, stream: trio.SocketStream, suffix: tuple[Component, ...] = ()) -> None:
-        """Wrap ``stream``.
+        """Take over ``stream``'s socket (``stream`` is unusable afterwards).
 
         Raises:
-            OSError: if the peer is already gone (``getpeername`` fails).
+            OSError: if the peer is already gone (``getpeername`` fails);
+                the socket is closed then.
         """
-        self.transport_stream = stream
-        self.local_addr = ip_multiaddr(stream.socket.getsockname(), suffix)
-        self.remote_addr = ip_multiaddr(stream.socket.getpeername(), suffix)
+        fd = stream.socket.detach()
+        try:
+            sock = socket.socket(fileno=fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            sock.setblocking(False)
+            self.local_addr = ip_multiaddr(sock.getsockname(), suffix)
+            self.remote_addr = ip_multiaddr(sock.getpeername(), suffix)
+        except BaseException:
+            sock.close()
+            raise
+        self.socket = sock
+        self._closed = False
+        self._eof_sent = False
+        self._sending = False
+        self._receiving = False
 
     def __repr__(self) -> str:
         return f"<TcpConnection {self.local_addr} -> {self.remote_addr}>"
 
+    def _check_send(self) -> None:
+        if self._sending:
+            raise trio.BusyResourceError("another task is sending on this connection")
+        if self._closed:
+            raise trio.ClosedResourceError("the connection was closed")
+        if self._eof_sent:
+            raise trio.ClosedResourceError("can't send data after sending EOF")
+
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.transport_stream.send_all(data)
+        self._check_send()
+        self._sending = True
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            sock = self.socket
+            waited = False
+            with memoryview(data) as view:
+                total = len(view)
+                sent = 0
+                while sent < total:
+                    try:
+                        sent += sock.send(view[sent:] if sent else view)
+                    except BlockingIOError:
+                        waited = True
+                        await wait_writable(sock)
+                    except OSError as exc:
+                        raise _stream_error(exc) from exc
+            if not waited:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+        finally:
+            self._sending = False
+
+    def try_send(self, data: bytes | bytearray | memoryview) -> int:
+        """Write as much of ``data`` as the kernel takes now; return how much.
+
+        Never waits and is not a checkpoint; 0 when the socket buffer is full.
+
+        Raises:
+            trio.BrokenResourceError: the connection failed.
+            trio.ClosedResourceError: closed, or ``send_eof`` was called.
+            trio.BusyResourceError: another task is in :meth:`send_all`.
+        """
+        self._check_send()
+        try:
+            return self.socket.send(data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise _stream_error(exc) from exc
 
     async def wait_send_all_might_not_block(self) -> None:
-        await self.transport_stream.wait_send_all_might_not_block()
+        self._check_send()
+        self._sending = True
+        try:
+            await wait_writable(self.socket)
+        finally:
+            self._sending = False
 
     async def send_eof(self) -> None:
-        await self.transport_stream.send_eof()
+        if self._sending:
+            raise trio.BusyResourceError("another task is sending on this connection")
+        self._sending = True
+        try:
+            await trio.lowlevel.checkpoint()
+            if self._closed:
+                raise trio.ClosedResourceError("the connection was closed")
+            if self._eof_sent:
+                return
+            self._eof_sent = True
+            try:
+                self.socket.shutdown(socket.SHUT_WR)
+            except OSError as exc:
+                raise _stream_error(exc) from exc
+        finally:
+            self._sending = False
 
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self.transport_stream.receive_some(RECEIVE_SIZE if max_bytes is None else max_bytes)
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        size = RECEIVE_SIZE if max_bytes is None else operator.index(max_bytes)
+        if size < 1:
+            raise ValueError("max_bytes must be >= 1")
+        if self._receiving:
+            raise trio.BusyResourceError("another task is receiving on this connection")
+        if self._closed:
+            raise trio.ClosedResourceError("the connection was closed")
+        self._receiving = True
+        try:
+            sock = self.socket
+            # Wait first: callers read until the socket is drained, so it is
+            # empty more often than not, and the wait is the checkpoint.
+            await wait_readable(sock)
+            while True:
+                try:
+                    return sock.recv(size)
+                except BlockingIOError:
+                    await wait_readable(sock)
+                except OSError as exc:
+                    raise _stream_error(exc) from exc
+        finally:
+            self._receiving = False
 
     async def aclose(self) -> None:
-        await self.transport_stream.aclose()
+        if not self._closed:
+            self._closed = True
+            trio.lowlevel.notify_closing(self.socket)  # wakes our waiters
+            self.socket.close()
+        await trio.lowlevel.checkpoint()
+
+
+def _stream_error(exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:
+    """The trio stream error for a failed socket call (as ``SocketStream`` maps them)."""
+    if exc.errno in (errno.EBADF, errno.ENOTSOCK):
+        return trio.ClosedResourceError("the connection was closed")
+    return trio.BrokenResourceError(f"socket connection broken: {exc}")
 
 
 def tcp_target(addr: Multiaddr, suffix: tuple[str, ...] = ()) -> tuple[str, str, int] | None:
