@@ -396,6 +396,29 @@ async def test_memory_backpressure() -> None:
     assert sent.is_set()
 
 
+async def test_memory_try_send_buffers_what_fits_without_waiting() -> None:
+    a, b = memory_connection_pair(16)
+    with trio.testing.assert_no_checkpoints():
+        assert a.try_send(b"x" * 10) == 10
+        assert a.try_send(memoryview(b"y" * 10)) == 6  # 16 bytes of room in all
+        assert a.try_send(b"z") == 0
+    assert await b.receive_some() == b"x" * 10 + b"y" * 6
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(a.send_all, b"w" * 40)  # blocks: 40 bytes do not fit in 16
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.BusyResourceError):
+            a.try_send(b"interleaved")
+        assert await receive_exactly(b, 40) == b"w" * 40
+    await a.send_eof()
+    with pytest.raises(trio.ClosedResourceError):
+        a.try_send(b"after eof")
+    await b.aclose()
+    c, d = memory_connection_pair(16)
+    await d.aclose()
+    with pytest.raises(trio.BrokenResourceError):
+        c.try_send(b"nobody reads")
+
+
 async def test_memory_networks_are_isolated_and_ports_unique() -> None:
     one, two = MemoryNetwork(), MemoryNetwork()
     async with serving(MemoryTransport(one), Multiaddr.parse("/memory/0"), echo) as a:

@@ -100,6 +100,28 @@ class MemoryConnection(RawConnection, trio.abc.HalfCloseableStream):
         finally:
             self._sending = False
 
+    def try_send(self, data: bytes | bytearray | memoryview) -> int:
+        """Buffer as much of ``data`` as fits now; return how much.
+
+        Never waits and is not a checkpoint (TCP's
+        :meth:`~guts.transport.TcpConnection.try_send`, in memory).
+        """
+        if self._sending:
+            raise trio.BusyResourceError("another task is sending on this connection")
+        pipe = self._out
+        if self._closed or pipe.eof:
+            raise trio.ClosedResourceError("connection closed for sending")
+        if pipe.reader_closed:
+            raise trio.BrokenResourceError("the other end closed the connection")
+        room = pipe.capacity - len(pipe.buffer)
+        if room <= 0:
+            return 0
+        taken = memoryview(data).cast("B")[:room]
+        if taken:
+            pipe.buffer += taken
+            pipe.readable.unpark_all()
+        return len(taken)
+
     async def wait_send_all_might_not_block(self) -> None:
         if self._sending:
             raise trio.BusyResourceError("another task is sending on this connection")
