@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from guts.errors import DecodeError, NegotiationError, ProtocolError, RemoteProtocolError
+from guts.transport import memory_connection_pair
 from guts.wire import (
     DialerNegotiation,
     LengthPrefixedDecoder,
@@ -260,6 +261,19 @@ async def test_lazy_dialer_send_waits_for_the_proposal_flush() -> None:
         n.start_soon(listener)
         await s.send_all(b"x")
     assert got == [b"x"]
+
+
+async def test_try_send_waits_for_negotiation_bytes_to_go_first() -> None:
+    # try_send must never let data overtake the multistream lines in front.
+    a, b = memory_connection_pair(1024)
+    s = NegotiatedStream.lazy(a, "/echo")
+    assert s.try_send(b"early") == 0  # the proposal has not been written yet
+    await s.send_all(b"hello")
+    assert s.try_send(b" world") == 6  # now straight through to the connection
+    header, echo = encode_line("/multistream/1.0.0"), encode_line("/echo")
+    assert await b.receive_some() == header + echo + b"hello world"
+    plain = NegotiatedStream(trio.testing.memory_stream_pair()[0], "/echo")
+    assert plain.try_send(b"x") == 0  # the wrapped stream cannot write without waiting
 
 
 async def test_lazy_dialer_learns_of_a_refusal_when_receiving() -> None:

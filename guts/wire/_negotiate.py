@@ -82,6 +82,15 @@ class NegotiatedStream(trio.abc.HalfCloseableStream):
             data = unsent + data
         await self.stream.send_all(data)
 
+    def try_send(self, data: bytes | bytearray | memoryview) -> int:
+        """The wrapped stream's ``try_send`` (a write that never waits), once
+        no negotiation bytes must go out first; otherwise, or when the
+        wrapped stream has none, 0: nothing taken."""
+        try_send = getattr(self.stream, "try_send", None)
+        if try_send is None or self._unsent or self._flushing is not None:
+            return 0
+        return int(try_send(data))
+
     async def wait_send_all_might_not_block(self) -> None:
         await self.stream.wait_send_all_might_not_block()
 
