@@ -37,6 +37,8 @@ from guts.security.noise import (
     noise_handshake,
 )
 from guts.security.noise._handshake import SIGNATURE_PREFIX, encode_payload
+from guts.transport import memory_connection_pair
+from guts.wire import NegotiatedStream, accept_protocol
 
 ALICE = KeyPair.from_seed(bytes(31) + b"\x01")
 BOB = KeyPair.from_seed(bytes(31) + b"\x02")
@@ -733,6 +735,98 @@ async def test_stream_generic_contract() -> None:
         return await secure(lockstep_stream_pair)
 
     await trio.testing.check_two_way_stream(maker, clogged)
+
+
+# -- writes that never wait ----------------------------------------------------
+
+
+async def test_try_send_all_writes_whole_frames_without_waiting() -> None:
+    a, b = await secure(lambda: memory_connection_pair(1024))
+    with trio.testing.assert_no_checkpoints():
+        assert a.try_send_all(b"ping") is True
+        assert a.try_send_all(b"") is True
+    assert await b.receive_some() == b"ping"
+
+
+async def test_try_send_all_keeps_what_the_transport_cannot_take() -> None:
+    # A 100-byte pipe cannot take a 300-byte message (plus framing) at once.
+    a, b = await secure(lambda: memory_connection_pair(100))
+    first, second, third = os.urandom(300), os.urandom(50), os.urandom(70)
+    with trio.testing.assert_no_checkpoints():
+        assert a.try_send_all(first) is False
+        assert a.try_send_all(second) is False  # queued behind the first
+    received = bytearray()
+
+    async def reader() -> None:
+        while len(received) < 420:
+            received.extend(await b.receive_some())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        await a.send_all(third)  # the leftover goes out first, then this
+    assert received == first + second + third
+    await a.flush()  # nothing left: just a checkpoint
+    assert await exchange(a, b, b"still in step") == b"still in step"
+
+
+async def test_try_send_all_without_try_send_below_queues_for_flush() -> None:
+    a, b = await secure()  # trio's memory streams have no try_send
+    assert a.try_send_all(b"later") is False
+    with trio.move_on_after(0.01) as scope:
+        await b.receive_some()
+    assert scope.cancelled_caught  # nothing went out yet
+    await a.flush()
+    assert await b.receive_some() == b"later"
+
+
+async def test_cancelled_flush_breaks_the_send_side() -> None:
+    a, _ = await secure(lockstep_stream_pair)
+    assert a.try_send_all(b"nobody reads this") is False
+    with trio.move_on_after(0.05):
+        await a.flush()
+    with pytest.raises(trio.BrokenResourceError):
+        a.try_send_all(b"more")
+    with pytest.raises(trio.BrokenResourceError):
+        await a.send_all(b"more")
+
+
+async def test_try_send_all_errors() -> None:
+    a, b = await secure(lambda: memory_connection_pair(1024))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(a.send_all, os.urandom(5000))  # blocks: nobody reads
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.BusyResourceError):
+            a.try_send_all(b"interleaved")
+        nursery.cancel_scope.cancel()
+    c, d = await secure(lambda: memory_connection_pair(1024))
+    await d.aclose()
+    with pytest.raises(trio.BrokenResourceError):
+        c.try_send_all(b"to nobody")
+    await c.aclose()
+    with pytest.raises(trio.ClosedResourceError):
+        c.try_send_all(b"after close")
+
+
+async def test_transport_messages_skip_the_negotiation_wrapper() -> None:
+    # Once the handshake is over, a lazy dialer's NegotiatedStream has
+    # nothing left to do: Noise runs over the connection itself.
+    raw_a, raw_b = memory_connection_pair(64 * 1024)
+    results: dict[str, NoiseStream] = {}
+
+    async def listener() -> None:
+        negotiated = await accept_protocol(raw_b, [PROTOCOL_ID], hold_answer=True)
+        results["b"] = await noise_handshake(negotiated, BOB, initiator=False)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(listener)
+            lazy = NegotiatedStream.lazy(raw_a, PROTOCOL_ID)
+            results["a"] = await noise_handshake(lazy, ALICE, initiator=True)
+    assert results["a"].transport_stream is raw_a
+    assert results["b"].transport_stream is raw_b
+    assert results["a"].try_send_all(b"direct") is True
+    assert await results["b"].receive_some() == b"direct"
 
 
 def test_errors_are_protocol_errors() -> None:

@@ -22,12 +22,21 @@ Error contract (what callers of this module catch):
 * Transport failures surface as ``trio.BrokenResourceError``; misuse as
   ``trio.ClosedResourceError`` and ``trio.BusyResourceError``, the way
   every trio stream reports them.
+
+Writes that must not wait. :meth:`NoiseStream.try_send_all` encrypts and
+hands the ciphertext to the transport's ``try_send`` (TCP and memory
+connections have one): no await, so nothing can interrupt it halfway.
+Whatever the kernel did not take stays here, already encrypted, and goes
+out ahead of anything else, in :meth:`NoiseStream.flush` or the next
+:meth:`NoiseStream.send_all`; the frames on the wire are always whole
+frames in order, just possibly later. This is how the muxer above writes
+a small message from the sending task without a shielded cancel scope.
 """
 
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
@@ -101,6 +110,11 @@ async def noise_handshake(
             handshake.receive_data(data)
     except (trio.BrokenResourceError, OSError) as exc:
         raise HandshakeError(f"connection broke during the Noise handshake: {exc}") from exc
+    # A multistream-select wrapper (lazy dialer, held answer) is done once
+    # the handshake is: the transport messages run over the stream under it.
+    unwrap = getattr(stream, "unwrap", None)
+    if unwrap is not None:
+        stream = unwrap()
     return NoiseStream(stream, handshake.result(), local_peer=identity.keypair.peer_id, received=handshake.unused_data())
 
 
@@ -152,48 +166,108 @@ class NoiseStream(trio.abc.Stream):
         self._receiving = False
         self._send_broken = False
         self._receive_error: BaseException | None = None
+        #: Ciphertext a try_send_all could not write yet: it goes out first.
+        self._unsent: bytes | bytearray | memoryview = b""
+        self._try_send: Callable[[bytes | bytearray | memoryview], int] | None = getattr(
+            transport_stream, "try_send", None
+        )
 
     def __repr__(self) -> str:
         return f"<NoiseStream {self.local_peer} <-> {self.remote_peer}>"
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        """Encrypt and send ``data``.
+        """Encrypt and send ``data``, after anything :meth:`try_send_all` left.
 
         Raises:
-            trio.BusyResourceError: another task is in ``send_all`` or
-                ``wait_send_all_might_not_block``.
+            trio.BusyResourceError: another task is in ``send_all``,
+                ``flush`` or ``wait_send_all_might_not_block``.
             trio.BrokenResourceError: the transport failed, or an earlier
                 ``send_all`` failed or was cancelled part-way.
             trio.ClosedResourceError: this stream was closed.
         """
+        self._check_send()
+        self._sending = True
+        try:
+            with memoryview(data) as view:
+                size = len(view)
+                send = self.transport_stream.send_all
+                if self._unsent:
+                    unsent, self._unsent = self._unsent, b""
+                    await self._send(send, unsent)
+                elif not size:
+                    await trio.lowlevel.checkpoint()
+                    return
+                encrypt = self._codec.encrypt
+                for start in range(0, size, SEND_CHUNK):
+                    await self._send(send, encrypt(view[start : start + SEND_CHUNK]))
+        finally:
+            self._sending = False
+
+    async def _send(
+        self, send: Callable[[bytes | bytearray | memoryview], Awaitable[None]], ciphertext: bytes | bytearray | memoryview
+    ) -> None:
+        try:
+            await send(ciphertext)
+        except BaseException as exc:
+            # Part of a frame may be on the wire and the nonce has moved
+            # on: nothing more can be sent safely.
+            self._send_broken = True
+            if isinstance(exc, OSError):
+                raise trio.BrokenResourceError(f"transport failed: {exc}") from exc
+            raise
+
+    def try_send_all(self, data: bytes | bytearray | memoryview) -> bool:
+        """Encrypt ``data`` and write it without waiting, as far as the
+        transport takes it; never a checkpoint.
+
+        Returns:
+            ``True`` if all of it is on the wire. ``False`` if some is left
+            (the transport's buffers are full, or it has no ``try_send``):
+            it is kept, encrypted, and goes out first in :meth:`flush` or
+            the next :meth:`send_all`. Either way ``data`` is consumed.
+
+        Raises:
+            As :meth:`send_all`, and ``LocalProtocolError`` when the send
+            nonces are exhausted.
+        """
+        self._check_send()
+        ciphertext = self._codec.encrypt(data)
+        unsent = self._unsent
+        if unsent:
+            ciphertext = bytes(unsent) + ciphertext
+            self._unsent = b""
+        elif not ciphertext:
+            return True
+        try_send = self._try_send
+        if try_send is None:
+            self._unsent = ciphertext
+            return False
+        try:
+            sent = try_send(ciphertext)
+        except BaseException as exc:
+            self._send_broken = True
+            if isinstance(exc, OSError):
+                raise trio.BrokenResourceError(f"transport failed: {exc}") from exc
+            raise
+        if sent == len(ciphertext):
+            return True
+        self._unsent = memoryview(ciphertext)[sent:]
+        return False
+
+    async def flush(self) -> None:
+        """Send what :meth:`try_send_all` could not write; a checkpoint.
+
+        Cancelling it part-way breaks the send side, as for :meth:`send_all`.
+        """
+        await self.send_all(b"")
+
+    def _check_send(self) -> None:
         if self._sending:
             raise trio.BusyResourceError("another task is already sending on this stream")
         if self._closed:
             raise trio.ClosedResourceError("the Noise stream is closed")
         if self._send_broken:
             raise trio.BrokenResourceError("an earlier send on this Noise stream failed")
-        self._sending = True
-        try:
-            with memoryview(data) as view:
-                size = len(view)
-                if not size:
-                    await trio.lowlevel.checkpoint()
-                    return
-                encrypt = self._codec.encrypt
-                send = self.transport_stream.send_all
-                for start in range(0, size, SEND_CHUNK):
-                    ciphertext = encrypt(view[start : start + SEND_CHUNK])
-                    try:
-                        await send(ciphertext)
-                    except BaseException as exc:
-                        # Part of a frame may be on the wire and the nonce
-                        # has moved on: nothing more can be sent safely.
-                        self._send_broken = True
-                        if isinstance(exc, OSError):
-                            raise trio.BrokenResourceError(f"transport failed: {exc}") from exc
-                        raise
-        finally:
-            self._sending = False
 
     async def wait_send_all_might_not_block(self) -> None:
         """Wait until the transport could accept data without blocking."""
@@ -282,4 +356,5 @@ class NoiseStream(trio.abc.Stream):
         self._closed = True
         self._plain, self._plain_pos = b"", 0
         self._received = b""
+        self._unsent = b""
         await self.transport_stream.aclose()
