@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
@@ -18,6 +19,7 @@ from trio.testing import (
     memory_stream_pump,
 )
 
+from guts.crypto import KeyPair
 from guts.errors import DecodeError, LocalProtocolError, StreamReset
 from guts.mux.yamux import (
     HEADER_SIZE,
@@ -32,11 +34,14 @@ from guts.mux.yamux import (
     decode_header,
     encode_header,
 )
+from guts.security.noise import NoiseStream, noise_handshake
+from guts.transport import memory_connection_pair
 
 KiB = 1024
 MiB = 1024 * KiB
 
-PairFactory = Callable[[], tuple[trio.abc.Stream, trio.abc.Stream]]
+StreamPair = tuple[trio.abc.Stream, trio.abc.Stream]
+PairFactory = Callable[[], StreamPair | Awaitable[StreamPair]]
 
 
 def _split_one_way() -> tuple[MemorySendStream, MemoryReceiveStream]:
@@ -64,13 +69,31 @@ def socket_pair() -> tuple[trio.abc.Stream, trio.abc.Stream]:
     return trio.SocketStream(left), trio.SocketStream(right)
 
 
+async def noise_pair(capacity: int = 64 * KiB) -> tuple[NoiseStream, NoiseStream]:
+    """Noise over a bounded in-memory connection: the transport yamux runs
+    on in a host, down to the writes that never wait."""
+    a, b = memory_connection_pair(capacity)
+    results: dict[str, NoiseStream] = {}
+
+    async def side(name: str, stream: trio.abc.Stream, seed: int, initiator: bool) -> None:
+        keypair = KeyPair.from_seed(bytes(31) + bytes([seed]))
+        results[name] = await noise_handshake(stream, keypair, initiator=initiator)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(side, "a", a, 1, True)
+            nursery.start_soon(side, "b", b, 2, False)
+    return results["a"], results["b"]
+
+
 async def connect(
     nursery: trio.Nursery,
     pair: PairFactory = memory_stream_pair,
     client_config: YamuxConfig | None = None,
     server_config: YamuxConfig | None = None,
 ) -> tuple[YamuxConnection, YamuxConnection]:
-    a, b = pair()
+    streams = pair()
+    a, b = await streams if inspect.isawaitable(streams) else streams
     client = YamuxConnection(a, is_initiator=True, config=client_config)
     server = YamuxConnection(b, is_initiator=False, config=server_config)
     await nursery.start(client.run)
@@ -99,7 +122,7 @@ async def read_all(stream: trio.abc.ReceiveStream) -> bytes:
 
 
 @pytest.mark.parametrize(
-    "pair", [memory_stream_pair, lockstep_stream_pair], ids=["memory", "lockstep"]
+    "pair", [memory_stream_pair, lockstep_stream_pair, noise_pair], ids=["memory", "lockstep", "noise"]
 )
 async def test_check_half_closeable_stream(nursery: trio.Nursery, pair: PairFactory) -> None:
     async def maker() -> tuple[YamuxStream, YamuxStream]:
@@ -467,7 +490,68 @@ async def test_reads_for_several_streams_hold_direct_writes(
     assert not parked.is_set()  # written directly again
 
 
-@pytest.mark.parametrize("pair", [lockstep_stream_pair, socket_pair], ids=["lockstep", "socket"])
+async def test_small_send_over_noise_is_one_write_that_never_waits(nursery: trio.Nursery) -> None:
+    client, server = await connect(nursery, noise_pair)
+    s = await client.open_stream()
+    r = await server.accept_stream()
+    await trio.testing.wait_all_tasks_blocked()
+    parked = client._writer_wake
+    assert parked is not None
+    transport = client.transport_stream
+    assert isinstance(transport, NoiseStream)
+
+    async def no_flush() -> None:
+        raise AssertionError("the kernel took everything: nothing to flush")
+
+    transport.flush = no_flush  # type: ignore[method-assign]
+    with trio.testing.assert_checkpoints():  # trio's contract still holds
+        await s.send_all(b"hello")
+    assert client._writer_wake is parked and not parked.is_set()
+    assert await r.receive_some() == b"hello"
+    await s.send_eof()
+    assert client._writer_wake is parked and not parked.is_set()
+    assert await r.receive_some() == b""
+
+
+async def test_direct_write_taken_in_part_finishes_uncancellably(nursery: trio.Nursery) -> None:
+    # A 200-byte pipe whose reader is not running yet: the kernel (here, the
+    # pipe) takes part of the message, the rest must follow whatever happens.
+    a, b = await noise_pair(capacity=200)
+    client = YamuxConnection(a, is_initiator=True)
+    server = YamuxConnection(b, is_initiator=False)
+    await nursery.start(client.run)
+    s = await client.open_stream()
+    await trio.testing.wait_all_tasks_blocked()
+    message = bytes(range(256)) * 2
+    done = trio.Event()
+    scope = trio.CancelScope()
+
+    async def sender() -> None:
+        with scope:
+            await s.send_all(message)
+        done.set()
+
+    nursery.start_soon(sender)
+    await trio.testing.wait_all_tasks_blocked()
+    assert not done.is_set() and client._writing  # waiting for the rest to go
+    scope.cancel()
+    await trio.testing.wait_all_tasks_blocked()
+    assert not done.is_set()  # shielded: the rest of the frame still goes out
+    await nursery.start(server.run)  # someone reads at last
+    await done.wait()
+    r = await server.accept_stream()
+    got = b""
+    while len(got) < len(message):
+        got += await r.receive_some()
+    assert got == message
+    await s.send_all(b"more")  # the transport is intact
+    assert await r.receive_some() == b"more"
+    assert not client.is_closed
+
+
+@pytest.mark.parametrize(
+    "pair", [lockstep_stream_pair, socket_pair, noise_pair], ids=["lockstep", "socket", "noise"]
+)
 async def test_both_sides_send_small_writes_at_once_without_deadlock(
     nursery: trio.Nursery, pair: PairFactory
 ) -> None:

@@ -21,19 +21,28 @@ switch and a run-loop iteration on each side of every exchange, a good
 part of a small request's latency. So when a stream operation
 (``send_all``, ``send_eof``) leaves at most ``_DIRECT_WRITE_MAX`` bytes
 queued while the writer is idle and nothing is being written, the
-calling task writes the queued output itself. A transport ``send_all``
-must never be cancelled midway (a Noise stream that sent half a frame is
-broken for good), so the direct write runs in a shielded cancel scope.
-The trade-off: if the transport cannot take the bytes at once because
-its buffers are full (the peer stopped reading from the socket), the
-caller cannot be cancelled until they go out or the connection is closed
-(closing the transport ends the write). A small write with an idle writer
-almost never waits; bulk data goes through the writer, where senders
-always wait cancellably. A direct write that finds other tasks queued
-output meanwhile, or a read that brings data for several streams (many
-streams busy at once), turns direct writes off for ``_BATCHING_HOLD``
-seconds: then one write of everything queued, by the writer, beats one
-write per task (and spares the peer as many wake-ups).
+calling task writes the queued output itself. A transport write must
+never be cancelled midway (a Noise stream that sent half a frame is
+broken for good). Over a transport that can write without waiting
+(``try_send_all`` and ``flush``, as :class:`~guts.security.noise.NoiseStream`
+over TCP or memory connections has), the direct write is one
+synchronous call: nothing can interrupt it, and in the usual case the
+kernel takes it all, so the stream operation's only await left is its
+closing schedule point (trio's checkpoint contract; it cannot be
+cancelled, since the bytes are out). When the kernel takes only part,
+the rest is already encrypted and queued in the transport, and the
+caller waits for it in a shielded cancel scope. Over any other transport
+the whole write runs in that shielded scope. The trade-off: if the
+transport cannot take the bytes at once because its buffers are full
+(the peer stopped reading from the socket), the caller cannot be
+cancelled until they go out or the connection is closed (closing the
+transport ends the write). A small write with an idle writer almost
+never waits; bulk data goes through the writer, where senders always
+wait cancellably. A direct write that finds other tasks queued output
+meanwhile, or a read that brings data for several streams (many streams
+busy at once), turns direct writes off for ``_BATCHING_HOLD`` seconds:
+then one write of everything queued, by the writer, beats one write per
+task (and spares the peer as many wake-ups).
 
 Flow-control credit is returned only as the application reads
 (:meth:`YamuxStream.receive_some` calls
@@ -57,6 +66,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from typing import Protocol
 
 import trio
 
@@ -77,6 +87,21 @@ _DIRECT_WRITE_MAX = 64 * 1024
 #: Seconds during which output goes through the writer task only, once
 #: several streams were seen busy at the same time.
 _BATCHING_HOLD = 0.005
+
+
+class _DirectTransport(Protocol):
+    """What a transport offers for writes that never wait (see "Direct
+    writes" above); :class:`~guts.security.noise.NoiseStream` has it."""
+
+    def try_send_all(self, data: bytes) -> bool: ...
+
+    async def flush(self) -> None: ...
+
+
+def _direct_transport(stream: trio.abc.Stream) -> _DirectTransport | None:
+    if callable(getattr(stream, "try_send_all", None)) and callable(getattr(stream, "flush", None)):
+        return stream  # type: ignore[return-value]
+    return None
 
 
 async def _close_transport(transport: trio.abc.AsyncResource) -> None:
@@ -144,6 +169,7 @@ class YamuxConnection(trio.abc.AsyncResource):
         self._writer_done = trio.Event()
         self._dead = False
         self._closed_locally = False
+        self._direct = _direct_transport(transport_stream)
 
     @property
     def is_closed(self) -> bool:
@@ -363,11 +389,19 @@ class YamuxConnection(trio.abc.AsyncResource):
         data = self._session.data_to_send()
         self._wake_output_waiters()
         self._writing = True
+        direct = self._direct
+        written = False
         try:
-            # Not cancellable midway: a transport send_all cancelled after
-            # part of a frame went out breaks the transport for good.
-            with trio.CancelScope(shield=True):
-                await self.transport_stream.send_all(data)
+            if direct is not None and direct.try_send_all(data):
+                written = True
+            else:
+                # Not cancellable midway: a transport write cancelled after
+                # part of a frame went out breaks the transport for good.
+                with trio.CancelScope(shield=True):
+                    if direct is not None:
+                        await direct.flush()  # what try_send_all could not write
+                    else:
+                        await self.transport_stream.send_all(data)
         except BaseException as exc:
             self._transport_failed(exc)
             if isinstance(exc, (trio.BrokenResourceError, trio.ClosedResourceError)):
@@ -382,6 +416,10 @@ class YamuxConnection(trio.abc.AsyncResource):
                 self._wake_writer()
             elif self._dead:
                 self._wake_writer()
+        if written:
+            # The schedule point of the stream operation; the bytes are out,
+            # so it must not raise Cancelled.
+            await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def _keepalive_loop(self, interval: float) -> None:
         while not self._dead:
