@@ -1,26 +1,32 @@
-"""What one ping costs each process, beyond its wall-clock round trip.
+"""What a ping, or a MiB of bulk data, costs each process.
 
-Wall-clock round trips on a shared machine move with everything else that
+Wall-clock figures on a shared machine move with everything else that
 runs; CPU time moves less, and instruction counts not at all. This starts
 a Guts server in a second process (the benchmark server: identify, ping,
-echo, sink, over TCP + Noise + yamux on loopback), pings it ``--count``
-times on one stream and prints, per ping:
+echo, sink, over TCP + Noise + yamux on loopback), and either pings it
+``--count`` times on one stream, or (``--bulk``) pushes ``--count`` MiB
+into a sink stream in 256 KiB writes, and prints per ping (or per MiB):
 
 * CPU time of the client and of the server (``/proc/<pid>/schedstat``:
-  nanoseconds on a CPU, user and kernel, the scheduler's own count);
-* trio task steps and run-loop I/O waits on each side (instruments);
-* Python function calls on each side (``sys.setprofile``; resuming a
-  coroutine counts as a call of each frame in its await chain), in a
-  separate, shorter pass, since profiling slows everything down;
-* the wall-clock median and p99, for what they are worth here::
+  nanoseconds on a CPU, the scheduler's own count; and the user / system
+  split from ``getrusage``);
+* the wall-clock median and p99 round trip (or MB/s), for what they are
+  worth here;
+* for pings, trio task steps and run-loop I/O waits on each side
+  (instruments), and Python function calls on each side
+  (``sys.setprofile``; resuming a coroutine counts as a call of each frame
+  in its await chain), in separate, shorter passes, since counting slows
+  everything down::
 
-    .venv/bin/python bench/ping_cost.py --count 20000 [--top 40]
+    .venv/bin/python bench/cost.py --count 20000 [--top 40]
+    .venv/bin/python bench/cost.py --bulk --count 256
 
-``--instructions`` instead counts user-space instructions per ping on
-each side with valgrind's callgrind (the difference between runs of two
-ping counts, so that start-up and connecting cancel out; about a minute)::
+``--instructions`` instead counts user-space instructions per ping (or
+per MiB) on each side with valgrind's callgrind: the difference between
+runs of two counts, so that start-up and connecting cancel out (a minute
+or two)::
 
-    .venv/bin/python bench/ping_cost.py --instructions
+    .venv/bin/python bench/cost.py --instructions [--bulk]
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import argparse
 import collections
 import json
 import os
+import resource
 import shlex
 import statistics
 import subprocess
@@ -138,6 +145,9 @@ async def serve() -> None:
                         sys.setprofile(calls)
                     elif command == "sync":
                         print("{}", flush=True)
+                    elif command == "rusage":
+                        usage = resource.getrusage(resource.RUSAGE_SELF)
+                        print(json.dumps({"user": usage.ru_utime, "system": usage.ru_stime}), flush=True)
                     elif command == "report":
                         sys.setprofile(None)
                         report: dict[str, Any] = {}
@@ -176,6 +186,13 @@ class Server:
         assert self.proc.stdout is not None
         self.proc.stdout.readline()
 
+    def rusage(self) -> tuple[float, float]:
+        """The server's user and system CPU seconds so far."""
+        self._send("rusage")
+        assert self.proc.stdout is not None
+        usage = json.loads(self.proc.stdout.readline())
+        return usage["user"], usage["system"]
+
     def report(self) -> dict[str, Any]:
         self._send("report")
         assert self.proc.stdout is not None
@@ -205,34 +222,81 @@ async def pings(host, peer, count: int) -> list[float]:  # type: ignore[no-untyp
     return rtts
 
 
-async def bare(server: Server, count: int) -> None:
-    """Connect, then ``count`` pings and nothing else: for instruction counts
-    (run twice with two counts under callgrind; the difference is the pings)."""
+async def push(conn, mib: int) -> float:  # type: ignore[no-untyped-def]
+    """Seconds to push ``mib`` MiB through a sink stream and get the count back."""
+    sys.path.insert(0, str(BENCH))
+    from _guts_client import send_to_sink
+
+    with trio.fail_after(max(60, mib)):
+        return float(await send_to_sink(conn, mib * 1024 * 1024)) if mib else 0.0
+
+
+async def bare(server: Server, count: int, bulk: bool) -> None:
+    """Connect, then ``count`` pings (or MiB) and nothing else: for
+    instruction counts (run with two counts; the difference is the work)."""
     async with open_host(KeyPair.generate(), [TcpTransport()], CONFIG) as host:
         Identify(host)
         conn = await host.connect(server.addr)
-        if count:
+        if bulk:
+            await push(conn, count)
+        elif count:
             await pings(host, conn.peer_id, count)
         await host.aclose()
 
 
-async def client(server: Server, count: int, call_count: int, runs: int, top: int) -> None:
+async def bulk_client(server: Server, mib: int, runs: int) -> None:
+    async with open_host(KeyPair.generate(), [TcpTransport()], CONFIG) as host:
+        Identify(host)
+        conn = await host.connect(server.addr)
+        await push(conn, 16)  # warm-up
+        for run in range(runs):
+            su0, ss0 = server.rusage()
+            u0 = resource.getrusage(resource.RUSAGE_SELF)
+            c0, s0 = cpu_ns(), cpu_ns(server.pid)
+            seconds = await push(conn, mib)
+            c1, s1 = cpu_ns(), cpu_ns(server.pid)
+            u1 = resource.getrusage(resource.RUSAGE_SELF)
+            su1, ss1 = server.rusage()
+            per = 1e6 / mib
+            print(
+                f"run {run}: cpu/MiB client {(c1 - c0) / mib / 1e3:.0f} us"
+                f" (user {(u1.ru_utime - u0.ru_utime) * per:.0f}, system {(u1.ru_stime - u0.ru_stime) * per:.0f}),"
+                f" server {(s1 - s0) / mib / 1e3:.0f} us"
+                f" (user {(su1 - su0) * per:.0f}, system {(ss1 - ss0) * per:.0f});"
+                f" {mib * 1024 * 1024 / seconds / 1e6:.0f} MB/s; load {os.getloadavg()[0]:.2f}",
+                flush=True,
+            )
+        await host.aclose()
+
+
+async def client(server: Server, count: int, call_count: int, runs: int, top: int, steps: bool) -> None:
     async with open_host(KeyPair.generate(), [TcpTransport()], CONFIG) as host:
         Identify(host)  # as the benchmark client does
         conn = await host.connect(server.addr)
         peer = conn.peer_id
         await pings(host, peer, 200)  # warm-up
         for run in range(runs):
+            su0, ss0 = server.rusage()
+            u0 = resource.getrusage(resource.RUSAGE_SELF)
             c0, s0 = cpu_ns(), cpu_ns(server.pid)
             rtts = await pings(host, peer, count)
             c1, s1 = cpu_ns(), cpu_ns(server.pid)
+            u1 = resource.getrusage(resource.RUSAGE_SELF)
+            su1, ss1 = server.rusage()
             rtts.sort()
+            per = 1e6 / count
             print(
-                f"run {run}: cpu/ping client {(c1 - c0) / count / 1e3:.1f} us, server {(s1 - s0) / count / 1e3:.1f} us;"
+                f"run {run}: cpu/ping client {(c1 - c0) / count / 1e3:.1f} us"
+                f" (user {(u1.ru_utime - u0.ru_utime) * per:.1f}, system {(u1.ru_stime - u0.ru_stime) * per:.1f}),"
+                f" server {(s1 - s0) / count / 1e3:.1f} us"
+                f" (user {(su1 - su0) * per:.1f}, system {(ss1 - ss0) * per:.1f});"
                 f" rtt median {statistics.median(rtts) * 1e3:.3f} ms, p99 {rtts[int(len(rtts) * 0.99)] * 1e3:.3f} ms;"
                 f" load {os.getloadavg()[0]:.2f}",
                 flush=True,
             )
+        if not steps:
+            await host.aclose()
+            return
         n = min(count, 2000)
         counter = Counter()
         server.start("count")
@@ -278,11 +342,11 @@ def _instructions(args: list[str], out: str) -> int:
     raise RuntimeError(f"no totals in {result}")
 
 
-def instructions(low: int, high: int) -> None:
-    """Instructions per ping on each side, under callgrind."""
+def instructions(low: int, high: int, bulk: bool) -> None:
+    """Instructions per ping (or MiB) on each side, under callgrind."""
     work = BENCH.parent / ".bench" / "callgrind"
     work.mkdir(parents=True, exist_ok=True)
-    me = [sys.executable, __file__, "--bare"]
+    me = [sys.executable, __file__, "--bare", *(["--bulk"] if bulk else [])]
     for side in ("client", "server"):
         counts = []
         for count in (low, high):
@@ -293,17 +357,20 @@ def instructions(low: int, high: int) -> None:
             else:
                 args = [*me, "--count", str(count), "--wrap-server", grind]
             counts.append(_instructions(args, out))
-        print(f"{side}: {(counts[1] - counts[0]) / (high - low):,.0f} instructions per ping", flush=True)
+        unit = "MiB" if bulk else "ping"
+        print(f"{side}: {(counts[1] - counts[0]) / (high - low):,.0f} instructions per {unit}", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--count", type=int, default=10_000, help="pings per timed run")
+    parser.add_argument("--count", type=int, default=None, help="pings (10,000) or MiB (256) per timed run")
+    parser.add_argument("--bulk", action="store_true", help="bulk data into a sink stream instead of pings")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--calls", type=int, default=2_000, help="pings in the call-counting pass (0: none)")
+    parser.add_argument("--no-steps", action="store_true", help="skip the pass that counts task steps")
     parser.add_argument("--top", type=int, default=0, help="also list the N most called functions per side")
-    parser.add_argument("--bare", action="store_true", help="only connect and ping --count times (no output)")
+    parser.add_argument("--bare", action="store_true", help="only connect and do the work (no output)")
     parser.add_argument("--wrap-server", default="", help="command prefix for the server (e.g. valgrind ...)")
     parser.add_argument("--instructions", action="store_true", help="instructions per ping under callgrind")
     args = parser.parse_args()
@@ -311,15 +378,23 @@ def main() -> None:
         trio.run(serve)
         return
     if args.instructions:
-        instructions(200, 1200)
+        if args.bulk:
+            instructions(16, 96, bulk=True)
+        else:
+            instructions(200, 1200, bulk=False)
         return
+    if args.count is None:
+        args.count = 256 if args.bulk else 10_000
     server = Server(shlex.split(args.wrap_server))
     try:
         if args.bare:
-            trio.run(bare, server, args.count)
+            trio.run(bare, server, args.count, args.bulk)
             return
         print(f"load average {os.getloadavg()[0]:.2f}", flush=True)
-        trio.run(client, server, args.count, args.calls, args.runs, args.top)
+        if args.bulk:
+            trio.run(bulk_client, server, args.count, args.runs)
+        else:
+            trio.run(client, server, args.count, args.calls, args.runs, args.top, not args.no_steps)
     finally:
         server.close()
 
