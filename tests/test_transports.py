@@ -699,6 +699,29 @@ async def test_tcp_try_send_writes_what_fits_without_waiting() -> None:
         a.try_send(b"after close")
 
 
+async def test_tcp_receive_into_reads_into_the_callers_buffer() -> None:
+    a, b = await _tcp_pair()
+    async with a, b:
+        buffer = bytearray(4)
+        with pytest.raises(ValueError):
+            await b.receive_into(bytearray())
+        await a.send_all(b"0123456789")
+        await trio.testing.wait_all_tasks_blocked()
+        got = b""
+        while len(got) < 10:
+            with trio.testing.assert_checkpoints():
+                count = await b.receive_into(buffer)  # fills the buffer: the next read tries first
+            got += buffer[:count]
+        assert got == b"0123456789"
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            with pytest.raises(trio.Cancelled):
+                await b.receive_into(buffer)  # a checkpoint even with nothing to wait for
+        await a.send_eof()
+        assert await b.receive_into(buffer) == 0
+        assert await b.receive_some() == b""
+
+
 async def test_tcp_peer_reset_breaks_the_connection() -> None:
     a, b = await _tcp_pair()
     # SO_LINGER 0: close() sends RST instead of FIN.

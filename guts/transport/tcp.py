@@ -64,16 +64,19 @@ class TcpConnection(RawConnection, trio.abc.HalfCloseableStream):
     writing after ``send_eof``), ``BusyResourceError`` for a second
     concurrent sender or receiver.
 
-    :meth:`try_send` is the extra: write what the kernel takes right now,
-    without waiting and without a checkpoint, for a caller that must not be
-    interrupted halfway through a message (see
-    :meth:`guts.security.noise.NoiseStream.try_send_all`).
+    Two extras for the Noise layer above: :meth:`try_send` writes what the
+    kernel takes right now, without waiting and without a checkpoint, for
+    a caller that must not be interrupted halfway through a message (see
+    :meth:`guts.security.noise.NoiseStream.try_send_all`), and
+    :meth:`receive_into` reads into the caller's buffer.
 
     Attributes:
         socket: the non-blocking ``socket.socket`` (for socket options).
     """
 
-    __slots__ = ("socket", "local_addr", "remote_addr", "_closed", "_eof_sent", "_sending", "_receiving")
+    __slots__ = (
+        "socket", "local_addr", "remote_addr", "_closed", "_eof_sent", "_sending", "_receiving", "_drained"
+    )
 
     def __init__(self, stream: trio.SocketStream, suffix: tuple[Component, ...] = ()) -> None:
         """Take over ``stream``'s socket (``stream`` is unusable afterwards).
@@ -100,6 +103,10 @@ class TcpConnection(RawConnection, trio.abc.HalfCloseableStream):
         self._eof_sent = False
         self._sending = False
         self._receiving = False
+        #: The last read left the socket empty (it returned less than it
+        #: could): the next one waits for data before it tries. After a read
+        #: that filled its buffer, more is probably there: it tries first.
+        self._drained = True
 
     def __repr__(self) -> str:
         return f"<TcpConnection {self.local_addr} -> {self.remote_addr}>"
@@ -183,25 +190,70 @@ class TcpConnection(RawConnection, trio.abc.HalfCloseableStream):
         size = RECEIVE_SIZE if max_bytes is None else operator.index(max_bytes)
         if size < 1:
             raise ValueError("max_bytes must be >= 1")
+        sock = self._start_receive()
+        try:
+            waited = self._drained
+            if waited:
+                await wait_readable(sock)
+            else:
+                await trio.lowlevel.checkpoint_if_cancelled()
+            while True:
+                try:
+                    data = sock.recv(size)
+                    break
+                except BlockingIOError:
+                    waited = True
+                    await wait_readable(sock)
+                except OSError as exc:
+                    raise _stream_error(exc) from exc
+            self._drained = len(data) < size
+            if not waited:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            return data
+        finally:
+            self._receiving = False
+
+    async def receive_into(self, buffer: bytearray | memoryview) -> int:
+        """Wait for data and read it into ``buffer``; return how many bytes
+        (0 at end of file). A checkpoint, like :meth:`receive_some`.
+
+        For readers that reuse one buffer (the Noise layer): a fresh
+        ``bytes`` object per read costs an allocation, and above glibc's
+        mmap threshold the system calls and page faults of a new mapping.
+        """
+        size = len(buffer)
+        if not size:
+            raise ValueError("receive_into needs a non-empty buffer")
+        sock = self._start_receive()
+        try:
+            waited = self._drained
+            if waited:
+                await wait_readable(sock)
+            else:
+                await trio.lowlevel.checkpoint_if_cancelled()
+            while True:
+                try:
+                    count = sock.recv_into(buffer)
+                    break
+                except BlockingIOError:
+                    waited = True
+                    await wait_readable(sock)
+                except OSError as exc:
+                    raise _stream_error(exc) from exc
+            self._drained = count < size
+            if not waited:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            return count
+        finally:
+            self._receiving = False
+
+    def _start_receive(self) -> socket.socket:
         if self._receiving:
             raise trio.BusyResourceError("another task is receiving on this connection")
         if self._closed:
             raise trio.ClosedResourceError("the connection was closed")
         self._receiving = True
-        try:
-            sock = self.socket
-            # Wait first: callers read until the socket is drained, so it is
-            # empty more often than not, and the wait is the checkpoint.
-            await wait_readable(sock)
-            while True:
-                try:
-                    return sock.recv(size)
-                except BlockingIOError:
-                    await wait_readable(sock)
-                except OSError as exc:
-                    raise _stream_error(exc) from exc
-        finally:
-            self._receiving = False
+        return self.socket
 
     async def aclose(self) -> None:
         if not self._closed:
