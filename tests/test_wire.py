@@ -276,6 +276,16 @@ async def test_try_send_waits_for_negotiation_bytes_to_go_first() -> None:
     assert plain.try_send(b"x") == 0  # the wrapped stream cannot write without waiting
 
 
+async def test_receive_into_returns_leftover_bytes_first() -> None:
+    a, b = memory_connection_pair(1024)
+    s = NegotiatedStream(a, "/echo", b"left")
+    buffer = bytearray(3)
+    assert await s.receive_into(buffer) == 3 and buffer == b"lef"
+    assert await s.receive_into(buffer) == 1 and buffer[:1] == b"t"
+    await b.send_all(b"more")
+    assert await s.receive_into(buffer) == 3 and buffer == b"mor"  # memory connections: no receive_into
+
+
 async def test_lazy_dialer_learns_of_a_refusal_when_receiving() -> None:
     a, b = trio.testing.memory_stream_pair()
     s = NegotiatedStream.lazy(a, "/nope")

@@ -113,6 +113,17 @@ class NegotiatedStream(trio.abc.HalfCloseableStream):
             return data
         return await self.stream.receive_some(max_bytes)
 
+    async def receive_into(self, buffer: bytearray | memoryview) -> int:
+        """:meth:`receive_some` into ``buffer``; the wrapped stream's own
+        ``receive_into`` once nothing is pending here."""
+        receive_into = getattr(self.stream, "receive_into", None)
+        if receive_into is None or self._pending is not None or self._leftover:
+            with memoryview(buffer) as view:
+                data = await self.receive_some(len(view))
+                view[: len(data)] = data
+            return len(data)
+        return int(await receive_into(buffer))
+
     def _take_leftover(self, max_bytes: int | None) -> bytes:
         if max_bytes is None or max_bytes >= len(self._leftover):
             data, self._leftover = self._leftover, b""
