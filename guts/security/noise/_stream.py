@@ -171,6 +171,12 @@ class NoiseStream(trio.abc.Stream):
         self._try_send: Callable[[bytes | bytearray | memoryview], int] | None = getattr(
             transport_stream, "try_send", None
         )
+        #: The transport's receive_into, and the buffer reused for it (made
+        #: at the first read: idle connections do not hold one).
+        self._receive_into: Callable[[bytearray], Awaitable[int]] | None = getattr(
+            transport_stream, "receive_into", None
+        )
+        self._buffer: bytearray | None = None
 
     def __repr__(self) -> str:
         return f"<NoiseStream {self.local_peer} <-> {self.remote_peer}>"
@@ -314,20 +320,35 @@ class NoiseStream(trio.abc.Stream):
             if not plain and self._received:
                 received, self._received = self._received, b""
                 plain = self._decode(received)
+            receive_into = self._receive_into
             while not plain and not self._eof:
                 try:
-                    data = await self.transport_stream.receive_some(RECEIVE_SIZE)
+                    if receive_into is not None:
+                        buffer = self._buffer
+                        if buffer is None:
+                            buffer = self._buffer = bytearray(RECEIVE_SIZE)
+                        size = await receive_into(buffer)
+                    else:
+                        data = await self.transport_stream.receive_some(RECEIVE_SIZE)
+                        size = len(data)
                 except OSError as exc:
                     raise trio.BrokenResourceError(f"transport failed: {exc}") from exc
                 awaited = True
-                if not data:
+                if not size:
                     self._eof = True
                     if self._codec.buffered:
                         error = DecodeError("connection closed in the middle of a Noise frame")
                         self._receive_error = error
                         raise error
                     break
-                plain = self._decode(data)
+                if receive_into is not None:
+                    assert buffer is not None
+                    # Decrypted straight out of the buffer: only an
+                    # incomplete last frame is copied (into the codec).
+                    with memoryview(buffer) as view, view[:size] as ciphertext:
+                        plain = self._decode(ciphertext)
+                else:
+                    plain = self._decode(data)
             if not awaited:
                 await trio.lowlevel.checkpoint()
             end = len(plain) if max_bytes is None else min(len(plain), pos + max_bytes)
@@ -341,7 +362,7 @@ class NoiseStream(trio.abc.Stream):
         finally:
             self._receiving = False
 
-    def _decode(self, data: bytes | bytearray) -> bytes:
+    def _decode(self, data: bytes | bytearray | memoryview) -> bytes:
         try:
             return self._codec.receive_data(data)
         except DecodeError as exc:
@@ -357,4 +378,5 @@ class NoiseStream(trio.abc.Stream):
         self._plain, self._plain_pos = b"", 0
         self._received = b""
         self._unsent = b""
+        self._buffer = None
         await self.transport_stream.aclose()
