@@ -37,7 +37,7 @@ from guts.security.noise import (
     noise_handshake,
 )
 from guts.security.noise._handshake import SIGNATURE_PREFIX, encode_payload
-from guts.transport import memory_connection_pair
+from guts.transport import TcpConnection, memory_connection_pair
 from guts.wire import NegotiatedStream, accept_protocol
 
 ALICE = KeyPair.from_seed(bytes(31) + b"\x01")
@@ -827,6 +827,41 @@ async def test_transport_messages_skip_the_negotiation_wrapper() -> None:
     assert results["b"].transport_stream is raw_b
     assert results["a"].try_send_all(b"direct") is True
     assert await results["b"].receive_some() == b"direct"
+
+
+async def _secure_tcp() -> tuple[NoiseStream, NoiseStream]:
+    """Noise over a real loopback TCP connection (reads go into a reused buffer)."""
+    (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    async with listener:
+        port = listener.socket.getsockname()[1]
+        client = TcpConnection(await trio.open_tcp_stream("127.0.0.1", port))
+        server = TcpConnection(await listener.accept())
+    results: dict[str, NoiseStream] = {}
+
+    async def side(name: str, stream: trio.abc.Stream, keypair: KeyPair, initiator: bool) -> None:
+        results[name] = await noise_handshake(stream, keypair, initiator=initiator)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(side, "a", client, ALICE, True)
+            nursery.start_soon(side, "b", server, BOB, False)
+    return results["a"], results["b"]
+
+
+async def test_stream_over_tcp() -> None:
+    a, b = await _secure_tcp()
+    data = os.urandom(3 * 1024 * 1024 + 11)  # frames split across reads of the buffer
+    assert await exchange(a, b, data) == data
+    assert await exchange(b, a, data[:70_000]) == data[:70_000]
+    assert a.try_send_all(b"abcdefgh") is True
+    assert await b.receive_some(3) == b"abc"
+    assert await b.receive_some() == b"defgh"
+    wire = a._codec.encrypt(b"this frame will be cut")
+    await a.transport_stream.send_all(wire[:-3])
+    await a.transport_stream.aclose()
+    with pytest.raises(DecodeError, match="middle of a Noise frame"):
+        await b.receive_some()
+    await b.aclose()
 
 
 def test_errors_are_protocol_errors() -> None:
