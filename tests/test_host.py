@@ -5,6 +5,7 @@ from contextlib import aclosing
 
 import pytest
 import trio
+import trio.testing
 
 from guts.crypto import KeyPair
 from guts.errors import DialError, NegotiationError, PeerNotFound
@@ -13,6 +14,7 @@ from guts.identify import AGENT_VERSION, IDENTIFY
 from guts.ping import PING, ping
 from guts.multiaddr import Multiaddr
 from guts.transport import MemoryNetwork
+from guts.wire import NegotiatedStream
 
 from .helpers import ECHO, full_addr, memory_hosts
 
@@ -52,6 +54,29 @@ async def test_ping() -> None:
         async with aclosing(ping(a, full_addr(b), count=3)) as pings:
             rtts = [rtt async for rtt in pings]
         assert len(rtts) == 3 and all(r > 0 for r in rtts)
+
+
+async def test_ping_server_takes_a_lazy_dialer_and_split_payloads() -> None:
+    # The first payload arrives right behind the proposal (it is then left
+    # over in the negotiation), the second one in two pieces.
+    async with memory_hosts(2) as (a, b):
+        conn = await a.connect(full_addr(b))
+        stream = NegotiatedStream.lazy(await conn.muxer.open_stream(), PING)
+        with trio.fail_after(5):
+            await stream.send_all(b"1" * 32)
+            got = b""
+            while len(got) < 32:
+                got += await stream.receive_some()
+            assert got == b"1" * 32
+            await stream.send_all(b"2" * 16)
+            await trio.testing.wait_all_tasks_blocked()  # the server has read half a payload
+            await stream.send_all(b"3" * 16)
+            got = b""
+            while len(got) < 32:
+                got += await stream.receive_some()
+            assert got == b"2" * 16 + b"3" * 16
+            await stream.send_eof()
+            assert await stream.receive_some() == b""
 
 
 async def test_peer_id_mismatch_is_refused_and_listener_keeps_working() -> None:

@@ -31,7 +31,11 @@ MAX_INBOUND_PER_PEER = 2
 
 
 async def _receive_exactly(stream: trio.abc.Stream, n: int) -> bytes:
-    buf = bytearray()
+    """``n`` bytes, or fewer if the stream ends first."""
+    chunk = await stream.receive_some(n)
+    if len(chunk) == n or not chunk:  # the usual case: all of it at once
+        return bytes(chunk)
+    buf = bytearray(chunk)
     while len(buf) < n:
         chunk = await stream.receive_some(n - len(buf))
         if not chunk:
@@ -56,12 +60,15 @@ class Ping:
         self._active[peer] += 1
         try:
             while True:
-                data = await _receive_exactly(stream, PING_SIZE)
+                # The muxer stream itself once nothing of the negotiation is
+                # left in the wrapper: one layer less per message.
+                direct = stream.unwrap()
+                data = await _receive_exactly(direct, PING_SIZE)
                 if not data:
                     return
                 if len(data) != PING_SIZE:
                     raise RemoteProtocolError(f"ping payload of {len(data)} bytes")
-                await stream.send_all(data)
+                await direct.send_all(data)
         finally:
             self._active[peer] -= 1
             if not self._active[peer]:
@@ -77,11 +84,12 @@ async def ping(host: Host, target: PeerId | Multiaddr, count: int = 1) -> AsyncI
     """
     stream = await host.new_stream(target, [PING])
     async with stream:
+        direct = stream.unwrap()  # select_protocol leaves nothing pending
         for _ in range(count):
             payload = os.urandom(PING_SIZE)
             start = time.perf_counter()
-            await stream.send_all(payload)
-            answer = await _receive_exactly(stream, PING_SIZE)
+            await direct.send_all(payload)
+            answer = await _receive_exactly(direct, PING_SIZE)
             rtt = time.perf_counter() - start
             if answer != payload:
                 raise RemoteProtocolError("ping answer differs from what was sent")
