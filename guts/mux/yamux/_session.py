@@ -144,7 +144,10 @@ class YamuxSession:
         self._next_id = 1 if is_initiator else 2
         self._next_ping = 0
         self._out: list[bytes | memoryview] = []
-        self._out_len = 0
+        #: Bytes queued for the peer and not yet taken by
+        #: :meth:`data_to_send` (read it, never set it: an attribute rather
+        #: than a property because the adapter reads it on every operation).
+        self.pending_output = 0
         self._control_debt = 0
         self._terminated: RemoteProtocolError | None = None
         # Parser state: a partial header, or the rest of a DATA payload.
@@ -156,11 +159,6 @@ class YamuxSession:
 
     # ------------------------------------------------------------------
     # Introspection
-
-    @property
-    def pending_output(self) -> int:
-        """Bytes queued for the peer and not yet taken by :meth:`data_to_send`."""
-        return self._out_len
 
     @property
     def stream_count(self) -> int:
@@ -262,7 +260,7 @@ class YamuxSession:
                 out.append(view[start:end])
                 frames += 1
         st.send_window -= n
-        self._out_len += n + frames * HEADER_SIZE
+        self.pending_output += n + frames * HEADER_SIZE
         return n
 
     def close_stream(self, stream_id: int) -> None:
@@ -372,7 +370,7 @@ class YamuxSession:
             return b""
         data = out[0] if len(out) == 1 and isinstance(out[0], bytes) else b"".join(out)
         out.clear()
-        self._out_len = 0
+        self.pending_output = 0
         self._control_debt = 0
         return data
 
@@ -547,7 +545,7 @@ class YamuxSession:
 
     def _queue(self, frame: bytes) -> None:
         self._out.append(frame)
-        self._out_len += HEADER_SIZE
+        self.pending_output += HEADER_SIZE
 
     def _queue_reply(self, frame: bytes) -> None:
         """Queue a frame the peer made us send, within the backlog cap."""
