@@ -64,8 +64,8 @@ sends GoAway (normal), lets the writer flush for at most
 
 from __future__ import annotations
 
-import math
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 import trio
@@ -102,6 +102,14 @@ def _direct_transport(stream: trio.abc.Stream) -> _DirectTransport | None:
     if callable(getattr(stream, "try_send_all", None)) and callable(getattr(stream, "flush", None)):
         return stream  # type: ignore[return-value]
     return None
+
+
+def _clock() -> Callable[[], float]:
+    """The current run's clock as a function (trio.current_time outside a run)."""
+    try:
+        return trio.lowlevel.current_clock().current_time
+    except RuntimeError:
+        return trio.current_time
 
 
 async def _close_transport(transport: trio.abc.AsyncResource) -> None:
@@ -160,8 +168,12 @@ class YamuxConnection(trio.abc.AsyncResource):
         self._writer_wake: trio.Event | None = None
         #: A transport ``send_all`` is in progress (writer task or direct).
         self._writing = False
-        #: No direct writes before this time (trio clock): see _BATCHING_HOLD.
-        self._direct_after = -math.inf
+        #: No direct writes before this time (trio clock), if set: see
+        #: _BATCHING_HOLD.
+        self._direct_after: float | None = None
+        #: trio's clock, read without trio.current_time()'s two layers (the
+        #: adapter reads it on every received message).
+        self._now = _clock()
         self._run_scope: trio.CancelScope | None = None
         self._output_waiters: list[YamuxStream] = []
         self._pings: dict[int, _Ping] = {}
@@ -372,22 +384,23 @@ class YamuxConnection(trio.abc.AsyncResource):
         Raises :class:`trio.BrokenResourceError` if a direct write finds the
         transport broken (the connection is then dead).
         """
-        pending = self._session.pending_output
+        session = self._session
+        pending = session.pending_output
+        hold = self._direct_after
         if (
-            pending
-            and pending <= _DIRECT_WRITE_MAX
-            and self._writer_wake is not None
-            and not self._writing
-            and trio.current_time() >= self._direct_after
+            not pending
+            or pending > _DIRECT_WRITE_MAX
+            or self._writer_wake is None
+            or self._writing
+            or (hold is not None and self._now() < hold)
         ):
-            await self._write_directly()
-        else:
             self._wake_writer()
             await trio.lowlevel.cancel_shielded_checkpoint()
-
-    async def _write_directly(self) -> None:
-        data = self._session.data_to_send()
-        self._wake_output_waiters()
+            return
+        self._direct_after = None
+        data = session.data_to_send()
+        if self._output_waiters:
+            self._wake_output_waiters()
         self._writing = True
         direct = self._direct
         written = False
@@ -409,10 +422,10 @@ class YamuxConnection(trio.abc.AsyncResource):
             raise
         finally:
             self._writing = False
-            if self._session.pending_output:
+            if session.pending_output:
                 # Other tasks queued output while we wrote: they are better
                 # served by one write from the writer task for a while.
-                self._direct_after = trio.current_time() + _BATCHING_HOLD
+                self._direct_after = self._now() + _BATCHING_HOLD
                 self._wake_writer()
             elif self._dead:
                 self._wake_writer()
@@ -484,7 +497,7 @@ class YamuxConnection(trio.abc.AsyncResource):
             elif isinstance(event, ev.PingAcknowledged):
                 entry = self._pings.pop(event.opaque, None)
                 if entry is not None:
-                    entry.rtt = trio.current_time() - entry.start
+                    entry.rtt = self._now() - entry.start
                     self._session.record_rtt(entry.rtt)
                     entry.done.set()
             # GoAwayReceived: the session now refuses new outbound streams;
@@ -494,14 +507,14 @@ class YamuxConnection(trio.abc.AsyncResource):
         if several:
             # Several streams' tasks are about to run at once: their output
             # is better written together, by the writer task.
-            self._direct_after = trio.current_time() + _BATCHING_HOLD
+            self._direct_after = self._now() + _BATCHING_HOLD
 
     # ------------------------------------------------------------------
     # Called by streams
 
     def _consumed(self, stream: YamuxStream, n: int) -> None:
         session = self._session
-        session.acknowledge_received(stream.stream_id, n, trio.current_time())
+        session.acknowledge_received(stream.stream_id, n, self._now())
         if session.pending_output:
             self._wake_writer()
 
@@ -546,7 +559,7 @@ class YamuxConnection(trio.abc.AsyncResource):
             raise trio.BrokenResourceError("yamux connection is gone")
 
     def _send_ping(self) -> _Ping:
-        entry = _Ping(trio.current_time())
+        entry = _Ping(self._now())
         try:
             opaque = self._session.ping()
         except LocalProtocolError:
