@@ -1,11 +1,12 @@
-"""What a ping, or a MiB of bulk data, costs each process.
+"""What a ping, a MiB of bulk data or a handshake costs each process.
 
 Wall-clock figures on a shared machine move with everything else that
 runs; CPU time moves less, and instruction counts not at all. This starts
 a Guts server in a second process (the benchmark server: identify, ping,
 echo, sink, over TCP + Noise + yamux on loopback), and either pings it
 ``--count`` times on one stream, or (``--bulk``) pushes ``--count`` MiB
-into a sink stream in 256 KiB writes, and prints per ping (or per MiB):
+into a sink stream in 256 KiB writes, or (``--handshakes``) connects and
+closes ``--count`` times, and prints per ping (per MiB, per handshake):
 
 * CPU time of the client and of the server (``/proc/<pid>/schedstat``:
   nanoseconds on a CPU, the scheduler's own count; and the user / system
@@ -20,13 +21,14 @@ into a sink stream in 256 KiB writes, and prints per ping (or per MiB):
 
     .venv/bin/python bench/cost.py --count 20000 [--top 40]
     .venv/bin/python bench/cost.py --bulk --count 256
+    .venv/bin/python bench/cost.py --handshakes --count 1000
 
-``--instructions`` instead counts user-space instructions per ping (or
-per MiB) on each side with valgrind's callgrind: the difference between
-runs of two counts, so that start-up and connecting cancel out (a minute
-or two)::
+``--instructions`` instead counts user-space instructions per unit on
+each side with valgrind's callgrind: the difference between runs of two
+counts, so that start-up and connecting cancel out (a minute or two;
+repeated runs agree within about 3%)::
 
-    .venv/bin/python bench/cost.py --instructions [--bulk]
+    .venv/bin/python bench/cost.py --instructions [--bulk | --handshakes]
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import time
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
@@ -231,39 +234,62 @@ async def push(conn, mib: int) -> float:  # type: ignore[no-untyped-def]
         return float(await send_to_sink(conn, mib * 1024 * 1024)) if mib else 0.0
 
 
-async def bare(server: Server, count: int, bulk: bool) -> None:
-    """Connect, then ``count`` pings (or MiB) and nothing else: for
+async def handshakes(host, addr: Multiaddr, count: int) -> float:  # type: ignore[no-untyped-def]
+    """Seconds for ``count`` sequential connects (Noise, yamux, identify) and closes."""
+    start = time.perf_counter()
+    with trio.fail_after(max(60, count / 50)):
+        for _ in range(count):
+            conn = await host.connect(addr)
+            await conn.aclose()
+    return time.perf_counter() - start
+
+
+async def work(host, conn, server: Server, mode: str, count: int) -> float:  # type: ignore[no-untyped-def]
+    if mode == "bulk":
+        return await push(conn, count)
+    if mode == "handshakes":
+        return await handshakes(host, server.addr, count)
+    start = time.perf_counter()
+    if count:
+        await pings(host, conn.peer_id, count)
+    return time.perf_counter() - start
+
+
+async def bare(server: Server, count: int, mode: str) -> None:
+    """Connect, then ``count`` units of work and nothing else: for
     instruction counts (run with two counts; the difference is the work)."""
     async with open_host(KeyPair.generate(), [TcpTransport()], CONFIG) as host:
         Identify(host)
         conn = await host.connect(server.addr)
-        if bulk:
-            await push(conn, count)
-        elif count:
-            await pings(host, conn.peer_id, count)
+        await work(host, conn, server, mode, count)
         await host.aclose()
 
 
-async def bulk_client(server: Server, mib: int, runs: int) -> None:
+UNITS = {"bulk": ("MiB", "MB/s", 1024 * 1024 / 1e6), "handshakes": ("handshake", "handshakes/s", 1.0)}
+
+
+async def timed_client(server: Server, mode: str, count: int, runs: int) -> None:
+    """CPU per MiB or per handshake on each side, and the rate."""
+    unit, rate_unit, scale = UNITS[mode]
     async with open_host(KeyPair.generate(), [TcpTransport()], CONFIG) as host:
         Identify(host)
         conn = await host.connect(server.addr)
-        await push(conn, 16)  # warm-up
+        await work(host, conn, server, mode, max(1, count // 8))  # warm-up
         for run in range(runs):
             su0, ss0 = server.rusage()
             u0 = resource.getrusage(resource.RUSAGE_SELF)
             c0, s0 = cpu_ns(), cpu_ns(server.pid)
-            seconds = await push(conn, mib)
+            seconds = await work(host, conn, server, mode, count)
             c1, s1 = cpu_ns(), cpu_ns(server.pid)
             u1 = resource.getrusage(resource.RUSAGE_SELF)
             su1, ss1 = server.rusage()
-            per = 1e6 / mib
+            per = 1e6 / count
             print(
-                f"run {run}: cpu/MiB client {(c1 - c0) / mib / 1e3:.0f} us"
+                f"run {run}: cpu/{unit} client {(c1 - c0) / count / 1e3:.0f} us"
                 f" (user {(u1.ru_utime - u0.ru_utime) * per:.0f}, system {(u1.ru_stime - u0.ru_stime) * per:.0f}),"
-                f" server {(s1 - s0) / mib / 1e3:.0f} us"
+                f" server {(s1 - s0) / count / 1e3:.0f} us"
                 f" (user {(su1 - su0) * per:.0f}, system {(ss1 - ss0) * per:.0f});"
-                f" {mib * 1024 * 1024 / seconds / 1e6:.0f} MB/s; load {os.getloadavg()[0]:.2f}",
+                f" {count * scale / seconds:.0f} {rate_unit}; load {os.getloadavg()[0]:.2f}",
                 flush=True,
             )
         await host.aclose()
@@ -342,22 +368,22 @@ def _instructions(args: list[str], out: str) -> int:
     raise RuntimeError(f"no totals in {result}")
 
 
-def instructions(low: int, high: int, bulk: bool) -> None:
-    """Instructions per ping (or MiB) on each side, under callgrind."""
-    work = BENCH.parent / ".bench" / "callgrind"
-    work.mkdir(parents=True, exist_ok=True)
-    me = [sys.executable, __file__, "--bare", *(["--bulk"] if bulk else [])]
+def instructions(low: int, high: int, mode: str) -> None:
+    """Instructions per unit of work on each side, under callgrind."""
+    out_dir = BENCH.parent / ".bench" / "callgrind"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    me = [sys.executable, __file__, "--bare", *([f"--{mode}"] if mode != "ping" else [])]
     for side in ("client", "server"):
         counts = []
         for count in (low, high):
-            out = str(work / f"{side}.{count}")
+            out = str(out_dir / f"{side}.{mode}.{count}")
             grind = f"valgrind --tool=callgrind --callgrind-out-file={out}.%p"
             if side == "client":
                 args = [*shlex.split(grind), *me, "--count", str(count)]
             else:
                 args = [*me, "--count", str(count), "--wrap-server", grind]
             counts.append(_instructions(args, out))
-        unit = "MiB" if bulk else "ping"
+        unit = UNITS[mode][0] if mode in UNITS else "ping"
         print(f"{side}: {(counts[1] - counts[0]) / (high - low):,.0f} instructions per {unit}", flush=True)
 
 
@@ -366,6 +392,7 @@ def main() -> None:
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=None, help="pings (10,000) or MiB (256) per timed run")
     parser.add_argument("--bulk", action="store_true", help="bulk data into a sink stream instead of pings")
+    parser.add_argument("--handshakes", action="store_true", help="connects and closes instead of pings")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--calls", type=int, default=2_000, help="pings in the call-counting pass (0: none)")
     parser.add_argument("--no-steps", action="store_true", help="skip the pass that counts task steps")
@@ -377,22 +404,21 @@ def main() -> None:
     if args.serve:
         trio.run(serve)
         return
+    mode = "bulk" if args.bulk else "handshakes" if args.handshakes else "ping"
     if args.instructions:
-        if args.bulk:
-            instructions(16, 96, bulk=True)
-        else:
-            instructions(200, 1200, bulk=False)
+        low, high = {"bulk": (16, 96), "handshakes": (10, 60), "ping": (200, 1200)}[mode]
+        instructions(low, high, mode)
         return
     if args.count is None:
-        args.count = 256 if args.bulk else 10_000
+        args.count = {"bulk": 256, "handshakes": 1000, "ping": 10_000}[mode]
     server = Server(shlex.split(args.wrap_server))
     try:
         if args.bare:
-            trio.run(bare, server, args.count, args.bulk)
+            trio.run(bare, server, args.count, mode)
             return
         print(f"load average {os.getloadavg()[0]:.2f}", flush=True)
-        if args.bulk:
-            trio.run(bulk_client, server, args.count, args.runs)
+        if mode in UNITS:
+            trio.run(timed_client, server, mode, args.count, args.runs)
         else:
             trio.run(client, server, args.count, args.calls, args.runs, args.top, not args.no_steps)
     finally:
