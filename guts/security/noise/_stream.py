@@ -51,6 +51,13 @@ __all__ = ["NoiseStream", "noise_handshake"]
 #: Bytes asked of the transport per read: large reads amortize the
 #: per-call cost over several 64 KiB frames.
 RECEIVE_SIZE = 256 * 1024
+#: The read buffer a stream starts with (over a transport with
+#: receive_into); it grows to RECEIVE_SIZE once a read fills it. Small
+#: enough to come from the heap rather than a fresh mapping, which a
+#: handshake and every light connection would pay in page faults.
+FIRST_BUFFER = 64 * 1024
+#: Bytes asked per read during the handshake, whose messages are small.
+HANDSHAKE_RECEIVE_SIZE = 64 * 1024
 #: Plaintext encrypted per transport write (16 full frames, ~1 MiB): large
 #: enough to amortize the write, small enough not to double a huge
 #: ``send_all`` in memory.
@@ -104,7 +111,7 @@ async def noise_handshake(
                 await stream.send_all(out)
             if handshake.complete:
                 break
-            data = await stream.receive_some(RECEIVE_SIZE)
+            data = await stream.receive_some(HANDSHAKE_RECEIVE_SIZE)
             if not data:
                 raise HandshakeError("connection closed during the Noise handshake")
             handshake.receive_data(data)
@@ -172,7 +179,8 @@ class NoiseStream(trio.abc.Stream):
             transport_stream, "try_send", None
         )
         #: The transport's receive_into, and the buffer reused for it (made
-        #: at the first read: idle connections do not hold one).
+        #: at the first read, FIRST_BUFFER bytes, RECEIVE_SIZE after a read
+        #: filled it).
         self._receive_into: Callable[[bytearray], Awaitable[int]] | None = getattr(
             transport_stream, "receive_into", None
         )
@@ -326,7 +334,7 @@ class NoiseStream(trio.abc.Stream):
                     if receive_into is not None:
                         buffer = self._buffer
                         if buffer is None:
-                            buffer = self._buffer = bytearray(RECEIVE_SIZE)
+                            buffer = self._buffer = bytearray(FIRST_BUFFER)
                         size = await receive_into(buffer)
                     else:
                         data = await self.transport_stream.receive_some(RECEIVE_SIZE)
@@ -347,6 +355,8 @@ class NoiseStream(trio.abc.Stream):
                     # incomplete last frame is copied (into the codec).
                     with memoryview(buffer) as view, view[:size] as ciphertext:
                         plain = self._decode(ciphertext)
+                    if size == len(buffer) < RECEIVE_SIZE:
+                        self._buffer = bytearray(RECEIVE_SIZE)  # bulk data: read more at a time
                 else:
                     plain = self._decode(data)
             if not awaited:
