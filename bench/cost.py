@@ -6,7 +6,8 @@ a Guts server in a second process (the benchmark server: identify, ping,
 echo, sink, over TCP + Noise + yamux on loopback), and either pings it
 ``--count`` times on one stream, or (``--bulk``) pushes ``--count`` MiB
 into a sink stream in 256 KiB writes, or (``--handshakes``) connects and
-closes ``--count`` times, and prints per ping (per MiB, per handshake):
+closes ``--count`` times, or (``--streams``) runs ``--count`` echo
+streams at once, and prints per ping (per MiB, handshake, stream):
 
 * CPU time of the client and of the server (``/proc/<pid>/schedstat``:
   nanoseconds on a CPU, the scheduler's own count; and the user / system
@@ -22,13 +23,14 @@ closes ``--count`` times, and prints per ping (per MiB, per handshake):
     .venv/bin/python bench/cost.py --count 20000 [--top 40]
     .venv/bin/python bench/cost.py --bulk --count 256
     .venv/bin/python bench/cost.py --handshakes --count 1000
+    .venv/bin/python bench/cost.py --streams --count 1000
 
 ``--instructions`` instead counts user-space instructions per unit on
 each side with valgrind's callgrind: the difference between runs of two
 counts, so that start-up and connecting cancel out (a minute or two;
 repeated runs agree within about 3%)::
 
-    .venv/bin/python bench/cost.py --instructions [--bulk | --handshakes]
+    .venv/bin/python bench/cost.py --instructions [--bulk | --handshakes | --streams]
 """
 
 from __future__ import annotations
@@ -244,9 +246,26 @@ async def handshakes(host, addr: Multiaddr, count: int) -> float:  # type: ignor
     return time.perf_counter() - start
 
 
+async def concurrent_streams(conn, count: int) -> float:  # type: ignore[no-untyped-def]
+    """Seconds for ``count`` echo streams at once (32 bytes each way), as
+    the benchmark's 1,000-stream figure does."""
+    sys.path.insert(0, str(BENCH))
+    from _guts_client import echo_once
+
+    payload = os.urandom(32)
+    start = time.perf_counter()
+    with trio.fail_after(max(60, count / 20)):
+        async with trio.open_nursery() as nursery:
+            for _ in range(count):
+                nursery.start_soon(echo_once, conn, payload)
+    return time.perf_counter() - start
+
+
 async def work(host, conn, server: Server, mode: str, count: int) -> float:  # type: ignore[no-untyped-def]
     if mode == "bulk":
         return await push(conn, count)
+    if mode == "streams":
+        return await concurrent_streams(conn, count)
     if mode == "handshakes":
         return await handshakes(host, server.addr, count)
     start = time.perf_counter()
@@ -265,7 +284,11 @@ async def bare(server: Server, count: int, mode: str) -> None:
         await host.aclose()
 
 
-UNITS = {"bulk": ("MiB", "MB/s", 1024 * 1024 / 1e6), "handshakes": ("handshake", "handshakes/s", 1.0)}
+UNITS = {
+    "bulk": ("MiB", "MB/s", 1024 * 1024 / 1e6),
+    "handshakes": ("handshake", "handshakes/s", 1.0),
+    "streams": ("stream", "streams/s", 1.0),
+}
 
 
 async def timed_client(server: Server, mode: str, count: int, runs: int) -> None:
@@ -393,6 +416,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=None, help="pings (10,000) or MiB (256) per timed run")
     parser.add_argument("--bulk", action="store_true", help="bulk data into a sink stream instead of pings")
     parser.add_argument("--handshakes", action="store_true", help="connects and closes instead of pings")
+    parser.add_argument("--streams", action="store_true", help="that many concurrent echo streams instead of pings")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--calls", type=int, default=2_000, help="pings in the call-counting pass (0: none)")
     parser.add_argument("--no-steps", action="store_true", help="skip the pass that counts task steps")
@@ -404,13 +428,13 @@ def main() -> None:
     if args.serve:
         trio.run(serve)
         return
-    mode = "bulk" if args.bulk else "handshakes" if args.handshakes else "ping"
+    mode = "bulk" if args.bulk else "handshakes" if args.handshakes else "streams" if args.streams else "ping"
     if args.instructions:
-        low, high = {"bulk": (16, 96), "handshakes": (10, 60), "ping": (200, 1200)}[mode]
+        low, high = {"bulk": (16, 96), "handshakes": (10, 60), "streams": (200, 1000), "ping": (200, 1200)}[mode]
         instructions(low, high, mode)
         return
     if args.count is None:
-        args.count = {"bulk": 256, "handshakes": 1000, "ping": 10_000}[mode]
+        args.count = {"bulk": 256, "handshakes": 1000, "streams": 1000, "ping": 10_000}[mode]
     server = Server(shlex.split(args.wrap_server))
     try:
         if args.bare:
