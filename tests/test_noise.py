@@ -751,23 +751,35 @@ async def test_try_send_all_writes_whole_frames_without_waiting() -> None:
 async def test_try_send_all_keeps_what_the_transport_cannot_take() -> None:
     # A 100-byte pipe cannot take a 300-byte message (plus framing) at once.
     a, b = await secure(lambda: memory_connection_pair(100))
-    first, second, third = os.urandom(300), os.urandom(50), os.urandom(70)
+    first, second = os.urandom(300), os.urandom(70)
     with trio.testing.assert_no_checkpoints():
         assert a.try_send_all(first) is False
-        assert a.try_send_all(second) is False  # queued behind the first
+        with pytest.raises(trio.BusyResourceError, match="flush"):
+            a.try_send_all(b"not now")  # one message held at most; this one is not consumed
     received = bytearray()
 
     async def reader() -> None:
-        while len(received) < 420:
+        while len(received) < 370:
             received.extend(await b.receive_some())
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(reader)
         await trio.testing.wait_all_tasks_blocked()
-        await a.send_all(third)  # the leftover goes out first, then this
-    assert received == first + second + third
+        await a.send_all(second)  # the leftover goes out first, then this
+    assert received == first + second
+    assert a.try_send_all(b"x" * 500) is False
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(a.flush)
+        assert await receive_exactly_noise(b, 500) == b"x" * 500
     await a.flush()  # nothing left: just a checkpoint
     assert await exchange(a, b, b"still in step") == b"still in step"
+
+
+async def receive_exactly_noise(stream: NoiseStream, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        data += await stream.receive_some()
+    return data
 
 
 async def test_try_send_all_without_try_send_below_queues_for_flush() -> None:

@@ -26,10 +26,11 @@ Error contract (what callers of this module catch):
 Writes that must not wait. :meth:`NoiseStream.try_send_all` encrypts and
 hands the ciphertext to the transport's ``try_send`` (TCP and memory
 connections have one): no await, so nothing can interrupt it halfway.
-Whatever the kernel did not take stays here, already encrypted, and goes
-out ahead of anything else, in :meth:`NoiseStream.flush` or the next
-:meth:`NoiseStream.send_all`; the frames on the wire are always whole
-frames in order, just possibly later. This is how the muxer above writes
+Whatever the kernel did not take stays here, already encrypted (one
+message at most: another ``try_send_all`` is refused until it is gone),
+and goes out ahead of anything else, in :meth:`NoiseStream.flush` or the
+next :meth:`NoiseStream.send_all`; the frames on the wire are always
+whole frames in order, just possibly later. This is how the muxer above writes
 a small message from the sending task without a shielded cancel scope.
 """
 
@@ -241,16 +242,19 @@ class NoiseStream(trio.abc.Stream):
             the next :meth:`send_all`. Either way ``data`` is consumed.
 
         Raises:
-            As :meth:`send_all`, and ``LocalProtocolError`` when the send
-            nonces are exhausted.
+            trio.BusyResourceError: another task is sending, or what an
+                earlier call left is still waiting for :meth:`flush` (so
+                at most one message is ever held here); ``data`` is then
+                not consumed.
+            trio.BrokenResourceError, trio.ClosedResourceError: as for
+                :meth:`send_all`.
+            LocalProtocolError: the send nonces are exhausted.
         """
         self._check_send()
+        if self._unsent:
+            raise trio.BusyResourceError("the rest of an earlier write is waiting for flush()")
         ciphertext = self._codec.encrypt(data)
-        unsent = self._unsent
-        if unsent:
-            ciphertext = bytes(unsent) + ciphertext
-            self._unsent = b""
-        elif not ciphertext:
+        if not ciphertext:
             return True
         try_send = self._try_send
         if try_send is None:
