@@ -85,9 +85,12 @@ class TcpConnection(RawConnection, trio.abc.HalfCloseableStream):
             OSError: if the peer is already gone (``getpeername`` fails);
                 the socket is closed then.
         """
-        fd = stream.socket.detach()
+        trio_sock = stream.socket
+        family, kind, proto = trio_sock.family, trio_sock.type, trio_sock.proto
+        fd = trio_sock.detach()
         try:
-            sock = socket.socket(fileno=fd)
+            # Family, type and protocol given: no system calls to find them.
+            sock = socket.socket(family, kind, proto, fileno=fd)
         except BaseException:
             os.close(fd)
             raise
