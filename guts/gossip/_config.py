@@ -74,6 +74,10 @@ class GossipConfig:
         max_message_id_length: longest message id we track.
         max_pending_validations: messages awaiting an application validator;
             past it new ones are ignored.
+        validation_timeout: an asynchronous validator that takes longer
+            ignores the message.
+        max_queued_bytes: RPC bytes queued for one peer; past it, RPCs to
+            the peer are dropped and it is penalised.
         signature_policy: StrictSign (default) or StrictNoSign.
         message_id: the message id function; ``None``: js's default for the
             policy (author key + seqno, or SHA-256 of the data).
@@ -120,6 +124,8 @@ class GossipConfig:
     max_topic_length: int = 1024
     max_message_id_length: int = 256
     max_pending_validations: int = 1024
+    validation_timeout: float = 10.0
+    max_queued_bytes: int = 8 << 20
     signature_policy: SignaturePolicy = SignaturePolicy.STRICT_SIGN
     message_id: MessageIdFn | None = None
     emit_self: bool = False

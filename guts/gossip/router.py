@@ -379,6 +379,12 @@ class GossipRouter:
         self._outbox.pop(peer, None)
         self.score.remove_peer(peer, now)
 
+    def penalize(self, peer: PeerId, count: float = 1.0) -> None:
+        """Charge ``peer`` behavioural penalties (P7) for misbehaviour the
+        caller saw (for instance never reading what we send)."""
+        if peer in self._peers:
+            self.score.add_penalty(peer, count)
+
     def _eligible(self, peer: PeerId, topic: str, now: float) -> bool:
         """May we graft ``peer`` into ``topic``'s mesh now?"""
         return (
