@@ -26,11 +26,20 @@ from typing import Any
 from guts.errors import ConfigError, DecodeError
 from guts.multiaddr import Multiaddr
 
-__all__ = ["NodeConfig", "load_config", "default_home", "DEFAULT_LISTEN", "CONFIG_FILE", "KEY_FILE"]
+__all__ = [
+    "NodeConfig",
+    "load_config",
+    "default_home",
+    "DEFAULT_LISTEN",
+    "CONFIG_FILE",
+    "KEY_FILE",
+    "CONTROL_SOCKET",
+]
 
 DEFAULT_LISTEN = ("/ip4/0.0.0.0/tcp/9000", "/ip4/0.0.0.0/tcp/9001/ws")
 CONFIG_FILE = "config.toml"
 KEY_FILE = "identity.key"
+CONTROL_SOCKET = "control.sock"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +53,7 @@ class NodeConfig:
         max_connections: connections open at once.
         connection_timeout: seconds for one dial and upgrade.
         keep_alive: seconds between keep-alive pings (0 disables).
+        control: serve the control API on ``home/control.sock``.
     """
 
     home: Path
@@ -52,10 +62,15 @@ class NodeConfig:
     max_connections: int = 50
     connection_timeout: float = 10.0
     keep_alive: float = 30.0
+    control: bool = True
 
     @property
     def key_file(self) -> Path:
         return self.home / KEY_FILE
+
+    @property
+    def control_socket(self) -> Path:
+        return self.home / CONTROL_SOCKET
 
 
 def default_home(env: Mapping[str, str] | None = None) -> Path:

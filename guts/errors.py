@@ -24,6 +24,7 @@ __all__ = [
     "DialError",
     "PeerNotFound",
     "ConfigError",
+    "NodeNotRunning",
 ]
 
 
@@ -84,3 +85,7 @@ class PeerNotFound(GutsError):
 
 class ConfigError(GutsError):
     """The configuration (file, environment or flags) is invalid."""
+
+
+class NodeNotRunning(GutsError):
+    """No node answers on the control socket of this ``GUTS_HOME``."""

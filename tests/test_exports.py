@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 PUBLIC = {
-    'guts.errors': ['ConfigError', 'DecodeError', 'DialError', 'GutsError', 'HandshakeError', 'LocalProtocolError', 'NegotiationError', 'PeerIdMismatch', 'PeerNotFound', 'ProtocolError', 'RemoteProtocolError', 'StreamReset'],
+    'guts.errors': ['ConfigError', 'DecodeError', 'DialError', 'GutsError', 'HandshakeError', 'LocalProtocolError', 'NegotiationError', 'NodeNotRunning', 'PeerIdMismatch', 'PeerNotFound', 'ProtocolError', 'RemoteProtocolError', 'StreamReset'],
     'guts.wire': ['DialerNegotiation', 'LengthPrefixedDecoder', 'ListenerNegotiation', 'MAX_VARINT_BYTES', 'MULTISTREAM_PROTOCOL', 'MessageStream', 'NeedMoreData', 'NegotiatedStream', 'accept_protocol', 'decode_uvarint', 'encode_length_prefixed', 'encode_line', 'encode_uvarint', 'select_protocol'],
     'guts.crypto': ['KeyPair', 'PublicKey', 'UnsupportedKeyType', 'load_or_create_keypair'],
     'guts.peer': ['InvalidPeerId', 'PeerId'],
@@ -19,7 +19,8 @@ PUBLIC = {
     'guts.peerstore': ['MAX_ADDRS', 'MAX_PROTOCOLS', 'PeerInfo', 'Peerstore'],
     'guts.identify': ['AGENT_VERSION', 'IDENTIFY', 'IDENTIFY_PUSH', 'Identify', 'IdentifyInfo', 'PROTOCOL_VERSION', 'decode_identify', 'encode_identify'],
     'guts.ping': ['PING', 'PING_SIZE', 'Ping', 'ping'],
-    'guts.config': ['CONFIG_FILE', 'DEFAULT_LISTEN', 'KEY_FILE', 'NodeConfig', 'default_home', 'load_config'],
+    'guts.config': ['CONFIG_FILE', 'CONTROL_SOCKET', 'DEFAULT_LISTEN', 'KEY_FILE', 'NodeConfig', 'default_home', 'load_config'],
+    'guts.control': ['ApiError', 'ControlApi', 'ControlClient', 'ControlError', 'ControlSocket', 'bind_control_socket', 'connect_control', 'serve_control'],
     'guts.node': ['Node', 'expand_unspecified', 'open_node'],
 }
 
