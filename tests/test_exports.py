@@ -19,7 +19,7 @@ PUBLIC = {
     'guts.peerstore': ['MAX_ADDRS', 'MAX_PROTOCOLS', 'PeerInfo', 'Peerstore'],
     'guts.identify': ['AGENT_VERSION', 'IDENTIFY', 'IDENTIFY_PUSH', 'Identify', 'IdentifyInfo', 'PROTOCOL_VERSION', 'decode_identify', 'encode_identify'],
     'guts.ping': ['PING', 'PING_SIZE', 'Ping', 'ping'],
-    'guts.config': ['CONFIG_FILE', 'CONTROL_SOCKET', 'DEFAULT_LISTEN', 'KEY_FILE', 'NodeConfig', 'default_home', 'load_config'],
+    'guts.config': ['CONFIG_FILE', 'CONTROL_SOCKET', 'DEFAULT_DHT_PROTOCOL', 'DEFAULT_LISTEN', 'DHT_MODES', 'KEY_FILE', 'NodeConfig', 'default_home', 'load_config'],
     'guts.control': ['ApiError', 'ControlApi', 'ControlClient', 'ControlError', 'ControlSocket', 'bind_control_socket', 'connect_control', 'serve_control'],
     'guts.node': ['Node', 'expand_unspecified', 'open_node'],
 }
