@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 PUBLIC = {
-    'guts.errors': ['ConfigError', 'DecodeError', 'DialError', 'GutsError', 'HandshakeError', 'LocalProtocolError', 'NegotiationError', 'PeerIdMismatch', 'PeerNotFound', 'ProtocolError', 'RemoteProtocolError', 'StreamReset'],
+    'guts.errors': ['ConfigError', 'DecodeError', 'DialError', 'GutsError', 'HandshakeError', 'InvalidRecord', 'LocalProtocolError', 'NegotiationError', 'PeerIdMismatch', 'PeerNotFound', 'ProtocolError', 'RecordNotFound', 'RemoteProtocolError', 'StreamReset'],
     'guts.wire': ['DialerNegotiation', 'LengthPrefixedDecoder', 'ListenerNegotiation', 'MAX_VARINT_BYTES', 'MULTISTREAM_PROTOCOL', 'MessageStream', 'NeedMoreData', 'NegotiatedStream', 'accept_protocol', 'decode_uvarint', 'encode_length_prefixed', 'encode_line', 'encode_uvarint', 'select_protocol'],
     'guts.crypto': ['KeyPair', 'PublicKey', 'UnsupportedKeyType', 'load_or_create_keypair'],
     'guts.peer': ['InvalidPeerId', 'PeerId'],
