@@ -26,6 +26,7 @@ __all__ = [
     "RecordNotFound",
     "InvalidRecord",
     "ConfigError",
+    "NodeNotRunning",
 ]
 
 
@@ -95,3 +96,7 @@ class InvalidRecord(ProtocolError):
 
 class ConfigError(GutsError):
     """The configuration (file, environment or flags) is invalid."""
+
+
+class NodeNotRunning(GutsError):
+    """No node answers on the control socket of this ``GUTS_HOME``."""
