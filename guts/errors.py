@@ -23,6 +23,8 @@ __all__ = [
     "StreamReset",
     "DialError",
     "PeerNotFound",
+    "RecordNotFound",
+    "InvalidRecord",
     "ConfigError",
     "NodeNotRunning",
 ]
@@ -81,6 +83,15 @@ class DialError(GutsError):
 
 class PeerNotFound(GutsError):
     """No address is known for the peer."""
+
+
+class RecordNotFound(GutsError):
+    """No valid record was found for a key (DHT ``get_value``)."""
+
+
+class InvalidRecord(ProtocolError):
+    """A DHT record failed validation: unknown namespace, oversized value,
+    or a value its namespace's validator refuses."""
 
 
 class ConfigError(GutsError):
