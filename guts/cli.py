@@ -130,6 +130,80 @@ async def _run_node(config: Any, as_json: bool) -> None:
         _emit(True, {"event": "stopped"}, "")
 
 
+def _home(home: Path | None) -> Path:
+    from guts.config import default_home
+
+    return (home or default_home()).expanduser()
+
+
+def _control_path(home: Path | None) -> Path:
+    from guts.config import CONTROL_SOCKET
+
+    return _home(home) / CONTROL_SOCKET
+
+
+async def _call(home: Path | None, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    from guts.control import ControlClient
+
+    return await ControlClient(_control_path(home)).call(method, path, body)
+
+
+def _run_control(fn: Any, *args: Any, as_json: bool = False) -> Any:
+    """``trio.run(fn, *args)`` with the control API's errors turned into
+    one clear line (JSON under ``--json``) and exit status 1."""
+    import trio
+
+    from guts.control import ControlError
+    from guts.errors import GutsError, NodeNotRunning
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return trio.run(fn, *args)
+    except NodeNotRunning as exc:
+        message = f"{exc}: start one with `guts start`"
+        kind = "not_running"
+    except ControlError as exc:
+        message, kind = str(exc), exc.kind
+    except trio.TooSlowError:
+        message, kind = "timed out", "timeout"
+    except (GutsError, OSError) as exc:
+        message, kind = str(exc), "error"
+    if as_json:
+        print(json.dumps({"error": message, "kind": kind}), flush=True)
+        raise typer.Exit(1)
+    _fail(message)
+
+
+@app.command()
+def status(
+    home: HomeOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """Show the running node's peer id, addresses, connections and services."""
+    info = _run_control(_call, home, "GET", "/v1/status", as_json=as_json)
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    typer.echo(f"peer id:      {info['peer_id']}")
+    typer.echo(f"uptime:       {info['uptime_s']:.0f} s")
+    for i, addr in enumerate(info["addrs"]):
+        typer.echo(f"{'addresses:' if i == 0 else '':<13} {addr}")
+    conns = info["connections"]
+    typer.echo(f"connections:  {len(conns)}")
+    for c in conns:
+        agent = f", {c['agent_version']}" if c.get("agent_version") else ""
+        typer.echo(f"  {c['peer_id']} {c['direction']} {c['addr']} ({c['streams']} streams{agent})")
+    dht = info.get("dht")
+    if dht:
+        typer.echo(
+            f"dht:          {dht['mode']} on {dht['protocol']}, routing table {dht['routing_table_size']} peers"
+        )
+    pubsub = info.get("pubsub")
+    if pubsub:
+        topics = ", ".join(pubsub["topics"]) or "none"
+        typer.echo(f"pubsub:       topics {topics}")
+
+
 @app.command()
 def ping(
     addr: Annotated[str, typer.Argument(help="Multiaddr of the peer, e.g. /ip4/127.0.0.1/tcp/9000/p2p/12D3KooW...")],

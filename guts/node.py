@@ -1,6 +1,6 @@
 """A full Guts node composed from a :class:`~guts.config.NodeConfig`: the
-host with TCP and WebSocket transports, identify, ping, and the bootstrap
-dials."""
+host with TCP and WebSocket transports, identify, ping, the bootstrap
+dials, and the local control API."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import trio
 
 from guts.config import NodeConfig
+from guts.control import ControlApi, serve_control
 from guts.crypto import KeyPair, load_or_create_keypair
 from guts.errors import GutsError
 from guts._netaddrs import expand_unspecified
@@ -34,12 +37,18 @@ class Node:
     host: Host
     identify: Identify
     ping: Ping
+    #: Where the control API listens (``None`` when it is off).
+    control_path: Path | None = None
 
     @property
     def addrs(self) -> list[Multiaddr]:
         """Dialable listen addresses, each ending in ``/p2p/<our id>``."""
         me = str(self.host.peer_id)
         return [a.with_p2p(me) for a in self.host.announce_addrs]
+
+    def status(self) -> dict[str, Any]:
+        """What ``guts status`` shows about the services, beyond the host."""
+        return {"protocols": self.host.protocols}
 
 
 async def _bootstrap(host: Host, addr: Multiaddr) -> None:
@@ -74,7 +83,16 @@ async def open_node(
     if transports is None:
         transports = [TcpTransport(), WebSocketTransport()]
     async with open_host(keypair, transports, host_config) as host:
-        node = Node(config=config, host=host, identify=Identify(host), ping=Ping(host))
+        node = Node(
+            config=config,
+            host=host,
+            identify=Identify(host),
+            ping=Ping(host),
+            control_path=config.control_socket if config.control else None,
+        )
+        if node.control_path is not None:
+            # First: it refuses to start a second node on the same home.
+            await host.start(serve_control, ControlApi(node), node.control_path)
         if config.listen:
             await host.listen(*config.listen)
         for addr in config.bootstrap:
