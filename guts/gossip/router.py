@@ -171,6 +171,8 @@ class RouterStats:
     iwant_answered: int = 0
     grafts_refused: int = 0
     promises_broken: int = 0
+    idontwant_sent: int = 0
+    idontwant_received: int = 0
     rejections: dict[str, int] = field(default_factory=dict)
 
 
@@ -335,6 +337,11 @@ class GossipRouter:
     def peer_topics(self, peer: PeerId) -> set[str]:
         state = self._peers.get(peer)
         return set(state.topics) if state is not None else set()
+
+    def dont_send_count(self, peer: PeerId) -> int:
+        """How many message ids ``peer`` currently asked us not to send (IDONTWANT)."""
+        state = self._peers.get(peer)
+        return len(state.dont_send) if state is not None else 0
 
     def peer_score(self, peer: PeerId, now: float) -> float:
         return self.score.score(peer, now)
@@ -713,6 +720,7 @@ class GossipRouter:
             state = self._peers.get(peer)
             if peer != source and state is not None and state.v12:
                 self._box(peer).idontwant.append(entry)
+                self.stats.idontwant_sent += 1
 
     # ------------------------------------------------------------ control
 
@@ -845,6 +853,7 @@ class GossipRouter:
                     return
                 state.idontwant_count += 1
                 state.dont_send[msg_id] = self._ticks
+                self.stats.idontwant_received += 1
 
     def _make_prune(self, peer: PeerId, topic: str, *, do_px: bool, unsubscribe: bool, now: float) -> Prune:
         self.score.prune(peer, topic)
