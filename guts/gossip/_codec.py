@@ -30,6 +30,7 @@ __all__ = [
     "IDontWant",
     "IHave",
     "IWant",
+    "Outbox",
     "Prune",
     "PxPeer",
     "RPC",
@@ -241,6 +242,40 @@ def encode_rpc(rpc: RPC) -> bytes:
     if rpc.control is not None:
         parts.append(encode_control(rpc.control))
     return b"".join(parts)
+
+
+@dataclass(slots=True)
+class Outbox:
+    """What one peer will be sent: encoded subscriptions and messages, and
+    control entries, coalesced into as few RPC frames as ``limit`` allows."""
+
+    subscriptions: list[bytes] = field(default_factory=list)
+    messages: list[bytes] = field(default_factory=list)
+    ihave: list[IHave] = field(default_factory=list)
+    iwant: list[IWant] = field(default_factory=list)
+    graft: list[Graft] = field(default_factory=list)
+    prune: list[Prune] = field(default_factory=list)
+    idontwant: list[IDontWant] = field(default_factory=list)
+
+    def frames(self, limit: int) -> list[bytes]:
+        parts = [*self.subscriptions, *self.messages]
+        control = ControlMessage(
+            tuple(self.ihave), tuple(self.iwant), tuple(self.graft), tuple(self.prune), tuple(self.idontwant)
+        )
+        if control:
+            parts.append(encode_control(control))
+        frames: list[bytes] = []
+        current: list[bytes] = []
+        size = 0
+        for part in parts:
+            if current and size + len(part) > limit:
+                frames.append(b"".join(current))
+                current, size = [], 0
+            current.append(part)
+            size += len(part)
+        if current:
+            frames.append(b"".join(current))
+        return frames
 
 
 # ---------------------------------------------------------------- decoding

@@ -33,28 +33,35 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from enum import Enum
 
 from guts.crypto import KeyPair
 from guts.errors import LocalProtocolError
 from guts.gossip._codec import (
     RPC,
-    ControlMessage,
     Graft,
     IDontWant,
     IHave,
     IWant,
+    Outbox,
     Prune,
     PxPeer,
     RawMessage,
     SubOpts,
-    encode_control,
     message_field,
     subscription_field,
 )
 from guts.gossip._config import MESHSUB_V10, MESHSUB_V11, GossipConfig
+from guts.gossip._events import (
+    GossipMessage,
+    MessageDelivered,
+    PeersExchanged,
+    RouterEvent,
+    RouterStats,
+    ValidationRequested,
+    ValidationResult,
+)
 from guts.gossip._promises import Promises
 from guts.gossip._signing import (
     InvalidMessage,
@@ -69,6 +76,7 @@ from guts.gossip._signing import (
     verify_signature,
 )
 from guts.gossip.mcache import MessageCache, SeenCache
+from guts.gossip.mesh import gossip_peers, maintain_fanout, maintain_mesh
 from guts.gossip.score import PeerScore, RejectReason
 from guts.peer import PeerId
 
@@ -91,91 +99,6 @@ BACKOFF_CLEAN_TICKS = 15
 MAX_BACKOFF = 3600.0
 
 
-class ValidationResult(Enum):
-    """An application validator's verdict (gossipsub-v1.1.md, "Extended Validators")."""
-
-    ACCEPT = "accept"  # deliver and forward
-    REJECT = "reject"  # drop, and charge the sender (P4)
-    IGNORE = "ignore"  # drop, charge nobody
-
-
-@dataclass(frozen=True, slots=True)
-class GossipMessage:
-    """A message as the application sees it.
-
-    Attributes:
-        topic: its topic.
-        data: the payload.
-        message_id: its id (what IHAVE, IWANT and IDONTWANT carry).
-        author: who published it (``from``); ``None`` under StrictNoSign.
-        seqno: the author's 8-byte sequence number, or ``None``.
-        signature: the author's signature, or ``None``.
-        key: the author's ``PublicKey`` protobuf if the message carried it.
-        propagation_source: the peer we got it from; ``None`` if we published it.
-        raw: the message as it travelled.
-    """
-
-    topic: str
-    data: bytes
-    message_id: bytes
-    author: PeerId | None
-    seqno: bytes | None
-    signature: bytes | None
-    key: bytes | None
-    propagation_source: PeerId | None
-    raw: RawMessage = field(repr=False, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class MessageDelivered:
-    """A new valid message on a topic we are subscribed to."""
-
-    message: GossipMessage
-
-
-@dataclass(frozen=True, slots=True)
-class ValidationRequested:
-    """The topic has a validator: answer with :meth:`GossipRouter.report_validation`."""
-
-    message: GossipMessage
-
-
-@dataclass(frozen=True, slots=True)
-class PeersExchanged:
-    """A well-scored peer pruned us and offered these peers instead (PX)."""
-
-    topic: str
-    pruned_by: PeerId
-    peers: tuple[PxPeer, ...]
-
-
-RouterEvent = MessageDelivered | ValidationRequested | PeersExchanged
-
-
-@dataclass(slots=True)
-class RouterStats:
-    """Counters, for tests, the simulation and operators."""
-
-    rpcs_received: int = 0
-    rpcs_graylisted: int = 0
-    messages_received: int = 0
-    messages_duplicate: int = 0
-    messages_rejected: int = 0
-    messages_ignored: int = 0
-    messages_not_subscribed: int = 0
-    messages_delivered: int = 0
-    messages_published: int = 0
-    messages_forwarded: int = 0
-    ihave_ignored: int = 0
-    iwant_ignored: int = 0
-    iwant_answered: int = 0
-    grafts_refused: int = 0
-    promises_broken: int = 0
-    idontwant_sent: int = 0
-    idontwant_received: int = 0
-    rejections: dict[str, int] = field(default_factory=dict)
-
-
 @dataclass(slots=True)
 class _Peer:
     protocol: str
@@ -196,37 +119,6 @@ class _Peer:
     @property
     def v12(self) -> bool:  # IDONTWANT
         return self.protocol not in (MESHSUB_V10, MESHSUB_V11)
-
-
-@dataclass(slots=True)
-class _Outbox:
-    subscriptions: list[bytes] = field(default_factory=list)
-    messages: list[bytes] = field(default_factory=list)
-    ihave: list[IHave] = field(default_factory=list)
-    iwant: list[IWant] = field(default_factory=list)
-    graft: list[Graft] = field(default_factory=list)
-    prune: list[Prune] = field(default_factory=list)
-    idontwant: list[IDontWant] = field(default_factory=list)
-
-    def frames(self, limit: int) -> list[bytes]:
-        parts = [*self.subscriptions, *self.messages]
-        control = ControlMessage(
-            tuple(self.ihave), tuple(self.iwant), tuple(self.graft), tuple(self.prune), tuple(self.idontwant)
-        )
-        if control:
-            parts.append(encode_control(control))
-        frames: list[bytes] = []
-        current: list[bytes] = []
-        size = 0
-        for part in parts:
-            if current and size + len(part) > limit:
-                frames.append(b"".join(current))
-                current, size = [], 0
-            current.append(part)
-            size += len(part)
-        if current:
-            frames.append(b"".join(current))
-        return frames
 
 
 @dataclass(slots=True)
@@ -283,7 +175,7 @@ class GossipRouter:
         self.score: PeerScore[PeerId] = PeerScore(cfg.score_params)
         self._promises: Promises[PeerId] = Promises(cfg.iwant_followup_time, self._rng)
         self._pending: dict[bytes, _Pending] = {}
-        self._outbox: dict[PeerId, _Outbox] = {}
+        self._outbox: dict[PeerId, Outbox] = {}
         self._events: list[RouterEvent] = []
         self._ticks = 0
         self._last_decay: float | None = None
@@ -304,10 +196,10 @@ class GossipRouter:
         events, self._events = self._events, []
         return events
 
-    def _box(self, peer: PeerId) -> _Outbox:
+    def _box(self, peer: PeerId) -> Outbox:
         box = self._outbox.get(peer)
         if box is None:
-            box = self._outbox[peer] = _Outbox()
+            box = self._outbox[peer] = Outbox()
         return box
 
     # ------------------------------------------------------------ queries
@@ -875,14 +767,12 @@ class GossipRouter:
     # ------------------------------------------------------------ heartbeat
 
     def heartbeat(self, now: float) -> None:
-        """Counters and decay, mesh and fanout maintenance, gossip emission,
-        then the message cache moves on one window (gossipsub-v1.0.md,
-        "Heartbeat"; v1.1 adds scores, outbound quotas, opportunistic grafts)."""
+        """Counters and decay, mesh and fanout maintenance (:mod:`guts.gossip.mesh`),
+        gossip emission, then the message cache moves on one window
+        (gossipsub-v1.0.md, "Heartbeat")."""
         cfg = self.config
         self._ticks += 1
-        ticks = self._ticks
         self._housekeeping(now)
-
         scores: dict[PeerId, float] = {}
 
         def score_of(peer: PeerId) -> float:
@@ -891,71 +781,37 @@ class GossipRouter:
                 value = scores[peer] = self.score.score(peer, now)
             return value
 
-        gossip_threshold = cfg.score_thresholds.gossip_threshold
         tograft: dict[PeerId, list[str]] = {}
         toprune: dict[PeerId, list[str]] = {}
         no_px: set[PeerId] = set()
         gossip_to: dict[str, set[PeerId]] = {}
-
+        opportunistic = self._ticks % cfg.opportunistic_graft_ticks == 0
         for topic, mesh in self._mesh.items():
-            candidates: list[PeerId] = []  # may be grafted, in random order
-            to_gossip: set[PeerId] = set()
-            gossip_to[topic] = to_gossip
-            subscribed = list(self._topics.get(topic, ()))
-            self._rng.shuffle(subscribed)
-            for peer in subscribed:
-                if peer in mesh or peer in self._direct:
-                    continue
-                s = score_of(peer)
-                if s >= 0 and not self._backed_off(topic, peer, now):
-                    candidates.append(peer)
-                if s >= gossip_threshold:
-                    to_gossip.add(peer)
-
-            def prune(peer: PeerId, topic: str = topic, mesh: set[PeerId] = mesh, to_gossip: set[PeerId] = to_gossip) -> None:
-                mesh.discard(peer)
-                if score_of(peer) >= gossip_threshold:
-                    to_gossip.add(peer)
-                toprune.setdefault(peer, []).append(topic)
-
-            def graft(peer: PeerId, topic: str = topic, mesh: set[PeerId] = mesh, to_gossip: set[PeerId] = to_gossip) -> None:
-                mesh.add(peer)
+            changes = maintain_mesh(
+                mesh,
+                self._topics.get(topic, ()),
+                cfg,
+                self._rng,
+                score_of=score_of,
+                backed_off=lambda peer, topic=topic: self._backed_off(topic, peer, now),  # type: ignore[misc]
+                is_outbound=self._is_outbound,
+                excluded=self._direct,
+                opportunistic=opportunistic,
+            )
+            for peer in changes.grafted:
                 self.score.graft(peer, topic, now)
-                to_gossip.discard(peer)
                 tograft.setdefault(peer, []).append(topic)
-
-            for peer in [p for p in mesh if score_of(p) < 0]:
-                prune(peer)
-                no_px.add(peer)
-
-            if len(mesh) < cfg.d_low:
-                need = cfg.d - len(mesh)
-                for peer in candidates[:need]:
-                    graft(peer)
-                del candidates[:need]
-
-            if len(mesh) > cfg.d_high:
-                for peer in self._select_excess(mesh, score_of):
-                    prune(peer)
-
-            if len(mesh) >= cfg.d_low and cfg.d_out:
-                outbound = sum(1 for p in mesh if self._is_outbound(p))
-                if outbound < cfg.d_out:
-                    extra = [p for p in candidates if self._is_outbound(p)][: cfg.d_out - outbound]
-                    for peer in extra:
-                        graft(peer)
-                        candidates.remove(peer)
-
-            if ticks % cfg.opportunistic_graft_ticks == 0 and len(mesh) > 1:
-                ranked = sorted(mesh, key=score_of)
-                median = score_of(ranked[len(ranked) // 2])
-                if median < cfg.score_thresholds.opportunistic_graft_threshold:
-                    better = [p for p in candidates if score_of(p) > median][: cfg.opportunistic_graft_peers]
-                    for peer in better:
-                        log.debug("opportunistic graft of %s on %r (mesh median score %.2f)", peer, topic, median)
-                        graft(peer)
-
-        self._maintain_fanout(now, score_of, gossip_to)
+            for peer in changes.pruned:
+                toprune.setdefault(peer, []).append(topic)
+            no_px |= changes.no_px
+            gossip_to[topic] = changes.gossip
+        for topic in [t for t, last in self._fanout_lastpub.items() if last + cfg.fanout_ttl < now]:
+            self._fanout.pop(topic, None)
+            del self._fanout_lastpub[topic]
+        for topic, fanout in self._fanout.items():
+            gossip_to[topic] = maintain_fanout(
+                fanout, self._topics.get(topic, set()), cfg, self._rng, score_of=score_of, excluded=self._direct
+            )
         self._emit_gossip(gossip_to)
         for peer, topics in tograft.items():
             self._box(peer).graft.extend(Graft(t) for t in topics)
@@ -969,29 +825,6 @@ class GossipRouter:
     def _is_outbound(self, peer: PeerId) -> bool:
         state = self._peers.get(peer)
         return state is not None and state.outbound
-
-    def _select_excess(self, mesh: set[PeerId], score_of: Callable[[PeerId], float]) -> list[PeerId]:
-        """Peers to prune from an oversubscribed mesh: keep the best ``d_score``
-        by score and the rest of ``d`` at random, with at least ``d_out``
-        outbound peers among those kept."""
-        cfg = self.config
-        ranked = sorted(mesh, key=score_of, reverse=True)
-        rest = ranked[cfg.d_score:]
-        self._rng.shuffle(rest)
-        ordered = ranked[: cfg.d_score] + rest
-        keep, drop = ordered[: cfg.d], ordered[cfg.d:]
-        outbound = sum(1 for p in keep if self._is_outbound(p))
-        if outbound < cfg.d_out:
-            extra = [p for p in drop if self._is_outbound(p)][: cfg.d_out - outbound]
-            # replace the last-chosen (random, then lowest-scored) inbound peers
-            for peer in extra:
-                for i in range(len(keep) - 1, -1, -1):
-                    if not self._is_outbound(keep[i]):
-                        drop.append(keep[i])
-                        keep[i] = peer
-                        drop.remove(peer)
-                        break
-        return drop
 
     def _housekeeping(self, now: float) -> None:
         cfg = self.config
@@ -1026,35 +859,6 @@ class GossipRouter:
             self.score.add_penalty(peer, count)
         self.seen.prune(now)
 
-    def _maintain_fanout(
-        self, now: float, score_of: Callable[[PeerId], float], gossip_to: dict[str, set[PeerId]]
-    ) -> None:
-        cfg = self.config
-        for topic in [t for t, last in self._fanout_lastpub.items() if last + cfg.fanout_ttl < now]:
-            self._fanout.pop(topic, None)
-            del self._fanout_lastpub[topic]
-        threshold = cfg.score_thresholds.publish_threshold
-        for topic, fanout in self._fanout.items():
-            subscribed = self._topics.get(topic, set())
-            for peer in [p for p in fanout if p not in subscribed or score_of(p) < threshold]:
-                fanout.discard(peer)
-            to_gossip: set[PeerId] = set()
-            gossip_to[topic] = to_gossip
-            candidates = []
-            peers = list(subscribed)
-            self._rng.shuffle(peers)
-            for peer in peers:
-                if peer in fanout or peer in self._direct:
-                    continue
-                s = score_of(peer)
-                if s >= threshold:
-                    candidates.append(peer)
-                if s >= cfg.score_thresholds.gossip_threshold:
-                    to_gossip.add(peer)
-            for peer in candidates[: max(0, cfg.d - len(fanout))]:
-                fanout.add(peer)
-                to_gossip.discard(peer)
-
     def _emit_gossip(self, gossip_to: dict[str, set[PeerId]]) -> None:
         cfg = self.config
         wanted = [t for t, peers in gossip_to.items() if peers]
@@ -1066,10 +870,6 @@ class GossipRouter:
             if not ids:
                 continue
             self._rng.shuffle(ids)
-            peers = list(gossip_to[topic])
-            target = max(cfg.d_lazy, int(cfg.gossip_factor * len(peers)))
-            if target < len(peers):
-                peers = self._rng.sample(peers, target)
-            for peer in peers:
+            for peer in gossip_peers(gossip_to[topic], cfg, self._rng):
                 chosen = ids if len(ids) <= cfg.max_ihave_length else self._rng.sample(ids, cfg.max_ihave_length)
                 self._box(peer).ihave.append(IHave(topic, tuple(chosen)))
