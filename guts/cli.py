@@ -14,6 +14,10 @@ from typing import Annotated, Any, Optional
 import typer
 
 from guts import __version__
+from guts._cli import dht as dht_commands
+from guts._cli.common import HomeOption, call, run_control
+from guts._cli.common import fail as _fail
+from guts._cli.common import setup_logging as _setup_logging
 
 app = typer.Typer(
     help="Guts: peer-to-peer code collaboration over libp2p.",
@@ -22,22 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-HomeOption = Annotated[
-    Optional[Path], typer.Option("--home", help="Node directory (default: $GUTS_HOME or ~/.guts).")
-]
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
+app.add_typer(dht_commands.app, name="dht")
 
 
 @app.command()
@@ -65,6 +54,13 @@ def start(
     home: HomeOption = None,
     listen: Annotated[list[str], typer.Option("--listen", help="Multiaddr to listen on (repeatable).")] = [],
     bootstrap: Annotated[list[str], typer.Option("--bootstrap", help="Peer to dial at start (repeatable).")] = [],
+    dht_mode: Annotated[
+        Optional[str],
+        typer.Option("--dht-mode", help="client | server | auto (server when a listen address is public)."),
+    ] = None,
+    dht_protocol: Annotated[
+        Optional[str], typer.Option("--dht-protocol", help="DHT protocol id (default /guts/kad/1.0.0).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print events as JSON lines on stdout.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
@@ -76,7 +72,7 @@ def start(
 
     _setup_logging(verbose)
     try:
-        config = load_config(home, listen=listen, bootstrap=bootstrap)
+        config = load_config(home, listen=listen, bootstrap=bootstrap, dht_mode=dht_mode, dht_protocol=dht_protocol)
     except GutsError as exc:
         _fail(str(exc))
     try:
@@ -130,57 +126,13 @@ async def _run_node(config: Any, as_json: bool) -> None:
         _emit(True, {"event": "stopped"}, "")
 
 
-def _home(home: Path | None) -> Path:
-    from guts.config import default_home
-
-    return (home or default_home()).expanduser()
-
-
-def _control_path(home: Path | None) -> Path:
-    from guts.config import CONTROL_SOCKET
-
-    return _home(home) / CONTROL_SOCKET
-
-
-async def _call(home: Path | None, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    from guts.control import ControlClient
-
-    return await ControlClient(_control_path(home)).call(method, path, body)
-
-
-def _run_control(fn: Any, *args: Any, as_json: bool = False) -> Any:
-    """``trio.run(fn, *args)`` with the control API's errors turned into
-    one clear line (JSON under ``--json``) and exit status 1."""
-    import trio
-
-    from guts.control import ControlError
-    from guts.errors import GutsError, NodeNotRunning
-
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return trio.run(fn, *args)
-    except NodeNotRunning as exc:
-        message = f"{exc}: start one with `guts start`"
-        kind = "not_running"
-    except ControlError as exc:
-        message, kind = str(exc), exc.kind
-    except trio.TooSlowError:
-        message, kind = "timed out", "timeout"
-    except (GutsError, OSError) as exc:
-        message, kind = str(exc), "error"
-    if as_json:
-        print(json.dumps({"error": message, "kind": kind}), flush=True)
-        raise typer.Exit(1)
-    _fail(message)
-
-
 @app.command()
 def status(
     home: HomeOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
 ) -> None:
     """Show the running node's peer id, addresses, connections and services."""
-    info = _run_control(_call, home, "GET", "/v1/status", as_json=as_json)
+    info = run_control(call, home, "GET", "/v1/status", as_json=as_json)
     if as_json:
         print(json.dumps(info, indent=2))
         return
