@@ -15,6 +15,7 @@ import typer
 
 from guts import __version__
 from guts._cli import dht as dht_commands
+from guts._cli import pubsub as pubsub_commands
 from guts._cli.common import HomeOption, call, run_control
 from guts._cli.common import fail as _fail
 from guts._cli.common import setup_logging as _setup_logging
@@ -27,6 +28,7 @@ app = typer.Typer(
 )
 
 app.add_typer(dht_commands.app, name="dht")
+app.add_typer(pubsub_commands.app, name="pubsub")
 
 
 @app.command()
@@ -61,6 +63,9 @@ def start(
     dht_protocol: Annotated[
         Optional[str], typer.Option("--dht-protocol", help="DHT protocol id (default /guts/kad/1.0.0).")
     ] = None,
+    topic: Annotated[
+        list[str], typer.Option("--topic", help="Gossip topic to subscribe to; its messages are printed (repeatable).")
+    ] = [],
     as_json: Annotated[bool, typer.Option("--json", help="Print events as JSON lines on stdout.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
@@ -72,7 +77,9 @@ def start(
 
     _setup_logging(verbose)
     try:
-        config = load_config(home, listen=listen, bootstrap=bootstrap, dht_mode=dht_mode, dht_protocol=dht_protocol)
+        config = load_config(
+            home, listen=listen, bootstrap=bootstrap, topics=topic, dht_mode=dht_mode, dht_protocol=dht_protocol
+        )
     except GutsError as exc:
         _fail(str(exc))
     try:
@@ -117,13 +124,26 @@ async def _run_node(config: Any, as_json: bool) -> None:
                 print(f"peer id: {node.host.peer_id}", flush=True)
                 for a in addrs:
                     print(f"listening on {a}", flush=True)
-            async for signum in signals:
-                logging.getLogger("guts.node").info(
-                    "received %s, shutting down", signal.Signals(signum).name
-                )
-                break
+            async with trio.open_nursery() as nursery:
+                for sub in node.subscriptions.values():
+                    nursery.start_soon(_print_messages, sub, as_json)
+                async for signum in signals:
+                    logging.getLogger("guts.node").info(
+                        "received %s, shutting down", signal.Signals(signum).name
+                    )
+                    break
+                nursery.cancel_scope.cancel()
     if as_json:
         _emit(True, {"event": "stopped"}, "")
+
+
+async def _print_messages(sub: Any, as_json: bool) -> None:
+    from guts.control._pubsub import message_json
+
+    async for message in sub:
+        event = message_json(message)
+        shown = event["data"] if event["data"] is not None else f"0x{event['data_hex']}"
+        _emit(as_json, event, f"message on {event['topic']} from {event['from']}: {shown}")
 
 
 @app.command()
@@ -152,8 +172,8 @@ def status(
         )
     pubsub = info.get("pubsub")
     if pubsub:
-        topics = ", ".join(pubsub["topics"]) or "none"
-        typer.echo(f"pubsub:       topics {topics}")
+        topics = ", ".join(f"{t} (mesh {pubsub['mesh'][t]})" for t in pubsub["topics"]) or "none"
+        typer.echo(f"pubsub:       {pubsub['peers']} peers; topics {topics}")
 
 
 @app.command()

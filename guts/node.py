@@ -1,13 +1,14 @@
 """A full Guts node composed from a :class:`~guts.config.NodeConfig`: the
 host with TCP and WebSocket transports, identify, ping, the Kademlia DHT
-(which dials the bootstrap peers), and the local control API."""
+(which dials the bootstrap peers), gossipsub with the configured topics
+subscribed, and the local control API."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,10 @@ import trio
 from guts.config import NodeConfig
 from guts.control import ControlApi, bind_control_socket, serve_control
 from guts.control._dht import add_dht_routes
+from guts.control._pubsub import add_pubsub_routes
 from guts.crypto import KeyPair, load_or_create_keypair
 from guts.dht import Dht, DhtConfig, DhtMode, DhtStore
+from guts.gossip import Gossipsub, Subscription
 from guts._netaddrs import expand_unspecified
 from guts.host import Host, HostConfig, open_host
 from guts.identify import Identify
@@ -39,8 +42,11 @@ class Node:
     identify: Identify
     ping: Ping
     dht: Dht
+    pubsub: Gossipsub
     #: Where the control API listens (``None`` when it is off).
     control_path: Path | None = None
+    #: The subscriptions to ``config.topics``, by topic.
+    subscriptions: dict[str, Subscription] = field(default_factory=dict)
 
     @property
     def addrs(self) -> list[Multiaddr]:
@@ -60,6 +66,11 @@ class Node:
                 "routing_table_size": dht.routing_table_size,
                 "provider_records": len(dht.providers),
                 "values": len(dht.values),
+            },
+            "pubsub": {
+                "topics": self.pubsub.topics,
+                "peers": len(self.pubsub.peers),
+                "mesh": {t: len(self.pubsub.mesh_peers(t)) for t in self.pubsub.topics},
             },
         }
 
@@ -108,13 +119,18 @@ async def open_node(
                 identify=Identify(host),
                 ping=Ping(host),
                 dht=Dht(host, dht_config, store),
+                pubsub=Gossipsub(host),
                 control_path=control.path if control is not None else None,
             )
             if control is not None:
                 api = ControlApi(node)
                 add_dht_routes(api, node.dht)
+                add_pubsub_routes(api, node.pubsub)
                 await host.start(serve_control, api, control)
                 control = None  # serve_control closes it now
+            await host.start(node.pubsub.run)
+            for topic in config.topics:
+                node.subscriptions[topic] = node.pubsub.subscribe(topic)
             if config.listen:
                 await host.listen(*config.listen)
             node.dht.update_mode()  # AUTO decides from the addresses just bound

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from guts.control._http import HttpRequest, HttpResponse
-from guts.errors import GutsError, InvalidRecord, PeerNotFound, RecordNotFound
+from guts.errors import GutsError, InvalidRecord, LocalProtocolError, PeerNotFound, RecordNotFound
 
 if TYPE_CHECKING:
     from guts.node import Node
@@ -82,7 +82,7 @@ class ControlApi:
             return _error(504, "timeout", f"no answer within {self.timeout:g} s")
         except (PeerNotFound, RecordNotFound) as exc:
             return _error(404, "not_found", str(exc))
-        except (ValueError, KeyError, TypeError, InvalidRecord) as exc:
+        except (ValueError, KeyError, TypeError, InvalidRecord, LocalProtocolError) as exc:
             return _error(400, "bad_request", str(exc))
         except GutsError as exc:
             return _error(502, "network", f"{type(exc).__name__}: {exc}")
