@@ -82,8 +82,7 @@ class RouterNet:
     def send(self, src: PeerId, dst: PeerId, rpc: RPC | bytes) -> None:
         """Deliver an RPC (built by the test) from ``src`` to router ``dst``."""
         frame = rpc if isinstance(rpc, bytes) else encode_rpc(rpc)
-        router = self.routers[dst]
-        router.handle_rpc(src, decode_rpc(frame, router.config.rpc_limits), self.now)
+        self.routers[dst].handle_frame(src, frame, self.now)
 
     def pump(self, max_rounds: int = 1000) -> None:
         for _ in range(max_rounds):
@@ -94,8 +93,7 @@ class RouterNet:
                     moved = True
                     self.frames += 1
                     if peer in self.routers:
-                        dst = self.routers[peer]
-                        dst.handle_rpc(router.local, decode_rpc(frame, dst.config.rpc_limits), self.now)
+                        self.routers[peer].handle_frame(router.local, frame, self.now)
                     elif peer in self.puppets:
                         self.puppets[peer].received.append(decode_rpc(frame))
             if not moved:

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
+from guts.errors import DecodeError
+
 from guts.gossip._codec import RPC, ControlMessage, Graft, IHave, IWant, RawMessage, SubOpts
 from guts.gossip._config import GossipConfig
 from guts.gossip._signing import sign_message
@@ -94,6 +98,11 @@ def test_three_invalid_messages_graylist_the_sender() -> None:
     net.send(attacker.peer_id, a.local, RPC(messages=(forged(attacker, seqno=10),)))
     net.pump()
     assert net.delivered(a.local) == [] and a.stats.rpcs_graylisted == 1
+    # its frames are not even decoded any more: garbage costs nothing and raises nothing
+    a.handle_frame(attacker.peer_id, b"\xff\xff garbage", net.now)
+    assert a.stats.rpcs_graylisted == 2
+    with pytest.raises(DecodeError):
+        a.handle_frame(honest[0].local, b"\xff\xff garbage", net.now)
     honest_still_flow(net, a, honest)
 
 

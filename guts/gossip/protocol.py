@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import trio
 
 from guts.errors import GutsError
-from guts.gossip._codec import PxPeer, decode_rpc
+from guts.gossip._codec import PxPeer
 from guts.gossip._config import PROTOCOLS, GossipConfig
 from guts.gossip.router import (
     GossipMessage,
@@ -360,7 +360,7 @@ class Gossipsub:
             # raises DecodeError on a bad frame: the host logs it, naming the
             # peer and the reason, and resets this stream
             while (frame := decoder.next_message()) is not None:
-                router.handle_rpc(peer, decode_rpc(frame, cfg.rpc_limits), now)
+                router.handle_frame(peer, frame, now)
             self._flush()
 
     # ------------------------------------------------------------ router outputs

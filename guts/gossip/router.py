@@ -7,7 +7,7 @@ drains the outputs after each input::
     inputs                                  outputs
     add_peer / remove_peer                  take_outgoing() -> [(peer, RPC frame)]
     subscribe / unsubscribe / publish       take_events()   -> [MessageDelivered |
-    handle_rpc(peer, rpc, now)                                  ValidationRequested |
+    handle_frame(peer, frame, now)                              ValidationRequested |
     report_validation(msg_id, result, now)                      PeersExchanged]
     heartbeat(now)
 
@@ -49,6 +49,7 @@ from guts.gossip._codec import (
     PxPeer,
     RawMessage,
     SubOpts,
+    decode_rpc,
     message_field,
     subscription_field,
 )
@@ -413,13 +414,33 @@ class GossipRouter:
 
     # ------------------------------------------------------------ receiving
 
+    def graylisted(self, peer: PeerId, now: float) -> bool:
+        """Whether ``peer``'s RPCs are dropped unread (score below the graylist threshold)."""
+        return peer not in self._direct and self.score.score(peer, now) < self.config.score_thresholds.graylist_threshold
+
+    def handle_frame(self, peer: PeerId, frame: bytes, now: float) -> None:
+        """Decode and process one RPC frame from ``peer``; a graylisted
+        peer's frames are dropped before they are even decoded.
+
+        Raises:
+            DecodeError: the frame is not a valid RPC within ``rpc_limits``.
+        """
+        if peer not in self._peers:
+            return
+        if self.graylisted(peer, now):
+            self.stats.rpcs_received += 1
+            self.stats.rpcs_graylisted += 1
+            log.debug("peer %s: graylisted, RPC dropped", peer)
+            return
+        self.handle_rpc(peer, decode_rpc(frame, self.config.rpc_limits), now)
+
     def handle_rpc(self, peer: PeerId, rpc: RPC, now: float) -> None:
-        """Process one RPC from ``peer`` (which must have been added)."""
+        """Process one decoded RPC from ``peer`` (which must have been added)."""
         state = self._peers.get(peer)
         if state is None:
             return
         self.stats.rpcs_received += 1
-        if peer not in self._direct and self.score.score(peer, now) < self.config.score_thresholds.graylist_threshold:
+        if self.graylisted(peer, now):
             self.stats.rpcs_graylisted += 1
             log.debug("peer %s: graylisted, RPC dropped", peer)
             return
