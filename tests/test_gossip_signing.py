@@ -11,6 +11,7 @@ from guts.crypto import KeyPair
 from guts.gossip._codec import RawMessage, decode_rpc, encode_rpc, RPC
 from guts.gossip._signing import (
     SIGN_PREFIX,
+    AuthorCache,
     InvalidMessage,
     Rejection,
     SignaturePolicy,
@@ -121,3 +122,21 @@ def test_key_matching_author_is_accepted_without_inlining() -> None:
     author = check_author(msg, SignaturePolicy.STRICT_SIGN)
     assert author is not None and author.public_key == KEY.public_key
     assert PeerId.from_bytes(msg.from_peer or b"") == KEY.peer_id
+
+
+def test_author_cache_remembers_authors_and_rejections() -> None:
+    cache = AuthorCache(size=2)
+    msg = signed()
+    first = check_author(msg, SignaturePolicy.STRICT_SIGN, cache)
+    assert check_author(msg, SignaturePolicy.STRICT_SIGN, cache) is first
+    bad = dataclasses.replace(msg, encoded=b"", key=OTHER.public_key.to_protobuf())
+    for _ in range(2):  # the second time from the cache
+        with pytest.raises(InvalidMessage) as info:
+            check_author(bad, SignaturePolicy.STRICT_SIGN, cache)
+        assert info.value.reason is Rejection.KEY_MISMATCH
+    # bounded: a third author starts the cache afresh
+    check_author(sign_message(OTHER, "t", b"x", 1), SignaturePolicy.STRICT_SIGN, cache)
+    assert len(cache._known) == 1
+    # per-message checks still run for a cached author
+    with pytest.raises(InvalidMessage):
+        check_author(dataclasses.replace(msg, encoded=b"", seqno=b"\x01"), SignaturePolicy.STRICT_SIGN, cache)

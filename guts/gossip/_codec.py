@@ -258,6 +258,9 @@ class Outbox:
     idontwant: list[IDontWant] = field(default_factory=list)
 
     def frames(self, limit: int) -> list[bytes]:
+        if not (self.subscriptions or self.ihave or self.iwant or self.graft or self.prune or self.idontwant):
+            if len(self.messages) == 1 and len(self.messages[0]) <= limit:  # the common case: one forward
+                return self.messages[:]
         parts = [*self.subscriptions, *self.messages]
         control = ControlMessage(
             tuple(self.ihave), tuple(self.iwant), tuple(self.graft), tuple(self.prune), tuple(self.idontwant)

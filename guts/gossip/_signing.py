@@ -31,6 +31,7 @@ from guts.peer import PeerId
 __all__ = [
     "SIGN_PREFIX",
     "Author",
+    "AuthorCache",
     "InvalidMessage",
     "MessageIdFn",
     "Rejection",
@@ -119,8 +120,64 @@ def _inlined_key(author: PeerId) -> PublicKey:
         raise InvalidMessage(Rejection.BAD_FROM) from None
 
 
-def check_author(msg: RawMessage, policy: SignaturePolicy) -> Author | None:
+#: Authors remembered by an :class:`AuthorCache` before it starts afresh.
+AUTHOR_CACHE_SIZE = 4096
+
+
+class AuthorCache:
+    """The author (or the reason there is none) of each ``from``/``key``
+    pair seen lately: parsing a peer id and a key and checking that they
+    match costs more than the rest of a message's checks, and the same
+    authors come back with every message they publish."""
+
+    def __init__(self, size: int = AUTHOR_CACHE_SIZE) -> None:
+        self.size = size
+        self._known: dict[tuple[bytes, bytes | None], Author | Rejection] = {}
+
+    def resolve(self, from_peer: bytes, key: bytes | None) -> Author:
+        """The author of a message from ``from_peer`` carrying ``key``.
+
+        Raises:
+            InvalidMessage: ``from`` is not a peer id, the key is malformed,
+                unsupported or another peer's, or there is no key at all.
+        """
+        known = self._known.get((from_peer, key))
+        if known is None:
+            try:
+                known = _resolve(from_peer, key)
+            except InvalidMessage as exc:
+                known = exc.reason
+            if len(self._known) >= self.size:
+                self._known.clear()
+            self._known[(from_peer, key)] = known
+        if isinstance(known, Rejection):
+            raise InvalidMessage(known)
+        return known
+
+
+def _resolve(from_peer: bytes, key_bytes: bytes | None) -> Author:
+    try:
+        author = PeerId.from_bytes(from_peer)
+    except DecodeError:
+        raise InvalidMessage(Rejection.BAD_FROM) from None
+    if key_bytes is not None:
+        try:
+            key = PublicKey.from_protobuf(key_bytes)
+        except UnsupportedKeyType:
+            raise InvalidMessage(Rejection.UNSUPPORTED_KEY) from None
+        except (DecodeError, ValueError):
+            raise InvalidMessage(Rejection.BAD_KEY) from None
+        if not author.matches(key):
+            raise InvalidMessage(Rejection.KEY_MISMATCH)
+        return Author(author, key)
+    return Author(author, _inlined_key(author))
+
+
+def check_author(msg: RawMessage, policy: SignaturePolicy, authors: AuthorCache | None = None) -> Author | None:
     """Check the fields the policy demands (everything but the signature itself).
+
+    Args:
+        authors: where to look up and remember authors (optional).
 
     Returns:
         The author under StrictSign, ``None`` under StrictNoSign.
@@ -143,21 +200,9 @@ def check_author(msg: RawMessage, policy: SignaturePolicy) -> Author | None:
         raise InvalidMessage(Rejection.MISSING_SIGNATURE)
     if msg.from_peer is None:
         raise InvalidMessage(Rejection.MISSING_FROM)
-    try:
-        author = PeerId.from_bytes(msg.from_peer)
-    except DecodeError:
-        raise InvalidMessage(Rejection.BAD_FROM) from None
-    if msg.key is not None:
-        try:
-            key = PublicKey.from_protobuf(msg.key)
-        except UnsupportedKeyType:
-            raise InvalidMessage(Rejection.UNSUPPORTED_KEY) from None
-        except (DecodeError, ValueError):
-            raise InvalidMessage(Rejection.BAD_KEY) from None
-        if not author.matches(key):
-            raise InvalidMessage(Rejection.KEY_MISMATCH)
-        return Author(author, key)
-    return Author(author, _inlined_key(author))
+    if authors is not None:
+        return authors.resolve(msg.from_peer, msg.key)
+    return _resolve(msg.from_peer, msg.key)
 
 
 def verify_signature(msg: RawMessage, key: PublicKey) -> bool:

@@ -65,6 +65,7 @@ from guts.gossip._events import (
 )
 from guts.gossip._promises import Promises
 from guts.gossip._signing import (
+    AuthorCache,
     InvalidMessage,
     MessageIdFn,
     Rejection,
@@ -176,6 +177,7 @@ class GossipRouter:
         self.score: PeerScore[PeerId] = PeerScore(cfg.score_params)
         self._promises: Promises[PeerId] = Promises(cfg.iwant_followup_time, self._rng)
         self._pending: dict[bytes, _Pending] = {}
+        self._authors = AuthorCache()
         self._outbox: dict[PeerId, Outbox] = {}
         self._events: list[RouterEvent] = []
         self._ticks = 0
@@ -425,25 +427,26 @@ class GossipRouter:
         Raises:
             DecodeError: the frame is not a valid RPC within ``rpc_limits``.
         """
-        if peer not in self._peers:
+        state = self._peers.get(peer)
+        if state is None or not self._admit(peer, now):
             return
-        if self.graylisted(peer, now):
-            self.stats.rpcs_received += 1
-            self.stats.rpcs_graylisted += 1
-            log.debug("peer %s: graylisted, RPC dropped", peer)
-            return
-        self.handle_rpc(peer, decode_rpc(frame, self.config.rpc_limits), now)
+        self._process(peer, state, decode_rpc(frame, self.config.rpc_limits), now)
 
     def handle_rpc(self, peer: PeerId, rpc: RPC, now: float) -> None:
         """Process one decoded RPC from ``peer`` (which must have been added)."""
         state = self._peers.get(peer)
-        if state is None:
-            return
+        if state is not None and self._admit(peer, now):
+            self._process(peer, state, rpc, now)
+
+    def _admit(self, peer: PeerId, now: float) -> bool:
         self.stats.rpcs_received += 1
         if self.graylisted(peer, now):
             self.stats.rpcs_graylisted += 1
             log.debug("peer %s: graylisted, RPC dropped", peer)
-            return
+            return False
+        return True
+
+    def _process(self, peer: PeerId, state: _Peer, rpc: RPC, now: float) -> None:
         for sub in rpc.subscriptions:
             self._on_subscription(peer, state, sub, now)
         for msg in rpc.messages:
@@ -518,7 +521,7 @@ class GossipRouter:
             self._reject(source, None, topic, Rejection.TOO_LARGE, now)
             return
         try:
-            author = check_author(raw, cfg.signature_policy)
+            author = check_author(raw, cfg.signature_policy, self._authors)
             msg_id = self._message_id(raw)
         except InvalidMessage as exc:
             if exc.reason is Rejection.UNSUPPORTED_KEY:
