@@ -271,3 +271,7 @@ async def test_a_peer_that_never_reads_is_cut_off_and_penalised(autojump_clock: 
                     await sub.receive()
                     got += 1
             assert got == 100  # the honest peer got everything
+            # a write to it that does not finish within write_timeout: cut off
+            await wait_until(lambda: sink.peer_id not in gv.peers, timeout=cfg.write_timeout + 5)
+            assert honest.peer_id in gv.peers
+            assert victim.connection(sink.peer_id) is not None  # only the gossip stream went

@@ -78,6 +78,8 @@ class GossipConfig:
             ignores the message.
         max_queued_bytes: RPC bytes queued for one peer; past it, RPCs to
             the peer are dropped and it is penalised.
+        write_timeout: a write to a peer's gossip stream taking longer closes
+            that stream (the peer does not read).
         signature_policy: StrictSign (default) or StrictNoSign.
         message_id: the message id function; ``None``: js's default for the
             policy (author key + seqno, or SHA-256 of the data).
@@ -126,6 +128,7 @@ class GossipConfig:
     max_pending_validations: int = 1024
     validation_timeout: float = 10.0
     max_queued_bytes: int = 8 << 20
+    write_timeout: float = 10.0
     signature_policy: SignaturePolicy = SignaturePolicy.STRICT_SIGN
     message_id: MessageIdFn | None = None
     emit_self: bool = False

@@ -17,7 +17,9 @@ Backpressure: a peer that does not read fills its queue
 (``GossipConfig.max_queued_bytes``); further frames to it are dropped
 (gossip heals the loss) and it is charged one behavioural penalty per
 heartbeat while that lasts, which takes it out of meshes, so less is sent
-to it.
+to it. A write that does not complete within ``GossipConfig.write_timeout``
+closes the peer's gossip stream: it stops being a gossip peer (the
+connection stays).
 """
 
 from __future__ import annotations
@@ -142,6 +144,7 @@ class _Link:
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     dropped: int = 0
     overflowed: bool = False  # since the last heartbeat
+    writing_since: float | None = None  # a write in progress began then
 
 
 class Gossipsub:
@@ -216,10 +219,15 @@ class Gossipsub:
         direct_ticks = 0
         deadline = trio.current_time()
         while True:
-            for link in self._links.values():
+            now = trio.current_time()
+            for link in list(self._links.values()):
                 if link.overflowed:
                     link.overflowed = False
                     self.router.penalize(link.peer, 1)
+                if link.writing_since is not None and now - link.writing_since > cfg.write_timeout:
+                    log.warning("peer %s: has not read its gossip stream for %.0f s; closing it",
+                                link.peer, now - link.writing_since)
+                    link.scope.cancel()
             self.router.heartbeat(trio.current_time())
             self._flush()
             if self.config.direct_peers and direct_ticks % DIRECT_CONNECT_TICKS == 0:
@@ -288,6 +296,9 @@ class Gossipsub:
             link.ready.set()
             if self._links.get(peer) is link:
                 del self._links[peer]
+                inbound = self._inbound.pop(peer, None)
+                if inbound is not None:  # its RPCs would go nowhere now
+                    inbound.cancel()
                 if added:
                     self.router.remove_peer(peer, trio.current_time())
                     self._flush()
@@ -308,7 +319,9 @@ class Gossipsub:
                     batch.append(frame)
                     size += len(frame)
                 link.queued -= size
+                link.writing_since = trio.current_time()
                 await stream.send_all(b"".join(batch))
+                link.writing_since = None
         except (trio.BrokenResourceError, trio.ClosedResourceError, GutsError) as exc:
             log.info("peer %s: gossip stream closed: %s", link.peer, _reason(exc))
 
