@@ -107,6 +107,13 @@ async def test_disconnect_removes_the_peer(autojump_clock: trio.testing.MockCloc
         await hosts[0].disconnect(hosts[1].peer_id)
         await wait_until(lambda: not a.peers and not b.peers)
         assert a.mesh_peers(T) == [] and a.subscribers(T) == []
+        # and back: a new connection makes it a gossip peer again
+        with b.subscribe(T) as sub:
+            await hosts[1].connect(full_addr(hosts[0]))
+            await wait_until(lambda: hosts[1].peer_id in a.mesh_peers(T) and hosts[0].peer_id in b.peers)
+            await a.publish(T, b"again")
+            with trio.fail_after(5):
+                assert (await sub.receive()).data == b"again"
 
 
 async def test_unsubscribe_is_announced(autojump_clock: trio.testing.MockClock) -> None:

@@ -168,6 +168,7 @@ class Gossipsub:
         # restarted node does not reuse message ids.
         self.router = GossipRouter(host.peer_id, host.keypair, self.config, rng=rng, seqno=time.time_ns())
         self._links: dict[PeerId, _Link] = {}
+        self._owners: dict[PeerId, _Link] = {}  # the link that added each router peer
         self._inbound: dict[PeerId, trio.CancelScope] = {}
         self._subscriptions: dict[str, list[Subscription]] = {}
         self._validators: dict[str, Validator] = {}
@@ -202,8 +203,9 @@ class Gossipsub:
             for scope in self._inbound.values():
                 scope.cancel()
             now = trio.current_time()
-            for peer in list(self._links):
+            for peer in list(self._owners):
                 self.router.remove_peer(peer, now)
+            self._owners.clear()
             self._links.clear()
             for subs in self._subscriptions.values():
                 for sub in subs:
@@ -279,6 +281,9 @@ class Gossipsub:
                     log.info("peer %s: no gossip stream: %s", peer, _reason(exc))
                     return
                 link.stream = stream
+                if self._owners.get(peer) is not None:  # a replaced link has not cleaned up yet
+                    self.router.remove_peer(peer, trio.current_time())
+                self._owners[peer] = link
                 self.router.add_peer(
                     peer,
                     stream.protocol,
@@ -299,9 +304,10 @@ class Gossipsub:
                 inbound = self._inbound.pop(peer, None)
                 if inbound is not None:  # its RPCs would go nowhere now
                     inbound.cancel()
-                if added:
-                    self.router.remove_peer(peer, trio.current_time())
-                    self._flush()
+            if self._owners.get(peer) is link:  # this link added the peer to the router
+                del self._owners[peer]
+                self.router.remove_peer(peer, trio.current_time())
+                self._flush()
             if link.stream is not None:
                 with trio.CancelScope(shield=True):
                     await trio.aclose_forcefully(link.stream)
