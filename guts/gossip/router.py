@@ -97,6 +97,8 @@ log = logging.getLogger("guts.gossip")
 
 #: Heartbeats between sweeps of expired backoffs (js's GossipsubPruneBackoffTicks).
 BACKOFF_CLEAN_TICKS = 15
+#: Rejected messages logged at INFO per peer and heartbeat (the rest at DEBUG).
+REJECTIONS_LOGGED = 3
 #: Longest backoff we honour from a PRUNE, in seconds.
 MAX_BACKOFF = 3600.0
 
@@ -113,6 +115,7 @@ class _Peer:
     idontwant_count: int = 0
     spammed_iwant: bool = False
     warned_topics: bool = False
+    rejections_logged: int = 0  # this heartbeat
 
     @property
     def v11(self) -> bool:  # backoff and peer exchange
@@ -507,6 +510,12 @@ class GossipRouter:
         self.stats.messages_rejected += 1
         self.stats.rejections[reason] = self.stats.rejections.get(reason, 0) + 1
         self.score.reject_message(source, msg_id, topic, RejectReason.INVALID if msg_id else RejectReason.UNTRACKED, now)
+        state = self._peers.get(source)
+        if state is not None:  # a few log lines per peer and heartbeat, not one per message of a flood
+            state.rejections_logged += 1
+            if state.rejections_logged > REJECTIONS_LOGGED:
+                log.debug("peer %s: message on %r rejected: %s", source, topic, reason)
+                return
         log.info("peer %s: message on %r rejected: %s", source, topic, reason)
 
     def _on_message(self, source: PeerId, raw: RawMessage, now: float) -> None:
@@ -873,6 +882,7 @@ class GossipRouter:
                 self.score.add_penalty(peer, 1)
                 state.spammed_iwant = False
             state.ihave_count = state.iasked = state.iwant_count = state.idontwant_count = 0
+            state.rejections_logged = 0
             if state.dont_send:
                 stale = [m for m, tick in state.dont_send.items() if ticks - tick >= cfg.history_length]
                 for msg_id in stale:
