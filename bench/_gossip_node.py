@@ -55,6 +55,7 @@ async def main() -> None:
                     while b"\n" in buf:
                         line, buf = buf.split(b"\n", 1)
                         cmd = json.loads(line)
+                        reply: dict[str, object]
                         if cmd["cmd"] == "cpu":
                             reply = {"cpu": cpu()}
                         elif cmd["cmd"] == "publish":

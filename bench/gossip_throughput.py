@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
@@ -52,7 +53,7 @@ BATCH = 500
 # ---------------------------------------------------------------- 1. the router alone
 
 
-def _router_with_mesh(peers: int = 7) -> tuple[GossipRouter, list]:
+def _router_with_mesh(peers: int = 7) -> tuple[GossipRouter, list[KeyPair]]:
     me = KeyPair.generate()
     router = GossipRouter(me.peer_id, me, GossipConfig(), rng=random.Random(1), seqno=1)
     others = [KeyPair.generate() for _ in range(peers)]
@@ -104,14 +105,15 @@ class Child:
         )
         self.addr = self._read()["addr"]
 
-    def _read(self) -> dict:
+    def _read(self) -> dict[str, Any]:
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line:
             raise RuntimeError("the benchmark node exited")
-        return json.loads(line)
+        reply: dict[str, Any] = json.loads(line)
+        return reply
 
-    async def call(self, **cmd: object) -> dict:
+    async def call(self, **cmd: object) -> dict[str, Any]:
         assert self.proc.stdin is not None
         self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
         self.proc.stdin.flush()

@@ -32,6 +32,7 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
@@ -124,7 +125,7 @@ async def _run_node(
                     )
 
 
-def _percentile(values: list[float], q: float) -> float:
+def _percentile(values: Sequence[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
@@ -197,13 +198,13 @@ async def _simulate(params: Params, config: GossipConfig, label: str, kill: bool
         counts = {False: [0, 0], True: [0, 0]}
         everyone = [0, 0]
         kill_time = published[kill_at][2] if kill_at >= 0 else float("inf")
-        for msg_id, publisher, at, after in published:
+        for msg_id, origin, at, after in published:
             got = arrivals.get(msg_id, {})
             if at <= kill_time - 1.0:
                 everyone[1] += params.nodes - 1
                 everyone[0] += len(got) - 1
             for node in survivors:
-                if node.index == publisher:
+                if node.index == origin:
                     continue
                 counts[after][1] += 1
                 if node.index in got:
@@ -211,7 +212,7 @@ async def _simulate(params: Params, config: GossipConfig, label: str, kill: bool
                     result.latencies.append(got[node.index][0] - at)
                 elif len(result.undelivered) < 10:
                     result.undelivered.append(f"message {msg_id.hex()[-8:]} to node {node.index}")
-            result.hops.extend(_hops(got, publisher, index_of))
+            result.hops.extend(_hops(got, origin, index_of))
         result.before_kill = (counts[False][0], counts[False][1])
         result.before_kill_all = (everyone[0], everyone[1])
         result.after_kill = (counts[True][0], counts[True][1])

@@ -16,6 +16,7 @@ peer, next to whatever control entries that peer's RPC piggybacks.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError as _PbDecodeError
@@ -300,8 +301,8 @@ def _optional(msg: object, name: str) -> bytes | None:
     return getattr(msg, name) if msg.HasField(name) else None  # type: ignore[attr-defined]
 
 
-def _ids(ids: object, limits: RpcLimits, what: str) -> tuple[bytes, ...]:
-    out = tuple(ids)  # type: ignore[call-overload]
+def _ids(ids: Iterable[bytes], limits: RpcLimits, what: str) -> tuple[bytes, ...]:
+    out = tuple(ids)
     _check(len(out), limits.max_ids_per_entry, f"message ids in one {what}")
     return out
 

@@ -374,7 +374,7 @@ class Gossipsub:
                 if decoder.buffered:
                     log.info("peer %s: gossip stream ended inside an RPC", peer)
                 return
-            decoder.receive_data(data)
+            decoder.receive_data(bytes(data))
             now = trio.current_time()
             # raises DecodeError on a bad frame: the host logs it, naming the
             # peer and the reason, and resets this stream
