@@ -282,3 +282,29 @@ async def test_a_peer_that_never_reads_is_cut_off_and_penalised(autojump_clock: 
             await wait_until(lambda: sink.peer_id not in gv.peers, timeout=cfg.write_timeout + 5)
             assert honest.peer_id in gv.peers
             assert victim.connection(sink.peer_id) is not None  # only the gossip stream went
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+async def test_peer_exchange_dials_offered_peers_with_known_addresses(
+    autojump_clock: trio.testing.MockClock, trusted: bool
+) -> None:
+    from guts.gossip import ScoreParams
+    from guts.gossip._codec import ControlMessage, Prune, PxPeer
+
+    async with memory_hosts(4) as (a, pruner, known, unknown):
+        # PX is taken only from a peer scoring at least accept_px_threshold (10)
+        score = 20.0 if trusted else 5.0
+        cfg = GossipConfig(score_params=ScoreParams(app_specific_score=lambda p: score if p == pruner.peer_id else 0.0))
+        async with open_gossipsub(a, cfg) as ga:
+            ga.subscribe(T)
+            a.peerstore.add_addrs(known.peer_id, known.listen_addrs)  # learnt elsewhere (the DHT, a config)
+            stream = await raw_gossip_stream(pruner, a)
+            await wait_until(lambda: pruner.peer_id in ga.peers)
+            offered = (PxPeer(known.peer_id.to_bytes()), PxPeer(unknown.peer_id.to_bytes()), PxPeer(b"not a peer id"))
+            prune = RPC(control=ControlMessage(prune=(Prune(T, offered, 60),)))
+            await stream.send_all(encode_length_prefixed(encode_rpc(prune)))
+            if trusted:
+                await wait_until(lambda: a.connection(known.peer_id) is not None)
+            await trio.sleep(1)
+            assert (a.connection(known.peer_id) is not None) == trusted
+            assert a.connection(unknown.peer_id) is None  # no address for it: not dialled
