@@ -285,13 +285,15 @@ async def test_a_peer_that_never_reads_is_cut_off_and_penalised(autojump_clock: 
 
 
 @pytest.mark.parametrize("trusted", [True, False])
-async def test_peer_exchange_dials_offered_peers_with_known_addresses(
+async def test_peer_exchange_dials_offered_peers(
     autojump_clock: trio.testing.MockClock, trusted: bool
 ) -> None:
     from guts.gossip import ScoreParams
     from guts.gossip._codec import ControlMessage, Prune, PxPeer
 
-    async with memory_hosts(4) as (a, pruner, known, unknown):
+    from guts.gossip._peer_record import seal_peer_record
+
+    async with memory_hosts(6) as (a, pruner, known, unknown, recorded, forged):
         # PX is taken only from a peer scoring at least accept_px_threshold (10)
         score = 20.0 if trusted else 5.0
         cfg = GossipConfig(score_params=ScoreParams(app_specific_score=lambda p: score if p == pruner.peer_id else 0.0))
@@ -300,11 +302,22 @@ async def test_peer_exchange_dials_offered_peers_with_known_addresses(
             a.peerstore.add_addrs(known.peer_id, known.listen_addrs)  # learnt elsewhere (the DHT, a config)
             stream = await raw_gossip_stream(pruner, a)
             await wait_until(lambda: pruner.peer_id in ga.peers)
-            offered = (PxPeer(known.peer_id.to_bytes()), PxPeer(unknown.peer_id.to_bytes()), PxPeer(b"not a peer id"))
+            offered = (
+                PxPeer(known.peer_id.to_bytes()),
+                PxPeer(unknown.peer_id.to_bytes()),
+                PxPeer(b"not a peer id"),
+                # its own signed record: dialled at the addresses it signed
+                PxPeer(recorded.peer_id.to_bytes(), seal_peer_record(recorded.keypair, 1, recorded.listen_addrs)),
+                # a record signed by someone else: refused
+                PxPeer(forged.peer_id.to_bytes(), seal_peer_record(pruner.keypair, 1, forged.listen_addrs)),
+            )
             prune = RPC(control=ControlMessage(prune=(Prune(T, offered, 60),)))
             await stream.send_all(encode_length_prefixed(encode_rpc(prune)))
             if trusted:
-                await wait_until(lambda: a.connection(known.peer_id) is not None)
+                await wait_until(lambda: a.connection(known.peer_id) is not None
+                                 and a.connection(recorded.peer_id) is not None)
             await trio.sleep(1)
             assert (a.connection(known.peer_id) is not None) == trusted
+            assert (a.connection(recorded.peer_id) is not None) == trusted
             assert a.connection(unknown.peer_id) is None  # no address for it: not dialled
+            assert a.connection(forged.peer_id) is None and not a.peerstore.addrs(forged.peer_id)

@@ -46,7 +46,10 @@ class GossipConfig:
         backoff_slack: heartbeats we wait beyond a peer's backoff before
             grafting it again (it clears its own backoff in its heartbeat).
         graft_flood_threshold: a GRAFT this soon after a PRUNE is penalised twice.
-        do_px: offer peer exchange in PRUNEs of the heartbeat.
+        do_px: offer peer exchange in PRUNEs of the heartbeat (peer ids only:
+            Guts keeps no other peers' signed records to pass on). Offers we
+            receive from peers above ``accept_px_threshold`` are dialled, at
+            the addresses of their signed peer records when they carry them.
         prune_peers: peers offered in one PRUNE.
         flood_publish: our own messages go to every topic peer above the
             publish threshold, not only the mesh.

@@ -37,6 +37,7 @@ import trio
 from guts.errors import GutsError
 from guts.gossip._codec import PxPeer
 from guts.gossip._config import PROTOCOLS, GossipConfig
+from guts.gossip._peer_record import InvalidPeerRecord, open_peer_record
 from guts.gossip.router import (
     GossipMessage,
     GossipRouter,
@@ -436,12 +437,22 @@ class Gossipsub:
         self._flush()
 
     def _peer_exchange(self, event: PeersExchanged) -> None:
-        """Dial offered peers whose addresses we know (we do not read signed
-        peer records, so an unknown peer's address must come from elsewhere)."""
+        """Dial the peers a trusted pruner offered: at the addresses of their
+        signed peer records when the offer carries them, else at addresses
+        the peerstore already knows (none: the peer is not dialled)."""
         for px in event.peers:
             peer = _peer_of(px)
             if peer is None or peer == self.host.peer_id or self.host.connection(peer) is not None:
                 continue
+            if px.signed_peer_record is not None:
+                try:
+                    record = open_peer_record(px.signed_peer_record)
+                    if record.peer_id != peer:
+                        raise InvalidPeerRecord(f"the record is {record.peer_id}'s")
+                except InvalidPeerRecord as exc:
+                    log.info("peer %s: peer exchange record for %s refused: %s", event.pruned_by, peer, exc)
+                    continue
+                self.host.peerstore.add_addrs(peer, record.addrs)
             if not self.host.peerstore.addrs(peer) or len(self._dialing) >= PX_CONNECTORS:
                 continue
             self._dial(peer)

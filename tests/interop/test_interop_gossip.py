@@ -239,3 +239,26 @@ async def test_lazy_pull_through_a_guts_relay(spawn_js: SpawnJs, protocol: str) 
 
 async def _async_true(value: bool) -> bool:
     return value
+
+
+async def test_js_signed_peer_records_open(spawn_js: SpawnJs) -> None:
+    """What a js node would put in peer exchange: its signed peer record
+    (here as js's identify sends it) opens with our verifier."""
+    from guts.gossip._peer_record import open_peer_record
+    from guts.identify import IDENTIFY
+    from guts.pb import identify_pb2
+    from guts.wire import MessageStream
+
+    js = await spawn_js(listen=[TCP])
+    async with guts_nodes([None]) as (node,):
+        conn = await node.host.connect(Multiaddr.parse(js.addr("tcp")))
+        with trio.fail_after(10):
+            await conn.identified.wait()  # js serves one identify at a time per connection
+        stream = await conn.new_stream([IDENTIFY])
+        data = await MessageStream(stream, 64 * 1024).receive()
+        assert data is not None
+        message = identify_pb2.Identify.FromString(data)
+        assert message.HasField("signedPeerRecord")
+        record = open_peer_record(message.signedPeerRecord)
+        assert str(record.peer_id) == js.peer_id
+        assert Multiaddr.parse(js.addr("tcp").split("/p2p/")[0]) in record.addrs
