@@ -45,8 +45,10 @@ class DhtConfig:
         mode: client, server or auto (see :class:`DhtMode`).
         k: bucket size and replication (spec: 20).
         alpha: requests in flight per lookup (js and newer spec revisions: 10).
-        request_timeout: seconds for one request, dial included; also when
-            a lookup stops waiting for a peer.
+        request_timeout: seconds for one request, dial included.
+        peer_timeout: seconds after which a lookup stops waiting for a peer
+            (its slot and the termination rule move on; an answer that still
+            comes within ``request_timeout`` counts).
         query_timeout: seconds for a whole lookup.
         bootstrap: peers to join through (multiaddrs ending in ``/p2p/<id>``).
         refresh_interval: seconds between self-lookups and refreshes of
@@ -73,6 +75,7 @@ class DhtConfig:
     k: int = 20
     alpha: int = 10
     request_timeout: float = 10.0
+    peer_timeout: float = 3.0
     query_timeout: float = 60.0
     bootstrap: tuple[Multiaddr, ...] = ()
     refresh_interval: float = 300.0

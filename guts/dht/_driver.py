@@ -5,7 +5,7 @@ lookup: when the lookup finishes (or its ``query_timeout`` passes), the
 requests still out are cancelled. The loop wakes when an answer arrives
 or when the earliest waiting request reaches its per-peer timeout,
 whichever comes first, so a silent peer holds its slot no longer than
-``request_timeout``.
+``peer_timeout``.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ async def run_lookup(
     lookup = Lookup(
         target,
         seeds,
-        LookupConfig(k=cfg.k, alpha=cfg.alpha, peer_timeout=cfg.request_timeout, max_peers=cfg.lookup_max_peers),
+        LookupConfig(k=cfg.k, alpha=cfg.alpha, peer_timeout=min(cfg.peer_timeout, cfg.request_timeout), max_peers=cfg.lookup_max_peers),
         exclude=[dht.peer_id],
     )
     waker = _Waker()
