@@ -132,3 +132,21 @@ async def test_custom_protocol_id(autojump_clock: trio.testing.MockClock) -> Non
     async with dht_network(3, cfg) as (hosts, dhts):
         assert "/ipfs/kad/1.0.0" in hosts[0].protocols and "/guts/kad/1.0.0" not in hosts[0].protocols
         assert len(dhts[0].table) == 2
+
+
+async def test_connections_opened_by_lookups_are_trimmed(autojump_clock: trio.testing.MockClock) -> None:
+    from guts.host import Direction
+
+    cfg = DhtConfig(mode=DhtMode.SERVER, refresh_interval=3600, max_dialed_connections=2)
+    async with dht_network(12, cfg) as (hosts, dhts):
+        for key in (b"a", b"b", b"c"):
+            result = await dhts[-1].find_closest_peers(key)
+            assert len(result.peers) == 11
+        await trio.sleep(1)
+        outbound = [c for c in hosts[-1].connections if c.direction is Direction.OUTBOUND]
+        # the bootstrap connection, plus at most two the DHT dialled itself
+        assert len(outbound) <= 3
+        assert len(dhts[-1]._dialed) <= 2
+        # still works after trimming: dials again as needed
+        info = await dhts[-1].find_peer(hosts[0].peer_id)
+        assert info.addrs == tuple(hosts[0].listen_addrs)

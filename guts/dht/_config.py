@@ -68,6 +68,10 @@ class DhtConfig:
         max_streams_per_peer: inbound DHT streams served at once per peer.
         stream_idle_timeout: seconds an inbound stream may sit between requests.
         lookup_max_peers: candidates a lookup remembers.
+        max_dialed_connections: connections the DHT opened itself and keeps;
+            past it, the least recently used one with no stream open (of any
+            protocol) is closed, so lookups do not fill the host's connection
+            limit. ``None`` keeps them all.
     """
 
     protocol: str = DEFAULT_PROTOCOL
@@ -92,3 +96,4 @@ class DhtConfig:
     max_streams_per_peer: int = 16
     stream_idle_timeout: float = 10.0
     lookup_max_peers: int = 400
+    max_dialed_connections: int | None = 32

@@ -133,6 +133,8 @@ class Dht:
         self._inbound: Counter[PeerId] = Counter()
         self._refusals_logged: OrderedDict[PeerId, float] = OrderedDict()
         self._checking: set[PeerId] = set()
+        self._dialed: OrderedDict[PeerId, None] = OrderedDict()  # connections we opened, least recently used first
+        self._busy: Counter[PeerId] = Counter()  # our requests in flight per peer
         self._nursery: trio.Nursery | None = None
         self._peers_saved_at = 0.0
         self._table_dirty = False
@@ -434,6 +436,38 @@ class Dht:
             RequestFailed: dial, negotiation, timeout, a broken stream, or a
                 malformed or mismatched answer (the reason is logged).
         """
+        cfg = self.config
+        if self.host.connection(peer) is None:
+            self._dialed[peer] = None
+        if peer in self._dialed:
+            self._dialed.move_to_end(peer)
+        self._busy[peer] += 1
+        try:
+            return await self._request(peer, message, expect_response)
+        finally:
+            self._busy[peer] -= 1
+            if not self._busy[peer]:
+                del self._busy[peer]
+            self._trim_connections()
+
+    def _trim_connections(self) -> None:
+        """Close the least recently used idle connections we opened beyond the cap."""
+        cap = self.config.max_dialed_connections
+        if cap is None or len(self._dialed) <= cap:
+            return
+        for peer in list(self._dialed):
+            if len(self._dialed) <= cap:
+                break
+            if self._busy[peer]:
+                continue  # a request of ours is dialling or using it
+            conn = self.host.connection(peer)
+            if conn is None:
+                del self._dialed[peer]
+            elif conn.muxer.stream_count == 0:
+                del self._dialed[peer]
+                self._spawn(conn.aclose)
+
+    async def _request(self, peer: PeerId, message: KadMessage, expect_response: bool) -> KadMessage | None:
         cfg = self.config
         try:
             with trio.fail_after(cfg.request_timeout):
