@@ -150,3 +150,72 @@ async def test_connections_opened_by_lookups_are_trimmed(autojump_clock: trio.te
         # still works after trimming: dials again as needed
         info = await dhts[-1].find_peer(hosts[0].peer_id)
         assert info.addrs == tuple(hosts[0].listen_addrs)
+
+
+class FakeWallClock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_republish_and_expiry(autojump_clock: trio.testing.MockClock) -> None:
+    clock = FakeWallClock()
+    async with memory_hosts(3) as hosts, trio.open_nursery() as nursery:
+        dhts = []
+        for i, host in enumerate(hosts):
+            boot = (full_addr(hosts[0]),) if i else ()
+            dht = Dht(host, DhtConfig(mode=DhtMode.SERVER, bootstrap=boot, refresh_interval=3600), clock=clock)
+            await nursery.start(dht.run)
+            await dht.bootstrap()
+            dhts.append(dht)
+        key = multihash(b"republished")
+        await dhts[1].provide(key)
+        await dhts[1].put_value(b"/guts/v", b"x")
+        held = dhts[2].providers.get(key, hosts[1].peer_id)
+        assert held is not None and dhts[2].values.get(b"/guts/v", clock.now) is not None
+        # 23 h later: the provider republishes (its 22 h interval passed), so the
+        # copies elsewhere are renewed
+        clock.now += 23 * 3600
+        await dhts[1].cleanup()
+        renewed = dhts[2].providers.get(key, hosts[1].peer_id)
+        assert renewed is not None and renewed.received == clock.now
+        assert dhts[2].values.get(b"/guts/v", clock.now).received == clock.now
+        # a record nobody renews is gone 48 h after it arrived
+        await dhts[2].provide(multihash(b"left alone"))
+        clock.now += 49 * 3600
+        await dhts[0].cleanup()
+        assert dhts[0].providers.get(multihash(b"left alone"), hosts[2].peer_id) is None
+        assert dhts[0].providers.get(key, hosts[1].peer_id) is None
+        nursery.cancel_scope.cancel()
+
+
+async def test_full_bucket_pings_its_oldest_peer(autojump_clock: trio.testing.MockClock) -> None:
+    from guts.dht._key import bucket_index, kad_key
+
+    async with memory_hosts(8) as hosts:
+        me, rest = hosts[0], hosts[1:]
+        dht = Dht(me, DhtConfig(mode=DhtMode.SERVER, k=1))
+        for h in rest:
+            Dht(h, DhtConfig(mode=DhtMode.SERVER))
+
+        def bucket(h: Host) -> int | None:
+            return bucket_index(dht.table.local_key, kad_key(h.peer_id.to_bytes()))
+
+        same = [h for h in rest if bucket(h) == 255][:3]
+        assert len(same) == 3
+        first, second, third = same
+
+        async def join(h: Host) -> None:
+            conn = await me.connect(full_addr(h))
+            await conn.identified.wait()
+            await trio.sleep(1)
+
+        await join(first)
+        assert dht.table.peers() == [first.peer_id]
+        await join(second)  # bucket full: first is pinged, answers, stays
+        assert dht.table.peers() == [first.peer_id] and dht.table.replacement_count() == 1
+        await first.aclose()  # first goes away
+        await join(third)  # the check of first fails: the newest candidate takes its place
+        assert dht.table.peers() == [third.peer_id]
