@@ -146,7 +146,7 @@ async def test_connections_opened_by_lookups_are_trimmed(autojump_clock: trio.te
         outbound = [c for c in hosts[-1].connections if c.direction is Direction.OUTBOUND]
         # the bootstrap connection, plus at most two the DHT dialled itself
         assert len(outbound) <= 3
-        assert len(dhts[-1]._dialed) <= 2
+        assert dhts[-1].client.dialed <= 2
         # still works after trimming: dials again as needed
         info = await dhts[-1].find_peer(hosts[0].peer_id)
         assert info.addrs == tuple(hosts[0].listen_addrs)
@@ -166,7 +166,8 @@ async def test_republish_and_expiry(autojump_clock: trio.testing.MockClock) -> N
         dhts = []
         for i, host in enumerate(hosts):
             boot = (full_addr(hosts[0]),) if i else ()
-            dht = Dht(host, DhtConfig(mode=DhtMode.SERVER, bootstrap=boot, refresh_interval=3600), clock=clock)
+            cfg = DhtConfig(mode=DhtMode.SERVER, bootstrap=boot, refresh_interval=1e9, cleanup_interval=1e9)
+            dht = Dht(host, cfg, clock=clock)  # cleanup() runs only when the test calls it
             await nursery.start(dht.run)
             await dht.bootstrap()
             dhts.append(dht)

@@ -20,23 +20,14 @@ import trio
 from guts.dht._codec import KadMessage
 from guts.dht._key import kad_key
 from guts.dht.lookup import Lookup, LookupConfig
-from guts.errors import GutsError
+from guts.dht._client import RequestFailed
 from guts.peer import PeerId
 from guts.peerstore import PeerInfo
 
 if TYPE_CHECKING:
     from guts.dht.protocol import Dht
 
-__all__ = ["LookupResult", "RequestFailed", "run_lookup"]
-
-
-class RequestFailed(GutsError):
-    """A DHT request to one peer failed (the lookup carries on without it)."""
-
-    def __init__(self, peer: PeerId, reason: str) -> None:
-        super().__init__(f"{peer}: {reason}")
-        self.peer = peer
-        self.reason = reason
+__all__ = ["LookupResult", "run_lookup"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ Wire behaviour (libp2p/specs kad-dht, checked against js kad-dht 16):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -37,19 +38,14 @@ from guts.crypto import PublicKey
 from guts.dht._addrs import AddrScope, addr_reach, auto_scope, filter_addrs
 from guts.dht._codec import KadMessage, KadPeer, MessageType, Record, decode_message, encode_message
 from guts.dht._config import DhtConfig, DhtMode
-from guts.dht._driver import LookupResult, RequestFailed, run_lookup
+from guts.dht._client import KadClient, RequestFailed
+from guts.dht._driver import LookupResult, run_lookup
 from guts.dht._key import kad_key, random_key_bytes_in_bucket
 from guts.dht._server import KadServer
 from guts.dht._store import DhtStore
 from guts.dht.records import ProviderStore, PutResult, RateLimiter, ValueStore, default_validators
 from guts.dht.routing_table import AddResult, RoutingTable
-from guts.errors import (
-    GutsError,
-    InvalidRecord,
-    PeerNotFound,
-    RecordNotFound,
-    RemoteProtocolError,
-)
+from guts.errors import GutsError, InvalidRecord, PeerNotFound, RecordNotFound
 from guts.host import Host, HostEvent, PeerIdentified
 from guts.multiaddr import Multiaddr
 from guts.peer import PeerId
@@ -133,8 +129,7 @@ class Dht:
         self._inbound: Counter[PeerId] = Counter()
         self._refusals_logged: OrderedDict[PeerId, float] = OrderedDict()
         self._checking: set[PeerId] = set()
-        self._dialed: OrderedDict[PeerId, None] = OrderedDict()  # connections we opened, least recently used first
-        self._busy: Counter[PeerId] = Counter()  # our requests in flight per peer
+        self.client = KadClient(host, cfg, self._spawn)
         self._nursery: trio.Nursery | None = None
         self._peers_saved_at = 0.0
         self._table_dirty = False
@@ -257,20 +252,27 @@ class Dht:
         if dropped:
             log.info("DHT: %d expired records dropped", dropped)
         due = self.config.records.republish_interval
-        for key in self.providers.keys():
-            rec = self.providers.get(key, self.peer_id)
-            if rec is not None and now - rec.received >= due:
-                await self._try(self.provide(key), f"republishing provider record {key.hex()}")
-        for value in self.values.own():
-            if now - value.received >= due:
-                self.values.restore(value.__class__(value.key, value.value, now, value.expires, None))
-                await self._try(self.put_value(value.key, value.value), f"republishing {value.key!r}")
+        own_keys = [
+            key for key in self.providers.keys()
+            if (rec := self.providers.get(key, self.peer_id)) is not None and now - rec.received >= due
+        ]
+        own_values = [v for v in self.values.own() if now - v.received >= due]
+        limit = trio.CapacityLimiter(4)
 
-    async def _try(self, work: Any, what: str) -> None:
-        try:
-            await work
-        except GutsError as exc:
-            log.info("DHT: %s failed: %s", what, exc)
+        async def republish(fn: Callable[..., Any], args: tuple[bytes, ...], what: str) -> None:
+            async with limit:
+                try:
+                    await fn(*args)
+                except GutsError as exc:
+                    log.info("DHT: %s failed: %s", what, exc)
+
+        async with trio.open_nursery() as nursery:
+            for key in own_keys:
+                nursery.start_soon(republish, self.provide, (key,), f"republishing provider record {key.hex()}")
+            for value in own_values:
+                # Restart the value's republish interval, then put it again.
+                self.values.restore(dataclasses.replace(value, received=now))
+                nursery.start_soon(republish, self.put_value, (value.key, value.value), f"republishing {value.key!r}")
 
     async def bootstrap(self) -> int:
         """Connect to the configured bootstrap peers, then look ourselves up.
@@ -430,81 +432,18 @@ class Dht:
         return out
 
     async def request(self, peer: PeerId, message: KadMessage, *, expect_response: bool = True) -> KadMessage | None:
-        """Send one request on a new stream and read the answer.
+        """Send one request and read the answer; a peer that answers is a
+        server worth keeping, one that fails counts a failure in the table.
 
         Raises:
-            RequestFailed: dial, negotiation, timeout, a broken stream, or a
-                malformed or mismatched answer (the reason is logged).
+            RequestFailed: see :meth:`KadClient.request`.
         """
-        cfg = self.config
-        if self.host.connection(peer) is None:
-            self._dialed[peer] = None
-        if peer in self._dialed:
-            self._dialed.move_to_end(peer)
-        self._busy[peer] += 1
         try:
-            return await self._request(peer, message, expect_response)
-        finally:
-            self._busy[peer] -= 1
-            if not self._busy[peer]:
-                del self._busy[peer]
-            self._trim_connections()
-
-    def _trim_connections(self) -> None:
-        """Close the least recently used idle connections we opened beyond the cap."""
-        cap = self.config.max_dialed_connections
-        if cap is None or len(self._dialed) <= cap:
-            return
-        for peer in list(self._dialed):
-            if len(self._dialed) <= cap:
-                break
-            if self._busy[peer]:
-                continue  # a request of ours is dialling or using it
-            conn = self.host.connection(peer)
-            if conn is None:
-                del self._dialed[peer]
-            elif conn.muxer.stream_count == 0:
-                del self._dialed[peer]
-                self._spawn(conn.aclose)
-
-    async def _request(self, peer: PeerId, message: KadMessage, expect_response: bool) -> KadMessage | None:
-        cfg = self.config
-        try:
-            with trio.fail_after(cfg.request_timeout):
-                stream = await self.host.new_stream(peer, [cfg.protocol])
-                try:
-                    messages = MessageStream(stream, cfg.codec.max_message)
-                    await messages.send(encode_message(message))
-                    if not expect_response:
-                        return None
-                    data = await messages.receive()
-                finally:
-                    with trio.CancelScope(shield=True), trio.move_on_after(1):
-                        try:
-                            await stream.aclose()
-                        except (trio.BrokenResourceError, trio.ClosedResourceError):
-                            pass
-            if data is None:
-                raise RemoteProtocolError("stream closed without an answer")
-            response = decode_message(data, cfg.codec)
-            if response.type is not message.type:
-                raise RemoteProtocolError(f"answered {message.type.name} with {response.type.name}")
-        except trio.TooSlowError:
+            response = await self.client.request(peer, message, expect_response=expect_response)
+        except RequestFailed:
             self.table.on_failure(peer, self._clock())
-            log.debug("peer %s: DHT %s timed out", peer, message.type.name)
-            raise RequestFailed(peer, "timed out") from None
-        except RemoteProtocolError as exc:
-            self.table.on_failure(peer, self._clock())
-            log.warning("peer %s: bad DHT answer to %s: %s", peer, message.type.name, exc)
-            raise RequestFailed(peer, str(exc)) from None
-        except (GutsError, OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self.table.on_failure(peer, self._clock())
-            log.debug("peer %s: DHT %s failed: %s", peer, message.type.name, exc)
-            raise RequestFailed(peer, f"{type(exc).__name__}: {exc}") from None
-        # It answered on the protocol: a server worth keeping.
+            raise
         self._admit(peer)
-        if response.skipped_addrs:
-            log.debug("peer %s: %d addresses in a DHT answer skipped", peer, response.skipped_addrs)
         return response
 
     # -- public operations -------------------------------------------------------------
