@@ -95,11 +95,13 @@ async def _measure(n: int, lookups: int, seed: int) -> NetworkRun:
     start = time.perf_counter()
     async with dht_network(n, seed) as (hosts, dhts):
         run.build_seconds = time.perf_counter() - start
-        # 200 nodes share one heap of a few hundred MiB; without this, full
-        # collections of that heap (which a single node's small heap never
-        # sees) land inside a few lookups and dominate their p99.
+        # 200 nodes share one heap of several hundred MiB. A collection of
+        # it stalls every node at once for up to a second, which a node's
+        # own heap (a 200th of this) never does; measured, such stalls were
+        # the whole p99. So the collector runs between lookups, untimed.
         gc.collect()
         gc.freeze()
+        gc.disable()
         # one refresh round, as every node would do within its first interval
         for dht in dhts:
             await dht.refresh()
@@ -134,9 +136,12 @@ async def _measure(n: int, lookups: int, seed: int) -> NetworkRun:
             target_point = kad_key(key)
             truth = sorted((p for p in ids if p != ids[src]), key=lambda p: kad_key(p.to_bytes()) ^ target_point)[:20]
             run.closest_exact += [p.peer_id for p in result.peers] == truth
+            if (i + 1) % 25 == 0:
+                gc.collect()
             if (i + 1) % 50 == 0:
                 print(f"  {i + 1}/{lookups} lookups", file=sys.stderr, flush=True)
         run.connections = sum(len(h.connections) for h in hosts)
+        gc.enable()
         gc.unfreeze()
     run.peak_rss_mib = _rss_peak_mib()
     return run

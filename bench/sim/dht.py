@@ -5,7 +5,9 @@ process on the memory transport; each joins through a random earlier
 node, all refresh once, then 200 find-peer lookups (every node looks up
 a random other node it is not connected to) and 200 closest-peer lookups
 for random keys. Trio's real clock: the latencies are what one process on
-this machine needs for the whole stack of both ends, not network time.
+this machine needs for the whole stack of both ends, not network time;
+garbage collection of the shared heap runs between lookups (see
+bench/README.md).
 
 (b) Message level: the sans-IO lookup core with 10,000 nodes, 10% of
 which never answer, routing tables as a settled network would have them,
