@@ -126,6 +126,7 @@ class Dht:
         )
         self._serving = False
         self._mode = DhtMode.CLIENT
+        self._scope_for: tuple[tuple[Multiaddr, ...], AddrScope] = ((), AddrScope.LOCAL)
         self._inbound: Counter[PeerId] = Counter()
         self._refusals_logged: OrderedDict[PeerId, float] = OrderedDict()
         self._checking: set[PeerId] = set()
@@ -147,9 +148,13 @@ class Dht:
 
     @property
     def addr_scope(self) -> AddrScope:
+        """Which addresses we keep and hand out (see :mod:`guts.dht._addrs`)."""
         if self.config.addr_scope is not None:
             return self.config.addr_scope
-        return auto_scope(self.host.announce_addrs or self.host.listen_addrs)
+        own = tuple(self.host.announce_addrs or self.host.listen_addrs)
+        if self._scope_for[0] != own:
+            self._scope_for = (own, auto_scope(own))
+        return self._scope_for[1]
 
     @property
     def routing_table_size(self) -> int:
@@ -189,7 +194,9 @@ class Dht:
             if peer == self.peer_id:
                 continue
             self.host.peerstore.add_addrs(peer, addrs)
-            self.table.add(peer, addrs, last_seen)
+            outcome = self.table.add(peer, addrs, last_seen)
+            if outcome.check is not None:
+                self._spawn(self._check_liveness, outcome.check)
         log.info(
             "DHT state loaded from %s: %d peers, %d provider records, %d values",
             store.path, len(self.table), len(self.providers), len(self.values),
@@ -280,6 +287,7 @@ class Dht:
         Returns:
             The routing table's size afterwards.
         """
+        self.update_mode()  # AUTO: our addresses may have changed since we started
         addrs = self.config.bootstrap
         if addrs:
 
