@@ -193,20 +193,36 @@ async def test_republish_and_expiry(autojump_clock: trio.testing.MockClock) -> N
 
 
 async def test_full_bucket_pings_its_oldest_peer(autojump_clock: trio.testing.MockClock) -> None:
+    from contextlib import AsyncExitStack
+
+    from guts.crypto import KeyPair
     from guts.dht._key import bucket_index, kad_key
+    from guts.host import HostConfig, open_host
+    from guts.identify import Identify
+    from guts.multiaddr import Multiaddr
+    from guts.transport import MemoryNetwork, MemoryTransport
 
-    async with memory_hosts(8) as hosts:
-        me, rest = hosts[0], hosts[1:]
+    me_key = KeyPair.from_seed(bytes(32))
+    local = kad_key(me_key.peer_id.to_bytes())
+    keys = [me_key]
+    seed = 1
+    while len(keys) < 4:  # three more peers, all in our bucket 255
+        pair = KeyPair.from_seed(seed.to_bytes(32, "big"))
+        seed += 1
+        if bucket_index(local, kad_key(pair.peer_id.to_bytes())) == 255:
+            keys.append(pair)
+    network = MemoryNetwork()
+    async with AsyncExitStack() as stack:
+        hosts = []
+        for pair in keys:
+            h = await stack.enter_async_context(open_host(pair, [MemoryTransport(network)], HostConfig(keep_alive=0)))
+            Identify(h)
+            await h.listen(Multiaddr.parse("/memory/0"))
+            hosts.append(h)
+        me, first, second, third = hosts
         dht = Dht(me, DhtConfig(mode=DhtMode.SERVER, k=1))
-        for h in rest:
+        for h in hosts[1:]:
             Dht(h, DhtConfig(mode=DhtMode.SERVER))
-
-        def bucket(h: Host) -> int | None:
-            return bucket_index(dht.table.local_key, kad_key(h.peer_id.to_bytes()))
-
-        same = [h for h in rest if bucket(h) == 255][:3]
-        assert len(same) == 3
-        first, second, third = same
 
         async def join(h: Host) -> None:
             conn = await me.connect(full_addr(h))
