@@ -107,7 +107,9 @@ class Dht:
         self._clock = clock
         self._rng = rng or random.Random()
         self.peer_id = host.peer_id
-        self.table = RoutingTable(host.peer_id, cfg.k, now=clock())
+        self.table = RoutingTable(host.peer_id, cfg.k)
+        #: Set once the first bootstrap of :meth:`run` is done.
+        self.bootstrapped = trio.Event()
         self.providers = ProviderStore(cfg.records)
         validators = cfg.validators if cfg.validators is not None else default_validators(cfg.records.max_value)
         self.values = ValueStore(validators, cfg.records)
@@ -223,10 +225,14 @@ class Dht:
                 nursery.start_soon(self._flush_loop)
                 nursery.start_soon(self._cleanup_loop)
                 await self.bootstrap()
+                self.bootstrapped.set()
                 while True:
                     await trio.sleep(self.config.refresh_interval)
-                    self.update_mode()
-                    await self.refresh()
+                    if len(self.table):
+                        self.update_mode()
+                        await self.refresh()
+                    else:
+                        await self.bootstrap()
         finally:
             self._nursery = None
             self._table_dirty = True
@@ -282,7 +288,8 @@ class Dht:
                 nursery.start_soon(republish, self.put_value, (value.key, value.value), f"republishing {value.key!r}")
 
     async def bootstrap(self) -> int:
-        """Connect to the configured bootstrap peers, then look ourselves up.
+        """Connect to the configured bootstrap peers, then :meth:`refresh`
+        (a self-lookup, and a lookup in every bucket not yet refreshed).
 
         Returns:
             The routing table's size afterwards.
@@ -303,15 +310,13 @@ class Dht:
             async with trio.open_nursery() as nursery:
                 for addr in addrs:
                     nursery.start_soon(join, addr)
-        if len(self.table):
-            await self.find_closest_peers(self.peer_id.to_bytes())
+        await self.refresh()
         log.info("DHT bootstrap done: %d peers in the routing table", len(self.table))
         return len(self.table)
 
     async def refresh(self) -> None:
         """Look ourselves up, then look up a random key in each stale bucket."""
         if not len(self.table):
-            await self.bootstrap()
             return
         await self.find_closest_peers(self.peer_id.to_bytes())
         for index in self.table.stale_buckets(self._clock(), self.config.refresh_interval):
