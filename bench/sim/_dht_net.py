@@ -79,8 +79,8 @@ async def dht_network(n: int, seed: int = 1) -> AsyncIterator[tuple[list[Host], 
                 boot = (other.listen_addrs[0].with_p2p(str(other.peer_id)),)
             config = DhtConfig(mode=DhtMode.SERVER, bootstrap=boot, refresh_interval=3600, request_timeout=10)
             dht = Dht(host, config, rng=random.Random(rng.random()))
-            await nursery.start(dht.run)  # bootstraps in the background
-            await dht.bootstrap()
+            await nursery.start(dht.run)
+            await dht.bootstrapped.wait()  # joined, looked itself up, refreshed its buckets
             hosts.append(host)
             dhts.append(dht)
         try:
@@ -102,9 +102,6 @@ async def _measure(n: int, lookups: int, seed: int) -> NetworkRun:
         gc.collect()
         gc.freeze()
         gc.disable()
-        # one refresh round, as every node would do within its first interval
-        for dht in dhts:
-            await dht.refresh()
         run.table_sizes = [len(d.table) for d in dhts]
         ids = [h.peer_id for h in hosts]
         for i in range(lookups):
@@ -148,7 +145,8 @@ async def _measure(n: int, lookups: int, seed: int) -> NetworkRun:
 
 
 def measure(n: int = 200, lookups: int = 200, seed: int = 1) -> NetworkRun:
-    """Build the network, refresh once, then ``lookups`` find-peer and
+    """Build the network (each node bootstraps: a self-lookup and a lookup
+    per bucket), then ``lookups`` find-peer and
     closest-peer lookups from rotating sources, on Trio's real clock."""
     return trio.run(_measure, n, lookups, seed)
 

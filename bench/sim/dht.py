@@ -2,7 +2,7 @@
 
 (a) Full stack: 200 Guts nodes (host, Noise, yamux, identify, DHT) in one
 process on the memory transport; each joins through a random earlier
-node, all refresh once, then 200 find-peer lookups (every node looks up
+node (a self-lookup and a lookup in each bucket), then 200 find-peer lookups (every node looks up
 a random other node it is not connected to) and 200 closest-peer lookups
 for random keys. Trio's real clock: the latencies are what one process on
 this machine needs for the whole stack of both ends, not network time;
