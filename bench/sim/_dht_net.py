@@ -54,8 +54,11 @@ def _rss_peak_mib() -> float:
 
 
 @asynccontextmanager
-async def dht_network(n: int, seed: int = 1) -> AsyncIterator[tuple[list[Host], list[Dht]]]:
-    """``n`` nodes; node i bootstraps from a random earlier node."""
+async def dht_network(
+    n: int, seed: int = 1, max_dialed: int | None = 32
+) -> AsyncIterator[tuple[list[Host], list[Dht]]]:
+    """``n`` nodes; node i bootstraps from a random earlier node; each DHT
+    keeps at most ``max_dialed`` idle connections it opened."""
     rng = random.Random(seed)
     network = MemoryNetwork()
     # The host's default cap (50) is for a desktop node; DHT lookups in a
@@ -77,7 +80,9 @@ async def dht_network(n: int, seed: int = 1) -> AsyncIterator[tuple[list[Host], 
             if i:
                 other = hosts[rng.randrange(i)]
                 boot = (other.listen_addrs[0].with_p2p(str(other.peer_id)),)
-            config = DhtConfig(mode=DhtMode.SERVER, bootstrap=boot, refresh_interval=3600, request_timeout=10)
+            config = DhtConfig(
+                mode=DhtMode.SERVER, bootstrap=boot, refresh_interval=3600, max_dialed_connections=max_dialed
+            )
             dht = Dht(host, config, rng=random.Random(rng.random()))
             await nursery.start(dht.run)
             await dht.bootstrapped.wait()  # joined, looked itself up, refreshed its buckets
@@ -89,11 +94,11 @@ async def dht_network(n: int, seed: int = 1) -> AsyncIterator[tuple[list[Host], 
             nursery.cancel_scope.cancel()
 
 
-async def _measure(n: int, lookups: int, seed: int) -> NetworkRun:
+async def _measure(n: int, lookups: int, seed: int, max_dialed: int | None) -> NetworkRun:
     run = NetworkRun(nodes=n)
     rng = random.Random(seed + 1)
     start = time.perf_counter()
-    async with dht_network(n, seed) as (hosts, dhts):
+    async with dht_network(n, seed, max_dialed) as (hosts, dhts):
         run.build_seconds = time.perf_counter() - start
         # 200 nodes share one heap of several hundred MiB. A collection of
         # it stalls every node at once for up to a second, which a node's
@@ -144,11 +149,11 @@ async def _measure(n: int, lookups: int, seed: int) -> NetworkRun:
     return run
 
 
-def measure(n: int = 200, lookups: int = 200, seed: int = 1) -> NetworkRun:
+def measure(n: int = 200, lookups: int = 200, seed: int = 1, max_dialed: int | None = 32) -> NetworkRun:
     """Build the network (each node bootstraps: a self-lookup and a lookup
     per bucket), then ``lookups`` find-peer and
     closest-peer lookups from rotating sources, on Trio's real clock."""
-    return trio.run(_measure, n, lookups, seed)
+    return trio.run(_measure, n, lookups, seed, max_dialed)
 
 
 def pct(values: list[float], q: float) -> float:
