@@ -54,6 +54,8 @@ __all__ = [
 ]
 
 HOUR = 3600.0
+#: Largest value accepted by default, in bytes.
+MAX_VALUE = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +78,7 @@ class RecordLimits:
     provider_ttl: float = 48 * HOUR
     republish_interval: float = 22 * HOUR
     record_ttl: float = 48 * HOUR
-    max_value: int = 16 * 1024
+    max_value: int = MAX_VALUE
     max_providers_per_key: int = 64
     max_keys_per_provider: int = 4096
     max_provider_records: int = 200_000
@@ -148,7 +150,7 @@ class GutsValidator:
     newest value win.
     """
 
-    def __init__(self, max_value: int = RecordLimits.max_value) -> None:
+    def __init__(self, max_value: int = MAX_VALUE) -> None:
         self.max_value = max_value
 
     def validate(self, key: bytes, value: bytes) -> None:
@@ -165,7 +167,7 @@ class GutsValidator:
         return best
 
 
-def default_validators(max_value: int = RecordLimits.max_value) -> dict[str, Validator]:
+def default_validators(max_value: int = MAX_VALUE) -> dict[str, Validator]:
     return {"pk": PublicKeyValidator(), "guts": GutsValidator(max_value)}
 
 
