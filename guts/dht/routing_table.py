@@ -32,6 +32,7 @@ needs time takes ``now``.
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -145,8 +146,7 @@ class RoutingTable:
         """The ``count`` (default k) entries closest to the point ``target``."""
         count = self.k if count is None else count
         skip = set(exclude)
-        ranked = sorted((e for e in self if e.peer_id not in skip), key=lambda e: e.key ^ target)
-        return ranked[:count]
+        return heapq.nsmallest(count, (e for e in self if e.peer_id not in skip), key=lambda e: e.key ^ target)
 
     # -- changes ---------------------------------------------------------
 
