@@ -19,6 +19,7 @@ PUBLIC = {
     'guts.host': ['Connection', 'Direction', 'Host', 'HostConfig', 'HostEvent', 'PeerConnected', 'PeerDisconnected', 'PeerIdentified', 'StreamHandler', 'open_host'],
     'guts.peerstore': ['MAX_ADDRS', 'MAX_PROTOCOLS', 'PeerInfo', 'Peerstore'],
     'guts.identify': ['AGENT_VERSION', 'IDENTIFY', 'IDENTIFY_PUSH', 'Identify', 'IdentifyInfo', 'PROTOCOL_VERSION', 'decode_identify', 'encode_identify'],
+    'guts.gossip': ['ControlMessage', 'GossipConfig', 'GossipMessage', 'GossipRouter', 'Gossipsub', 'InvalidMessage', 'MESHSUB_V10', 'MESHSUB_V11', 'MESHSUB_V12', 'PROTOCOLS', 'RPC', 'RawMessage', 'Rejection', 'RouterStats', 'RpcLimits', 'ScoreParams', 'ScoreThresholds', 'SignaturePolicy', 'Subscription', 'TopicScoreParams', 'ValidationResult', 'Validator', 'decode_rpc', 'default_message_id', 'encode_rpc', 'hash_message_id', 'open_gossipsub'],
     'guts.ping': ['PING', 'PING_SIZE', 'Ping', 'ping'],
     'guts.config': ['CONFIG_FILE', 'CONTROL_SOCKET', 'DEFAULT_DHT_PROTOCOL', 'DEFAULT_LISTEN', 'DHT_MODES', 'KEY_FILE', 'NodeConfig', 'default_home', 'load_config'],
     'guts.control': ['ApiError', 'ControlApi', 'ControlClient', 'ControlError', 'ControlSocket', 'bind_control_socket', 'connect_control', 'serve_control'],

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from guts.control._http import HttpRequest, HttpResponse
-from guts.errors import GutsError, PeerNotFound
+from guts.errors import GutsError, InvalidRecord, LocalProtocolError, PeerNotFound, RecordNotFound
 
 if TYPE_CHECKING:
     from guts.node import Node
@@ -80,9 +80,9 @@ class ControlApi:
             return _error(exc.status, exc.kind, str(exc))
         except trio.TooSlowError:
             return _error(504, "timeout", f"no answer within {self.timeout:g} s")
-        except PeerNotFound as exc:
+        except (PeerNotFound, RecordNotFound) as exc:
             return _error(404, "not_found", str(exc))
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, InvalidRecord, LocalProtocolError) as exc:
             return _error(400, "bad_request", str(exc))
         except GutsError as exc:
             return _error(502, "network", f"{type(exc).__name__}: {exc}")

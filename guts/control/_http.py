@@ -34,8 +34,9 @@ __all__ = [
 
 log = logging.getLogger("guts.control")
 
-#: Largest request or response body accepted (a DHT value is at most 64 KiB).
-MAX_BODY = 1024 * 1024
+#: Largest request or response body accepted: a gossip message of the
+#: largest size (1 MiB) as hex in JSON, with room to spare.
+MAX_BODY = 4 * 1024 * 1024
 #: Largest request or response head (h11 raises above it).
 MAX_HEAD = 16 * 1024
 #: Seconds a client has to deliver a whole request once it started one.
@@ -184,19 +185,7 @@ async def _read_request(stream: trio.abc.Stream, conn: h11.Connection) -> HttpRe
 
 async def _send_response(stream: trio.abc.Stream, conn: h11.Connection, response: HttpResponse) -> None:
     if isinstance(response.body, JsonLines):
-        await stream.send_all(
-            conn.send(h11.Response(status_code=response.status, headers=_headers("application/x-ndjson", None)))
-        )
-        items = response.body.items
-        try:
-            async for item in items:
-                await stream.send_all(conn.send(h11.Data(data=json.dumps(item).encode() + b"\n")))
-        finally:
-            aclose = getattr(items, "aclose", None)
-            if aclose is not None:
-                with trio.CancelScope(shield=True):
-                    await aclose()
-        await stream.send_all(conn.send(h11.EndOfMessage()))
+        await _send_lines(stream, conn, response.status, response.body.items)
         return
     body = json.dumps(response.body).encode()
     await stream.send_all(
@@ -204,6 +193,35 @@ async def _send_response(stream: trio.abc.Stream, conn: h11.Connection, response
         + conn.send(h11.Data(data=body))
         + conn.send(h11.EndOfMessage())
     )
+
+
+async def _send_lines(
+    stream: trio.abc.Stream, conn: h11.Connection, status: int, items: AsyncIterator[dict[str, Any]]
+) -> None:
+    """Stream ``items`` as JSON lines until they end or the client hangs up.
+
+    The client has sent its whole request, so anything it does on the
+    socket now (normally: closing it) ends the answer at once, even while
+    no item comes for a long time.
+    """
+    try:
+        await stream.send_all(conn.send(h11.Response(status_code=status, headers=_headers("application/x-ndjson", None))))
+        async with trio.open_nursery() as nursery:
+
+            async def watch_client() -> None:
+                await stream.receive_some(_READ)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch_client)
+            async for item in items:
+                await stream.send_all(conn.send(h11.Data(data=json.dumps(item).encode() + b"\n")))
+            nursery.cancel_scope.cancel()
+        await stream.send_all(conn.send(h11.EndOfMessage()))
+    finally:
+        aclose = getattr(items, "aclose", None)
+        if aclose is not None:
+            with trio.CancelScope(shield=True):
+                await aclose()
 
 
 async def http_request(

@@ -10,7 +10,7 @@ import trio
 
 from guts.control._api import ControlApi
 from guts.control._http import serve_http
-from guts.control._socket import bind_control_socket
+from guts.control._socket import ControlSocket
 
 if TYPE_CHECKING:
     from guts.node import Node
@@ -25,20 +25,15 @@ MAX_CLIENTS = 64
 
 async def serve_control(
     api: ControlApi,
-    path: Path,
+    control: ControlSocket,
     *,
     task_status: trio.TaskStatus[Path] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``api`` on a Unix socket at ``path`` until cancelled.
+    """Serve ``api`` on a bound control socket until cancelled.
 
-    Reports started (with ``path``) once the socket accepts connections;
-    removes the socket file on the way out.
-
-    Raises:
-        ConfigError: the socket cannot be bound (another node runs with
-            this home, or the path is unusable).
+    Reports started (with the socket's path); closes the socket and
+    removes its file on the way out, even if never started.
     """
-    control = bind_control_socket(path)
     limit = trio.CapacityLimiter(MAX_CLIENTS)
 
     async def serve_one(stream: trio.SocketStream) -> None:
@@ -47,8 +42,8 @@ async def serve_control(
 
     try:
         async with trio.open_nursery() as nursery:
-            task_status.started(path)
-            log.info("control API on %s", path)
+            task_status.started(control.path)
+            log.info("control API on %s", control.path)
             while True:
                 try:
                     stream = await control.listener.accept()
