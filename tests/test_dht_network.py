@@ -236,3 +236,17 @@ async def test_full_bucket_pings_its_oldest_peer(autojump_clock: trio.testing.Mo
         await first.aclose()  # first goes away
         await join(third)  # the check of first fails: the newest candidate takes its place
         assert dht.table.peers() == [third.peer_id]
+
+
+async def test_find_peer_of_a_client(autojump_clock: trio.testing.MockClock) -> None:
+    async with dht_network(5, modes={4: DhtMode.CLIENT}) as (hosts, dhts):
+        client = hosts[4].peer_id
+        assert all(client not in d.table for d in dhts[:4])
+        # node 3 (its bootstrap peer) stays connected to the client; node 0
+        # is not, and finds it through a server that is
+        await hosts[0].disconnect(client)
+        with trio.fail_after(5):
+            while hosts[0].connection(client) is not None:
+                await trio.sleep(0.01)
+        info = await dhts[0].find_peer(client)
+        assert info.addrs == tuple(hosts[4].listen_addrs)

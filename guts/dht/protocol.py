@@ -124,6 +124,7 @@ class Dht:
             peer_addrs=host.peerstore.addrs,
             public_key=self._public_key,
             scope=lambda: self.addr_scope,
+            connected=lambda peer: host.connection(peer) is not None,
             k=cfg.k,
         )
         self._serving = False
