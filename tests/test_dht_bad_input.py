@@ -207,3 +207,28 @@ async def test_lookup_survives_lying_slow_and_flooding_peers(
         assert any(str(bad_addrs.peer_id) in m and "2 addresses" in m for m in messages)
         # far was learnt from the garbage list's one good address or from honest
         assert far.listen_addrs[0] in me.peerstore.addrs(far.peer_id)
+
+
+async def test_several_requests_on_one_stream_bounded(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = DhtConfig(mode=DhtMode.SERVER, max_requests_per_stream=3)
+    async with memory_hosts(2) as (server, client):
+        Dht(server, cfg)
+        await connect(client, server)
+        caplog.set_level(logging.INFO)
+        stream = await client.new_stream(server.peer_id, [PROTO])
+        messages = MessageStream(stream, 1 << 20)
+        answers = []
+        for i in range(3):
+            await messages.send(encode_message(KadMessage(MessageType.FIND_NODE, key=b"k%d" % i)))
+            answers.append(decode_message(await messages.receive()))
+        assert [a.type for a in answers] == [MessageType.FIND_NODE] * 3
+        await messages.send(encode_message(KadMessage(MessageType.PING)))
+        assert await messages.receive() is None  # the fourth is not served: the stream ends
+        assert any("more than 3 requests on one stream" in r.getMessage() for r in caplog.records)
+        # an idle stream is closed after stream_idle_timeout
+        stream = await client.new_stream(server.peer_id, [PROTO])
+        start = trio.current_time()
+        assert await MessageStream(stream, 1 << 20).receive() is None
+        assert trio.current_time() - start == pytest.approx(cfg.stream_idle_timeout, abs=0.5)

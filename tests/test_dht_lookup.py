@@ -154,3 +154,46 @@ def test_finish_early_and_no_more_requests() -> None:
     assert lookup.finished and lookup.next(1) == []
     lookup.on_success(batch[0], [], 1)  # answers after the end are accepted quietly
     assert lookup.state(batch[0]) is PeerState.SUCCEEDED
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_NET = Network(120)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(0, 2**256 - 1),
+    st.integers(1, 12),
+    st.integers(1, 20),
+    st.lists(st.sampled_from(["answer", "fail", "silent", "lie"]), min_size=120, max_size=120),
+)
+def test_invariants_under_arbitrary_behaviour(target: int, alpha: int, k: int, behaviour: list[str]) -> None:
+    """Whatever peers do, in-flight requests stay bounded, the lookup ends, and
+    the result holds only peers that answered, nearest first."""
+    net = _NET
+    kind = dict(zip(net.population, behaviour))
+    lookup = Lookup(target, net.population[:10], LookupConfig(k=k, alpha=alpha, peer_timeout=1.0, max_peers=60))
+    now = 0.0
+    answered = set()
+    for _ in range(2000):
+        if lookup.finished:
+            break
+        for p in lookup.next(now):
+            assert lookup._waiting <= max(alpha, k)
+            how = kind.get(p, "fail")  # made-up peers cannot be reached
+            if how == "answer":
+                answered.add(p)
+                lookup.on_success(p, net.answer(p, target), now)
+            elif how == "lie":
+                answered.add(p)
+                lookup.on_success(p, [p] + [hashed_peer(5000 + i) for i in range(30)], now)
+            elif how == "fail":
+                lookup.on_failure(p, now)
+        now += 0.3
+    assert lookup.finished
+    result = lookup.closest()
+    assert set(result) <= answered
+    assert result == sorted(result, key=lambda p: kad_key(p.to_bytes()) ^ target)
+    assert len(lookup._peers) <= 60 + 10

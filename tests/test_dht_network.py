@@ -132,3 +132,121 @@ async def test_custom_protocol_id(autojump_clock: trio.testing.MockClock) -> Non
     async with dht_network(3, cfg) as (hosts, dhts):
         assert "/ipfs/kad/1.0.0" in hosts[0].protocols and "/guts/kad/1.0.0" not in hosts[0].protocols
         assert len(dhts[0].table) == 2
+
+
+async def test_connections_opened_by_lookups_are_trimmed(autojump_clock: trio.testing.MockClock) -> None:
+    from guts.host import Direction
+
+    cfg = DhtConfig(mode=DhtMode.SERVER, refresh_interval=3600, max_dialed_connections=2)
+    async with dht_network(12, cfg) as (hosts, dhts):
+        for key in (b"a", b"b", b"c"):
+            result = await dhts[-1].find_closest_peers(key)
+            assert len(result.peers) == 11
+        await trio.sleep(1)
+        outbound = [c for c in hosts[-1].connections if c.direction is Direction.OUTBOUND]
+        # the bootstrap connection, plus at most two the DHT dialled itself
+        assert len(outbound) <= 3
+        assert dhts[-1].client.dialed <= 2
+        # still works after trimming: dials again as needed
+        info = await dhts[-1].find_peer(hosts[0].peer_id)
+        assert info.addrs == tuple(hosts[0].listen_addrs)
+
+
+class FakeWallClock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_republish_and_expiry(autojump_clock: trio.testing.MockClock) -> None:
+    clock = FakeWallClock()
+    async with memory_hosts(3) as hosts, trio.open_nursery() as nursery:
+        dhts = []
+        for i, host in enumerate(hosts):
+            boot = (full_addr(hosts[0]),) if i else ()
+            # No run(): under the autojump clock its timers would fire at once;
+            # cleanup() runs only when the test calls it.
+            dht = Dht(host, DhtConfig(mode=DhtMode.SERVER, bootstrap=boot), clock=clock)
+            await dht.bootstrap()
+            dhts.append(dht)
+        key = multihash(b"republished")
+        await dhts[1].provide(key)
+        await dhts[1].put_value(b"/guts/v", b"x")
+        held = dhts[2].providers.get(key, hosts[1].peer_id)
+        assert held is not None and dhts[2].values.get(b"/guts/v", clock.now) is not None
+        # 23 h later: the provider republishes (its 22 h interval passed), so the
+        # copies elsewhere are renewed
+        clock.now += 23 * 3600
+        await dhts[1].cleanup()
+        renewed = dhts[2].providers.get(key, hosts[1].peer_id)
+        assert renewed is not None and renewed.received == clock.now
+        assert dhts[2].values.get(b"/guts/v", clock.now).received == clock.now
+        # a record nobody renews is gone 48 h after it arrived
+        await dhts[2].provide(multihash(b"left alone"))
+        clock.now += 49 * 3600
+        await dhts[0].cleanup()
+        assert dhts[0].providers.get(multihash(b"left alone"), hosts[2].peer_id) is None
+        assert dhts[0].providers.get(key, hosts[1].peer_id) is None
+        nursery.cancel_scope.cancel()
+
+
+async def test_full_bucket_pings_its_oldest_peer(autojump_clock: trio.testing.MockClock) -> None:
+    from contextlib import AsyncExitStack
+
+    from guts.crypto import KeyPair
+    from guts.dht._key import bucket_index, kad_key
+    from guts.host import HostConfig, open_host
+    from guts.identify import Identify
+    from guts.multiaddr import Multiaddr
+    from guts.transport import MemoryNetwork, MemoryTransport
+
+    me_key = KeyPair.from_seed(bytes(32))
+    local = kad_key(me_key.peer_id.to_bytes())
+    keys = [me_key]
+    seed = 1
+    while len(keys) < 4:  # three more peers, all in our bucket 255
+        pair = KeyPair.from_seed(seed.to_bytes(32, "big"))
+        seed += 1
+        if bucket_index(local, kad_key(pair.peer_id.to_bytes())) == 255:
+            keys.append(pair)
+    network = MemoryNetwork()
+    async with AsyncExitStack() as stack:
+        hosts = []
+        for pair in keys:
+            h = await stack.enter_async_context(open_host(pair, [MemoryTransport(network)], HostConfig(keep_alive=0)))
+            Identify(h)
+            await h.listen(Multiaddr.parse("/memory/0"))
+            hosts.append(h)
+        me, first, second, third = hosts
+        dht = Dht(me, DhtConfig(mode=DhtMode.SERVER, k=1))
+        for h in hosts[1:]:
+            Dht(h, DhtConfig(mode=DhtMode.SERVER))
+
+        async def join(h: Host) -> None:
+            conn = await me.connect(full_addr(h))
+            await conn.identified.wait()
+            await trio.sleep(1)
+
+        await join(first)
+        assert dht.table.peers() == [first.peer_id]
+        await join(second)  # bucket full: first is pinged, answers, stays
+        assert dht.table.peers() == [first.peer_id] and dht.table.replacement_count() == 1
+        await first.aclose()  # first goes away
+        await join(third)  # the check of first fails: the newest candidate takes its place
+        assert dht.table.peers() == [third.peer_id]
+
+
+async def test_find_peer_of_a_client(autojump_clock: trio.testing.MockClock) -> None:
+    async with dht_network(5, modes={4: DhtMode.CLIENT}) as (hosts, dhts):
+        client = hosts[4].peer_id
+        assert all(client not in d.table for d in dhts[:4])
+        # node 3 (its bootstrap peer) stays connected to the client; node 0
+        # is not, and finds it through a server that is
+        await hosts[0].disconnect(client)
+        with trio.fail_after(5):
+            while hosts[0].connection(client) is not None:
+                await trio.sleep(0.01)
+        info = await dhts[0].find_peer(client)
+        assert info.addrs == tuple(hosts[4].listen_addrs)

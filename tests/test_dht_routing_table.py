@@ -100,11 +100,18 @@ def test_closest_matches_brute_force() -> None:
 
 
 def test_stale_buckets_and_touch() -> None:
-    table = RoutingTable(peer(0), k=20, now=0)
-    assert table.stale_buckets(1000, 600) == []
+    table = RoutingTable(peer(0), k=20)
+    assert table.stale_buckets(1000, 600) == []  # empty: nothing to refresh from
     for p in fill_bucket(table, 253, 1):
         table.add(p, [ADDR], 0)
-    assert table.stale_buckets(100, 600) == []
-    assert table.stale_buckets(700, 600) == [255, 254, 253]
+    # never refreshed: stale at once, from the far half down to the nearest occupied bucket
+    assert table.stale_buckets(0, 600) == [255, 254, 253]
+    for index in (255, 254, 253):
+        table.touch_bucket(table.local_key ^ (1 << index), 100)
+    assert table.stale_buckets(650, 600) == []
     table.touch_bucket(table.local_key ^ (1 << 254), 650)
     assert table.stale_buckets(700, 600) == [255, 253]
+    # not below `lowest`
+    for p in fill_bucket(table, 230, 1):
+        table.add(p, [ADDR], 0)
+    assert min(table.stale_buckets(700, 600)) == 244

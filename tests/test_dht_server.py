@@ -121,3 +121,17 @@ def test_write_flood_is_rate_limited() -> None:
     # another peer is unaffected
     rec = Record(b"/guts/other", b"v")
     assert server.handle(peer(2), KadMessage(MessageType.PUT_VALUE, key=rec.key, record=rec), 0).response
+
+
+def test_find_node_for_a_connected_peer_outside_the_table() -> None:
+    server = make()
+    client = peer(7)  # a client-mode peer: connected, never in the table
+    server._connected = lambda p: p == client  # type: ignore[method-assign]
+    server._peer_addrs = lambda p: (LAN,) if p == client else ()  # type: ignore[method-assign]
+    got = server.handle(peer(1), KadMessage(MessageType.FIND_NODE, key=client.to_bytes()), 0).response
+    assert got.closer_peers[0] == KadPeer(client, (LAN,)) and len(got.closer_peers) == 20
+    # not told about itself, and nothing special for peers we do not know
+    got = server.handle(client, KadMessage(MessageType.FIND_NODE, key=client.to_bytes()), 0).response
+    assert client not in [p.peer_id for p in got.closer_peers]
+    got = server.handle(peer(1), KadMessage(MessageType.FIND_NODE, key=peer(8).to_bytes()), 0).response
+    assert peer(8) not in [p.peer_id for p in got.closer_peers]

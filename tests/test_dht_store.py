@@ -81,3 +81,24 @@ async def test_state_survives_a_restart(tmp_path: Path, autojump_clock: trio.tes
         assert again.providers.get(b"\x12\x20" + bytes(32), hosts[1].peer_id) is not None
         store.close()
     assert (home / "dht.sqlite").exists()
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from guts.dht._store import _pack_addrs, _unpack_addrs  # noqa: E402
+from guts.errors import DecodeError  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_stored_addresses_decode_or_give_a_typed_error(data: bytes) -> None:
+    try:
+        _unpack_addrs(data)
+    except DecodeError:
+        pass
+
+
+def test_stored_addresses_round_trip() -> None:
+    addrs = (ADDR, Multiaddr.parse("/ip6/::1/tcp/1/ws"), Multiaddr.parse("/memory/7"))
+    assert _unpack_addrs(_pack_addrs(addrs)) == addrs

@@ -16,7 +16,8 @@ Usage::
 from guts.dht._addrs import AddrScope
 from guts.dht._codec import ConnectionType, KadMessage, KadPeer, Limits, MessageType, Record, decode_message, encode_message
 from guts.dht._config import DEFAULT_PROTOCOL, IPFS_PROTOCOL, DhtConfig, DhtMode
-from guts.dht._driver import LookupResult, RequestFailed
+from guts.dht._client import RequestFailed
+from guts.dht._driver import LookupResult
 from guts.dht._store import DhtStore
 from guts.dht.lookup import Lookup, LookupConfig, LookupStats, PeerState
 from guts.dht.protocol import Dht, PublishResult

@@ -45,8 +45,10 @@ class DhtConfig:
         mode: client, server or auto (see :class:`DhtMode`).
         k: bucket size and replication (spec: 20).
         alpha: requests in flight per lookup (js and newer spec revisions: 10).
-        request_timeout: seconds for one request, dial included; also when
-            a lookup stops waiting for a peer.
+        request_timeout: seconds for one request, dial included.
+        peer_timeout: seconds after which a lookup stops waiting for a peer
+            (its slot and the termination rule move on; an answer that still
+            comes within ``request_timeout`` counts).
         query_timeout: seconds for a whole lookup.
         bootstrap: peers to join through (multiaddrs ending in ``/p2p/<id>``).
         refresh_interval: seconds between self-lookups and refreshes of
@@ -66,6 +68,10 @@ class DhtConfig:
         max_streams_per_peer: inbound DHT streams served at once per peer.
         stream_idle_timeout: seconds an inbound stream may sit between requests.
         lookup_max_peers: candidates a lookup remembers.
+        max_dialed_connections: connections the DHT opened itself and keeps;
+            past it, the least recently used one with no stream open (of any
+            protocol) is closed, so lookups do not fill the host's connection
+            limit. ``None`` keeps them all.
     """
 
     protocol: str = DEFAULT_PROTOCOL
@@ -73,6 +79,7 @@ class DhtConfig:
     k: int = 20
     alpha: int = 10
     request_timeout: float = 10.0
+    peer_timeout: float = 3.0
     query_timeout: float = 60.0
     bootstrap: tuple[Multiaddr, ...] = ()
     refresh_interval: float = 300.0
@@ -89,3 +96,4 @@ class DhtConfig:
     max_streams_per_peer: int = 16
     stream_idle_timeout: float = 10.0
     lookup_max_peers: int = 400
+    max_dialed_connections: int | None = 32

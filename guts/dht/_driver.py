@@ -5,7 +5,7 @@ lookup: when the lookup finishes (or its ``query_timeout`` passes), the
 requests still out are cancelled. The loop wakes when an answer arrives
 or when the earliest waiting request reaches its per-peer timeout,
 whichever comes first, so a silent peer holds its slot no longer than
-``request_timeout``.
+``peer_timeout``.
 """
 
 from __future__ import annotations
@@ -20,23 +20,14 @@ import trio
 from guts.dht._codec import KadMessage
 from guts.dht._key import kad_key
 from guts.dht.lookup import Lookup, LookupConfig
-from guts.errors import GutsError
+from guts.dht._client import RequestFailed
 from guts.peer import PeerId
 from guts.peerstore import PeerInfo
 
 if TYPE_CHECKING:
     from guts.dht.protocol import Dht
 
-__all__ = ["LookupResult", "RequestFailed", "run_lookup"]
-
-
-class RequestFailed(GutsError):
-    """A DHT request to one peer failed (the lookup carries on without it)."""
-
-    def __init__(self, peer: PeerId, reason: str) -> None:
-        super().__init__(f"{peer}: {reason}")
-        self.peer = peer
-        self.reason = reason
+__all__ = ["LookupResult", "run_lookup"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +80,7 @@ async def run_lookup(
     lookup = Lookup(
         target,
         seeds,
-        LookupConfig(k=cfg.k, alpha=cfg.alpha, peer_timeout=cfg.request_timeout, max_peers=cfg.lookup_max_peers),
+        LookupConfig(k=cfg.k, alpha=cfg.alpha, peer_timeout=min(cfg.peer_timeout, cfg.request_timeout), max_peers=cfg.lookup_max_peers),
         exclude=[dht.peer_id],
     )
     waker = _Waker()

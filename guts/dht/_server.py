@@ -52,6 +52,9 @@ class KadServer:
         peer_addrs: addresses the host knows for a peer (peerstore).
         public_key: a peer's public key if known (answers ``/pk/`` gets).
         scope: which addresses to hand out.
+        connected: whether we have a connection to a peer (a FIND_NODE for a
+            connected peer answers with it even when it is not in our table,
+            as a client-mode peer never is; go and js do the same).
         k: how many closer peers to answer with.
     """
 
@@ -67,6 +70,7 @@ class KadServer:
         peer_addrs: Callable[[PeerId], tuple[Multiaddr, ...]],
         public_key: Callable[[PeerId], PublicKey | None],
         scope: Callable[[], AddrScope],
+        connected: Callable[[PeerId], bool] = lambda peer: False,
         k: int = 20,
     ) -> None:
         self.local = local
@@ -78,6 +82,7 @@ class KadServer:
         self._peer_addrs = peer_addrs
         self._public_key = public_key
         self._scope = scope
+        self._connected = connected
         self.k = k
 
     def closer_peers(self, key: bytes, sender: PeerId | None) -> tuple[KadPeer, ...]:
@@ -126,6 +131,20 @@ class KadServer:
             own = filter_addrs(self._own_addrs(), self._scope())
             closer.insert(0, KadPeer(self.local, own))
             del closer[self.k :]
+        else:
+            try:
+                target = PeerId.from_bytes(msg.key)
+            except DecodeError:
+                target = None
+            if (
+                target is not None
+                and target != sender
+                and target not in self.table
+                and self._connected(target)
+                and (addrs := filter_addrs(self._peer_addrs(target), self._scope()))
+            ):
+                closer.insert(0, KadPeer(target, addrs))
+                del closer[self.k :]
         return KadMessage(MessageType.FIND_NODE, key=msg.key, closer_peers=tuple(closer), cluster_level=msg.cluster_level)
 
     def _get_value(self, sender: PeerId, msg: KadMessage, now: float) -> KadMessage:

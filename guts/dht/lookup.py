@@ -11,7 +11,10 @@ ask, sends them the request, and reports each answer with
 :meth:`Lookup.on_failure`. Time comes in as ``now``; nothing here blocks.
 
 * At most ``alpha`` requests are in flight (spec: alpha; js and newer
-  revisions of the spec use 10).
+  revisions of the spec use 10), and only to the ``k`` closest peers
+  still in the running (not failed, not silent): a peer farther out
+  cannot make the result unless a nearer one drops out, so asking it
+  would only cost messages.
 * A request unanswered after ``peer_timeout`` turns the peer
   *unresponsive*: it stops taking a slot, so a slow or silent peer
   cannot stall the lookup. If its answer arrives later it still counts.
@@ -190,6 +193,10 @@ class Lookup:
         # in flight or a nearer peer not yet asked stops the count.
         counting = True
         succeeded = 0
+        # Only the k closest peers still in the running (not failed, not
+        # silent) are worth asking: nobody farther can be in the result
+        # unless one of them drops out.
+        rank = 0
         for _, raw in self._order:
             peer = self._by_bytes[raw]
             state = peer.state
@@ -197,15 +204,20 @@ class Lookup:
                 if now >= peer.deadline:
                     peer.state = PeerState.UNRESPONSIVE
                     self._waiting -= 1
-                else:
-                    counting = False
+                    continue
+                counting = False
+                rank += 1
             elif state is PeerState.SUCCEEDED:
+                rank += 1
                 if counting:
                     succeeded += 1
                     if succeeded >= cfg.k:
                         self._finished = True
                         return out
             elif state is PeerState.NOT_CONTACTED:
+                if rank >= cfg.k:
+                    continue  # too far; keep scanning only for timeouts
+                rank += 1
                 counting = False
                 if self._waiting < parallelism:
                     peer.state = PeerState.WAITING

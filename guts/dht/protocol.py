@@ -23,6 +23,7 @@ Wire behaviour (libp2p/specs kad-dht, checked against js kad-dht 16):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -37,19 +38,14 @@ from guts.crypto import PublicKey
 from guts.dht._addrs import AddrScope, addr_reach, auto_scope, filter_addrs
 from guts.dht._codec import KadMessage, KadPeer, MessageType, Record, decode_message, encode_message
 from guts.dht._config import DhtConfig, DhtMode
-from guts.dht._driver import LookupResult, RequestFailed, run_lookup
+from guts.dht._client import KadClient, RequestFailed
+from guts.dht._driver import LookupResult, run_lookup
 from guts.dht._key import kad_key, random_key_bytes_in_bucket
 from guts.dht._server import KadServer
 from guts.dht._store import DhtStore
 from guts.dht.records import ProviderStore, PutResult, RateLimiter, ValueStore, default_validators
 from guts.dht.routing_table import AddResult, RoutingTable
-from guts.errors import (
-    GutsError,
-    InvalidRecord,
-    PeerNotFound,
-    RecordNotFound,
-    RemoteProtocolError,
-)
+from guts.errors import GutsError, InvalidRecord, PeerNotFound, RecordNotFound
 from guts.host import Host, HostEvent, PeerIdentified
 from guts.multiaddr import Multiaddr
 from guts.peer import PeerId
@@ -111,7 +107,9 @@ class Dht:
         self._clock = clock
         self._rng = rng or random.Random()
         self.peer_id = host.peer_id
-        self.table = RoutingTable(host.peer_id, cfg.k, now=clock())
+        self.table = RoutingTable(host.peer_id, cfg.k)
+        #: Set once the first bootstrap of :meth:`run` is done.
+        self.bootstrapped = trio.Event()
         self.providers = ProviderStore(cfg.records)
         validators = cfg.validators if cfg.validators is not None else default_validators(cfg.records.max_value)
         self.values = ValueStore(validators, cfg.records)
@@ -126,13 +124,16 @@ class Dht:
             peer_addrs=host.peerstore.addrs,
             public_key=self._public_key,
             scope=lambda: self.addr_scope,
+            connected=lambda peer: host.connection(peer) is not None,
             k=cfg.k,
         )
         self._serving = False
         self._mode = DhtMode.CLIENT
+        self._scope_for: tuple[tuple[Multiaddr, ...], AddrScope] = ((), AddrScope.LOCAL)
         self._inbound: Counter[PeerId] = Counter()
         self._refusals_logged: OrderedDict[PeerId, float] = OrderedDict()
         self._checking: set[PeerId] = set()
+        self.client = KadClient(host, cfg, self._spawn)
         self._nursery: trio.Nursery | None = None
         self._peers_saved_at = 0.0
         self._table_dirty = False
@@ -150,9 +151,13 @@ class Dht:
 
     @property
     def addr_scope(self) -> AddrScope:
+        """Which addresses we keep and hand out (see :mod:`guts.dht._addrs`)."""
         if self.config.addr_scope is not None:
             return self.config.addr_scope
-        return auto_scope(self.host.announce_addrs or self.host.listen_addrs)
+        own = tuple(self.host.announce_addrs or self.host.listen_addrs)
+        if self._scope_for[0] != own:
+            self._scope_for = (own, auto_scope(own))
+        return self._scope_for[1]
 
     @property
     def routing_table_size(self) -> int:
@@ -192,7 +197,9 @@ class Dht:
             if peer == self.peer_id:
                 continue
             self.host.peerstore.add_addrs(peer, addrs)
-            self.table.add(peer, addrs, last_seen)
+            outcome = self.table.add(peer, addrs, last_seen)
+            if outcome.check is not None:
+                self._spawn(self._check_liveness, outcome.check)
         log.info(
             "DHT state loaded from %s: %d peers, %d provider records, %d values",
             store.path, len(self.table), len(self.providers), len(self.values),
@@ -219,10 +226,14 @@ class Dht:
                 nursery.start_soon(self._flush_loop)
                 nursery.start_soon(self._cleanup_loop)
                 await self.bootstrap()
+                self.bootstrapped.set()
                 while True:
                     await trio.sleep(self.config.refresh_interval)
-                    self.update_mode()
-                    await self.refresh()
+                    if len(self.table):
+                        self.update_mode()
+                        await self.refresh()
+                    else:
+                        await self.bootstrap()
         finally:
             self._nursery = None
             self._table_dirty = True
@@ -255,27 +266,36 @@ class Dht:
         if dropped:
             log.info("DHT: %d expired records dropped", dropped)
         due = self.config.records.republish_interval
-        for key in self.providers.keys():
-            rec = self.providers.get(key, self.peer_id)
-            if rec is not None and now - rec.received >= due:
-                await self._try(self.provide(key), f"republishing provider record {key.hex()}")
-        for value in self.values.own():
-            if now - value.received >= due:
-                self.values.restore(value.__class__(value.key, value.value, now, value.expires, None))
-                await self._try(self.put_value(value.key, value.value), f"republishing {value.key!r}")
+        own_keys = [
+            key for key in self.providers.keys()
+            if (rec := self.providers.get(key, self.peer_id)) is not None and now - rec.received >= due
+        ]
+        own_values = [v for v in self.values.own() if now - v.received >= due]
+        limit = trio.CapacityLimiter(4)
 
-    async def _try(self, work: Any, what: str) -> None:
-        try:
-            await work
-        except GutsError as exc:
-            log.info("DHT: %s failed: %s", what, exc)
+        async def republish(fn: Callable[..., Any], args: tuple[bytes, ...], what: str) -> None:
+            async with limit:
+                try:
+                    await fn(*args)
+                except GutsError as exc:
+                    log.info("DHT: %s failed: %s", what, exc)
+
+        async with trio.open_nursery() as nursery:
+            for key in own_keys:
+                nursery.start_soon(republish, self.provide, (key,), f"republishing provider record {key.hex()}")
+            for value in own_values:
+                # Restart the value's republish interval, then put it again.
+                self.values.restore(dataclasses.replace(value, received=now))
+                nursery.start_soon(republish, self.put_value, (value.key, value.value), f"republishing {value.key!r}")
 
     async def bootstrap(self) -> int:
-        """Connect to the configured bootstrap peers, then look ourselves up.
+        """Connect to the configured bootstrap peers, then :meth:`refresh`
+        (a self-lookup, and a lookup in every bucket not yet refreshed).
 
         Returns:
             The routing table's size afterwards.
         """
+        self.update_mode()  # AUTO: our addresses may have changed since we started
         addrs = self.config.bootstrap
         if addrs:
 
@@ -291,15 +311,13 @@ class Dht:
             async with trio.open_nursery() as nursery:
                 for addr in addrs:
                     nursery.start_soon(join, addr)
-        if len(self.table):
-            await self.find_closest_peers(self.peer_id.to_bytes())
+        await self.refresh()
         log.info("DHT bootstrap done: %d peers in the routing table", len(self.table))
         return len(self.table)
 
     async def refresh(self) -> None:
         """Look ourselves up, then look up a random key in each stale bucket."""
         if not len(self.table):
-            await self.bootstrap()
             return
         await self.find_closest_peers(self.peer_id.to_bytes())
         for index in self.table.stale_buckets(self._clock(), self.config.refresh_interval):
@@ -428,49 +446,18 @@ class Dht:
         return out
 
     async def request(self, peer: PeerId, message: KadMessage, *, expect_response: bool = True) -> KadMessage | None:
-        """Send one request on a new stream and read the answer.
+        """Send one request and read the answer; a peer that answers is a
+        server worth keeping, one that fails counts a failure in the table.
 
         Raises:
-            RequestFailed: dial, negotiation, timeout, a broken stream, or a
-                malformed or mismatched answer (the reason is logged).
+            RequestFailed: see :meth:`KadClient.request`.
         """
-        cfg = self.config
         try:
-            with trio.fail_after(cfg.request_timeout):
-                stream = await self.host.new_stream(peer, [cfg.protocol])
-                try:
-                    messages = MessageStream(stream, cfg.codec.max_message)
-                    await messages.send(encode_message(message))
-                    if not expect_response:
-                        return None
-                    data = await messages.receive()
-                finally:
-                    with trio.CancelScope(shield=True), trio.move_on_after(1):
-                        try:
-                            await stream.aclose()
-                        except (trio.BrokenResourceError, trio.ClosedResourceError):
-                            pass
-            if data is None:
-                raise RemoteProtocolError("stream closed without an answer")
-            response = decode_message(data, cfg.codec)
-            if response.type is not message.type:
-                raise RemoteProtocolError(f"answered {message.type.name} with {response.type.name}")
-        except trio.TooSlowError:
+            response = await self.client.request(peer, message, expect_response=expect_response)
+        except RequestFailed:
             self.table.on_failure(peer, self._clock())
-            log.debug("peer %s: DHT %s timed out", peer, message.type.name)
-            raise RequestFailed(peer, "timed out") from None
-        except RemoteProtocolError as exc:
-            self.table.on_failure(peer, self._clock())
-            log.warning("peer %s: bad DHT answer to %s: %s", peer, message.type.name, exc)
-            raise RequestFailed(peer, str(exc)) from None
-        except (GutsError, OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self.table.on_failure(peer, self._clock())
-            log.debug("peer %s: DHT %s failed: %s", peer, message.type.name, exc)
-            raise RequestFailed(peer, f"{type(exc).__name__}: {exc}") from None
-        # It answered on the protocol: a server worth keeping.
+            raise
         self._admit(peer)
-        if response.skipped_addrs:
-            log.debug("peer %s: %d addresses in a DHT answer skipped", peer, response.skipped_addrs)
         return response
 
     # -- public operations -------------------------------------------------------------

@@ -54,6 +54,8 @@ __all__ = [
 ]
 
 HOUR = 3600.0
+#: Largest value accepted by default, in bytes.
+MAX_VALUE = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +78,7 @@ class RecordLimits:
     provider_ttl: float = 48 * HOUR
     republish_interval: float = 22 * HOUR
     record_ttl: float = 48 * HOUR
-    max_value: int = 16 * 1024
+    max_value: int = MAX_VALUE
     max_providers_per_key: int = 64
     max_keys_per_provider: int = 4096
     max_provider_records: int = 200_000
@@ -148,7 +150,7 @@ class GutsValidator:
     newest value win.
     """
 
-    def __init__(self, max_value: int = RecordLimits.max_value) -> None:
+    def __init__(self, max_value: int = MAX_VALUE) -> None:
         self.max_value = max_value
 
     def validate(self, key: bytes, value: bytes) -> None:
@@ -165,7 +167,7 @@ class GutsValidator:
         return best
 
 
-def default_validators(max_value: int = RecordLimits.max_value) -> dict[str, Validator]:
+def default_validators(max_value: int = MAX_VALUE) -> dict[str, Validator]:
     return {"pk": PublicKeyValidator(), "guts": GutsValidator(max_value)}
 
 
@@ -210,12 +212,19 @@ class ProviderRecord:
 
 
 class ProviderStore:
-    """Who provides which key."""
+    """Who provides which key.
+
+    Compact on purpose (a server may hold hundreds of thousands of
+    records): a record is one float (when it was received) in a per-key
+    dict, and each provider's addresses are kept once, not per record
+    (they are the same for every key a peer provides).
+    """
 
     def __init__(self, limits: RecordLimits | None = None) -> None:
         self.limits = limits or RecordLimits()
-        self._by_key: dict[bytes, OrderedDict[PeerId, ProviderRecord]] = {}  # oldest first
+        self._by_key: dict[bytes, dict[PeerId, float]] = {}  # key -> provider -> received; oldest first
         self._per_provider: dict[PeerId, int] = {}
+        self._addrs: dict[PeerId, tuple[Multiaddr, ...]] = {}
         self._count = 0
         self._changed: set[tuple[bytes, PeerId]] = set()
 
@@ -225,33 +234,37 @@ class ProviderStore:
     def keys(self) -> list[bytes]:
         return list(self._by_key)
 
+    def _record(self, key: bytes, provider: PeerId, received: float) -> ProviderRecord:
+        return ProviderRecord(key, provider, self._addrs.get(provider, ()), received, received + self.limits.provider_ttl)
+
     def add(self, key: bytes, provider: PeerId, addrs: Iterable[Multiaddr], now: float) -> bool:
         """Store or renew a provider record; returns False when a cap refuses it."""
         lim = self.limits
         records = self._by_key.get(key)
-        existing = records.get(provider) if records is not None else None
-        if existing is None:
+        if records is None or provider not in records:
             if self._per_provider.get(provider, 0) >= lim.max_keys_per_provider:
                 return False
             if self._count >= lim.max_provider_records:
                 return False
-        record = ProviderRecord(key, provider, tuple(addrs), now, now + lim.provider_ttl)
-        self._put(record)
+        self._put(key, provider, tuple(addrs), now)
         records = self._by_key[key]
         while len(records) > lim.max_providers_per_key:
-            oldest = next(iter(records))
-            self._remove(key, oldest)
+            self._remove(key, next(iter(records)))
         return True
 
-    def _put(self, record: ProviderRecord) -> None:
-        records = self._by_key.setdefault(record.key, OrderedDict())
-        if record.provider in records:
-            del records[record.provider]
+    def _put(self, key: bytes, provider: PeerId, addrs: tuple[Multiaddr, ...], received: float) -> None:
+        records = self._by_key.get(key)
+        if records is None:
+            records = self._by_key[key] = {}
+        if provider in records:
+            del records[provider]
         else:
-            self._per_provider[record.provider] = self._per_provider.get(record.provider, 0) + 1
+            self._per_provider[provider] = self._per_provider.get(provider, 0) + 1
             self._count += 1
-        records[record.provider] = record
-        self._changed.add((record.key, record.provider))
+        records[provider] = received
+        if addrs or provider not in self._addrs:
+            self._addrs[provider] = addrs
+        self._changed.add((key, provider))
 
     def _remove(self, key: bytes, provider: PeerId) -> None:
         records = self._by_key.get(key)
@@ -265,12 +278,13 @@ class ProviderStore:
             self._per_provider[provider] = left
         else:
             del self._per_provider[provider]
+            self._addrs.pop(provider, None)
         self._count -= 1
         self._changed.add((key, provider))
 
     def restore(self, record: ProviderRecord) -> None:
         """Put back a record loaded from disk (not counted as a change)."""
-        self._put(record)
+        self._put(record.key, record.provider, record.addrs, record.received)
         self._changed.discard((record.key, record.provider))
 
     def providers(self, key: bytes, now: float, count: int | None = None) -> list[ProviderRecord]:
@@ -278,16 +292,26 @@ class ProviderStore:
         records = self._by_key.get(key)
         if not records:
             return []
-        live = [r for r in reversed(records.values()) if r.expires > now]
-        return live if count is None else live[:count]
+        oldest_alive = now - self.limits.provider_ttl
+        out = []
+        for provider in reversed(records):
+            received = records[provider]
+            if received > oldest_alive:
+                out.append(self._record(key, provider, received))
+                if count is not None and len(out) >= count:
+                    break
+        return out
 
     def get(self, key: bytes, provider: PeerId) -> ProviderRecord | None:
         records = self._by_key.get(key)
-        return records.get(provider) if records else None
+        if not records or provider not in records:
+            return None
+        return self._record(key, provider, records[provider])
 
     def expire(self, now: float) -> int:
         """Drop expired records; returns how many."""
-        dead = [(k, p) for k, records in self._by_key.items() for p, r in records.items() if r.expires <= now]
+        oldest_alive = now - self.limits.provider_ttl
+        dead = [(k, p) for k, records in self._by_key.items() for p, received in records.items() if received <= oldest_alive]
         for key, provider in dead:
             self._remove(key, provider)
         return len(dead)

@@ -32,6 +32,7 @@ needs time takes ``now``.
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -84,7 +85,7 @@ class _Bucket:
     entries: OrderedDict[PeerId, Entry] = field(default_factory=OrderedDict)  # least recent first
     replacements: OrderedDict[PeerId, Entry] = field(default_factory=OrderedDict)  # most recent last
     checking: PeerId | None = None
-    refreshed_at: float = 0.0
+    refreshed_at: float | None = None  # never, until a lookup lands in it
 
 
 class RoutingTable:
@@ -95,7 +96,6 @@ class RoutingTable:
         k: bucket size (the spec's replication parameter, 20).
         replacements: candidates kept per bucket while it is full.
         max_failures: consecutive failed requests after which a peer is dropped.
-        now: the time the table starts (buckets count as refreshed then).
     """
 
     def __init__(
@@ -105,7 +105,6 @@ class RoutingTable:
         *,
         replacements: int | None = None,
         max_failures: int = 2,
-        now: float = 0.0,
     ) -> None:
         self.local = local
         self.local_key = kad_key(local.to_bytes())
@@ -114,7 +113,6 @@ class RoutingTable:
         self.max_failures = max_failures
         self._buckets: dict[int, _Bucket] = {}
         self._index: dict[PeerId, int] = {}  # peer -> bucket, for peers in buckets only
-        self._created = now
 
     # -- queries ---------------------------------------------------------
 
@@ -148,15 +146,14 @@ class RoutingTable:
         """The ``count`` (default k) entries closest to the point ``target``."""
         count = self.k if count is None else count
         skip = set(exclude)
-        ranked = sorted((e for e in self if e.peer_id not in skip), key=lambda e: e.key ^ target)
-        return ranked[:count]
+        return heapq.nsmallest(count, (e for e in self if e.peer_id not in skip), key=lambda e: e.key ^ target)
 
     # -- changes ---------------------------------------------------------
 
     def _bucket(self, index: int) -> _Bucket:
         bucket = self._buckets.get(index)
         if bucket is None:
-            bucket = self._buckets[index] = _Bucket(refreshed_at=self._created)
+            bucket = self._buckets[index] = _Bucket()
         return bucket
 
     def add(self, peer: PeerId, addrs: Iterable[Multiaddr], now: float) -> AddOutcome:
@@ -260,9 +257,9 @@ class RoutingTable:
         if index is not None:
             self._bucket(index).refreshed_at = now
 
-    def stale_buckets(self, now: float, interval: float, *, lowest: int = KEY_BITS - 16) -> list[int]:
-        """Buckets worth a refresh lookup: not refreshed for ``interval``,
-        from the farthest (255) down to the nearest non-empty bucket, but
+    def stale_buckets(self, now: float, interval: float, *, lowest: int = KEY_BITS - 12) -> list[int]:
+        """Buckets worth a refresh lookup: never refreshed, or not for
+        ``interval``, from the farthest (255) down to the nearest non-empty bucket, but
         not below ``lowest`` (random keys for near buckets are too
         expensive to find, and they are refreshed by self-lookups anyway).
         """
@@ -273,7 +270,7 @@ class RoutingTable:
         out = []
         for index in range(KEY_BITS - 1, nearest - 1, -1):
             bucket = self._buckets.get(index)
-            refreshed = bucket.refreshed_at if bucket is not None else self._created
-            if now - refreshed >= interval:
+            refreshed = bucket.refreshed_at if bucket is not None else None
+            if refreshed is None or now - refreshed >= interval:
                 out.append(index)
         return out

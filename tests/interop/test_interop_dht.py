@@ -148,3 +148,43 @@ async def test_mixed_network(spawn_js: SpawnJs) -> None:
         assert await g1.dht.get_value(b"/guts/from-js") == b"value two"
         assert await g2.dht.get_value(b"/guts/from-js") == b"value two"
         assert g2.dht.values.get(b"/guts/from-js", 0) is not None  # js's PUT_VALUE, stored by Guts
+
+
+async def test_guts_client_mode_against_js(spawn_js: SpawnJs) -> None:
+    """A Guts node in client mode uses the js DHT; it does not announce the
+    protocol, so js does not put it in its routing table on connecting.
+
+    (js does add any peer that a DHT answer lists, provider peers included,
+    so once the client provides something it may appear there, and js's
+    requests to it are then refused at protocol negotiation.)"""
+    j1 = await spawn_js(listen=[TCP], args=["--dht"])
+    j2 = await spawn_js(listen=[TCP], args=["--dht"])
+    await j2.call("dial", addr=j1.addr("tcp"))
+    async with AsyncExitStack() as stack:
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        host = await stack.enter_async_context(open_host(KeyPair.generate(), [TcpTransport()], HostConfig()))
+        Identify(host)
+        Ping(host)
+        await host.listen(Multiaddr.parse(TCP))
+        config = DhtConfig(protocol=IPFS_PROTOCOL, mode=DhtMode.CLIENT, bootstrap=(Multiaddr.parse(j1.addr("tcp")),))
+        dht = Dht(host, config)
+        await nursery.start(dht.run)
+        with trio.fail_after(20):
+            await dht.bootstrapped.wait()
+        assert IPFS_PROTOCOL not in host.protocols
+        j2_id = PeerId.from_string(j2.peer_id)
+        with trio.fail_after(20):
+            while j2_id not in dht.table:
+                await trio.sleep(0.1)
+        # (a lookup for the client's own id would list it: js and Guts answer
+        # a FIND_NODE for a peer they are connected to with that peer)
+        await j1.call("dht:closest", key_hex=multihash(b"anything").hex())
+        assert str(host.peer_id) not in await js_table(j1)
+        assert str(host.peer_id) not in await js_table(j2)
+        key = multihash(b"from a client")
+        await dht.provide(key)
+        providers = (await j2.call("dht:find-providers", key_hex=key.hex()))["providers"]
+        assert [p["peer_id"] for p in providers] == [str(host.peer_id)]
+        await j1.call("dht:put", key_hex=b"/guts/c".hex(), value_hex=b"v".hex())
+        assert await dht.get_value(b"/guts/c") == b"v"
+        nursery.cancel_scope.cancel()
