@@ -14,6 +14,11 @@ from typing import Annotated, Any, Optional
 import typer
 
 from guts import __version__
+from guts._cli import dht as dht_commands
+from guts._cli import pubsub as pubsub_commands
+from guts._cli.common import HomeOption, call, run_control
+from guts._cli.common import fail as _fail
+from guts._cli.common import setup_logging as _setup_logging
 
 app = typer.Typer(
     help="Guts: peer-to-peer code collaboration over libp2p.",
@@ -22,22 +27,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-HomeOption = Annotated[
-    Optional[Path], typer.Option("--home", help="Node directory (default: $GUTS_HOME or ~/.guts).")
-]
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
+app.add_typer(dht_commands.app, name="dht")
+app.add_typer(pubsub_commands.app, name="pubsub")
 
 
 @app.command()
@@ -65,6 +56,16 @@ def start(
     home: HomeOption = None,
     listen: Annotated[list[str], typer.Option("--listen", help="Multiaddr to listen on (repeatable).")] = [],
     bootstrap: Annotated[list[str], typer.Option("--bootstrap", help="Peer to dial at start (repeatable).")] = [],
+    dht_mode: Annotated[
+        Optional[str],
+        typer.Option("--dht-mode", help="client | server | auto (server when a listen address is public)."),
+    ] = None,
+    dht_protocol: Annotated[
+        Optional[str], typer.Option("--dht-protocol", help="DHT protocol id (default /guts/kad/1.0.0).")
+    ] = None,
+    topic: Annotated[
+        list[str], typer.Option("--topic", help="Gossip topic to subscribe to; its messages are printed (repeatable).")
+    ] = [],
     as_json: Annotated[bool, typer.Option("--json", help="Print events as JSON lines on stdout.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
@@ -76,7 +77,9 @@ def start(
 
     _setup_logging(verbose)
     try:
-        config = load_config(home, listen=listen, bootstrap=bootstrap)
+        config = load_config(
+            home, listen=listen, bootstrap=bootstrap, topics=topic, dht_mode=dht_mode, dht_protocol=dht_protocol
+        )
     except GutsError as exc:
         _fail(str(exc))
     try:
@@ -121,13 +124,56 @@ async def _run_node(config: Any, as_json: bool) -> None:
                 print(f"peer id: {node.host.peer_id}", flush=True)
                 for a in addrs:
                     print(f"listening on {a}", flush=True)
-            async for signum in signals:
-                logging.getLogger("guts.node").info(
-                    "received %s, shutting down", signal.Signals(signum).name
-                )
-                break
+            async with trio.open_nursery() as nursery:
+                for sub in node.subscriptions.values():
+                    nursery.start_soon(_print_messages, sub, as_json)
+                async for signum in signals:
+                    logging.getLogger("guts.node").info(
+                        "received %s, shutting down", signal.Signals(signum).name
+                    )
+                    break
+                nursery.cancel_scope.cancel()
     if as_json:
         _emit(True, {"event": "stopped"}, "")
+
+
+async def _print_messages(sub: Any, as_json: bool) -> None:
+    from guts.control._pubsub import message_json
+
+    async for message in sub:
+        event = message_json(message)
+        shown = event["data"] if event["data"] is not None else f"0x{event['data_hex']}"
+        _emit(as_json, event, f"message on {event['topic']} from {event['from']}: {shown}")
+
+
+@app.command()
+def status(
+    home: HomeOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """Show the running node's peer id, addresses, connections and services."""
+    info = run_control(call, home, "GET", "/v1/status", as_json=as_json)
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    typer.echo(f"peer id:      {info['peer_id']}")
+    typer.echo(f"uptime:       {info['uptime_s']:.0f} s")
+    for i, addr in enumerate(info["addrs"]):
+        typer.echo(f"{'addresses:' if i == 0 else '':<13} {addr}")
+    conns = info["connections"]
+    typer.echo(f"connections:  {len(conns)}")
+    for c in conns:
+        agent = f", {c['agent_version']}" if c.get("agent_version") else ""
+        typer.echo(f"  {c['peer_id']} {c['direction']} {c['addr']} ({c['streams']} streams{agent})")
+    dht = info.get("dht")
+    if dht:
+        typer.echo(
+            f"dht:          {dht['mode']} on {dht['protocol']}, routing table {dht['routing_table_size']} peers"
+        )
+    pubsub = info.get("pubsub")
+    if pubsub:
+        topics = ", ".join(f"{t} (mesh {pubsub['mesh'][t]})" for t in pubsub["topics"]) or "none"
+        typer.echo(f"pubsub:       {pubsub['peers']} peers; topics {topics}")
 
 
 @app.command()

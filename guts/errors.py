@@ -23,7 +23,10 @@ __all__ = [
     "StreamReset",
     "DialError",
     "PeerNotFound",
+    "RecordNotFound",
+    "InvalidRecord",
     "ConfigError",
+    "NodeNotRunning",
 ]
 
 
@@ -82,5 +85,18 @@ class PeerNotFound(GutsError):
     """No address is known for the peer."""
 
 
+class RecordNotFound(GutsError):
+    """No valid record was found for a key (DHT ``get_value``)."""
+
+
+class InvalidRecord(ProtocolError):
+    """A DHT record failed validation: unknown namespace, oversized value,
+    or a value its namespace's validator refuses."""
+
+
 class ConfigError(GutsError):
     """The configuration (file, environment or flags) is invalid."""
+
+
+class NodeNotRunning(GutsError):
+    """No node answers on the control socket of this ``GUTS_HOME``."""

@@ -259,6 +259,11 @@ class Host:
         """Run a background task under the host's nursery."""
         self._nursery.start_soon(fn, *args)
 
+    async def start(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """Run a service under the host's nursery; return once it reports
+        started (``task_status.started(value)``), with that value."""
+        return await self._nursery.start(fn, *args)
+
     # -- listening -----------------------------------------------------------
 
     @property

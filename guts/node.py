@@ -1,19 +1,26 @@
 """A full Guts node composed from a :class:`~guts.config.NodeConfig`: the
-host with TCP and WebSocket transports, identify, ping, and the bootstrap
-dials."""
+host with TCP and WebSocket transports, identify, ping, the Kademlia DHT
+(which dials the bootstrap peers), gossipsub with the configured topics
+subscribed, and the local control API."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import trio
 
 from guts.config import NodeConfig
+from guts.control import ControlApi, bind_control_socket, serve_control
+from guts.control._dht import add_dht_routes
+from guts.control._pubsub import add_pubsub_routes
 from guts.crypto import KeyPair, load_or_create_keypair
-from guts.errors import GutsError
+from guts.dht import Dht, DhtConfig, DhtMode, DhtStore
+from guts.gossip import Gossipsub, Subscription
 from guts._netaddrs import expand_unspecified
 from guts.host import Host, HostConfig, open_host
 from guts.identify import Identify
@@ -34,6 +41,12 @@ class Node:
     host: Host
     identify: Identify
     ping: Ping
+    dht: Dht
+    pubsub: Gossipsub
+    #: Where the control API listens (``None`` when it is off).
+    control_path: Path | None = None
+    #: The subscriptions to ``config.topics``, by topic.
+    subscriptions: dict[str, Subscription] = field(default_factory=dict)
 
     @property
     def addrs(self) -> list[Multiaddr]:
@@ -41,13 +54,25 @@ class Node:
         me = str(self.host.peer_id)
         return [a.with_p2p(me) for a in self.host.announce_addrs]
 
-
-async def _bootstrap(host: Host, addr: Multiaddr) -> None:
-    try:
-        conn = await host.connect(addr)
-        log.info("bootstrap peer %s connected at %s", conn.peer_id, addr)
-    except GutsError as exc:
-        log.warning("bootstrap %s failed: %s", addr, exc)
+    def status(self) -> dict[str, Any]:
+        """What ``guts status`` shows about the services, beyond the host."""
+        dht = self.dht
+        return {
+            "protocols": self.host.protocols,
+            "dht": {
+                "mode": dht.mode.value,
+                "configured_mode": dht.config.mode.value,
+                "protocol": dht.config.protocol,
+                "routing_table_size": dht.routing_table_size,
+                "provider_records": len(dht.providers),
+                "values": len(dht.values),
+            },
+            "pubsub": {
+                "topics": self.pubsub.topics,
+                "peers": len(self.pubsub.peers),
+                "mesh": {t: len(self.pubsub.mesh_peers(t)) for t in self.pubsub.topics},
+            },
+        }
 
 
 @asynccontextmanager
@@ -56,6 +81,7 @@ async def open_node(
     *,
     keypair: KeyPair | None = None,
     transports: list[Transport] | None = None,
+    persist: bool = True,
 ) -> AsyncIterator[Node]:
     """Run a node for the duration of the block.
 
@@ -63,20 +89,55 @@ async def open_node(
         config: what to listen on, whom to bootstrap from, limits.
         keypair: identity; loaded from (or created in) ``config.home`` if omitted.
         transports: defaults to TCP and WebSocket.
+        persist: keep the DHT's records and known peers in
+            ``config.home/dht.sqlite`` across restarts (off for a short-lived
+            node that answers one command).
+
+    Raises:
+        ConfigError: another node runs with the same home (its control
+            socket answers), or the home is unusable.
     """
-    if keypair is None:
-        keypair = load_or_create_keypair(config.key_file)
-    host_config = HostConfig(
-        max_connections=config.max_connections,
-        connection_timeout=config.connection_timeout,
-        keep_alive=config.keep_alive,
-    )
-    if transports is None:
-        transports = [TcpTransport(), WebSocketTransport()]
-    async with open_host(keypair, transports, host_config) as host:
-        node = Node(config=config, host=host, identify=Identify(host), ping=Ping(host))
-        if config.listen:
-            await host.listen(*config.listen)
-        for addr in config.bootstrap:
-            host.start_soon(_bootstrap, host, addr)
-        yield node
+    # First, before any port or file is taken: one node per home.
+    control = bind_control_socket(config.control_socket) if config.control else None
+    store = None
+    try:
+        if keypair is None:
+            keypair = load_or_create_keypair(config.key_file)
+        host_config = HostConfig(
+            max_connections=config.max_connections,
+            connection_timeout=config.connection_timeout,
+            keep_alive=config.keep_alive,
+        )
+        if transports is None:
+            transports = [TcpTransport(), WebSocketTransport()]
+        store = DhtStore.in_home(config.home) if persist else None
+        dht_config = DhtConfig(protocol=config.dht_protocol, mode=DhtMode(config.dht_mode), bootstrap=config.bootstrap)
+        async with open_host(keypair, transports, host_config) as host:
+            node = Node(
+                config=config,
+                host=host,
+                identify=Identify(host),
+                ping=Ping(host),
+                dht=Dht(host, dht_config, store),
+                pubsub=Gossipsub(host),
+                control_path=control.path if control is not None else None,
+            )
+            if control is not None:
+                api = ControlApi(node)
+                add_dht_routes(api, node.dht)
+                add_pubsub_routes(api, node.pubsub)
+                await host.start(serve_control, api, control)
+                control = None  # serve_control closes it now
+            await host.start(node.pubsub.run)
+            for topic in config.topics:
+                node.subscriptions[topic] = node.pubsub.subscribe(topic)
+            if config.listen:
+                await host.listen(*config.listen)
+            node.dht.update_mode()  # AUTO decides from the addresses just bound
+            await host.start(node.dht.run)
+            yield node
+    finally:
+        if control is not None:
+            await control.aclose()
+        if store is not None:
+            store.close()

@@ -13,8 +13,10 @@ import { createInterface } from 'node:readline'
 import { setMaxListeners } from 'node:events'
 import { parseArgs } from 'node:util'
 
-import { generateKeyPair, generateKeyPairFromSeed } from '@libp2p/crypto/keys'
+import { generateKeyPair, generateKeyPairFromSeed, publicKeyToProtobuf } from '@libp2p/crypto/keys'
+import { gossipsub } from '@libp2p/gossipsub'
 import { identify, identifyPush } from '@libp2p/identify'
+import { kadDHT, passthroughMapper } from '@libp2p/kad-dht'
 import { noise } from '@libp2p/noise'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { ping } from '@libp2p/ping'
@@ -23,6 +25,8 @@ import { webSockets } from '@libp2p/websockets'
 import { yamux } from '@libp2p/yamux'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
+import { CID } from 'multiformats/cid'
+import * as Digest from 'multiformats/hashes/digest'
 
 const ECHO_PROTOCOL = '/guts/echo/1.0.0'
 const DEFAULT_LISTEN = ['/ip4/127.0.0.1/tcp/0', '/ip4/127.0.0.1/tcp/0/ws']
@@ -77,7 +81,12 @@ try {
     options: {
       listen: { type: 'string', multiple: true },
       seed: { type: 'string' },
-      'no-identify-push': { type: 'boolean', default: false }
+      'no-identify-push': { type: 'boolean', default: false },
+      dht: { type: 'boolean', default: false },
+      'dht-protocol': { type: 'string', default: '/ipfs/kad/1.0.0' },
+      'dht-no-self-query': { type: 'boolean', default: false },
+      gossipsub: { type: 'boolean', default: false },
+      'gossip-protocol': { type: 'string', multiple: true }
     },
     strict: true
   }).values
@@ -103,6 +112,33 @@ const services = {
 }
 if (!argv['no-identify-push']) {
   services.identifyPush = identifyPush()
+}
+
+// The longest delay setTimeout honours (a larger one fires at once).
+const NEVER_MS = 2 ** 31 - 1
+// Values under /guts/... : any bytes are valid, the first record found wins.
+const GUTS_NAMESPACE = 'guts'
+// js's raw codec, for providing a bare multihash as a CID v1
+const RAW_CODEC = 0x55
+
+if (argv.dht) {
+  services.dht = kadDHT({
+    protocol: argv['dht-protocol'],
+    clientMode: false,
+    // keep loopback addresses in answers and in the routing table
+    peerInfoMapper: passthroughMapper,
+    validators: { [GUTS_NAMESPACE]: async () => {} },
+    selectors: { [GUTS_NAMESPACE]: () => 0 },
+    ...(argv['dht-no-self-query']
+      ? { querySelfInterval: NEVER_MS, initialQuerySelfInterval: NEVER_MS, allowQueryWithZeroPeers: true }
+      : {})
+  })
+}
+if (argv.gossipsub) {
+  services.pubsub = gossipsub({
+    // publishing with no peer yet is not an error for the tests
+    allowPublishToZeroTopicPeers: true
+  })
 }
 
 const node = await createLibp2p({
@@ -166,6 +202,29 @@ node.addEventListener('peer:identify', (evt) => {
   for (const w of waiters) w.resolve(info)
   emit({ event: 'peer:identify', ...info })
 })
+
+const hex = (bytes) => bytes == null ? null : Buffer.from(bytes).toString('hex')
+const fromHex = (text, what) => {
+  if (typeof text !== 'string' || !/^([0-9a-fA-F]{2})*$/.test(text)) {
+    throw new Error(`"${what}" must be a hex string`)
+  }
+  return Uint8Array.from(Buffer.from(text, 'hex'))
+}
+
+function pubsubMessageToJson (detail) {
+  const { msg, msgId, propagationSource } = detail
+  return {
+    topic: msg.topic,
+    from: msg.from?.toString() ?? null,
+    seqno_hex: msg.sequenceNumber == null ? null : msg.sequenceNumber.toString(16).padStart(16, '0'),
+    data_hex: hex(msg.data),
+    // gossipsub hands the id over base64-encoded
+    msg_id_hex: Buffer.from(msgId, 'base64').toString('hex'),
+    signature_hex: hex(msg.signature),
+    key_hex: msg.key == null ? null : hex(publicKeyToProtobuf(msg.key)),
+    propagation_source: propagationSource.toString()
+  }
+}
 
 function connectionToJson (conn) {
   return {
@@ -536,6 +595,99 @@ const commands = {
     }
   },
 
+  // ------------------------------------------------------------ kad-dht
+
+  async 'dht:closest' (args, signal) {
+    const key = fromHex(args.key_hex, 'key_hex')
+    const peers = new Map()
+    for await (const event of dhtService().getClosestPeers(key, { signal })) {
+      if (event.name === 'FINAL_PEER') peers.set(event.peer.id.toString(), await peerInfoToJson(event.peer))
+    }
+    return { peers: [...peers.values()] }
+  },
+
+  async 'dht:find-peer' (args, signal) {
+    if (args.peer == null) throw new Error('dht:find-peer needs "peer"')
+    for await (const event of dhtService().findPeer(peerIdFromString(args.peer), { signal })) {
+      if (event.name === 'FINAL_PEER') return await peerInfoToJson(event.peer)
+    }
+    throw new Error(`NotFoundError: peer ${args.peer} not found`)
+  },
+
+  async 'dht:provide' (args, signal) {
+    for await (const _ of dhtService().provide(providerCid(args), { signal })) {} // eslint-disable-line no-unused-vars
+    return {}
+  },
+
+  async 'dht:find-providers' (args, signal) {
+    const providers = new Map()
+    for await (const event of dhtService().findProviders(providerCid(args), { signal })) {
+      if (event.name !== 'PROVIDER') continue
+      for (const p of event.providers) providers.set(p.id.toString(), await peerInfoToJson(p))
+      if (args.count != null && providers.size >= args.count) break
+    }
+    return { providers: [...providers.values()] }
+  },
+
+  async 'dht:put' (args, signal) {
+    const key = fromHex(args.key_hex, 'key_hex')
+    const value = fromHex(args.value_hex, 'value_hex')
+    for await (const _ of dhtService().put(key, value, { signal })) {} // eslint-disable-line no-unused-vars
+    return {}
+  },
+
+  async 'dht:get' (args, signal) {
+    const key = fromHex(args.key_hex, 'key_hex')
+    let value = null
+    for await (const event of dhtService().get(key, { signal })) {
+      if (event.name === 'VALUE') value = event.value
+    }
+    if (value == null) throw new Error(`NotFoundError: no value for key ${args.key_hex}`)
+    return { value_hex: hex(value) }
+  },
+
+  async 'dht:routing-table' () {
+    const table = dhtService().routingTable
+    return { peers: [...table.kb.toIterable()].map((p) => p.peerId.toString()), size: table.size }
+  },
+
+  // ------------------------------------------------------------ gossipsub
+
+  async 'pubsub:subscribe' (args) {
+    pubsubService().subscribe(topicOf(args))
+    return {}
+  },
+
+  async 'pubsub:unsubscribe' (args) {
+    pubsubService().unsubscribe(topicOf(args))
+    return {}
+  },
+
+  async 'pubsub:publish' (args) {
+    const pubsub = pubsubService()
+    const data = fromHex(args.data_hex ?? '', 'data_hex')
+    lastPublished = null
+    const result = await pubsub.publish(topicOf(args), data)
+    return { msg_id_hex: lastPublished, recipients: result.recipients.map(String) }
+  },
+
+  async 'pubsub:mesh' (args) {
+    return { peers: pubsubService().getMeshPeers(topicOf(args)) }
+  },
+
+  async 'pubsub:subscribers' (args) {
+    return { peers: pubsubService().getSubscribers(topicOf(args)).map(String) }
+  },
+
+  async 'pubsub:peers' () {
+    return { peers: pubsubService().getPeers().map(String) }
+  },
+
+  async 'pubsub:score' (args) {
+    if (args.peer == null) throw new Error('pubsub:score needs "peer"')
+    return { score: pubsubService().getScore(args.peer) }
+  },
+
   async peers () {
     const byPeer = new Map()
     for (const conn of node.getConnections()) {
@@ -553,6 +705,42 @@ const commands = {
     return {}
   }
 }
+
+function dhtService () {
+  if (node.services.dht == null) throw new Error('the DHT is off: start the peer with --dht')
+  return node.services.dht
+}
+
+function pubsubService () {
+  if (node.services.pubsub == null) throw new Error('gossipsub is off: start the peer with --gossipsub')
+  return node.services.pubsub
+}
+
+function topicOf (args) {
+  if (typeof args.topic !== 'string' || args.topic === '') throw new Error('command needs "topic"')
+  return args.topic
+}
+
+// a provider key is a multihash (hex); js provides and looks up CID v1 raw of it
+function providerCid (args) {
+  return CID.createV1(RAW_CODEC, Digest.decode(fromHex(args.key_hex, 'key_hex')))
+}
+
+// a DHT answer's peer info, with the peer store's addresses when the answer
+// carried none (getClosestPeers reports bare peer ids)
+async function peerInfoToJson (info) {
+  let addrs = (info.multiaddrs ?? []).map(String)
+  if (addrs.length === 0) {
+    try {
+      addrs = (await node.peerStore.get(info.id)).addresses.map((a) => a.multiaddr.toString())
+    } catch {}
+  }
+  return { peer_id: info.id.toString(), addrs: [...new Set(addrs)] }
+}
+
+// the id of the last message this node published (hex), noted inside
+// gossipsub's publish()
+let lastPublished = null
 
 let stopping = false
 
@@ -603,6 +791,26 @@ async function handleLine (line) {
 }
 
 // ---------------------------------------------------------------- main
+
+if (node.services.pubsub != null) {
+  const pubsub = node.services.pubsub
+  if (argv['gossip-protocol'] != null) {
+    // offer (and serve) only these meshsub versions; gossipsub 17.1.1 ignores
+    // a `protocols` option, so set the list it registers on start
+    pubsub.protocols = [...argv['gossip-protocol']]
+  }
+  // record the id of each message we publish: gossipsub notes it here, and
+  // only for its own messages
+  const published = pubsub.publishedMessageIds
+  const put = published.put.bind(published)
+  published.put = (id, ...rest) => {
+    lastPublished = Buffer.from(id, 'base64').toString('hex')
+    return put(id, ...rest)
+  }
+  pubsub.addEventListener('gossipsub:message', (evt) => {
+    emit({ event: 'pubsub:message', ...pubsubMessageToJson(evt.detail) })
+  })
+}
 
 try {
   await node.handle(ECHO_PROTOCOL, handleEcho, {

@@ -119,3 +119,44 @@ def test_bootstrap_peers_are_dialled_and_identified(tmp_path: Path) -> None:
             if node is not None:
                 node.send_signal(signal.SIGINT)
                 assert node.wait(timeout=10) == 0
+
+
+def test_status_of_the_running_node(tmp_path: Path) -> None:
+    a = _start(tmp_path / "a")
+    b = None
+    try:
+        assert a.stdout is not None
+        ready_a = json.loads(a.stdout.readline())
+        b = _start(tmp_path / "b", "--bootstrap", ready_a["addrs"][0])
+        assert b.stdout is not None
+        ready_b = json.loads(b.stdout.readline())
+        _events_until(b, "peer_identified", ready_a["peer_id"])
+        result = run("status", "--json", home=tmp_path / "b")
+        assert result.returncode == 0, result.stderr
+        status = json.loads(result.stdout)
+        assert status["peer_id"] == ready_b["peer_id"]
+        assert status["addrs"] == ready_b["addrs"]
+        [conn] = status["connections"]
+        assert conn["peer_id"] == ready_a["peer_id"] and conn["direction"] == "outbound"
+        assert conn["agent_version"].startswith("guts/")
+        text = run("status", home=tmp_path / "b")
+        assert text.returncode == 0
+        assert f"peer id:      {ready_b['peer_id']}" in text.stdout
+        assert ready_a["peer_id"] in text.stdout and "connections:  1" in text.stdout
+        # A second node on the same home is refused, and says why.
+        second = run("start", "--listen", "/ip4/127.0.0.1/tcp/0", home=tmp_path / "b")
+        assert second.returncode == 1 and "already running" in second.stderr
+    finally:
+        for node in (a, b):
+            if node is not None:
+                node.send_signal(signal.SIGINT)
+                assert node.wait(timeout=10) == 0
+
+
+def test_status_without_a_node_is_a_clear_error(tmp_path: Path) -> None:
+    result = run("status", home=tmp_path)
+    assert result.returncode == 1
+    assert "no node is running" in result.stderr and "guts start" in result.stderr
+    as_json = run("status", "--json", home=tmp_path)
+    assert as_json.returncode == 1
+    assert json.loads(as_json.stdout)["kind"] == "not_running"

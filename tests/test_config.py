@@ -49,3 +49,26 @@ def test_bad_file(tmp_path: Path, text: str) -> None:
 def test_bad_env(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="GUTS_BOOTSTRAP"):
         load_config(tmp_path, env={"GUTS_BOOTSTRAP": "/nope"})
+
+
+def test_dht_and_topic_settings(tmp_path: Path) -> None:
+    cfg = load_config(tmp_path, env={})
+    assert (cfg.dht_mode, cfg.dht_protocol, cfg.topics) == ("auto", "/guts/kad/1.0.0", ())
+    (tmp_path / "config.toml").write_text('dht_mode = "client"\ntopics = ["a", "b"]\n')
+    cfg = load_config(tmp_path, env={})
+    assert cfg.dht_mode == "client" and cfg.topics == ("a", "b")
+    env = {"GUTS_DHT_MODE": "server", "GUTS_DHT_PROTOCOL": "/ipfs/kad/1.0.0", "GUTS_TOPICS": "c, d"}
+    cfg = load_config(tmp_path, env=env)
+    assert (cfg.dht_mode, cfg.dht_protocol, cfg.topics) == ("server", "/ipfs/kad/1.0.0", ("c", "d"))
+    cfg = load_config(tmp_path, env=env, topics=["e", "e"], dht_mode="auto")
+    assert cfg.topics == ("e",) and cfg.dht_mode == "auto"
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [('dht_mode = "sometimes"', "dht_mode"), ('dht_protocol = "kad"', "dht_protocol"), ("topics = [1]", "topics")],
+)
+def test_bad_dht_and_topic_settings(tmp_path: Path, text: str, where: str) -> None:
+    (tmp_path / "config.toml").write_text(text + "\n")
+    with pytest.raises(ConfigError, match=where):
+        load_config(tmp_path, env={})

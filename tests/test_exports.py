@@ -6,7 +6,8 @@ import importlib
 import pytest
 
 PUBLIC = {
-    'guts.errors': ['ConfigError', 'DecodeError', 'DialError', 'GutsError', 'HandshakeError', 'LocalProtocolError', 'NegotiationError', 'PeerIdMismatch', 'PeerNotFound', 'ProtocolError', 'RemoteProtocolError', 'StreamReset'],
+    'guts.dht': ['AddOutcome', 'AddResult', 'AddrScope', 'ConnectionType', 'DEFAULT_PROTOCOL', 'Dht', 'DhtConfig', 'DhtMode', 'DhtStore', 'GutsValidator', 'IPFS_PROTOCOL', 'KadMessage', 'KadPeer', 'Limits', 'Lookup', 'LookupConfig', 'LookupResult', 'LookupStats', 'MessageType', 'PeerState', 'ProviderRecord', 'ProviderStore', 'PublicKeyValidator', 'PublishResult', 'PutResult', 'Record', 'RecordLimits', 'RequestFailed', 'RoutingTable', 'StoredValue', 'Validator', 'ValueStore', 'decode_message', 'encode_message'],
+    'guts.errors': ['ConfigError', 'DecodeError', 'DialError', 'GutsError', 'HandshakeError', 'InvalidRecord', 'LocalProtocolError', 'NegotiationError', 'NodeNotRunning', 'PeerIdMismatch', 'PeerNotFound', 'ProtocolError', 'RecordNotFound', 'RemoteProtocolError', 'StreamReset'],
     'guts.wire': ['DialerNegotiation', 'LengthPrefixedDecoder', 'ListenerNegotiation', 'MAX_VARINT_BYTES', 'MULTISTREAM_PROTOCOL', 'MessageStream', 'NeedMoreData', 'NegotiatedStream', 'accept_protocol', 'decode_uvarint', 'encode_length_prefixed', 'encode_line', 'encode_uvarint', 'select_protocol'],
     'guts.crypto': ['KeyPair', 'PublicKey', 'UnsupportedKeyType', 'load_or_create_keypair'],
     'guts.peer': ['InvalidPeerId', 'PeerId'],
@@ -18,8 +19,10 @@ PUBLIC = {
     'guts.host': ['Connection', 'Direction', 'Host', 'HostConfig', 'HostEvent', 'PeerConnected', 'PeerDisconnected', 'PeerIdentified', 'StreamHandler', 'open_host'],
     'guts.peerstore': ['MAX_ADDRS', 'MAX_PROTOCOLS', 'PeerInfo', 'Peerstore'],
     'guts.identify': ['AGENT_VERSION', 'IDENTIFY', 'IDENTIFY_PUSH', 'Identify', 'IdentifyInfo', 'PROTOCOL_VERSION', 'decode_identify', 'encode_identify'],
+    'guts.gossip': ['ControlMessage', 'GossipConfig', 'GossipMessage', 'GossipRouter', 'Gossipsub', 'InvalidMessage', 'MESHSUB_V10', 'MESHSUB_V11', 'MESHSUB_V12', 'PROTOCOLS', 'RPC', 'RawMessage', 'Rejection', 'RouterStats', 'RpcLimits', 'ScoreParams', 'ScoreThresholds', 'SignaturePolicy', 'Subscription', 'TopicScoreParams', 'ValidationResult', 'Validator', 'decode_rpc', 'default_message_id', 'encode_rpc', 'hash_message_id', 'open_gossipsub'],
     'guts.ping': ['PING', 'PING_SIZE', 'Ping', 'ping'],
-    'guts.config': ['CONFIG_FILE', 'DEFAULT_LISTEN', 'KEY_FILE', 'NodeConfig', 'default_home', 'load_config'],
+    'guts.config': ['CONFIG_FILE', 'CONTROL_SOCKET', 'DEFAULT_DHT_PROTOCOL', 'DEFAULT_LISTEN', 'DHT_MODES', 'KEY_FILE', 'NodeConfig', 'default_home', 'load_config'],
+    'guts.control': ['ApiError', 'ControlApi', 'ControlClient', 'ControlError', 'ControlSocket', 'bind_control_socket', 'connect_control', 'serve_control'],
     'guts.node': ['Node', 'expand_unspecified', 'open_node'],
 }
 

@@ -173,3 +173,63 @@ async def test_concurrent_calls(spawn_js: SpawnJs) -> None:
             nursery.start_soon(one, i)
         nursery.start_soon(functools.partial(a.call, "ping", peer=b.peer_id))
     assert sorted(r["bytes"] for r in results) == [1000 + i for i in range(10)]  # type: ignore[type-var]
+
+
+async def three_js(spawn_js: SpawnJs, *args: str) -> tuple[JsPeer, JsPeer, JsPeer]:
+    """Three js peers in a line a - b - c over TCP."""
+    a, b, c = [await spawn_js(listen=["/ip4/127.0.0.1/tcp/0"], args=list(args)) for _ in range(3)]
+    await a.call("dial", addr=b.addr("tcp"))
+    await c.call("dial", addr=b.addr("tcp"))
+    return a, b, c
+
+
+async def test_dht_commands(spawn_js: SpawnJs) -> None:
+    a, b, c = await three_js(spawn_js, "--dht")
+    with trio.fail_after(20):
+        while len((await b.call("dht:routing-table"))["peers"]) < 2:
+            await trio.sleep(0.1)
+    assert "/ipfs/kad/1.0.0" in a.protocols
+    key = bytes([0x12, 0x20]) + bytes(range(32))  # a sha2-256 multihash
+    await a.call("dht:provide", key_hex=key.hex())
+    providers = (await c.call("dht:find-providers", key_hex=key.hex()))["providers"]
+    assert [p["peer_id"] for p in providers] == [a.peer_id]
+    assert strip_p2p(a.addr("tcp")) in providers[0]["addrs"]
+    await a.call("dht:put", key_hex=b"/guts/k".hex(), value_hex=b"v".hex())
+    assert (await c.call("dht:get", key_hex=b"/guts/k".hex()))["value_hex"] == b"v".hex()
+    found = await c.call("dht:find-peer", peer=a.peer_id)
+    assert strip_p2p(a.addr("tcp")) in found["addrs"]
+    closest = (await c.call("dht:closest", key_hex=key.hex()))["peers"]
+    assert {p["peer_id"] for p in closest} >= {a.peer_id, b.peer_id}
+    with pytest.raises(JsCommandError, match="NotFoundError"):
+        await c.call("dht:get", key_hex=b"/guts/absent".hex(), timeout_ms=10_000)
+
+
+async def test_dht_protocol_option(spawn_js: SpawnJs) -> None:
+    js = await spawn_js(listen=["/ip4/127.0.0.1/tcp/0"], args=["--dht", "--dht-protocol", "/guts/kad/1.0.0"])
+    assert "/guts/kad/1.0.0" in js.protocols and "/ipfs/kad/1.0.0" not in js.protocols
+    with pytest.raises(JsCommandError, match="--dht"):
+        await (await spawn_js(listen=["/ip4/127.0.0.1/tcp/0"])).call("dht:routing-table")
+
+
+async def test_pubsub_commands(spawn_js: SpawnJs) -> None:
+    a, b, c = await three_js(spawn_js, "--gossipsub")
+    for js in (a, b, c):
+        await js.call("pubsub:subscribe", topic="t")
+    with trio.fail_after(20):
+        while len((await b.call("pubsub:mesh", topic="t"))["peers"]) < 2:
+            await trio.sleep(0.2)
+    assert set((await b.call("pubsub:subscribers", topic="t"))["peers"]) == {a.peer_id, c.peer_id}
+    published = await a.call("pubsub:publish", topic="t", data_hex=b"hello".hex())
+    assert published["recipients"] == [b.peer_id]
+    got = await c.next_event("pubsub:message", timeout=10)
+    assert got["data_hex"] == b"hello".hex() and got["from"] == a.peer_id
+    assert got["propagation_source"] == b.peer_id
+    # js's default message id: the author's protobuf PublicKey, then the seqno
+    assert got["msg_id_hex"] == published["msg_id_hex"] == got["key_hex"] + got["seqno_hex"]
+    assert len(bytes.fromhex(got["signature_hex"])) == 64
+    assert (await b.call("pubsub:score", peer=a.peer_id))["score"] >= 0
+
+
+async def test_gossip_protocol_option(spawn_js: SpawnJs) -> None:
+    js = await spawn_js(listen=["/ip4/127.0.0.1/tcp/0"], args=["--gossipsub", "--gossip-protocol", "/meshsub/1.1.0"])
+    assert [p for p in js.protocols if "sub/" in p] == ["/meshsub/1.1.0"]

@@ -1,0 +1,22 @@
+"""The node's local control API: HTTP + JSON over a Unix socket in
+``GUTS_HOME`` (mode 0600), so that ``guts status``, ``guts dht ...`` and
+``guts pubsub ...`` drive the running node of the same home.
+
+See the README for the endpoints and a ``curl`` example.
+"""
+
+from guts.control._api import ApiError, ControlApi
+from guts.control._client import ControlClient, ControlError
+from guts.control._server import serve_control
+from guts.control._socket import ControlSocket, bind_control_socket, connect_control
+
+__all__ = [
+    "ApiError",
+    "ControlApi",
+    "ControlClient",
+    "ControlError",
+    "ControlSocket",
+    "bind_control_socket",
+    "connect_control",
+    "serve_control",
+]

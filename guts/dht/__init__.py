@@ -1,0 +1,72 @@
+"""The Kademlia DHT (libp2p/specs kad-dht): peer routing, provider records
+and values, on the host like any other protocol.
+
+Usage::
+
+    dht = Dht(host, DhtConfig(mode=DhtMode.SERVER, bootstrap=(addr,)), DhtStore.in_home(home))
+    await nursery.start(dht.run)
+    result = await dht.find_closest_peers(key)
+    info = await dht.find_peer(peer_id)
+    await dht.provide(multihash)
+    providers = await dht.find_providers(multihash)
+    await dht.put_value(b"/guts/name", value)
+    value = await dht.get_value(b"/guts/name")
+"""
+
+from guts.dht._addrs import AddrScope
+from guts.dht._codec import ConnectionType, KadMessage, KadPeer, Limits, MessageType, Record, decode_message, encode_message
+from guts.dht._config import DEFAULT_PROTOCOL, IPFS_PROTOCOL, DhtConfig, DhtMode
+from guts.dht._client import RequestFailed
+from guts.dht._driver import LookupResult
+from guts.dht._store import DhtStore
+from guts.dht.lookup import Lookup, LookupConfig, LookupStats, PeerState
+from guts.dht.protocol import Dht, PublishResult
+from guts.dht.records import (
+    GutsValidator,
+    ProviderRecord,
+    ProviderStore,
+    PublicKeyValidator,
+    PutResult,
+    RecordLimits,
+    StoredValue,
+    Validator,
+    ValueStore,
+)
+from guts.dht.routing_table import AddOutcome, AddResult, RoutingTable
+
+__all__ = [
+    "AddOutcome",
+    "AddResult",
+    "AddrScope",
+    "ConnectionType",
+    "DEFAULT_PROTOCOL",
+    "Dht",
+    "DhtConfig",
+    "DhtMode",
+    "DhtStore",
+    "GutsValidator",
+    "IPFS_PROTOCOL",
+    "KadMessage",
+    "KadPeer",
+    "Limits",
+    "Lookup",
+    "LookupConfig",
+    "LookupResult",
+    "LookupStats",
+    "MessageType",
+    "PeerState",
+    "ProviderRecord",
+    "ProviderStore",
+    "PublicKeyValidator",
+    "PublishResult",
+    "PutResult",
+    "Record",
+    "RecordLimits",
+    "RequestFailed",
+    "RoutingTable",
+    "StoredValue",
+    "Validator",
+    "ValueStore",
+    "decode_message",
+    "encode_message",
+]

@@ -1,0 +1,190 @@
+"""Conformance: a mixed kad-dht network of Guts nodes and real js-libp2p
+kad-dht 16 nodes on ``/ipfs/kad/1.0.0``, all in server mode on loopback.
+
+Each side finds the other's peers, providers announced on one side are
+found from the other, and values put on one side are read from the other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+import trio
+
+from guts.crypto import KeyPair
+from guts.dht import IPFS_PROTOCOL, Dht, DhtConfig, DhtMode
+from guts.host import Host, HostConfig, open_host
+from guts.identify import Identify
+from guts.multiaddr import Multiaddr
+from guts.peer import PeerId
+from guts.ping import Ping
+from guts.transport import TcpTransport
+
+from .conftest import SpawnJs
+from .jspeer import JsPeer
+
+TCP = "/ip4/127.0.0.1/tcp/0"
+
+
+@dataclass
+class GutsNode:
+    host: Host
+    dht: Dht
+
+    @property
+    def addr(self) -> Multiaddr:
+        return self.host.listen_addrs[0]
+
+
+@asynccontextmanager
+async def guts_nodes(bootstraps: list[list[str]]) -> AsyncIterator[list[GutsNode]]:
+    """One Guts DHT node per entry, each bootstrapping from the given addresses."""
+    async with AsyncExitStack() as stack:
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        nodes = []
+        for boot in bootstraps:
+            host = await stack.enter_async_context(open_host(KeyPair.generate(), [TcpTransport()], HostConfig()))
+            Identify(host)
+            Ping(host)
+            await host.listen(Multiaddr.parse(TCP))
+            config = DhtConfig(
+                protocol=IPFS_PROTOCOL,
+                mode=DhtMode.SERVER,
+                bootstrap=tuple(Multiaddr.parse(a) for a in boot),
+                request_timeout=5.0,
+                query_timeout=30.0,
+            )
+            dht = Dht(host, config)
+            await nursery.start(dht.run)
+            nodes.append(GutsNode(host, dht))
+        try:
+            yield nodes
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+def strip(addr: str) -> str:
+    return addr.split("/p2p/")[0]
+
+
+def multihash(data: bytes) -> bytes:
+    return b"\x12\x20" + hashlib.sha256(data).digest()
+
+
+async def js_table(js: JsPeer) -> set[str]:
+    return set((await js.call("dht:routing-table"))["peers"])
+
+
+async def wait_until(check, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    with trio.fail_after(timeout):
+        while not await check():
+            await trio.sleep(0.1)
+
+
+async def test_mixed_network(spawn_js: SpawnJs) -> None:
+    # j1 is the rendezvous; g1 and g2 bootstrap from it; j2 dials g2 only:
+    #      g1 - j1 - g2 - j2
+    j1 = await spawn_js(listen=[TCP], args=["--dht"])
+    j2 = await spawn_js(listen=[TCP], args=["--dht"])
+    async with guts_nodes([[j1.addr("tcp")], [j1.addr("tcp")]]) as (g1, g2):
+        await g1.dht.bootstrap()
+        await g2.dht.bootstrap()
+        g2_full = str(g2.addr.with_p2p(str(g2.host.peer_id)))
+        await j2.call("dial", addr=g2_full)
+        j1_id, j2_id = PeerId.from_string(j1.peer_id), PeerId.from_string(j2.peer_id)
+        g1_id, g2_id = g1.host.peer_id, g2.host.peer_id
+
+        # Routing tables: js keeps Guts servers (learnt through identify) and Guts keeps js's.
+        async def tables_filled() -> bool:
+            return {str(g1_id), str(g2_id)} <= await js_table(j1) and str(g2_id) in await js_table(j2)
+
+        await wait_until(tables_filled)
+        assert j1_id in g1.dht.table and j1_id in g2.dht.table
+        with trio.fail_after(20):
+            while j2_id not in g2.dht.table:
+                await trio.sleep(0.1)
+
+        # Peer routing, Guts -> js: g1 has never talked to j2.
+        closest = await g1.dht.find_closest_peers(j2_id.to_bytes())
+        assert closest.peers and closest.peers[0].peer_id == j2_id
+        assert {j1_id, g2_id} <= {p.peer_id for p in closest.peers}
+        if g1.host.connection(j2_id) is not None:
+            await g1.host.disconnect(j2_id)
+            with trio.fail_after(5):
+                while g1.host.connection(j2_id) is not None:
+                    await trio.sleep(0.05)
+        info = await g1.dht.find_peer(j2_id)
+        assert Multiaddr.parse(strip(j2.addr("tcp"))) in info.addrs
+        # Peer routing, js -> Guts: j2 looks up g1 (known to it only through the DHT).
+        found = await j2.call("dht:find-peer", peer=str(g1_id))
+        assert strip(str(g1.addr)) in found["addrs"]
+        js_closest = (await j2.call("dht:closest", key_hex=g1_id.to_bytes().hex()))["peers"]
+        assert {p["peer_id"] for p in js_closest} >= {str(g1_id), str(g2_id)}
+
+        # Providers, Guts -> js.
+        key = multihash(b"guts repository")
+        published = await g1.dht.provide(key)
+        assert {j1_id, j2_id} & set(published.stored_at)  # js nodes took the ADD_PROVIDER
+        providers = (await j2.call("dht:find-providers", key_hex=key.hex()))["providers"]
+        assert [p["peer_id"] for p in providers] == [str(g1_id)]
+        assert strip(str(g1.addr)) in providers[0]["addrs"]
+        # Providers, js -> Guts.
+        key2 = multihash(b"js repository")
+        await j2.call("dht:provide", key_hex=key2.hex())
+        got = await g1.dht.find_providers(key2)
+        assert [p.peer_id for p in got] == [j2_id]
+        assert Multiaddr.parse(strip(j2.addr("tcp"))) in got[0].addrs
+        assert g2.dht.providers.get(key2, j2_id) is not None  # js's ADD_PROVIDER, accepted by Guts
+
+        # Values, Guts -> js.
+        stored = await g1.dht.put_value(b"/guts/from-guts", b"value one")
+        assert {j1_id, j2_id} & set(stored.stored_at)  # js echoed the PUT_VALUE
+        assert (await j2.call("dht:get", key_hex=b"/guts/from-guts".hex()))["value_hex"] == b"value one".hex()
+        # Values, js -> Guts: a Guts node that did not take part in the put reads it.
+        await j2.call("dht:put", key_hex=b"/guts/from-js".hex(), value_hex=b"value two".hex())
+        assert await g1.dht.get_value(b"/guts/from-js") == b"value two"
+        assert await g2.dht.get_value(b"/guts/from-js") == b"value two"
+        assert g2.dht.values.get(b"/guts/from-js", 0) is not None  # js's PUT_VALUE, stored by Guts
+
+
+async def test_guts_client_mode_against_js(spawn_js: SpawnJs) -> None:
+    """A Guts node in client mode uses the js DHT; it does not announce the
+    protocol, so js does not put it in its routing table on connecting.
+
+    (js does add any peer that a DHT answer lists, provider peers included,
+    so once the client provides something it may appear there, and js's
+    requests to it are then refused at protocol negotiation.)"""
+    j1 = await spawn_js(listen=[TCP], args=["--dht"])
+    j2 = await spawn_js(listen=[TCP], args=["--dht"])
+    await j2.call("dial", addr=j1.addr("tcp"))
+    async with AsyncExitStack() as stack:
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        host = await stack.enter_async_context(open_host(KeyPair.generate(), [TcpTransport()], HostConfig()))
+        Identify(host)
+        Ping(host)
+        await host.listen(Multiaddr.parse(TCP))
+        config = DhtConfig(protocol=IPFS_PROTOCOL, mode=DhtMode.CLIENT, bootstrap=(Multiaddr.parse(j1.addr("tcp")),))
+        dht = Dht(host, config)
+        await nursery.start(dht.run)
+        with trio.fail_after(20):
+            await dht.bootstrapped.wait()
+        assert IPFS_PROTOCOL not in host.protocols
+        j2_id = PeerId.from_string(j2.peer_id)
+        with trio.fail_after(20):
+            while j2_id not in dht.table:
+                await trio.sleep(0.1)
+        # (a lookup for the client's own id would list it: js and Guts answer
+        # a FIND_NODE for a peer they are connected to with that peer)
+        await j1.call("dht:closest", key_hex=multihash(b"anything").hex())
+        assert str(host.peer_id) not in await js_table(j1)
+        assert str(host.peer_id) not in await js_table(j2)
+        key = multihash(b"from a client")
+        await dht.provide(key)
+        providers = (await j2.call("dht:find-providers", key_hex=key.hex()))["providers"]
+        assert [p["peer_id"] for p in providers] == [str(host.peer_id)]
+        await j1.call("dht:put", key_hex=b"/guts/c".hex(), value_hex=b"v".hex())
+        assert await dht.get_value(b"/guts/c") == b"v"
+        nursery.cancel_scope.cancel()

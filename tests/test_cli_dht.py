@@ -1,0 +1,126 @@
+"""``guts dht ...`` and ``guts status`` against a local network of real
+``guts start`` processes on loopback."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .test_cli import _start, run
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[tuple[Path, dict]]]:
+    """Four DHT servers: the first is everyone's bootstrap peer."""
+    root = tmp_path_factory.mktemp("net")
+    nodes: list[subprocess.Popen[str]] = []
+    out: list[tuple[Path, dict]] = []
+    try:
+        first = _start(root / "n0", "--dht-mode", "server")
+        nodes.append(first)
+        assert first.stdout is not None
+        ready = json.loads(first.stdout.readline())
+        out.append((root / "n0", ready))
+        for i in range(1, 4):
+            node = _start(root / f"n{i}", "--dht-mode", "server", "--bootstrap", ready["addrs"][0])
+            nodes.append(node)
+            assert node.stdout is not None
+            out.append((root / f"n{i}", json.loads(node.stdout.readline())))
+        # Every node knows the others once its self-lookup has run.
+        for home, _ in out:
+            for _ in range(100):
+                status = json.loads(run("status", "--json", home=home).stdout)
+                if status["dht"]["routing_table_size"] == 3:
+                    break
+            else:
+                raise AssertionError(f"{home}: routing table never filled: {status}")
+        yield out
+    finally:
+        for node in nodes:
+            node.send_signal(signal.SIGINT)
+        for node in nodes:
+            assert node.wait(timeout=15) == 0
+
+
+def test_status_shows_the_dht(network: list[tuple[Path, dict]]) -> None:
+    home, ready = network[1]
+    status = json.loads(run("status", "--json", home=home).stdout)
+    assert status["dht"]["mode"] == "server" and status["dht"]["protocol"] == "/guts/kad/1.0.0"
+    text = run("status", home=home).stdout
+    assert "dht:          server on /guts/kad/1.0.0, routing table 3 peers" in text
+
+
+def test_find_peers_prints_the_closest_peers(network: list[tuple[Path, dict]]) -> None:
+    home = network[2][0]
+    others = {ready["peer_id"] for h, ready in network if h != home}
+    result = run("dht", "find-peers", "guts/some-repository", home=home)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:4] == ["#", "PEER", "ID", "BITS"]
+    listed = [line.split()[1] for line in lines[1:-1] if line.split()[0].isdigit()]
+    assert set(listed) == others
+    assert "3 closest peers to 'guts/some-repository'" in lines[-1] and "peers queried" in lines[-1]
+    as_json = json.loads(run("dht", "find-peers", "guts/some-repository", "--json", home=home).stdout)
+    assert {p["peer_id"] for p in as_json["peers"]} == others
+    bits = [p["common_prefix_bits"] for p in as_json["peers"]]
+    assert bits == sorted(bits, reverse=True)  # nearest first
+    assert as_json["queried"] >= 3 and as_json["rounds"] >= 1
+
+
+def test_provide_and_find_providers(network: list[tuple[Path, dict]]) -> None:
+    (provider, ready), (seeker, _) = network[1], network[3]
+    result = run("dht", "provide", "guts/repo-a", home=provider)
+    assert result.returncode == 0, result.stderr
+    assert "provided 'guts/repo-a'" in result.stdout
+    found = json.loads(run("dht", "find-providers", "guts/repo-a", "--json", home=seeker).stdout)
+    assert [p["peer_id"] for p in found["providers"]] == [ready["peer_id"]]
+    assert ready["addrs"][0].split("/p2p/")[0] in found["providers"][0]["addrs"]
+
+
+def test_put_get_and_a_missing_key(network: list[tuple[Path, dict]]) -> None:
+    assert run("dht", "put", "greeting", "hello, world", home=network[0][0]).returncode == 0
+    got = run("dht", "get", "greeting", home=network[2][0])
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == "hello, world\n"
+    missing = run("dht", "get", "no-such-key", home=network[2][0])
+    assert missing.returncode == 1
+    assert "no value found" in missing.stderr and "/guts/no-such-key" in missing.stderr
+    as_json = run("dht", "get", "no-such-key", "--json", home=network[2][0])
+    assert json.loads(as_json.stdout)["kind"] == "not_found"
+
+
+def test_find_peer(network: list[tuple[Path, dict]]) -> None:
+    target = network[1][1]
+    result = run("dht", "find-peer", target["peer_id"], home=network[3][0])
+    assert result.returncode == 0, result.stderr
+    assert target["addrs"][0].split("/p2p/")[0] in result.stdout
+
+
+def test_without_a_node_a_bootstrap_peer_serves_one_query(network: list[tuple[Path, dict]], tmp_path: Path) -> None:
+    nobody = tmp_path / "nobody"
+    refused = run("dht", "find-peers", "x", home=nobody)
+    assert refused.returncode == 1
+    assert "no node is running" in refused.stderr and "--bootstrap" in refused.stderr
+    bootstrap = network[0][1]["addrs"][0]
+    result = run("dht", "find-peers", "guts/repo-a", "--json", "--bootstrap", bootstrap, home=nobody)
+    assert result.returncode == 0, result.stderr
+    assert {p["peer_id"] for p in json.loads(result.stdout)["peers"]} == {r["peer_id"] for _, r in network}
+    got = run("dht", "get", "greeting", "--bootstrap", bootstrap, home=nobody)
+    assert got.returncode == 0 and got.stdout == "hello, world\n"
+    assert not (nobody / "control.sock").exists() and not (nobody / "dht.sqlite").exists()
+
+
+def test_unreachable_bootstrap_is_a_clear_error(tmp_path: Path) -> None:
+    result = run("dht", "find-peers", "x", "--bootstrap", "/ip4/127.0.0.1/tcp/1", "--timeout", "20", home=tmp_path)
+    assert result.returncode == 1
+    assert "could not reach any bootstrap peer" in result.stderr and "/ip4/127.0.0.1/tcp/1" in result.stderr
+
+
+def test_bad_key_is_a_clear_error(network: list[tuple[Path, dict]]) -> None:
+    result = run("dht", "put", "/nonamespace", "v", home=network[0][0])
+    assert result.returncode == 1 and "error:" in result.stderr
