@@ -69,9 +69,10 @@ def cpu_ns(pid: int | str = "self") -> int:
 
 
 def _short(path: str) -> str:
-    for marker in ("site-packages/", "/guts/", "/bench/"):
+    """A code object's file, relative to site-packages or to the repository."""
+    for marker in ("site-packages/", f"{BENCH.parent}/"):
         if marker in path:
-            return path.split(marker, 1)[1] if marker == "site-packages/" else marker.strip("/") + "/" + path.split(marker, 1)[1]
+            return path.split(marker, 1)[1]
     return path
 
 
@@ -123,8 +124,8 @@ class Calls:
 async def serve() -> None:
     """The benchmark server, plus commands on stdin, one a line: ``count``
     (count task steps and I/O waits), ``calls`` (count calls), ``sync``
-    (answer ``{}``), ``report`` (stop counting, print the counts as a JSON
-    line)."""
+    (answer ``{}``), ``rusage`` (print user and system CPU seconds),
+    ``report`` (stop counting, print the counts); answers are JSON lines."""
     sys.path.insert(0, str(BENCH))
     from _guts_server import serve_node
 
