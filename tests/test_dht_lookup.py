@@ -81,6 +81,24 @@ def test_timeout_frees_the_slot_and_late_answer_counts() -> None:
     assert lookup.state(slow) is PeerState.SUCCEEDED
 
 
+def test_timeout_adapts_to_how_fast_others_answer() -> None:
+    net = Network(60)
+    target = kad_key(b"t")
+    seeds = true_closest(target, net.population, 5)
+    cfg = LookupConfig(k=5, alpha=2, peer_timeout=3.0, min_peer_timeout=0.5, timeout_factor=4.0)
+    lookup = Lookup(target, seeds, cfg)
+    assert lookup.peer_timeout == 3.0  # nothing answered yet
+    dead, fast = lookup.next(0.0)
+    lookup.on_success(fast, [], 0.05)
+    assert lookup.peer_timeout == 0.5  # 4 x 50 ms, but never under the floor
+    (slow,) = lookup.next(0.05)
+    assert lookup.next_deadline() == 0.5  # the dead peer's, not 3 s after it was asked
+    lookup.next(0.5)
+    assert lookup.state(dead) is PeerState.UNRESPONSIVE
+    lookup.on_success(slow, [], 1.0)  # 0.95 s: the timeout follows the slowest answer
+    assert lookup.peer_timeout == 3.0  # 4 x 0.95 s, capped
+
+
 def test_unresponsive_peers_do_not_stall() -> None:
     net = Network(200)
     target = kad_key(b"silent")

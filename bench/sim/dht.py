@@ -11,7 +11,8 @@ bench/README.md).
 
 (b) Message level: the sans-IO lookup core with 10,000 nodes, 10% of
 which never answer, routing tables as a settled network would have them,
-answers after 10–150 ms of simulated latency, and a 3 s per-peer timeout.
+answers after 10–150 ms of simulated latency, and the lookup's adaptive
+per-peer timeout (4 times the slowest answer so far, 0.5 to 3 s).
 """
 
 from __future__ import annotations
@@ -84,8 +85,9 @@ def _message_level(quick: bool) -> str:
     lines += [
         "",
         "Find peer stops as soon as an answer lists the target; closest peers runs to the spec's termination "
-        "(the 20 closest peers still in the running have answered), so it waits out the 3 s per-peer timeout "
-        "whenever a silent node is among the closest. Recall: the share of the true 20 closest live nodes in the result.",
+        "(the 20 closest peers still in the running have answered), so it waits out the per-peer timeout "
+        "(4 times the slowest answer so far, 0.5 to 3 s) whenever a silent node is among the closest. "
+        "Recall: the share of the true 20 closest live nodes in the result.",
     ]
     return "\n".join(lines)
 

@@ -46,9 +46,10 @@ class DhtConfig:
         k: bucket size and replication (spec: 20).
         alpha: requests in flight per lookup (js and newer spec revisions: 10).
         request_timeout: seconds for one request, dial included.
-        peer_timeout: seconds after which a lookup stops waiting for a peer
-            (its slot and the termination rule move on; an answer that still
-            comes within ``request_timeout`` counts).
+        peer_timeout: the longest a lookup waits for one peer before its
+            slot and the termination rule move on (an answer that still comes
+            within ``request_timeout`` counts); a lookup waits less once
+            others answered fast (see :mod:`guts.dht.lookup`).
         query_timeout: seconds for a whole lookup.
         bootstrap: peers to join through (multiaddrs ending in ``/p2p/<id>``).
         refresh_interval: seconds between self-lookups and refreshes of

@@ -5,7 +5,7 @@ lookup: when the lookup finishes (or its ``query_timeout`` passes), the
 requests still out are cancelled. The loop wakes when an answer arrives
 or when the earliest waiting request reaches its per-peer timeout,
 whichever comes first, so a silent peer holds its slot no longer than
-``peer_timeout``.
+the lookup's adaptive per-peer timeout (at most ``peer_timeout``).
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ __all__ = [
     "distance",
     "kad_key",
     "random_key_bytes_in_bucket",
+    "show_key",
 ]
 
 KEY_BITS = 256
@@ -70,3 +71,13 @@ def random_key_bytes_in_bucket(
         if bucket_index(local, kad_key(candidate)) == index:
             return candidate
     return None
+
+
+def show_key(key: bytes) -> str:
+    """A key for log lines and errors: ``/ns/name`` as text when it is
+    printable, else hex."""
+    try:
+        text = key.decode()
+    except UnicodeDecodeError:
+        return key.hex()
+    return text if text.isprintable() else key.hex()

@@ -15,9 +15,15 @@ ask, sends them the request, and reports each answer with
   still in the running (not failed, not silent): a peer farther out
   cannot make the result unless a nearer one drops out, so asking it
   would only cost messages.
-* A request unanswered after ``peer_timeout`` turns the peer
-  *unresponsive*: it stops taking a slot, so a slow or silent peer
-  cannot stall the lookup. If its answer arrives later it still counts.
+* A request unanswered for too long turns the peer *unresponsive*: it
+  stops taking a slot and stops holding up termination, so a slow or
+  silent peer cannot stall the lookup. If its answer arrives later it
+  still counts. "Too long" adapts to the network, as js-libp2p's
+  adaptive timeouts do: ``timeout_factor`` times the slowest answer this
+  lookup has had so far (``peer_timeout`` before the first), never less
+  than ``min_peer_timeout`` nor more than ``peer_timeout``.
+  A dead peer near the target then costs a fraction of a second, not the
+  full timeout.
 * The lookup *terminates* when the ``k`` closest peers it knows of, apart
   from those that failed, have all answered (the Kademlia paper's rule,
   as the spec states it), or when nobody is left to ask.
@@ -63,14 +69,18 @@ class LookupConfig:
     Attributes:
         k: how many closest peers must answer before the lookup ends.
         alpha: requests in flight at once.
-        peer_timeout: seconds after which an unanswered peer stops
-            holding a slot.
+        peer_timeout: the longest an unanswered peer holds a slot (seconds).
+        min_peer_timeout: the shortest it does, however fast others answer.
+        timeout_factor: an unanswered peer is given this many times the
+            slowest answer seen so far.
         max_peers: most peers the lookup remembers.
     """
 
     k: int = 20
     alpha: int = 10
     peer_timeout: float = 10.0
+    min_peer_timeout: float = 0.5
+    timeout_factor: float = 4.0
     max_peers: int = 400
 
 
@@ -83,13 +93,13 @@ class LookupStats:
 
 
 class _Peer:
-    __slots__ = ("peer_id", "distance", "state", "deadline", "round")
+    __slots__ = ("peer_id", "distance", "state", "sent", "round")
 
     def __init__(self, peer_id: PeerId, distance: int, round_: int) -> None:
         self.peer_id = peer_id
         self.distance = distance
         self.state = PeerState.NOT_CONTACTED
-        self.deadline = 0.0
+        self.sent = 0.0
         self.round = round_
 
 
@@ -112,6 +122,7 @@ class Lookup:
     ) -> None:
         self.target = target
         self.config = config or LookupConfig()
+        self._slowest: float | None = None  # slowest answer so far, seconds
         self._peers: dict[PeerId, _Peer] = {}
         self._order: list[tuple[int, bytes]] = []  # (distance, id bytes), sorted
         self._by_bytes: dict[bytes, _Peer] = {}
@@ -175,6 +186,14 @@ class Lookup:
         """End the lookup early (the caller found what it wanted)."""
         self._finished = True
 
+    @property
+    def peer_timeout(self) -> float:
+        """How long an unanswered peer holds a slot now (see the module notes)."""
+        cfg = self.config
+        if self._slowest is None:
+            return cfg.peer_timeout
+        return min(cfg.peer_timeout, max(cfg.min_peer_timeout, cfg.timeout_factor * self._slowest))
+
     # -- the state machine -------------------------------------------------
 
     def next(self, now: float) -> list[PeerId]:
@@ -197,11 +216,12 @@ class Lookup:
         # silent) are worth asking: nobody farther can be in the result
         # unless one of them drops out.
         rank = 0
+        timeout = self.peer_timeout
         for _, raw in self._order:
             peer = self._by_bytes[raw]
             state = peer.state
             if state is PeerState.WAITING:
-                if now >= peer.deadline:
+                if now >= peer.sent + timeout:  # the same sum as next_deadline()
                     peer.state = PeerState.UNRESPONSIVE
                     self._waiting -= 1
                     continue
@@ -221,7 +241,7 @@ class Lookup:
                 counting = False
                 if self._waiting < parallelism:
                     peer.state = PeerState.WAITING
-                    peer.deadline = now + cfg.peer_timeout
+                    peer.sent = now
                     self._waiting += 1
                     self._queried += 1
                     if peer.round > self._rounds:
@@ -235,7 +255,8 @@ class Lookup:
 
     def next_deadline(self) -> float | None:
         """When the next waiting request times out, if any is waiting."""
-        deadlines = [p.deadline for p in self._peers.values() if p.state is PeerState.WAITING]
+        timeout = self.peer_timeout
+        deadlines = [p.sent + timeout for p in self._peers.values() if p.state is PeerState.WAITING]
         return min(deadlines) if deadlines else None
 
     def on_success(self, peer: PeerId, closer: Iterable[PeerId], now: float) -> None:
@@ -245,6 +266,9 @@ class Lookup:
             return
         if entry.state is PeerState.WAITING:
             self._waiting -= 1
+        took = now - entry.sent
+        if self._slowest is None or took > self._slowest:
+            self._slowest = took
         entry.state = PeerState.SUCCEEDED
         self._succeeded += 1
         if self._finished:

@@ -40,7 +40,7 @@ from guts.dht._codec import KadMessage, KadPeer, MessageType, Record, decode_mes
 from guts.dht._config import DhtConfig, DhtMode
 from guts.dht._client import KadClient, RequestFailed
 from guts.dht._driver import LookupResult, run_lookup
-from guts.dht._key import kad_key, random_key_bytes_in_bucket
+from guts.dht._key import kad_key, random_key_bytes_in_bucket, show_key
 from guts.dht._server import KadServer
 from guts.dht._store import DhtStore
 from guts.dht.records import ProviderStore, PutResult, RateLimiter, ValueStore, default_validators
@@ -286,7 +286,7 @@ class Dht:
             for value in own_values:
                 # Restart the value's republish interval, then put it again.
                 self.values.restore(dataclasses.replace(value, received=now))
-                nursery.start_soon(republish, self.put_value, (value.key, value.value), f"republishing {value.key!r}")
+                nursery.start_soon(republish, self.put_value, (value.key, value.value), f"republishing {show_key(value.key)}")
 
     async def bootstrap(self) -> int:
         """Connect to the configured bootstrap peers, then :meth:`refresh`
@@ -562,7 +562,7 @@ class Dht:
         self.values.validate(key, value)
         result = self.values.put(key, value, self._clock(), None)
         if result is PutResult.KEPT:
-            log.info("DHT: the value held for %r wins over the one put; publishing it anyway", key)
+            log.info("DHT: the value held for %s wins over the one put; publishing it anyway", show_key(key))
         lookup = await self.find_closest_peers(key)
         record = Record(key, value)
         message = KadMessage(MessageType.PUT_VALUE, key=key, record=record)
@@ -596,7 +596,7 @@ class Dht:
                 try:
                     self.values.validate(key, rec.value)
                 except InvalidRecord as exc:
-                    log.warning("peer %s: invalid record for %r: %s", sender, key, exc)
+                    log.warning("peer %s: invalid record for %s: %s", sender, show_key(key), exc)
                     return False
                 values.append(rec.value)
                 holders.append((sender, rec.value))
@@ -604,7 +604,7 @@ class Dht:
 
             await self._lookup(key, KadMessage(MessageType.GET_VALUE, key=key), on_response)
         if not values:
-            raise RecordNotFound(f"no value found for {key!r}")
+            raise RecordNotFound(f"no value found for {show_key(key)}")
         best = values[self.values.select(key, values)]
         outdated = [p for p, v in holders if v != best]
         if outdated:
