@@ -127,7 +127,7 @@ async def serve() -> None:
     (answer ``{}``), ``rusage`` (print user and system CPU seconds),
     ``report`` (stop counting, print the counts); answers are JSON lines."""
     sys.path.insert(0, str(BENCH))
-    from _guts_server import serve_node
+    from _guts_server import serve_node  # type: ignore[import-not-found]  # a script beside this one
 
     counter: Counter | None = None
     calls: Calls | None = None
@@ -222,7 +222,7 @@ class Server:
 async def pings(host, peer, count: int) -> list[float]:  # type: ignore[no-untyped-def]
     rtts = []
     with trio.fail_after(max(60, count / 1000)):
-        async with aclosing(ping(host, peer, count)) as results:
+        async with aclosing(ping(host, peer, count)) as results:  # type: ignore[type-var]
             async for rtt in results:
                 rtts.append(rtt)
     return rtts
@@ -231,7 +231,7 @@ async def pings(host, peer, count: int) -> list[float]:  # type: ignore[no-untyp
 async def push(conn, mib: int) -> float:  # type: ignore[no-untyped-def]
     """Seconds to push ``mib`` MiB through a sink stream and get the count back."""
     sys.path.insert(0, str(BENCH))
-    from _guts_client import send_to_sink
+    from _guts_client import send_to_sink  # type: ignore[import-not-found]
 
     with trio.fail_after(max(60, mib)):
         return float(await send_to_sink(conn, mib * 1024 * 1024)) if mib else 0.0
