@@ -12,6 +12,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -39,6 +40,9 @@ class Stack:
     client: str
     import_code: str  # what `import NAME` means for the import row
     import_node_code: str  # the imports needed to run a node
+    #: the command that runs the stack's own full node (printing a JSON
+    #: line when ready), if it has one
+    node_command: tuple[str, ...] = ()
 
 
 def stacks() -> dict[str, Stack]:
@@ -46,7 +50,9 @@ def stacks() -> dict[str, Stack]:
         "guts": Stack(
             "guts", "Guts", Path(sys.executable), "_guts_server.py", "_guts_client.py",
             "import guts",
-            "import guts.host, guts.transport, guts.identify, guts.ping, guts.multiaddr, guts.crypto",
+            # the full node: host, DHT, gossip, control API
+            "import guts.node",
+            ("-m", "guts.cli", "start", "--listen", "/ip4/127.0.0.1/tcp/0", "--json"),
         ),
         "libp2p": Stack(
             "libp2p", "py-libp2p", LIBP2P_VENV / "bin" / "python", "_libp2p_server.py", "_libp2p_client.py",
@@ -198,6 +204,24 @@ def measure_rss(stack: Stack, p: Profile) -> dict[str, Any]:
     return {"value": median([r["value"] for r in runs]), "runs": runs}
 
 
+def measure_rss_node(stack: Stack, p: Profile) -> dict[str, Any]:
+    """The stack's own full node, idle: Guts's ``guts start`` (host, DHT,
+    gossip, control API, the command line) with a fresh home, listening on
+    loopback; ``VmHWM`` 0.5 s after its ready line. py-libp2p ships no node
+    command, so it has no figure here."""
+    if not stack.node_command:
+        return {"value": None, "runs": []}
+    runs = []
+    for run in range(p.rss_runs):
+        with tempfile.TemporaryDirectory(dir=STATE_DIR) as home:
+            command = [str(stack.python), *stack.node_command, "--home", home]
+            with _procs.server(stack.python, "", f"{stack.key}-rss-node", command=command, grace=0.5) as ready:
+                time.sleep(0.5)
+                status = _procs.proc_status(ready["pid"])
+        runs.append({"run": run, "value": status["VmHWM"] / 1024, "rss": status["VmRSS"] / 1024})
+    return {"value": median([r["value"] for r in runs]), "runs": runs}
+
+
 def _import_seconds(stack: Stack, code: str, p: Profile) -> dict[str, Any]:
     timed = f"import time; t = time.perf_counter(); {code}; print(time.perf_counter() - t)"
     cwd = STATE_DIR  # nothing importable there: the import resolves as installed
@@ -225,6 +249,7 @@ MEASURES: dict[str, Callable[[Stack, Profile], dict[str, Any]]] = {
     "ping": measure_ping,
     "streams": measure_streams,
     "rss": measure_rss,
+    "rss_node": measure_rss_node,
     "import": measure_import,
     "import_node": measure_import_node,
 }

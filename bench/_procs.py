@@ -101,14 +101,27 @@ def tail(path: Path, lines: int = 25) -> str:
 
 
 @contextmanager
-def server(python: Path, script: str, log_name: str, ready_timeout: float = 60.0) -> Iterator[dict[str, Any]]:
+def server(
+    python: Path,
+    script: str,
+    log_name: str,
+    ready_timeout: float = 60.0,
+    *,
+    command: list[str] | None = None,
+    grace: float = 5.0,
+) -> Iterator[dict[str, Any]]:
     """Run a benchmark server until the block ends; yield its ready record
-    (``addr``, ``peer_id``, ``pid``)."""
+    (``addr``, ``peer_id``, ``pid``: the first JSON line it prints, plus
+    its pid).
+
+    ``command`` runs instead of the worker ``script``; it gets ``grace``
+    seconds after its stdin closes, then SIGTERM.
+    """
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log_path = LOG_DIR / f"{log_name}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            worker_cmd(python, script, log_name),
+            command or worker_cmd(python, script, log_name),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,
@@ -117,9 +130,11 @@ def server(python: Path, script: str, log_name: str, ready_timeout: float = 60.0
         )
     _live.add(proc)
     try:
-        yield _read_ready(proc, ready_timeout, log_path)
+        ready = _read_ready(proc, ready_timeout, log_path)
+        ready.setdefault("pid", proc.pid)
+        yield ready
     finally:
-        _stop(proc, grace=5.0)
+        _stop(proc, grace=grace)
 
 
 def _read_ready(proc: subprocess.Popen[bytes], timeout: float, log_path: Path) -> dict[str, Any]:

@@ -33,9 +33,10 @@ ROWS = (
     Row("ping", "value", "ping round trip, median", "ms", False, 0.25, 3),
     Row("ping", "p99", "ping round trip, p99", "ms", False, None, 3),
     Row("streams", "value", "1,000 concurrent streams", "s", False, 0.3, 3),
-    Row("rss", "value", "idle node peak RSS", "MiB", False, 40, 1),
+    Row("rss", "value", "idle host peak RSS (identify, ping)", "MiB", False, 40, 1),
+    Row("rss_node", "value", "idle full node peak RSS (`guts start`)", "MiB", False, None, 1),
     Row("import", "value", "`import guts` / `import libp2p`", "s", False, 0.25, 3),
-    Row("import_node", "value", "import what a node needs", "s", False, 0.25, 3),
+    Row("import_node", "value", "import a full node (`guts.node` / `libp2p`)", "s", False, 0.25, 3),
 )
 
 HEADER = ("metric", "Guts", "py-libp2p", "ratio", "target")
@@ -45,7 +46,9 @@ def brief(metric: str, result: dict[str, Any]) -> str:
     """One line for the progress output."""
     runs = ", ".join(_fmt(r["value"], 3) for r in result.get("runs", []))
     rows = [r for r in ROWS if r.metric == metric]
-    figures = "; ".join(f"{r.label} {_fmt(result[r.field], r.digits)} {r.unit}" for r in rows if r.field in result)
+    figures = "; ".join(
+        f"{r.label} {_fmt(result[r.field], r.digits)} {r.unit}" for r in rows if result.get(r.field) is not None
+    ) or "no figure for this stack"
     extra = ""
     if "connect_ms" in result:
         extra = f"; connect {result['connect_ms']:.2f} ms + close {result['close_ms']:.2f} ms"

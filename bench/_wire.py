@@ -32,7 +32,7 @@ CHUNK = 256 * 1024
 #: How many bytes each read asks for.
 READ_SIZE = 256 * 1024
 
-METRICS = ("throughput", "handshakes", "ping", "streams", "rss", "import", "import_node")
+METRICS = ("throughput", "handshakes", "ping", "streams", "rss", "rss_node", "import", "import_node")
 
 
 def emit(**record: Any) -> None:
