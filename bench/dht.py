@@ -23,7 +23,8 @@ import time
 import tracemalloc
 from pathlib import Path
 
-BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
+from bench._sections import write_section
+
 
 
 def _rss_kib() -> int:
@@ -143,19 +144,6 @@ def run(quick: bool) -> str:
     return "\n".join(lines)
 
 
-def write_section(markdown: str, path: Path = BENCHMARKS_MD) -> None:
-    begin, end = "<!-- bench:dht:begin -->", "<!-- bench:dht:end -->"
-    text = path.read_text()
-    block = f"{begin}\n\n{markdown.strip()}\n\n{end}"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        _, tail = rest.split(end, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n## DHT\n\n" + block + "\n"
-    path.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.dht", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a 40-node network instead of 200")
@@ -174,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     markdown = run(args.quick)
     print(markdown)
     if args.write:
-        write_section(markdown)
+        write_section("bench:dht", markdown, heading="DHT")
     return 0
 
 

@@ -13,13 +13,10 @@ import importlib
 import pkgutil
 import sys
 import time
-from pathlib import Path
 from types import ModuleType
 
 import bench.sim as package
-
-BENCHMARKS_MD = Path(__file__).resolve().parents[2] / "BENCHMARKS.md"
-
+from bench._sections import write_section
 
 def simulations() -> dict[str, ModuleType]:
     found: dict[str, ModuleType] = {}
@@ -29,19 +26,6 @@ def simulations() -> dict[str, ModuleType]:
         module = importlib.import_module(f"bench.sim.{info.name}")
         found[module.NAME] = module
     return dict(sorted(found.items()))
-
-
-def write_section(name: str, markdown: str, path: Path = BENCHMARKS_MD) -> None:
-    begin, end = f"<!-- sim:{name}:begin -->", f"<!-- sim:{name}:end -->"
-    text = path.read_text()
-    block = f"{begin}\n\n{markdown.strip()}\n\n{end}"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        _, tail = rest.split(end, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown, flush=True)
         print(f"({name}: {time.monotonic() - start:.0f} s)\n", file=sys.stderr, flush=True)
         if args.write:
-            write_section(name, markdown)
+            write_section(f"sim:{name}", markdown)
     return 0
 
 
