@@ -26,7 +26,6 @@ from pathlib import Path
 from bench._sections import write_section
 
 
-
 def _rss_kib() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
