@@ -118,12 +118,20 @@ async def _run_node(config: Any, as_json: bool) -> None:
         async with open_node(config) as node:
             node.host.add_event_handler(on_event)
             addrs = [str(a) for a in node.addrs]
+            dht = node.dht
             if as_json:
-                _emit(True, {"event": "ready", "peer_id": str(node.host.peer_id), "addrs": addrs}, "")
+                _emit(True, {"event": "ready", "peer_id": str(node.host.peer_id), "addrs": addrs,
+                             "dht_mode": dht.mode.value, "topics": list(node.subscriptions)}, "")
             else:
                 print(f"peer id: {node.host.peer_id}", flush=True)
                 for a in addrs:
                     print(f"listening on {a}", flush=True)
+                why = ""
+                if dht.config.mode.value == "auto":
+                    why = " (auto: a server only with a public address; --dht-mode server on a LAN)"
+                print(f"dht: {dht.mode.value} mode on {dht.config.protocol}{why}", flush=True)
+                for topic in node.subscriptions:
+                    print(f"subscribed to {topic}", flush=True)
             async with trio.open_nursery() as nursery:
                 for sub in node.subscriptions.values():
                     nursery.start_soon(_print_messages, sub, as_json)

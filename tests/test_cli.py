@@ -160,3 +160,21 @@ def test_status_without_a_node_is_a_clear_error(tmp_path: Path) -> None:
     as_json = run("status", "--json", home=tmp_path)
     assert as_json.returncode == 1
     assert json.loads(as_json.stdout)["kind"] == "not_running"
+
+
+def test_start_says_the_dht_mode_and_topics(tmp_path: Path) -> None:
+    env = {**os.environ, "GUTS_HOME": str(tmp_path)}
+    node = subprocess.Popen(
+        [*GUTS, "start", "--listen", "/ip4/127.0.0.1/tcp/0", "--topic", "guts/announce"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        assert node.stdout is not None
+        lines = [node.stdout.readline() for _ in range(4)]
+        assert lines[0].startswith("peer id: 12D3KooW")
+        assert lines[1].startswith("listening on /ip4/127.0.0.1/tcp/")
+        assert lines[2].startswith("dht: client mode on /guts/kad/1.0.0 (auto: ")
+        assert lines[3] == "subscribed to guts/announce\n"
+    finally:
+        node.send_signal(signal.SIGINT)
+        assert node.wait(timeout=10) == 0

@@ -49,6 +49,7 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[tuple[Pat
 
 def test_status_shows_the_dht(network: list[tuple[Path, dict]]) -> None:
     home, ready = network[1]
+    assert ready["dht_mode"] == "server"
     status = json.loads(run("status", "--json", home=home).stdout)
     assert status["dht"]["mode"] == "server" and status["dht"]["protocol"] == "/guts/kad/1.0.0"
     text = run("status", home=home).stdout

@@ -61,6 +61,7 @@ def pair(tmp_path: Path) -> Iterator[tuple[tuple[Path, dict, subprocess.Popen[st
 
 def test_publish_shows_up_in_start_topic_on_another_node(pair) -> None:  # type: ignore[no-untyped-def]
     (home_a, ready_a, node_a), (home_b, ready_b, _) = pair
+    assert ready_a["topics"] == ["news"] and ready_a["dht_mode"] == "client"  # loopback only: auto is a client
     result = run("pubsub", "publish", "news", "refs/heads/main 3f2a", home=home_b)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("published ") and "on news" in result.stdout
