@@ -28,8 +28,9 @@ interop/node_modules/.installed: interop/package.json interop/package-lock.json
 start: $(VENV)/.installed
 	$(BIN)/guts start
 
-## make test: the whole suite (unit, conformance, interop against js-libp2p)
+## make test: the whole suite (type check, unit, conformance, interop against js-libp2p)
 test: $(VENV)/.installed-test interop/node_modules/.installed
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 ## make proto: regenerate guts/pb from proto/
@@ -45,4 +46,4 @@ sim: $(VENV)/.installed-test
 	$(BIN)/python -m bench.sim $(SIMFLAGS)
 
 clean:
-	rm -rf $(VENV) interop/node_modules .pytest_cache .bench
+	rm -rf $(VENV) interop/node_modules .pytest_cache .mypy_cache .bench
