@@ -24,7 +24,6 @@ import pathlib
 import stat
 import tempfile
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import nacl.bindings
 import nacl.exceptions
@@ -32,9 +31,7 @@ from google.protobuf.message import DecodeError as _PbDecodeError
 
 from guts.errors import ConfigError, DecodeError
 from guts.pb import crypto_pb2
-
-if TYPE_CHECKING:
-    from guts.peer import PeerId
+from guts.peer import PeerId
 
 __all__ = [
     "KeyPair",
@@ -130,6 +127,24 @@ class PublicKey:
             raise DecodeError(f"Ed25519 public key must be 32 bytes, got {len(raw)}")
         return cls(raw)
 
+    @classmethod
+    def from_peer_id(cls, peer: PeerId) -> PublicKey | None:
+        """The public key inlined in an identity-multihash peer id.
+
+        Returns:
+            The key, or ``None`` when the id is a hash of the key (or inlines
+            a key type Guts does not support, such as secp256k1): the key
+            must then come from the peer itself, for instance in the Noise
+            handshake or identify.
+        """
+        encoded = peer.inlined_key()
+        if encoded is None:
+            return None
+        try:
+            return cls.from_protobuf(encoded)
+        except DecodeError:
+            return None
+
     def verify(self, data: bytes, signature: bytes) -> bool:
         """Check an Ed25519 ``signature`` of ``data``.
 
@@ -151,8 +166,6 @@ class PublicKey:
         """The peer id derived from this key (computed once, then cached)."""
         pid = self._peer_id
         if pid is None:
-            from guts.peer import PeerId  # peer.py imports this module
-
             pid = PeerId.from_public_key(self)
             object.__setattr__(self, "_peer_id", pid)
         return pid

@@ -4,7 +4,12 @@ A peer id is a multihash of the canonical ``PublicKey`` protobuf: the
 *identity* multihash (code 0x00, the key bytes verbatim) when the protobuf
 is at most 42 bytes long, as every Ed25519 key is, and SHA2-256 (code
 0x12) otherwise. So an Ed25519 peer id carries its public key, which is
-why :meth:`PeerId.public_key` can recover it without a lookup.
+why :meth:`guts.crypto.PublicKey.from_peer_id` can recover it without a
+lookup.
+
+This module knows keys only as their canonical protobuf bytes (anything
+with ``to_protobuf()``); :mod:`guts.crypto` builds on it, never the other
+way round.
 
 Text forms: the legacy base58btc encoding of the multihash
 (``12D3KooW…`` for Ed25519 keys, ``Qm…`` for hashed ones) is what
@@ -20,13 +25,20 @@ import base64
 import binascii
 import hashlib
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import base58
 
-from guts.crypto import PublicKey
 from guts.errors import DecodeError
 
 __all__ = ["InvalidPeerId", "PeerId"]
+
+
+class EncodedKey(Protocol):
+    """What a peer id is derived from: a public key that encodes itself as
+    the libp2p ``PublicKey`` protobuf (:class:`guts.crypto.PublicKey`)."""
+
+    def to_protobuf(self) -> bytes: ...
 
 _IDENTITY = 0x00
 _SHA2_256 = 0x12
@@ -103,7 +115,7 @@ class PeerId:
         _check_multihash(self.multihash)
 
     @classmethod
-    def from_public_key(cls, key: PublicKey) -> PeerId:
+    def from_public_key(cls, key: EncodedKey) -> PeerId:
         """Derive the peer id of ``key``."""
         encoded = key.to_protobuf()
         if len(encoded) <= _MAX_INLINE_KEY:
@@ -167,23 +179,17 @@ class PeerId:
         raw = bytes((_CID_V1, _LIBP2P_KEY)) + self.multihash
         return "b" + base64.b32encode(raw).decode("ascii").rstrip("=").lower()
 
-    def public_key(self) -> PublicKey | None:
-        """The public key inlined in an identity multihash.
+    def inlined_key(self) -> bytes | None:
+        """The ``PublicKey`` protobuf inlined in an identity multihash, or
+        ``None`` when the id is a hash of the key.
 
-        Returns:
-            The key, or ``None`` when the id is a hash of the key (or inlines
-            a key type Guts does not support, such as secp256k1): the key
-            must then come from the peer itself, for instance in the Noise
-            handshake or identify.
+        :meth:`guts.crypto.PublicKey.from_peer_id` decodes it.
         """
         if self.multihash[0] != _IDENTITY:
             return None
-        try:
-            return PublicKey.from_protobuf(self.multihash[2:])
-        except DecodeError:
-            return None
+        return self.multihash[2:]
 
-    def matches(self, key: PublicKey) -> bool:
+    def matches(self, key: EncodedKey) -> bool:
         """Whether ``key`` is the key this peer id was derived from."""
         return PeerId.from_public_key(key).multihash == self.multihash
 

@@ -98,7 +98,7 @@ class Peerstore:
         rec = self._peers.get(peer)
         if rec and rec.public_key:
             return rec.public_key
-        return peer.public_key()
+        return PublicKey.from_peer_id(peer)
 
     def set_versions(self, peer: PeerId, agent: str | None, protocol: str | None) -> None:
         rec = self._record(peer)

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from guts.crypto import KeyPair
+from guts.crypto import KeyPair, PublicKey
 from guts.errors import DecodeError, GutsError
 from guts.peer import InvalidPeerId, PeerId
 
@@ -39,7 +39,7 @@ def test_identity_multihash_inlines_the_key() -> None:
     pair = KeyPair.generate()
     pid = pair.peer_id
     assert pid.multihash == b"\x00\x24" + pair.public_key.to_protobuf()
-    assert pid.public_key() == pair.public_key
+    assert PublicKey.from_peer_id(pid) == pair.public_key
     assert pid.matches(pair.public_key)
     assert not pid.matches(KeyPair.generate().public_key)
 
@@ -57,7 +57,7 @@ def test_hashed_peer_id() -> None:
     assert pid.multihash[:2] == b"\x12\x20"
     assert pid.to_cid() == HASHED_CID
     assert PeerId.from_string(HASHED_CID) == pid
-    assert pid.public_key() is None
+    assert PublicKey.from_peer_id(pid) is None
     assert not pid.matches(KeyPair.generate().public_key)
 
 
@@ -172,7 +172,7 @@ def test_arbitrary_bytes_raise_only_invalid_peer_id(data: bytes) -> None:
         return
     assert PeerId.from_string(str(pid)) == pid
     assert PeerId.from_string(pid.to_cid()) == pid
-    pid.public_key()  # never raises
+    PublicKey.from_peer_id(pid)  # never raises
 
 
 @given(st.text(max_size=80))

@@ -231,7 +231,7 @@ def default_message_id(msg: RawMessage) -> bytes:
     key: PublicKey | None = None
     if from_peer is not None:
         try:
-            key = PeerId.from_bytes(from_peer).public_key()
+            key = PublicKey.from_peer_id(PeerId.from_bytes(from_peer))
         except DecodeError:
             key = None
     if key is None and msg.key is not None:

@@ -30,7 +30,7 @@ def test_ed25519_identity(case: dict[str, Any]) -> None:
     assert pid.to_bytes().hex() == case["multihash"]
     assert PeerId.from_string(case["peer_id"]) == pid
     assert PeerId.from_string(case["cid"]) == pid
-    assert PeerId.from_string(case["peer_id"]).public_key() == pair.public_key
+    assert PublicKey.from_peer_id(PeerId.from_string(case["peer_id"])) == pair.public_key
 
 
 @pytest.mark.parametrize("case", VECTORS["unsupported"], ids=lambda c: c["type"])
@@ -45,7 +45,7 @@ def test_other_key_types(case: dict[str, Any]) -> None:
     assert pid.to_cid() == case["cid"]
     assert PeerId.from_string(case["cid"]) == pid
     assert str(pid) == case["peer_id"]
-    assert pid.public_key() is None
+    assert PublicKey.from_peer_id(pid) is None
     if len(public) <= 42:
         assert pid.multihash == bytes((0, len(public))) + public
     else:
