@@ -214,23 +214,23 @@ def encode_control(control: ControlMessage) -> bytes:
         return b""
     pb = pubsub_pb2.ControlMessage()
     for ihave in control.ihave:
-        entry = pb.ihave.add()
-        entry.topicID = ihave.topic
-        entry.messageIDs.extend(ihave.message_ids)
+        ihave_entry = pb.ihave.add()
+        ihave_entry.topicID = ihave.topic
+        ihave_entry.messageIDs.extend(ihave.message_ids)
     for iwant in control.iwant:
         pb.iwant.add().messageIDs.extend(iwant.message_ids)
     for graft in control.graft:
         pb.graft.add().topicID = graft.topic
     for prune in control.prune:
-        entry = pb.prune.add()
-        entry.topicID = prune.topic
+        prune_entry = pb.prune.add()
+        prune_entry.topicID = prune.topic
         for px in prune.peers:
-            info = entry.peers.add()
+            info = prune_entry.peers.add()
             info.peerID = px.peer_id
             if px.signed_peer_record is not None:
                 info.signedPeerRecord = px.signed_peer_record
         if prune.backoff is not None:
-            entry.backoff = prune.backoff
+            prune_entry.backoff = prune.backoff
     for idontwant in control.idontwant:
         pb.idontwant.add().messageIDs.extend(idontwant.message_ids)
     return _bytes_field(0x1A, pb.SerializeToString())
