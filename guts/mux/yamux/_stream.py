@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import operator
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import trio
 
 from guts.errors import StreamReset
-
-if TYPE_CHECKING:
-    from guts.mux.yamux._connection import YamuxConnection
+from guts.mux.yamux._config import YamuxConfig
+from guts.mux.yamux._session import YamuxSession
 
 __all__ = ["YamuxStream", "YamuxStreamReset"]
 
@@ -31,6 +30,22 @@ class YamuxStreamReset(trio.BrokenResourceError, StreamReset):
     A :class:`trio.BrokenResourceError` for trio code and a
     :class:`guts.errors.StreamReset` for Guts code.
     """
+
+
+class _Owner(Protocol):
+    """What a stream uses of the connection it belongs to
+    (:class:`~guts.mux.yamux.YamuxConnection`, which imports this module)."""
+
+    config: YamuxConfig
+    _session: YamuxSession
+    _output_waiters: list[YamuxStream]
+
+    async def _flush(self) -> None: ...
+    def _wake_writer(self) -> None: ...
+    def _consumed(self, stream: YamuxStream, n: int) -> None: ...
+    def _half_close(self, stream: YamuxStream) -> None: ...
+    def _reset(self, stream: YamuxStream) -> None: ...
+    def _stream_closed(self, stream: YamuxStream) -> None: ...
 
 
 _SEND_BUSY = "another task is sending on this yamux stream"
@@ -76,7 +91,7 @@ class YamuxStream(trio.abc.HalfCloseableStream):
         "_receiving",
     )
 
-    def __init__(self, conn: YamuxConnection, stream_id: int) -> None:
+    def __init__(self, conn: _Owner, stream_id: int) -> None:
         self._conn = conn
         self.stream_id = stream_id
         self.protocol: str | None = None
