@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from guts.errors import ConfigError
 from guts.gossip._codec import RawMessage
 from guts.gossip.mcache import MessageCache, SeenCache
 
@@ -56,7 +57,7 @@ def test_put_twice_and_remove() -> None:
 
 
 def test_bad_windows() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         MessageCache(history_length=2, history_gossip=3)
 
 

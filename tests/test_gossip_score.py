@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from guts.errors import ConfigError
 from guts.gossip.score import (
     DeliveryStatus,
     PeerScore,
@@ -222,7 +223,7 @@ def test_three_invalid_messages_graylist_with_the_defaults() -> None:
     ],
 )
 def test_threshold_validation(bad: dict) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         ScoreThresholds(**bad)
 
 
@@ -233,7 +234,7 @@ def test_threshold_validation(bad: dict) -> None:
      dict(mesh_message_deliveries_cap=0.5, mesh_message_deliveries_threshold=1.0)],
 )
 def test_topic_param_validation(bad: dict) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         TopicScoreParams(**bad)
 
 
@@ -243,5 +244,5 @@ def test_topic_param_validation(bad: dict) -> None:
      dict(behaviour_penalty_decay=1.0), dict(decay_to_zero=0.0), dict(decay_interval=0.0)],
 )
 def test_param_validation(bad: dict) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         ScoreParams(**bad)

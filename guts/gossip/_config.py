@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from guts.errors import ConfigError
 from guts.gossip._codec import RpcLimits
 from guts.gossip._signing import MessageIdFn, SignaturePolicy
 from guts.gossip.score import ScoreParams, ScoreThresholds
@@ -90,6 +91,10 @@ class GossipConfig:
         direct_peers: explicit peering agreements (v1.1): always forwarded
             to, never in the mesh, never graylisted.
         score_params, score_thresholds: peer scoring.
+
+    Raises:
+        ConfigError: a value out of range, or values that contradict each
+            other (the same error yamux's configuration raises).
     """
 
     d: int = 6
@@ -162,4 +167,4 @@ class GossipConfig:
         ]
         for ok, why in checks:
             if not ok:
-                raise ValueError(why)
+                raise ConfigError(why)

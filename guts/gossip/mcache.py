@@ -19,6 +19,7 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from guts.errors import ConfigError
 from guts.gossip._codec import RawMessage
 
 __all__ = ["CacheEntry", "MessageCache", "SeenCache"]
@@ -45,7 +46,7 @@ class MessageCache(Generic[P]):
 
     def __init__(self, history_length: int = 5, history_gossip: int = 3) -> None:
         if not 1 <= history_gossip <= history_length:
-            raise ValueError("need 1 <= history_gossip <= history_length")
+            raise ConfigError("need 1 <= history_gossip <= history_length")
         self.history_length = history_length
         self.history_gossip = history_gossip
         self._entries: dict[bytes, CacheEntry[P]] = {}

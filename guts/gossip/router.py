@@ -37,7 +37,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from guts.crypto import KeyPair
-from guts.errors import LocalProtocolError
+from guts.errors import ConfigError, LocalProtocolError
 from guts.gossip._codec import (
     RPC,
     Graft,
@@ -158,7 +158,7 @@ class GossipRouter:
     ) -> None:
         self.config = cfg = config or GossipConfig()
         if cfg.signature_policy is SignaturePolicy.STRICT_SIGN and keypair is None:
-            raise ValueError("StrictSign needs a keypair to sign with")
+            raise ConfigError("StrictSign needs a keypair to sign with")
         self.local = local
         self._keypair = keypair
         self._rng = rng or random.Random()

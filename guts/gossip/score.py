@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Generic, TypeVar
 
+from guts.errors import ConfigError
+
 __all__ = [
     "DeliveryStatus",
     "PeerScore",
@@ -114,7 +116,7 @@ class TopicScoreParams:
         ]
         for ok, why in checks:
             if not ok:
-                raise ValueError(why)
+                raise ConfigError(why)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +169,7 @@ class ScoreParams:
         ]
         for ok, why in checks:
             if not ok:
-                raise ValueError(why)
+                raise ConfigError(why)
 
     def for_topic(self, topic: str) -> TopicScoreParams | None:
         params = self.topics.get(topic)
@@ -195,15 +197,15 @@ class ScoreThresholds:
 
     def __post_init__(self) -> None:
         if not self.gossip_threshold <= 0:
-            raise ValueError("gossip_threshold must be <= 0")
+            raise ConfigError("gossip_threshold must be <= 0")
         if not self.publish_threshold <= self.gossip_threshold:
-            raise ValueError("publish_threshold must be <= gossip_threshold")
+            raise ConfigError("publish_threshold must be <= gossip_threshold")
         if not self.graylist_threshold <= self.publish_threshold:
-            raise ValueError("graylist_threshold must be <= publish_threshold")
+            raise ConfigError("graylist_threshold must be <= publish_threshold")
         if not self.accept_px_threshold >= 0:
-            raise ValueError("accept_px_threshold must be >= 0")
+            raise ConfigError("accept_px_threshold must be >= 0")
         if not self.opportunistic_graft_threshold >= 0:
-            raise ValueError("opportunistic_graft_threshold must be >= 0")
+            raise ConfigError("opportunistic_graft_threshold must be >= 0")
 
 
 class RejectReason(Enum):
