@@ -98,8 +98,8 @@ def _emit(as_json: bool, event: dict[str, Any], text: str) -> None:
 async def _run_node(config: Any, as_json: bool) -> None:
     import trio
 
+    from guts.control import open_controlled_node
     from guts.host import HostEvent, PeerConnected, PeerDisconnected, PeerIdentified
-    from guts.node import open_node
 
     def on_event(event: HostEvent) -> None:
         if isinstance(event, PeerConnected):
@@ -115,7 +115,7 @@ async def _run_node(config: Any, as_json: bool) -> None:
                   f"identified: {event.peer_id} {event.agent_version or ''}")
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with open_node(config) as node:
+        async with open_controlled_node(config) as node:
             node.host.add_event_handler(on_event)
             addrs = [str(a) for a in node.addrs]
             dht = node.dht
@@ -146,7 +146,7 @@ async def _run_node(config: Any, as_json: bool) -> None:
 
 
 async def _print_messages(sub: Any, as_json: bool) -> None:
-    from guts.control._pubsub import message_json
+    from guts.control import message_json
 
     async for message in sub:
         event = message_json(message)

@@ -1,7 +1,11 @@
 """A full Guts node composed from a :class:`~guts.config.NodeConfig`: the
 host with TCP and WebSocket transports, identify, ping, the Kademlia DHT
-(which dials the bootstrap peers), gossipsub with the configured topics
-subscribed, and the local control API."""
+(which dials the bootstrap peers), and gossipsub with the configured topics
+subscribed.
+
+The local control API sits one layer above and drives a node from outside:
+:func:`guts.control.open_controlled_node` runs a node with it.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +13,11 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import trio
 
 from guts.config import NodeConfig
-from guts.control import ControlApi, bind_control_socket, serve_control
-from guts.control._dht import add_dht_routes
-from guts.control._pubsub import add_pubsub_routes
 from guts.crypto import KeyPair, load_or_create_keypair
 from guts.dht import Dht, DhtConfig, DhtMode, DhtStore
 from guts.gossip import Gossipsub, Subscription
@@ -43,8 +43,6 @@ class Node:
     ping: Ping
     dht: Dht
     pubsub: Gossipsub
-    #: Where the control API listens (``None`` when it is off).
-    control_path: Path | None = None
     #: The subscriptions to ``config.topics``, by topic.
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
 
@@ -93,12 +91,12 @@ async def open_node(
             ``config.home/dht.sqlite`` across restarts (off for a short-lived
             node that answers one command).
 
+    ``config.control`` is not read here: the control API is the caller's
+    (:func:`guts.control.open_controlled_node`).
+
     Raises:
-        ConfigError: another node runs with the same home (its control
-            socket answers), or the home is unusable.
+        ConfigError: the home is unusable.
     """
-    # First, before any port or file is taken: one node per home.
-    control = bind_control_socket(config.control_socket) if config.control else None
     store = None
     try:
         if keypair is None:
@@ -120,14 +118,7 @@ async def open_node(
                 ping=Ping(host),
                 dht=Dht(host, dht_config, store),
                 pubsub=Gossipsub(host),
-                control_path=control.path if control is not None else None,
             )
-            if control is not None:
-                api = ControlApi(node)
-                add_dht_routes(api, node.dht)
-                add_pubsub_routes(api, node.pubsub)
-                await host.start(serve_control, api, control)
-                control = None  # serve_control closes it now
             await host.start(node.pubsub.run)
             for topic in config.topics:
                 node.subscriptions[topic] = node.pubsub.subscribe(topic)
@@ -137,7 +128,5 @@ async def open_node(
             await host.start(node.dht.run)
             yield node
     finally:
-        if control is not None:
-            await control.aclose()
         if store is not None:
             store.close()

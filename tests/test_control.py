@@ -20,7 +20,8 @@ from guts.control._http import MAX_BODY
 from guts.crypto import KeyPair
 from guts.errors import ConfigError, NodeNotRunning
 from guts.multiaddr import Multiaddr
-from guts.node import Node, open_node
+from guts.control import open_controlled_node
+from guts.node import Node
 from guts.transport import MemoryNetwork, MemoryTransport
 
 
@@ -39,7 +40,7 @@ def node_config(home: Path) -> NodeConfig:
 @pytest.fixture
 async def node(home: Path) -> AsyncIterator[Node]:
     net = MemoryNetwork()
-    async with open_node(node_config(home), keypair=KeyPair.generate(), transports=[MemoryTransport(net)]) as n:
+    async with open_controlled_node(node_config(home), keypair=KeyPair.generate(), transports=[MemoryTransport(net)]) as n:
         yield n
 
 
@@ -55,8 +56,8 @@ async def raw_exchange(path: Path, data: bytes) -> bytes:
 
 
 async def test_status(node: Node) -> None:
-    assert node.control_path is not None
-    status = await ControlClient(node.control_path).call("GET", "/v1/status")
+    assert node.config.control
+    status = await ControlClient(node.config.control_socket).call("GET", "/v1/status")
     assert status["peer_id"] == str(node.host.peer_id)
     assert status["addrs"] == [str(a) for a in node.addrs]
     assert status["connections"] == []
@@ -64,7 +65,7 @@ async def test_status(node: Node) -> None:
 
 
 async def test_socket_is_private_and_removed_at_exit(home: Path) -> None:
-    async with open_node(node_config(home), keypair=KeyPair.generate(), transports=[MemoryTransport(MemoryNetwork())]):
+    async with open_controlled_node(node_config(home), keypair=KeyPair.generate(), transports=[MemoryTransport(MemoryNetwork())]):
         mode = os.lstat(home / "control.sock").st_mode
         assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
         assert not [p.name for p in home.iterdir() if p.name.startswith(".control")]  # no temporary name left
@@ -99,7 +100,7 @@ async def test_too_long_a_path_is_a_clear_error(home: Path) -> None:
 
 
 async def test_unknown_endpoint_and_method(node: Node) -> None:
-    client = ControlClient(node.control_path)  # type: ignore[arg-type]
+    client = ControlClient(node.config.control_socket)
     with pytest.raises(ControlError) as info:
         await client.call("GET", "/v1/nope")
     assert info.value.status == 404 and "no such endpoint" in str(info.value)
@@ -109,7 +110,7 @@ async def test_unknown_endpoint_and_method(node: Node) -> None:
 
 
 async def test_garbage_gets_400_and_the_node_keeps_serving(node: Node) -> None:
-    path = node.control_path
+    path = node.config.control_socket
     assert path is not None
     answer = await raw_exchange(path, b"\x00\x01 this is not HTTP\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400 ")
@@ -118,7 +119,7 @@ async def test_garbage_gets_400_and_the_node_keeps_serving(node: Node) -> None:
 
 
 async def test_oversized_body_gets_413(node: Node) -> None:
-    path = node.control_path
+    path = node.config.control_socket
     assert path is not None
     head = f"POST /v1/status HTTP/1.1\r\nHost: x\r\nContent-Length: {MAX_BODY + 1}\r\n\r\n".encode()
     stream = await trio.open_unix_socket(os.fspath(path))
@@ -142,7 +143,7 @@ async def test_oversized_body_gets_413(node: Node) -> None:
 
 
 async def test_keep_alive_serves_several_requests(node: Node) -> None:
-    path = node.control_path
+    path = node.config.control_socket
     assert path is not None
     stream = await trio.open_unix_socket(os.fspath(path))
     async with stream:

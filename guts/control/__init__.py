@@ -7,6 +7,9 @@ See the README for the endpoints and a ``curl`` example.
 
 from guts.control._api import ApiError, ControlApi
 from guts.control._client import ControlClient, ControlError
+from guts.control._dht import OPERATIONS as DHT_OPERATIONS
+from guts.control._node import open_controlled_node
+from guts.control._pubsub import message_json
 from guts.control._server import serve_control
 from guts.control._socket import ControlSocket, bind_control_socket, connect_control
 
@@ -16,7 +19,10 @@ __all__ = [
     "ControlClient",
     "ControlError",
     "ControlSocket",
+    "DHT_OPERATIONS",
     "bind_control_socket",
     "connect_control",
+    "message_json",
+    "open_controlled_node",
     "serve_control",
 ]

@@ -13,15 +13,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
 from guts.control._http import HttpRequest, HttpResponse
 from guts.errors import GutsError, InvalidRecord, LocalProtocolError, PeerNotFound, RecordNotFound
-
-if TYPE_CHECKING:
-    from guts.node import Node
+from guts.node import Node
 
 __all__ = ["ControlApi", "ApiError"]
 

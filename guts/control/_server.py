@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import trio
 
 from guts.control._api import ControlApi
 from guts.control._http import serve_http
 from guts.control._socket import ControlSocket
-
-if TYPE_CHECKING:
-    from guts.node import Node
 
 __all__ = ["serve_control", "MAX_CLIENTS"]
 
