@@ -148,7 +148,7 @@ async def _next_event(stream: trio.abc.Stream, conn: h11.Connection) -> Any:
             return event
         data = await stream.receive_some(_READ)
         try:
-            conn.receive_data(data)
+            conn.receive_data(bytes(data))
         except h11.RemoteProtocolError as exc:
             raise _BadRequest(str(exc)) from None
 
@@ -265,7 +265,7 @@ async def _client_event(stream: trio.abc.Stream, conn: h11.Connection) -> Any:
             raise ValueError(f"bad HTTP from the node: {exc}") from None
         if event is not h11.NEED_DATA:
             return event
-        conn.receive_data(await stream.receive_some(_READ))
+        conn.receive_data(bytes(await stream.receive_some(_READ)))
 
 
 async def _client_body(stream: trio.abc.Stream, conn: h11.Connection, *, streamed: bool) -> AsyncIterator[dict[str, Any]]:

@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import trio
 
@@ -75,7 +75,7 @@ class Ping:
                 del self._active[peer]
 
 
-async def ping(host: Host, target: PeerId | Multiaddr, count: int = 1) -> AsyncIterator[float]:
+async def ping(host: Host, target: PeerId | Multiaddr, count: int = 1) -> AsyncGenerator[float, None]:
     """Ping ``target`` ``count`` times on one stream, yielding each round trip
     in seconds.
 

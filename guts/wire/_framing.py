@@ -34,7 +34,7 @@ class LengthPrefixedDecoder:
         self._buf = bytearray()
         self.max_size = max_size
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         """Append bytes read from the network."""
         self._buf += data
 

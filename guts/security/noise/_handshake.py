@@ -380,7 +380,7 @@ class NoiseHandshake:
         self._out.clear()
         return out
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         """Feed bytes received from the peer.
 
         Partial frames are buffered; at most one frame (65537 bytes) is held
@@ -399,7 +399,7 @@ class NoiseHandshake:
         if state is _State.FAILED:
             raise LocalProtocolError("the Noise handshake already failed")
         if state is _State.DONE:
-            self._unused += data
+            self._unused += bytes(data)
             return
         self._in += data
         try:
