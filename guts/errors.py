@@ -7,6 +7,14 @@ protocol forbids; a :class:`RemoteProtocolError` means the peer sent
 something the protocol forbids. Remote errors may carry a hint (for
 instance the yamux GoAway code to answer with) so that adapters can tell
 the peer why they are hanging up.
+
+What a *person* wrote (a command-line argument, a configuration value, a
+control API request) is another kind of input again: an
+:class:`InputError`, which is also a ``ValueError``, never a
+:class:`RemoteProtocolError`. Parsers that serve both (multiaddrs, peer
+ids) raise a subclass of each kind, so ``except DecodeError`` in a wire
+decoder never catches a typo, and a typo is never logged as a peer's
+misbehaviour.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ __all__ = [
     "PeerNotFound",
     "RecordNotFound",
     "InvalidRecord",
+    "InputError",
     "ConfigError",
     "NodeNotRunning",
 ]
@@ -94,7 +103,15 @@ class InvalidRecord(ProtocolError):
     or a value its namespace's validator refuses."""
 
 
-class ConfigError(GutsError):
+class InputError(GutsError, ValueError):
+    """Text a person wrote does not parse or is out of range: a
+    command-line argument, a configuration value, a control API request.
+
+    Local, like :class:`LocalProtocolError`: nothing here came from a peer.
+    """
+
+
+class ConfigError(InputError):
     """The configuration (file, environment or flags) is invalid."""
 
 

@@ -20,7 +20,10 @@ Theory of operation:
 * Binary input usually comes from the network (identify, DHT records), so
   :meth:`Multiaddr.from_bytes` is bounded: a total size cap, per-value
   caps, minimal varints only, and every failure is an
-  :class:`InvalidMultiaddr`, which is a :class:`~guts.errors.DecodeError`.
+  :class:`InvalidMultiaddrBytes`, which is a :class:`~guts.errors.DecodeError`.
+  Text comes from people (flags, config files): its failures are
+  :class:`InvalidMultiaddrText`, an :class:`~guts.errors.InputError`. Both
+  are :class:`InvalidMultiaddr` and ``ValueError``.
 * Unknown protocol codes are rejected rather than skipped: their value
   size is unknown, so nothing after them could be decoded either.
 """
@@ -36,11 +39,13 @@ from typing import NamedTuple
 
 import base58
 
-from guts.errors import DecodeError
+from guts.errors import DecodeError, GutsError, InputError
 
 __all__ = [
     "Component",
     "InvalidMultiaddr",
+    "InvalidMultiaddrBytes",
+    "InvalidMultiaddrText",
     "Multiaddr",
     "MAX_BINARY_SIZE",
     "MAX_TEXT_SIZE",
@@ -61,13 +66,18 @@ _MAX_MULTIHASH_SIZE = 128
 _LIBP2P_KEY_CODEC = 0x72
 
 
-class InvalidMultiaddr(DecodeError, ValueError):
-    """A multiaddr could not be parsed or decoded.
+class InvalidMultiaddr(GutsError, ValueError):
+    """A multiaddr could not be parsed or decoded: one of the two below."""
 
-    It is a :class:`~guts.errors.DecodeError` because binary multiaddrs
-    are remote input (identify, DHT peer records), and a ``ValueError``
-    because a bad text address from a config file is a bad value.
-    """
+
+class InvalidMultiaddrBytes(InvalidMultiaddr, DecodeError):
+    """A binary multiaddr is malformed: remote input (identify, DHT peer
+    records), so a :class:`~guts.errors.DecodeError`."""
+
+
+class InvalidMultiaddrText(InvalidMultiaddr, InputError):
+    """A text multiaddr is malformed: what a person wrote (a flag, a
+    config file), so an :class:`~guts.errors.InputError`."""
 
 
 class Component(NamedTuple):
@@ -383,10 +393,17 @@ class Multiaddr:
         ``/p2p/<base58btc>``; one trailing slash is tolerated.
 
         Raises:
-            InvalidMultiaddr: naming the offending part.
+            InvalidMultiaddrText: naming the offending part.
         """
         if not isinstance(text, str):
             raise TypeError(f"expected str, got {type(text).__name__}")
+        try:
+            return cls._parse(text)
+        except InvalidMultiaddr as exc:
+            raise InvalidMultiaddrText(str(exc)) from None
+
+    @classmethod
+    def _parse(cls, text: str) -> Multiaddr:
         if len(text) > MAX_TEXT_SIZE:
             raise InvalidMultiaddr(f"multiaddr text longer than {MAX_TEXT_SIZE} characters")
         if not text.startswith("/"):
@@ -421,9 +438,15 @@ class Multiaddr:
         """Decode the binary form, e.g. from an identify message.
 
         Raises:
-            InvalidMultiaddr: on any malformed, unknown or oversized input.
+            InvalidMultiaddrBytes: on any malformed, unknown or oversized input.
         """
-        data = bytes(data)
+        try:
+            return cls._from_bytes(bytes(data))
+        except InvalidMultiaddr as exc:
+            raise InvalidMultiaddrBytes(str(exc)) from None
+
+    @classmethod
+    def _from_bytes(cls, data: bytes) -> Multiaddr:
         if not data:
             raise InvalidMultiaddr("empty multiaddr")
         if len(data) > MAX_BINARY_SIZE:
@@ -527,14 +550,18 @@ class Multiaddr:
         """This address ending in ``/p2p/<peer_id>``.
 
         Raises:
-            InvalidMultiaddr: if ``peer_id`` is not a valid peer id, or the
-                address already ends with a *different* peer id (silently
-                replacing it would hide a mix-up of peers and addresses).
+            InvalidMultiaddrText: if ``peer_id`` is not a valid peer id, or
+                the address already ends with a *different* peer id
+                (silently replacing it would hide a mix-up of peers and
+                addresses).
         """
-        part, component = _encode_component(_BY_NAME["p2p"], peer_id)
+        try:
+            part, component = _encode_component(_BY_NAME["p2p"], peer_id)
+        except InvalidMultiaddr as exc:
+            raise InvalidMultiaddrText(str(exc)) from None
         current = self.peer_id
         if current == component.value:
             return self
         if current is not None:
-            raise InvalidMultiaddr(f"{self} already names peer {current}, not {component.value}")
+            raise InvalidMultiaddrText(f"{self} already names peer {current}, not {component.value}")
         return Multiaddr._make(self.components + (component,), self._parts + (part,))

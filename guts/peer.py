@@ -29,9 +29,9 @@ from typing import Protocol
 
 import base58
 
-from guts.errors import DecodeError
+from guts.errors import DecodeError, GutsError, InputError
 
-__all__ = ["InvalidPeerId", "PeerId"]
+__all__ = ["InvalidPeerId", "InvalidPeerIdBytes", "InvalidPeerIdText", "PeerId"]
 
 
 class EncodedKey(Protocol):
@@ -51,14 +51,20 @@ _MAX_INLINE_KEY = 42
 _MAX_TEXT = 256
 
 
-class InvalidPeerId(DecodeError, ValueError):
-    """Bytes or text that are not a valid peer id.
+class InvalidPeerId(GutsError, ValueError):
+    """Bytes or text that are not a valid peer id: one of the two below,
+    and a :class:`ValueError` either way, the way ``int("x")`` is."""
 
-    A :class:`~guts.errors.DecodeError` so that wire decoders (identify,
-    the DHT) can let it propagate as the remote's protocol violation, and a
-    :class:`ValueError` so that code parsing user input can catch it the
-    way it catches ``int("x")``.
-    """
+
+class InvalidPeerIdBytes(InvalidPeerId, DecodeError):
+    """A binary peer id is malformed: remote input, so a
+    :class:`~guts.errors.DecodeError` that wire decoders (identify, the
+    DHT) let propagate as the remote's protocol violation."""
+
+
+class InvalidPeerIdText(InvalidPeerId, InputError):
+    """A text peer id is malformed: what a person wrote, so an
+    :class:`~guts.errors.InputError`."""
 
 
 def _uvarint(data: bytes, pos: int) -> tuple[int, int]:
@@ -112,7 +118,10 @@ class PeerId:
     def __post_init__(self) -> None:
         if not isinstance(self.multihash, bytes):
             object.__setattr__(self, "multihash", bytes(self.multihash))
-        _check_multihash(self.multihash)
+        try:
+            _check_multihash(self.multihash)
+        except InvalidPeerId as exc:
+            raise InvalidPeerIdBytes(str(exc)) from None
 
     @classmethod
     def from_public_key(cls, key: EncodedKey) -> PeerId:
@@ -127,7 +136,7 @@ class PeerId:
         """Parse the binary form (the multihash), as found in protobufs.
 
         Raises:
-            InvalidPeerId: not an identity or sha2-256 multihash.
+            InvalidPeerIdBytes: not an identity or sha2-256 multihash.
         """
         return cls(bytes(data))
 
@@ -138,8 +147,15 @@ class PeerId:
         base58btc or base16).
 
         Raises:
-            InvalidPeerId: ``text`` is neither.
+            InvalidPeerIdText: ``text`` is neither.
         """
+        try:
+            return cls._from_string(text)
+        except InvalidPeerId as exc:
+            raise InvalidPeerIdText(str(exc)) from None
+
+    @classmethod
+    def _from_string(cls, text: str) -> PeerId:
         if (
             not isinstance(text, str)
             or not text

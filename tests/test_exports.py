@@ -7,14 +7,14 @@ import pytest
 
 PUBLIC = {
     'guts.dht': ['AddOutcome', 'AddResult', 'AddrScope', 'ConnectionType', 'DEFAULT_PROTOCOL', 'Dht', 'DhtConfig', 'DhtMode', 'DhtStore', 'GutsValidator', 'IPFS_PROTOCOL', 'KadMessage', 'KadPeer', 'Limits', 'Lookup', 'LookupConfig', 'LookupResult', 'LookupStats', 'MessageType', 'PeerState', 'ProviderRecord', 'ProviderStore', 'PublicKeyValidator', 'PublishResult', 'PutResult', 'Record', 'RecordLimits', 'RequestFailed', 'RoutingTable', 'StoredValue', 'Validator', 'ValueStore', 'decode_message', 'encode_message'],
-    'guts.errors': ['ConfigError', 'DecodeError', 'DialError', 'GutsError', 'HandshakeError', 'InvalidRecord', 'LocalProtocolError', 'NegotiationError', 'NodeNotRunning', 'PeerIdMismatch', 'PeerNotFound', 'ProtocolError', 'RecordNotFound', 'RemoteProtocolError', 'StreamReset'],
+    'guts.errors': ['ConfigError', 'DecodeError', 'DialError', 'GutsError', 'HandshakeError', 'InputError', 'InvalidRecord', 'LocalProtocolError', 'NegotiationError', 'NodeNotRunning', 'PeerIdMismatch', 'PeerNotFound', 'ProtocolError', 'RecordNotFound', 'RemoteProtocolError', 'StreamReset'],
     'guts.wire': ['DialerNegotiation', 'LengthPrefixedDecoder', 'ListenerNegotiation', 'MAX_VARINT_BYTES', 'MULTISTREAM_PROTOCOL', 'MessageStream', 'NeedMoreData', 'NegotiatedStream', 'accept_protocol', 'decode_uvarint', 'encode_length_prefixed', 'encode_line', 'encode_uvarint', 'select_protocol'],
     'guts.crypto': ['KeyPair', 'PublicKey', 'UnsupportedKeyType', 'load_or_create_keypair'],
-    'guts.peer': ['InvalidPeerId', 'PeerId'],
+    'guts.peer': ['InvalidPeerId', 'InvalidPeerIdBytes', 'InvalidPeerIdText', 'PeerId'],
     'guts.security.noise': ['CipherState', 'MAX_PLAINTEXT', 'NOISE_PROTOCOL_NAME', 'NoiseHandshake', 'NoiseIdentity', 'NoiseResult', 'NoiseStream', 'NoiseTransport', 'PROTOCOL_ID', 'noise_handshake'],
     'guts.mux.yamux': ['DataReceived', 'Event', 'Flag', 'FrameHeader', 'FrameType', 'GoAwayCode', 'GoAwayReceived', 'HEADER_SIZE', 'INITIAL_WINDOW', 'PROTOCOL_ID', 'PingAcknowledged', 'StreamEnded', 'StreamOpened', 'StreamReset', 'WindowUpdated', 'YamuxConfig', 'YamuxConnection', 'YamuxSession', 'YamuxStream', 'YamuxStreamReset', 'decode_header', 'encode_header'],
-    'guts.multiaddr': ['Component', 'InvalidMultiaddr', 'MAX_BINARY_SIZE', 'MAX_TEXT_SIZE', 'Multiaddr'],
-    'guts.transport': ['ConnectionHandler', 'MemoryConnection', 'MemoryNetwork', 'MemoryTransport', 'RawConnection', 'TcpConnection', 'TcpTransport', 'Transport', 'WebSocketConfig', 'WebSocketConnection', 'WebSocketTransport', 'memory_connection_pair'],
+    'guts.multiaddr': ['Component', 'InvalidMultiaddr', 'InvalidMultiaddrBytes', 'InvalidMultiaddrText', 'MAX_BINARY_SIZE', 'MAX_TEXT_SIZE', 'Multiaddr'],
+    'guts.transport': ['ConnectionHandler', 'MemoryConnection', 'MemoryLink', 'MemoryNetwork', 'MemoryTransport', 'RawConnection', 'TcpConnection', 'TcpTransport', 'Transport', 'WebSocketConfig', 'WebSocketConnection', 'WebSocketTransport', 'memory_connection_pair'],
     'guts.upgrade': ['MUXERS', 'select_muxer', 'upgrade_inbound', 'upgrade_outbound'],
     'guts.host': ['Connection', 'Direction', 'Host', 'HostConfig', 'HostEvent', 'PeerConnected', 'PeerDisconnected', 'PeerIdentified', 'StreamHandler', 'open_host'],
     'guts.peerstore': ['MAX_ADDRS', 'MAX_PROTOCOLS', 'PeerInfo', 'Peerstore'],

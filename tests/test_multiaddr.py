@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from guts.errors import DecodeError, GutsError
-from guts.multiaddr import MAX_BINARY_SIZE, Component, InvalidMultiaddr, Multiaddr
+from guts.errors import DecodeError, GutsError, InputError, RemoteProtocolError
+from guts.multiaddr import MAX_BINARY_SIZE, Component, InvalidMultiaddr, InvalidMultiaddrBytes, InvalidMultiaddrText, Multiaddr
 
 ED25519_ID = "12D3KooW9pP4Seg3kZYhySpuVjn1RPdQBsUFZKiFxGMGQN5MeL6A"  # identity multihash of key 00..1f
 ED25519_CID = "bafzaajaiaejcaaabaibqibiga4eascqlbqgq4dyqcejbgfavcylrqgi2dmob2hq7"
@@ -232,3 +232,14 @@ def test_import_does_not_pull_heavy_dependencies() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_typo_is_input_not_a_peer_misbehaving() -> None:
+    with pytest.raises(InvalidMultiaddrText) as typed:
+        Multiaddr.parse("/ip4/1.2.3.999/tcp/1")
+    assert isinstance(typed.value, InputError) and not isinstance(typed.value, RemoteProtocolError)
+    with pytest.raises(InvalidMultiaddrText):
+        Multiaddr.parse("/ip4/1.2.3.4").with_p2p("not-a-peer")
+    with pytest.raises(InvalidMultiaddrBytes) as sent:
+        Multiaddr.from_bytes(b"\xff")
+    assert isinstance(sent.value, DecodeError) and not isinstance(sent.value, InputError)

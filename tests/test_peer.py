@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from guts.crypto import KeyPair, PublicKey
-from guts.errors import DecodeError, GutsError
-from guts.peer import InvalidPeerId, PeerId
+from guts.errors import DecodeError, GutsError, InputError, RemoteProtocolError
+from guts.peer import InvalidPeerId, InvalidPeerIdBytes, InvalidPeerIdText, PeerId
 
 SEED_1 = bytes(31) + b"\x01"
 PEER_1 = "12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp"
@@ -25,7 +25,7 @@ HASHED_CID = "bafzbeie5745rpv2m6tjyuugywy4d5ewrqgqqhfnf445he3omzpjbx5xqxe"
 def test_public_surface() -> None:
     import guts.peer
 
-    assert sorted(guts.peer.__all__) == ["InvalidPeerId", "PeerId"]
+    assert sorted(guts.peer.__all__) == ["InvalidPeerId", "InvalidPeerIdBytes", "InvalidPeerIdText", "PeerId"]
 
 
 def test_seed_vector() -> None:
@@ -192,3 +192,17 @@ def test_arbitrary_base32_cids_raise_only_invalid_peer_id(raw: bytes) -> None:
     except InvalidPeerId:
         return
     assert pid.to_cid() == text
+
+
+def test_a_typo_is_input_not_a_peer_misbehaving() -> None:
+    """Text a person typed is an InputError; bytes a peer sent are a
+    DecodeError; never both, so neither is taken for the other."""
+    with pytest.raises(InvalidPeerIdText) as typed:
+        PeerId.from_string("12D3KooWnot-a-peer-id")
+    assert isinstance(typed.value, InputError) and not isinstance(typed.value, RemoteProtocolError)
+    with pytest.raises(InvalidPeerIdBytes) as sent:
+        PeerId.from_bytes(b"\x13\x20" + bytes(32))
+    assert isinstance(sent.value, DecodeError) and not isinstance(sent.value, InputError)
+    # A CID whose multihash is malformed is still text a person typed.
+    with pytest.raises(InvalidPeerIdText):
+        PeerId.from_string("f0172" + "1310" + "00" * 16)

@@ -28,8 +28,9 @@ log = logging.getLogger("guts.control")
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 
 
-class ApiError(Exception):
-    """An answer other than 200, raised by a route."""
+class ApiError(GutsError):
+    """An answer other than 200, raised by a route (and answered, never
+    propagated: :meth:`ControlApi.__call__` turns it into the response)."""
 
     def __init__(self, status: int, kind: str, message: str) -> None:
         super().__init__(message)

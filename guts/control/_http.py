@@ -23,6 +23,8 @@ from urllib.parse import parse_qsl, urlsplit
 import h11
 import trio
 
+from guts.errors import GutsError
+
 __all__ = [
     "HttpRequest",
     "HttpResponse",
@@ -132,7 +134,7 @@ async def serve_http(stream: trio.abc.Stream, app: App) -> None:
         await trio.aclose_forcefully(stream)
 
 
-class _BadRequest(Exception):
+class _BadRequest(GutsError):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
