@@ -352,7 +352,7 @@ def test_can_listen() -> None:
 
 def test_public_surface() -> None:
     assert sorted(guts.transport.__all__) == sorted([
-        "ConnectionHandler", "MemoryConnection", "MemoryNetwork", "MemoryTransport", "RawConnection",
+        "ConnectionHandler", "MemoryConnection", "MemoryLink", "MemoryNetwork", "MemoryTransport", "RawConnection",
         "TcpConnection", "TcpTransport", "Transport", "WebSocketConfig", "WebSocketConnection",
         "WebSocketTransport", "memory_connection_pair",
     ])

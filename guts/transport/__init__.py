@@ -10,6 +10,7 @@ wsproto only on its first connection.
 from guts.transport._base import ConnectionHandler, RawConnection, Transport
 from guts.transport.memory import (
     MemoryConnection,
+    MemoryLink,
     MemoryNetwork,
     MemoryTransport,
     memory_connection_pair,
@@ -20,6 +21,7 @@ from guts.transport.websocket import WebSocketConfig, WebSocketConnection, WebSo
 __all__ = [
     "ConnectionHandler",
     "MemoryConnection",
+    "MemoryLink",
     "MemoryNetwork",
     "MemoryTransport",
     "RawConnection",
