@@ -204,7 +204,7 @@ def test_ihave_iwant_recovers_a_missed_message() -> None:
     # b leaves a's mesh (PRUNE) but stays a topic peer: it gets gossip, not messages
     net.send(b.local, a.local, RPC(control=ControlMessage(prune=(Prune(T, backoff=60),))))
     b.take_outgoing()
-    b._mesh[T].discard(a.local)  # as if b had pruned a itself
+    b._state.mesh[T].discard(a.local)  # as if b had pruned a itself
     msg_id = a.publish(T, b"late", net.now)
     for peer, frame in a.take_outgoing():  # lose the direct copy
         pass
@@ -239,7 +239,7 @@ def test_idontwant_stops_forwarding_to_that_peer() -> None:
     net.pump()
     assert p.peer_id in a.mesh_peers(T)
     raw = sign_message(src._keypair, T, b"payload", 99)  # type: ignore[arg-type]
-    msg_id = a._message_id(raw)
+    msg_id = a._state.message_id(raw)
     net.send(p.peer_id, a.local, RPC(control=ControlMessage(idontwant=(IDontWant((msg_id,)),))))
     p.clear()
     net.send(src.local, a.local, RPC(messages=(raw,)))
