@@ -38,6 +38,7 @@ from guts.errors import GutsError
 from guts.gossip._codec import PxPeer
 from guts.gossip._config import PROTOCOLS, GossipConfig
 from guts.gossip._peer_record import InvalidPeerRecord, open_peer_record
+from guts.gossip._subscription import Subscription
 from guts.gossip.router import (
     GossipMessage,
     GossipRouter,
@@ -70,64 +71,6 @@ def _ips(addr: Multiaddr) -> list[str]:
         if value is not None:
             return [value]
     return []
-
-
-class Subscription:
-    """Messages of one topic, as an async iterator.
-
-    Bounded: when the application falls ``buffer`` messages behind, newer
-    ones are dropped (and counted in :attr:`dropped`); the network is not
-    slowed down by a slow reader. Closing it (or leaving its ``with``
-    block) unsubscribes; it also ends when the gossipsub service stops.
-    """
-
-    def __init__(self, gossip: Gossipsub, topic: str, buffer: int) -> None:
-        self.topic = topic
-        self.dropped = 0
-        self._gossip = gossip
-        self._send, self._receive = trio.open_memory_channel[GossipMessage](buffer)
-        self._closed = False
-
-    def _deliver(self, message: GossipMessage) -> None:
-        try:
-            self._send.send_nowait(message)
-        except trio.WouldBlock:
-            self.dropped += 1
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-
-    def _end(self) -> None:
-        self._send.close()
-
-    async def receive(self) -> GossipMessage:
-        """The next message.
-
-        Raises:
-            trio.EndOfChannel: the subscription was closed or gossip stopped.
-        """
-        return await self._receive.receive()
-
-    def __aiter__(self) -> Subscription:
-        return self
-
-    async def __anext__(self) -> GossipMessage:
-        try:
-            return await self._receive.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            raise StopAsyncIteration from None
-
-    def close(self) -> None:
-        """Unsubscribe (idempotent)."""
-        if not self._closed:
-            self._closed = True
-            self._send.close()
-            self._gossip._unsubscribe(self)
-
-    def __enter__(self) -> Subscription:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 @dataclass(eq=False)
@@ -485,7 +428,7 @@ class Gossipsub:
         Raises:
             LocalProtocolError: empty or over-long topic.
         """
-        sub = Subscription(self, topic, buffer)
+        sub = Subscription(topic, buffer, self._unsubscribe)
         subs = self._subscriptions.get(topic)
         if subs is None:
             self.router.subscribe(topic, trio.current_time())

@@ -1,0 +1,73 @@
+"""One topic's messages as the application reads them: a bounded channel
+that drops rather than slows the network down."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import trio
+
+from guts.gossip._events import GossipMessage
+
+__all__ = ["Subscription"]
+
+
+class Subscription:
+    """Messages of one topic, as an async iterator.
+
+    Bounded: when the application falls ``buffer`` messages behind, newer
+    ones are dropped (and counted in :attr:`dropped`); the network is not
+    slowed down by a slow reader. Closing it (or leaving its ``with``
+    block) unsubscribes; it also ends when the gossipsub service stops.
+
+    :meth:`guts.gossip.Gossipsub.subscribe` makes them; ``on_close`` is how
+    it learns that one was closed.
+    """
+
+    def __init__(self, topic: str, buffer: int, on_close: Callable[[Subscription], None]) -> None:
+        self.topic = topic
+        self.dropped = 0
+        self._on_close = on_close
+        self._send, self._receive = trio.open_memory_channel[GossipMessage](buffer)
+        self._closed = False
+
+    def _deliver(self, message: GossipMessage) -> None:
+        try:
+            self._send.send_nowait(message)
+        except trio.WouldBlock:
+            self.dropped += 1
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    def _end(self) -> None:
+        self._send.close()
+
+    async def receive(self) -> GossipMessage:
+        """The next message.
+
+        Raises:
+            trio.EndOfChannel: the subscription was closed or gossip stopped.
+        """
+        return await self._receive.receive()
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> GossipMessage:
+        try:
+            return await self._receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    def close(self) -> None:
+        """Unsubscribe (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            self._send.close()
+            self._on_close(self)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
