@@ -3,10 +3,10 @@
 The router (:mod:`guts.gossip.router`) decides everything; this module only
 moves bytes and time. Per peer, as libp2p pubsub does it: one long-lived
 outbound stream that we write RPCs on, with exactly one writer task and a
-bounded queue in front of it, and the peer's inbound stream, read in the
-host's handler task for it. A peer is handed to the router once our
-outbound stream has negotiated a meshsub version; RPCs read before that
-wait for it.
+bounded queue in front of it (:mod:`guts.gossip._writer`), and the peer's
+inbound stream, read in the host's handler task for it. A peer is handed
+to the router once our outbound stream has negotiated a meshsub version;
+RPCs read before that wait for it.
 
 Tasks: :meth:`Gossipsub.run` owns a nursery with the heartbeat, the
 writers, asynchronous validators and peer-exchange dials; the caller runs
@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from guts.gossip._codec import PxPeer
 from guts.gossip._config import PROTOCOLS, GossipConfig
 from guts.gossip._peer_record import InvalidPeerRecord, open_peer_record
 from guts.gossip._subscription import Subscription
+from guts.gossip._writer import PeerWriter
 from guts.gossip.router import (
     GossipMessage,
     GossipRouter,
@@ -51,7 +51,7 @@ from guts.gossip.router import (
 from guts.host import Connection, Direction, Host, HostEvent, PeerDisconnected, PeerIdentified
 from guts.multiaddr import Multiaddr
 from guts.peer import InvalidPeerId, PeerId
-from guts.wire import LengthPrefixedDecoder, NegotiatedStream, encode_length_prefixed
+from guts.wire import LengthPrefixedDecoder, NegotiatedStream
 
 __all__ = ["Gossipsub", "Subscription", "Validator", "open_gossipsub"]
 
@@ -62,7 +62,6 @@ log = logging.getLogger("guts.gossip")
 Validator = Callable[[GossipMessage], "ValidationResult | Awaitable[ValidationResult]"]
 
 _READ = 64 * 1024
-_WRITE_BATCH = 256 * 1024
 
 
 def _ips(addr: Multiaddr) -> list[str]:
@@ -75,20 +74,15 @@ def _ips(addr: Multiaddr) -> list[str]:
 
 @dataclass(eq=False)
 class _Link:
-    """Our side of one gossip peer: the outbound stream and its queue."""
+    """Our side of one gossip peer: the outbound stream and its writer."""
 
     peer: PeerId
     conn: Connection
+    writer: PeerWriter
     stream: NegotiatedStream | None = None
     ready: trio.Event = field(default_factory=trio.Event)
     failed: bool = False
-    queue: deque[bytes] = field(default_factory=deque)
-    queued: int = 0
-    wake: trio.Event = field(default_factory=trio.Event)
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    dropped: int = 0
-    overflowed: bool = False  # since the last heartbeat
-    writing_since: float | None = None  # a write in progress began then
 
 
 class Gossipsub:
@@ -167,12 +161,11 @@ class Gossipsub:
         while True:
             now = trio.current_time()
             for link in list(self._links.values()):
-                if link.overflowed:
-                    link.overflowed = False
+                if link.writer.take_overflow():
                     self.router.penalize(link.peer, 1)
-                if link.writing_since is not None and now - link.writing_since > cfg.write_timeout:
-                    log.warning("peer %s: has not read its gossip stream for %.0f s; closing it",
-                                link.peer, now - link.writing_since)
+                stalled = link.writer.stalled_for(now)
+                if stalled is not None and stalled > cfg.write_timeout:
+                    log.warning("peer %s: has not read its gossip stream for %.0f s; closing it", link.peer, stalled)
                     link.scope.cancel()
             self.router.heartbeat(trio.current_time())
             self._flush()
@@ -209,7 +202,8 @@ class Gossipsub:
             link.scope.cancel()  # its task will go; a new connection gets a new link
             link = None
         if link is None:
-            link = self._links[conn.peer_id] = _Link(conn.peer_id, conn)
+            writer = PeerWriter(conn.peer_id, self.config.max_queued_bytes)
+            link = self._links[conn.peer_id] = _Link(conn.peer_id, conn, writer)
             nursery.start_soon(self._run_link, link)
         return link
 
@@ -239,7 +233,10 @@ class Gossipsub:
                 link.ready.set()
                 log.debug("peer %s: gossip stream open (%s)", peer, stream.protocol)
                 self._flush()
-                await self._write(link, stream)
+                try:
+                    await link.writer.run(stream)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, GutsError) as exc:
+                    log.info("peer %s: gossip stream closed: %s", peer, _reason(exc))
         finally:
             link.failed = not added
             link.ready.set()
@@ -255,37 +252,6 @@ class Gossipsub:
             if link.stream is not None:
                 with trio.CancelScope(shield=True):
                     await trio.aclose_forcefully(link.stream)
-
-    async def _write(self, link: _Link, stream: NegotiatedStream) -> None:
-        try:
-            while True:
-                while not link.queue:
-                    await link.wake.wait()
-                    link.wake = trio.Event()
-                batch: list[bytes] = []
-                size = 0
-                while link.queue and size < _WRITE_BATCH:
-                    frame = link.queue.popleft()
-                    batch.append(frame)
-                    size += len(frame)
-                link.queued -= size
-                link.writing_since = trio.current_time()
-                await stream.send_all(b"".join(batch))
-                link.writing_since = None
-        except (trio.BrokenResourceError, trio.ClosedResourceError, GutsError) as exc:
-            log.info("peer %s: gossip stream closed: %s", link.peer, _reason(exc))
-
-    def _enqueue(self, link: _Link, frame: bytes) -> None:
-        data = encode_length_prefixed(frame)
-        if link.queued + len(data) > self.config.max_queued_bytes:
-            link.dropped += 1
-            if not link.overflowed:
-                log.info("peer %s: send queue full (%d bytes); dropping RPCs", link.peer, link.queued)
-            link.overflowed = True
-            return
-        link.queue.append(data)
-        link.queued += len(data)
-        link.wake.set()
 
     async def _serve_inbound(self, stream: NegotiatedStream) -> None:
         conn: Connection = stream.connection
@@ -339,7 +305,7 @@ class Gossipsub:
             for peer, frame in outgoing:
                 link = links.get(peer)
                 if link is not None:
-                    self._enqueue(link, frame)
+                    link.writer.enqueue(frame)
             for event in events:
                 if isinstance(event, MessageDelivered):
                     for sub in self._subscriptions.get(event.message.topic, ()):
@@ -502,7 +468,7 @@ class Gossipsub:
     def dropped(self, peer: PeerId) -> int:
         """RPCs to ``peer`` dropped because its send queue was full."""
         link = self._links.get(peer)
-        return link.dropped if link is not None else 0
+        return link.writer.dropped if link is not None else 0
 
 
 #: Heartbeats between attempts to reconnect direct peers (the spec suggests 5 minutes).
