@@ -7,11 +7,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from guts.crypto import KeyPair
+from guts.gossip._codec import PxPeer
 from guts.gossip._peer_record import (
     PEER_RECORD_DOMAIN,
     PEER_RECORD_PAYLOAD_TYPE,
     InvalidPeerRecord,
     open_peer_record,
+    open_px_record,
+    px_peer_id,
     seal_peer_record,
 )
 from guts.multiaddr import Multiaddr
@@ -96,3 +99,16 @@ def test_unknown_addresses_are_skipped() -> None:
 def test_arbitrary_bytes_are_refused_with_a_typed_error(data: bytes) -> None:
     with pytest.raises(InvalidPeerRecord):
         open_peer_record(data)
+
+
+def test_px_entries() -> None:
+    """A peer-exchange offer: the peer id, and a record only if it is that peer's own."""
+    assert px_peer_id(PxPeer(KEY.peer_id.to_bytes())) == KEY.peer_id
+    assert px_peer_id(PxPeer(b"\x00\x01")) is None
+    assert open_px_record(PxPeer(KEY.peer_id.to_bytes()), KEY.peer_id) is None
+    record = open_px_record(PxPeer(KEY.peer_id.to_bytes(), seal_peer_record(KEY, 3, ADDRS)), KEY.peer_id)
+    assert record is not None and record.addrs == tuple(ADDRS)
+    with pytest.raises(InvalidPeerRecord, match="record is"):
+        open_px_record(PxPeer(OTHER.peer_id.to_bytes(), seal_peer_record(KEY, 3, ADDRS)), OTHER.peer_id)
+    with pytest.raises(InvalidPeerRecord):
+        open_px_record(PxPeer(KEY.peer_id.to_bytes(), b"junk"), KEY.peer_id)

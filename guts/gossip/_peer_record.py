@@ -13,7 +13,9 @@ A PRUNE's peer exchange entry may carry the record of the peer it offers, so
 that the pruned peer can dial it without asking anyone for its addresses;
 the record proves the addresses come from that peer, whoever relayed them.
 Only the receiving side is here: Guts does not keep other peers' records,
-so the PRUNEs it sends offer peer ids alone.
+so the PRUNEs it sends offer peer ids alone. :func:`px_peer_id` and
+:func:`open_px_record` are the checks of a received offer, so that the
+Trio layer only acts on their verdict.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from google.protobuf.message import DecodeError as _PbDecodeError
 
 from guts.crypto import KeyPair, PublicKey
 from guts.errors import DecodeError
+from guts.gossip._codec import PxPeer
 from guts.multiaddr import Multiaddr
 from guts.pb import peer_record_pb2
-from guts.peer import PeerId
+from guts.peer import InvalidPeerId, PeerId
 from guts.wire import encode_uvarint
 
 __all__ = [
@@ -37,6 +40,8 @@ __all__ = [
     "InvalidPeerRecord",
     "PeerRecord",
     "open_peer_record",
+    "open_px_record",
+    "px_peer_id",
     "seal_peer_record",
 ]
 
@@ -131,3 +136,31 @@ def open_peer_record(data: bytes) -> PeerRecord:
         except DecodeError:
             continue
     return PeerRecord(peer, record.seq, tuple(addrs))
+
+
+def px_peer_id(px: PxPeer) -> PeerId | None:
+    """The peer a peer-exchange entry offers, or ``None`` if its id does not
+    decode (the entry is then skipped, not held against the pruner)."""
+    try:
+        return PeerId.from_bytes(px.peer_id)
+    except InvalidPeerId:
+        return None
+
+
+def open_px_record(px: PxPeer, peer: PeerId) -> PeerRecord | None:
+    """The signed peer record a peer-exchange entry carries for ``peer``,
+    verified; ``None`` if it carries none.
+
+    Whoever relayed the entry, only ``peer``'s own signature makes its
+    addresses worth dialling.
+
+    Raises:
+        InvalidPeerRecord: the record does not open (see
+            :func:`open_peer_record`), or it is another peer's.
+    """
+    if px.signed_peer_record is None:
+        return None
+    record = open_peer_record(px.signed_peer_record)
+    if record.peer_id != peer:
+        raise InvalidPeerRecord(f"the record is {record.peer_id}'s")
+    return record

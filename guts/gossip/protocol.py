@@ -34,9 +34,8 @@ from dataclasses import dataclass, field
 import trio
 
 from guts.errors import GutsError
-from guts.gossip._codec import PxPeer
 from guts.gossip._config import PROTOCOLS, GossipConfig
-from guts.gossip._peer_record import InvalidPeerRecord, open_peer_record
+from guts.gossip._peer_record import InvalidPeerRecord, open_px_record, px_peer_id
 from guts.gossip._subscription import Subscription
 from guts.gossip._writer import PeerWriter
 from guts.gossip.router import (
@@ -50,7 +49,7 @@ from guts.gossip.router import (
 )
 from guts.host import Connection, Direction, Host, HostEvent, PeerDisconnected, PeerIdentified
 from guts.multiaddr import Multiaddr
-from guts.peer import InvalidPeerId, PeerId
+from guts.peer import PeerId
 from guts.wire import LengthPrefixedDecoder, NegotiatedStream
 
 __all__ = ["Gossipsub", "Subscription", "Validator", "open_gossipsub"]
@@ -350,17 +349,15 @@ class Gossipsub:
         signed peer records when the offer carries them, else at addresses
         the peerstore already knows (none: the peer is not dialled)."""
         for px in event.peers:
-            peer = _peer_of(px)
+            peer = px_peer_id(px)
             if peer is None or peer == self.host.peer_id or self.host.connection(peer) is not None:
                 continue
-            if px.signed_peer_record is not None:
-                try:
-                    record = open_peer_record(px.signed_peer_record)
-                    if record.peer_id != peer:
-                        raise InvalidPeerRecord(f"the record is {record.peer_id}'s")
-                except InvalidPeerRecord as exc:
-                    log.info("peer %s: peer exchange record for %s refused: %s", event.pruned_by, peer, exc)
-                    continue
+            try:
+                record = open_px_record(px, peer)
+            except InvalidPeerRecord as exc:
+                log.info("peer %s: peer exchange record for %s refused: %s", event.pruned_by, peer, exc)
+                continue
+            if record is not None:
                 self.host.peerstore.add_addrs(peer, record.addrs)
             if not self.host.peerstore.addrs(peer) or len(self._dialing) >= PX_CONNECTORS:
                 continue
@@ -475,13 +472,6 @@ class Gossipsub:
 DIRECT_CONNECT_TICKS = 300
 #: Dials from peer exchange at once (js's GossipsubConnectors).
 PX_CONNECTORS = 8
-
-
-def _peer_of(px: PxPeer) -> PeerId | None:
-    try:
-        return PeerId.from_bytes(px.peer_id)
-    except InvalidPeerId:
-        return None
 
 
 def _reason(exc: BaseException) -> str:
