@@ -40,9 +40,9 @@ from collections.abc import Iterable
 
 from guts.crypto import KeyPair
 from guts.errors import ConfigError, LocalProtocolError
+from guts.gossip import _control, _heartbeat, _membership, _messages
 from guts.gossip._codec import RPC, decode_rpc, message_field
 from guts.gossip._config import GossipConfig
-from guts.gossip._control import handle_control
 from guts.gossip._events import (
     GossipMessage,
     MessageDelivered,
@@ -52,9 +52,6 @@ from guts.gossip._events import (
     ValidationRequested,
     ValidationResult,
 )
-from guts.gossip._heartbeat import heartbeat
-from guts.gossip._membership import announce, join, leave, on_subscription
-from guts.gossip._messages import gossip_message, on_message, report_validation
 from guts.gossip._signing import SignaturePolicy, anonymous_message, default_message_id, hash_message_id, sign_message
 from guts.gossip._state import PeerState, RouterState
 from guts.gossip.mcache import MessageCache, SeenCache
@@ -207,7 +204,7 @@ class GossipRouter:
             return
         st.peers[peer] = PeerState(protocol, outbound)
         st.score.add_peer(peer, ips)
-        announce(st, peer)
+        _membership.announce(st, peer)
 
     def remove_peer(self, peer: PeerId, now: float) -> None:
         st = self._state
@@ -251,12 +248,12 @@ class GossipRouter:
         """
         if topic not in self._state.subscriptions:
             self._check_topic(topic)
-            join(self._state, topic, now)
+            _membership.join(self._state, topic, now)
 
     def unsubscribe(self, topic: str, now: float) -> None:
         """LEAVE(topic): tell every peer, PRUNE the mesh (with the short backoff)."""
         if topic in self._state.subscriptions:
-            leave(self._state, topic, now)
+            _membership.leave(self._state, topic, now)
 
     def _check_topic(self, topic: str) -> None:
         limit = self._state.config.max_topic_length
@@ -295,7 +292,7 @@ class GossipRouter:
         st.stats.messages_published += 1
         if cfg.emit_self and topic in st.subscriptions:
             author = st.local if raw.from_peer is not None else None
-            st.events.append(MessageDelivered(gossip_message(raw, msg_id, None, author)))
+            st.events.append(MessageDelivered(_messages.gossip_message(raw, msg_id, None, author)))
         return msg_id
 
     def _publish_targets(self, topic: str, now: float) -> set[PeerId]:
@@ -365,11 +362,11 @@ class GossipRouter:
 
     def _process(self, peer: PeerId, state: PeerState, rpc: RPC, now: float) -> None:
         for sub in rpc.subscriptions:
-            on_subscription(self._state, peer, state, sub, now)
+            _membership.on_subscription(self._state, peer, state, sub, now)
         for msg in rpc.messages:
-            on_message(self._state, peer, msg, now)
+            _messages.on_message(self._state, peer, msg, now)
         if rpc.control is not None:
-            handle_control(self._state, peer, state, rpc.control, now)
+            _control.handle_control(self._state, peer, state, rpc.control, now)
 
     def report_validation(self, msg_id: bytes, result: ValidationResult, now: float) -> bool:
         """The application's verdict on a :class:`ValidationRequested` message.
@@ -377,7 +374,7 @@ class GossipRouter:
         Returns:
             False if no such message awaits validation (already reported).
         """
-        return report_validation(self._state, msg_id, result, now)
+        return _messages.report_validation(self._state, msg_id, result, now)
 
     # ------------------------------------------------------------ heartbeat
 
@@ -385,4 +382,4 @@ class GossipRouter:
         """Counters and decay, mesh and fanout maintenance (:mod:`guts.gossip.mesh`),
         gossip emission, then the message cache moves on one window
         (gossipsub-v1.0.md, "Heartbeat"; :mod:`guts.gossip._heartbeat`)."""
-        heartbeat(self._state, now)
+        _heartbeat.heartbeat(self._state, now)
