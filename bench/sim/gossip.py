@@ -2,7 +2,7 @@
 
 Every node is a real host (Noise, yamux, multistream-select, identify) with
 :class:`~guts.gossip.Gossipsub` on it, on an in-memory network whose links
-have a one-way delay drawn once per connection (20-80 ms), all under
+have a one-way delay drawn once per pair of nodes (20-80 ms), all under
 ``trio.testing.MockClock``: heartbeats and link delays cost no wall-clock
 time, the CPU work is real.
 
@@ -39,13 +39,13 @@ from dataclasses import dataclass, field
 import trio
 import trio.testing
 
-from bench.sim._delay import DelayNetwork, DelayTransport, uniform_delay
 from guts.crypto import KeyPair
 from guts.gossip import GossipConfig, Gossipsub, open_gossipsub
 from guts.host import Host, HostConfig, open_host
 from guts.identify import Identify
 from guts.multiaddr import Multiaddr
 from guts.peer import PeerId
+from guts.transport import MemoryLink, MemoryNetwork, MemoryTransport
 
 NAME = "gossip"
 DESCRIPTION = "gossipsub: 100 full-stack nodes, 1,000 messages, 20% killed mid-run, against flooding"
@@ -106,14 +106,14 @@ def _progress(text: str) -> None:
 
 
 async def _run_node(
-    index: int, network: DelayNetwork, config: GossipConfig, seed: int,
+    index: int, network: MemoryNetwork, config: GossipConfig, seed: int,
     arrivals: dict[bytes, dict[int, tuple[float, PeerId | None]]],
     *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     rng = random.Random(seed)
     with trio.CancelScope() as scope:
         keypair = KeyPair.from_seed(rng.randbytes(32))
-        async with open_host(keypair, [DelayTransport(network)], HostConfig(keep_alive=0)) as host:
+        async with open_host(keypair, [MemoryTransport(network)], HostConfig(keep_alive=0)) as host:
             Identify(host)
             await host.listen(Multiaddr.parse("/memory/0"))
             async with open_gossipsub(host, config, rng=random.Random(rng.random())) as gossip:
@@ -135,7 +135,7 @@ def _percentile(values: Sequence[float], q: float) -> float:
 async def _simulate(params: Params, config: GossipConfig, label: str, kill: bool) -> Result:
     started = time.monotonic()
     rng = random.Random(params.seed)
-    network = DelayNetwork(uniform_delay(rng, *params.delay))
+    network = MemoryNetwork()
     result = Result(label, params, config)
     arrivals: dict[bytes, dict[int, tuple[float, PeerId | None]]] = {}
     published: list[tuple[bytes, int, float, bool]] = []  # id, publisher, time, after the kill
@@ -145,6 +145,13 @@ async def _simulate(params: Params, config: GossipConfig, label: str, kill: bool
         for i in range(params.nodes):
             nodes.append(await nursery.start(_run_node, i, network, config, params.seed * 1000 + i, arrivals))
         by_peer = {n.host.peer_id: n for n in nodes}
+        # Every pair of nodes gets its delay, the pairs that never connect
+        # too: a node may dial any other (peer exchange, reconnection).
+        delays = random.Random(params.seed + 1)
+        for node in nodes:
+            for other in nodes[node.index + 1:]:
+                delay = delays.uniform(*params.delay)
+                network.set_link(node.host.listen_addrs[0], other.host.listen_addrs[0], MemoryLink(delay=delay))
 
         links: set[tuple[int, int]] = set()
         for node in nodes:
