@@ -13,10 +13,15 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import trio
 
-from _wire import emit, median, percentile
+if TYPE_CHECKING:  # mypy sees the bench package; the script runs by path, bench/ on sys.path
+    from bench._wire import emit, median, percentile
+else:
+    from _wire import emit, median, percentile
 
 SIZE = 32
 
@@ -67,7 +72,9 @@ async def _trio_rtts(port: int, count: int) -> list[float]:
     return rtts
 
 
-def _measure(serve, rtts_of, count: int) -> list[float]:
+def _measure(
+    serve: Callable[[socket.socket], None], rtts_of: Callable[[int, int], list[float]], count: int
+) -> list[float]:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)

@@ -12,21 +12,26 @@ import struct
 import sys
 import time
 from contextlib import aclosing
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from guts.crypto import KeyPair
-from guts.host import open_host
+from guts.host import Connection, Host, open_host
 from guts.identify import Identify
 from guts.multiaddr import Multiaddr
 from guts.ping import ping as guts_ping
 from guts.transport import TcpTransport
 
-from _guts_server import CONFIG
-from _wire import CHUNK, COUNT_SIZE, ECHO, SINK, emit, log, median, parse_params, percentile
+if TYPE_CHECKING:  # mypy sees the bench package; the script runs by path, bench/ on sys.path
+    from bench._guts_server import CONFIG
+    from bench._wire import CHUNK, COUNT_SIZE, ECHO, SINK, emit, log, median, parse_params, percentile
+else:
+    from _guts_server import CONFIG
+    from _wire import CHUNK, COUNT_SIZE, ECHO, SINK, emit, log, median, parse_params, percentile
 
 
-async def receive_exactly(stream, n: int) -> bytes:
+async def receive_exactly(stream: trio.abc.ReceiveStream, n: int) -> bytes:
     buf = bytearray()
     while len(buf) < n:
         data = await stream.receive_some(n - len(buf))
@@ -36,14 +41,14 @@ async def receive_exactly(stream, n: int) -> bytes:
     return bytes(buf)
 
 
-async def read_to_eof(stream) -> bytes:
+async def read_to_eof(stream: trio.abc.ReceiveStream) -> bytes:
     out = bytearray()
     while data := await stream.receive_some():
         out += data
     return bytes(out)
 
 
-async def send_to_sink(conn, size: int, block: int = CHUNK) -> float:
+async def send_to_sink(conn: Connection, size: int, block: int = CHUNK) -> float:
     """Seconds to push ``size`` bytes through a sink stream and get the count back."""
     chunk = os.urandom(block)
     stream = await conn.new_stream([SINK])
@@ -63,7 +68,7 @@ async def send_to_sink(conn, size: int, block: int = CHUNK) -> float:
     return elapsed
 
 
-async def throughput(host, addr, p: dict) -> None:
+async def throughput(host: Host, addr: Multiaddr, p: dict[str, Any]) -> None:
     conn = await host.connect(addr)
     probe = p["probe"]
     rate = probe / await send_to_sink(conn, probe)
@@ -75,7 +80,7 @@ async def throughput(host, addr, p: dict) -> None:
         emit(run=run, bytes=size, seconds=seconds, value=size / seconds / 1e6)
 
 
-async def handshakes(host, addr, p: dict) -> None:
+async def handshakes(host: Host, addr: Multiaddr, p: dict[str, Any]) -> None:
     for run in range(p["runs"] + 1):  # run 0 is a warm-up
         count = 0
         connect_s, close_s = [], []
@@ -97,7 +102,7 @@ async def handshakes(host, addr, p: dict) -> None:
             )
 
 
-async def ping(host, addr, p: dict) -> None:
+async def ping(host: Host, addr: Multiaddr, p: dict[str, Any]) -> None:
     conn = await host.connect(addr)
     for run in range(p["runs"]):
         rtts = []
@@ -109,7 +114,7 @@ async def ping(host, addr, p: dict) -> None:
         await trio.sleep(0.05)  # same pause as the py-libp2p client
 
 
-async def echo_once(conn, payload: bytes) -> None:
+async def echo_once(conn: Connection, payload: bytes) -> None:
     stream = await conn.new_stream([ECHO])
     await stream.send_all(payload)
     await stream.send_eof()
@@ -119,7 +124,7 @@ async def echo_once(conn, payload: bytes) -> None:
         raise RuntimeError(f"echo answered {len(answer)} bytes, sent {len(payload)}")
 
 
-async def streams(host, addr, p: dict) -> None:
+async def streams(host: Host, addr: Multiaddr, p: dict[str, Any]) -> None:
     conn = await host.connect(addr)
     payload = os.urandom(p["size"])
 
@@ -138,7 +143,7 @@ async def streams(host, addr, p: dict) -> None:
 METRICS = {"throughput": throughput, "handshakes": handshakes, "ping": ping, "streams": streams}
 
 
-async def main(metric: str, addr: str, params: dict) -> None:
+async def main(metric: str, addr: str, params: dict[str, Any]) -> None:
     async with open_host(KeyPair.generate(), [TcpTransport()], CONFIG) as host:
         Identify(host)  # a node identifies its peers, as py-libp2p's host does
         with trio.fail_after(params["timeout"]):

@@ -9,29 +9,34 @@ from __future__ import annotations
 
 import os
 import struct
+from typing import TYPE_CHECKING
 
 import trio
 
 from guts.crypto import KeyPair
-from guts.host import HostConfig, open_host
+from guts.host import Host, HostConfig, open_host
 from guts.identify import Identify
 from guts.multiaddr import Multiaddr
 from guts.ping import Ping
 from guts.transport import TcpTransport
+from guts.wire import NegotiatedStream
 
-from _wire import ECHO, READ_SIZE, SINK, emit, log
+if TYPE_CHECKING:  # mypy sees the bench package; the script runs by path, bench/ on sys.path
+    from bench._wire import ECHO, READ_SIZE, SINK, emit, log
+else:
+    from _wire import ECHO, READ_SIZE, SINK, emit, log
 
 #: No keep-alive pings during a benchmark; room for the 1,000-stream test.
 CONFIG = HostConfig(keep_alive=0)
 
 
-async def echo(stream) -> None:
+async def echo(stream: NegotiatedStream) -> None:
     while data := await stream.receive_some(READ_SIZE):
         await stream.send_all(data)
     await stream.send_eof()
 
 
-async def sink(stream) -> None:
+async def sink(stream: NegotiatedStream) -> None:
     total = 0
     while data := await stream.receive_some(READ_SIZE):
         total += len(data)
@@ -39,7 +44,7 @@ async def sink(stream) -> None:
     await stream.send_eof()
 
 
-def serve_node(host) -> None:
+def serve_node(host: Host) -> None:
     """What a realistic node serves, plus the benchmark protocols."""
     Identify(host)
     Ping(host)

@@ -10,6 +10,7 @@ import os
 import struct
 import sys
 import time
+from typing import TYPE_CHECKING, Any
 
 import multiaddr
 import trio
@@ -19,11 +20,21 @@ from libp2p.io.utils import read_exactly
 from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
-from _libp2p_server import make_host
-from _wire import CHUNK, COUNT_SIZE, ECHO, PING, PING_SIZE, READ_SIZE, SINK, emit, log, median, parse_params, percentile
+if TYPE_CHECKING:  # mypy sees the bench package; the script runs by path, bench/ on sys.path
+    from libp2p.abc import IHost, INetStream
+    from libp2p.peer.id import ID
+    from libp2p.peer.peerinfo import PeerInfo
+
+    from bench._libp2p_server import make_host
+    from bench._wire import (
+        CHUNK, COUNT_SIZE, ECHO, PING, PING_SIZE, READ_SIZE, SINK, emit, log, median, parse_params, percentile,
+    )
+else:
+    from _libp2p_server import make_host
+    from _wire import CHUNK, COUNT_SIZE, ECHO, PING, PING_SIZE, READ_SIZE, SINK, emit, log, median, parse_params, percentile
 
 
-async def read_to_eof(stream) -> bytes:
+async def read_to_eof(stream: INetStream) -> bytes:
     out = bytearray()
     while True:
         try:
@@ -36,7 +47,7 @@ async def read_to_eof(stream) -> bytes:
     return bytes(out)
 
 
-async def send_to_sink(host, peer, size: int, block: int = CHUNK) -> float:
+async def send_to_sink(host: IHost, peer: ID, size: int, block: int = CHUNK) -> float:
     """Seconds to push ``size`` bytes through a sink stream and get the count back."""
     chunk = os.urandom(block)
     stream = await host.new_stream(peer, [TProtocol(SINK)])
@@ -56,7 +67,7 @@ async def send_to_sink(host, peer, size: int, block: int = CHUNK) -> float:
     return elapsed
 
 
-async def throughput(host, info, p: dict) -> None:
+async def throughput(host: IHost, info: PeerInfo, p: dict[str, Any]) -> None:
     await host.connect(info)
     # A warm-up that also sizes the runs: about p["seconds"] each, capped.
     probe = p["probe"]
@@ -69,7 +80,7 @@ async def throughput(host, info, p: dict) -> None:
         emit(run=run, bytes=size, seconds=seconds, value=size / seconds / 1e6)
 
 
-async def handshakes(host, info, p: dict) -> None:
+async def handshakes(host: IHost, info: PeerInfo, p: dict[str, Any]) -> None:
     for run in range(p["runs"] + 1):  # run 0 is a warm-up
         count = 0
         connect_s, close_s = [], []
@@ -91,7 +102,7 @@ async def handshakes(host, info, p: dict) -> None:
             )
 
 
-async def ping(host, info, p: dict) -> None:
+async def ping(host: IHost, info: PeerInfo, p: dict[str, Any]) -> None:
     await host.connect(info)
     # The ping protocol exactly as PingService does it, timed with
     # perf_counter (PingService reports whole milliseconds).
@@ -113,7 +124,7 @@ async def ping(host, info, p: dict) -> None:
         await trio.sleep(0.05)  # let the server retire the stream (it serves 2 per peer)
 
 
-async def echo_once(host, peer, payload: bytes) -> None:
+async def echo_once(host: IHost, peer: ID, payload: bytes) -> None:
     stream = await host.new_stream(peer, [TProtocol(ECHO)])
     await stream.write(payload)
     await stream.close_write()
@@ -123,7 +134,7 @@ async def echo_once(host, peer, payload: bytes) -> None:
         raise RuntimeError(f"echo answered {len(answer)} bytes, sent {len(payload)}")
 
 
-async def streams(host, info, p: dict) -> None:
+async def streams(host: IHost, info: PeerInfo, p: dict[str, Any]) -> None:
     await host.connect(info)
     payload = os.urandom(p["size"])
 
@@ -142,7 +153,7 @@ async def streams(host, info, p: dict) -> None:
 METRICS = {"throughput": throughput, "handshakes": handshakes, "ping": ping, "streams": streams}
 
 
-async def main(metric: str, addr: str, params: dict) -> None:
+async def main(metric: str, addr: str, params: dict[str, Any]) -> None:
     info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
     host = make_host()
     async with host.run(listen_addrs=[]):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import struct
+from typing import TYPE_CHECKING
 
 import multiaddr
 import trio
@@ -22,10 +23,15 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 
-from _wire import ECHO, READ_SIZE, SINK, emit, log
+if TYPE_CHECKING:  # mypy sees the bench package; the script runs by path, bench/ on sys.path
+    from libp2p.abc import IHost, INetStream
+
+    from bench._wire import ECHO, READ_SIZE, SINK, emit, log
+else:
+    from _wire import ECHO, READ_SIZE, SINK, emit, log
 
 
-def make_host():
+def make_host() -> IHost:
     """A py-libp2p host restricted to Noise + yamux over TCP.
 
     ``new_host`` by default offers Noise, TLS, SECIO and plaintext and both
@@ -48,7 +54,7 @@ def make_host():
     )
 
 
-async def echo(stream) -> None:
+async def echo(stream: INetStream) -> None:
     try:
         while True:
             try:
@@ -63,7 +69,7 @@ async def echo(stream) -> None:
         await stream.reset()
 
 
-async def sink(stream) -> None:
+async def sink(stream: INetStream) -> None:
     total = 0
     try:
         while True:

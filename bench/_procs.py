@@ -156,7 +156,8 @@ def _read_ready(proc: subprocess.Popen[bytes], timeout: float, log_path: Path) -
                 proc.wait(5)
                 raise MeasureError(f"server exited with {proc.returncode}\n{tail(log_path)}")
             buf += chunk
-    return json.loads(buf.split(b"\n", 1)[0])
+    ready: dict[str, Any] = json.loads(buf.split(b"\n", 1)[0])
+    return ready
 
 
 def run_client(python: Path, script: str, args: list[str], timeout: float, log_name: str) -> list[dict[str, Any]]:

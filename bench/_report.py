@@ -97,7 +97,7 @@ def _target(row: Row, guts: float | None, *, markdown: bool) -> str:
 
 def table_rows(record: dict[str, Any], *, markdown: bool) -> list[tuple[str, ...]]:
     results = record["results"]
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for row in ROWS:
         guts_text, guts = _cell(results.get("guts", {}).get(row.metric), row)
         lib_text, lib = _cell(results.get("libp2p", {}).get(row.metric), row)

@@ -222,7 +222,7 @@ class Server:
 async def pings(host, peer, count: int) -> list[float]:  # type: ignore[no-untyped-def]
     rtts = []
     with trio.fail_after(max(60, count / 1000)):
-        async with aclosing(ping(host, peer, count)) as results:  # type: ignore[type-var]
+        async with aclosing(ping(host, peer, count)) as results:
             async for rtt in results:
                 rtts.append(rtt)
     return rtts

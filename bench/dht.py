@@ -69,10 +69,13 @@ def memory_worker(providers: int, trace: bool) -> dict[str, float]:
                     need[b] -= 1
                     if not need[b]:
                         del need[b]
-            addrs_of = lambda i: (  # noqa: E731
-                Multiaddr.parse(f"/ip4/10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}/tcp/4001"),
-                Multiaddr.parse(f"/ip4/10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}/tcp/4002/ws"),
-            )
+
+            def addrs_of(i: int) -> tuple[Multiaddr, Multiaddr]:
+                return (
+                    Multiaddr.parse(f"/ip4/10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}/tcp/4001"),
+                    Multiaddr.parse(f"/ip4/10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}/tcp/4002/ws"),
+                )
+
             if trace:
                 tracemalloc.start()
             base = tracemalloc.get_traced_memory()[0]

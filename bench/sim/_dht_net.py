@@ -14,7 +14,7 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -76,7 +76,7 @@ async def dht_network(
             Identify(host)
             Ping(host)
             await host.listen(Multiaddr.parse("/memory/0"))
-            boot = ()
+            boot: tuple[Multiaddr, ...] = ()
             if i:
                 other = hosts[rng.randrange(i)]
                 boot = (other.listen_addrs[0].with_p2p(str(other.peer_id)),)
@@ -156,12 +156,12 @@ def measure(n: int = 200, lookups: int = 200, seed: int = 1, max_dialed: int | N
     return trio.run(_measure, n, lookups, seed, max_dialed)
 
 
-def pct(values: list[float], q: float) -> float:
+def pct(values: Sequence[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def median(values: list[float]) -> float:
+def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
