@@ -14,7 +14,7 @@ import pytest
 import trio
 import trio.testing
 
-from guts.errors import DialError
+from guts.errors import ConfigError, DialError
 from guts.multiaddr import Multiaddr
 from guts.transport import MemoryConnection, MemoryLink, MemoryNetwork, MemoryTransport, RawConnection
 from guts.transport.memory import _delayed_connection_pair
@@ -257,14 +257,14 @@ def test_default_network_takes_the_plain_path() -> None:
 
 
 def test_links_are_checked() -> None:
-    with pytest.raises(ValueError, match="delay"):
+    with pytest.raises(ConfigError, match="delay"):
         MemoryLink(delay=-0.1)
-    with pytest.raises(ValueError, match="delay"):
+    with pytest.raises(ConfigError, match="delay"):
         MemoryLink(delay=float("inf"))
-    with pytest.raises(ValueError, match="loss"):
+    with pytest.raises(ConfigError, match="loss"):
         MemoryLink(loss=1.5)
-    with pytest.raises(ValueError, match="rng"):
+    with pytest.raises(ConfigError, match="rng"):
         MemoryNetwork(default_link=MemoryLink(loss=0.1))
     network = MemoryNetwork()
-    with pytest.raises(ValueError, match="rng"):
+    with pytest.raises(ConfigError, match="rng"):
         network.set_link(Multiaddr.parse("/memory/1"), Multiaddr.parse("/memory/2"), MemoryLink(loss=0.1))
