@@ -125,3 +125,83 @@ def test_unreachable_bootstrap_is_a_clear_error(tmp_path: Path) -> None:
 def test_bad_key_is_a_clear_error(network: list[tuple[Path, dict]]) -> None:
     result = run("dht", "put", "/nonamespace", "v", home=network[0][0])
     assert result.returncode == 1 and "error:" in result.stderr
+
+
+OTHER_PROTOCOL = "/test/kad/1.0.0"
+
+
+@pytest.fixture(scope="module")
+def other_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[tuple[Path, dict]]]:
+    """Two DHT servers on another protocol than Guts's default."""
+    root = tmp_path_factory.mktemp("other")
+    nodes: list[subprocess.Popen[str]] = []
+    out: list[tuple[Path, dict]] = []
+    try:
+        for i in range(2):
+            boot = ["--bootstrap", out[0][1]["addrs"][0]] if out else []
+            node = _start(root / f"o{i}", "--dht-mode", "server", "--dht-protocol", OTHER_PROTOCOL, *boot)
+            nodes.append(node)
+            assert node.stdout is not None
+            out.append((root / f"o{i}", json.loads(node.stdout.readline())))
+        for home, _ in out:
+            for _ in range(100):
+                status = json.loads(run("status", "--json", home=home).stdout)
+                if status["dht"]["routing_table_size"] == 1:
+                    break
+            else:
+                raise AssertionError(f"{home}: routing table never filled: {status}")
+        yield out
+    finally:
+        for node in nodes:
+            node.send_signal(signal.SIGINT)
+        for node in nodes:
+            assert node.wait(timeout=15) == 0
+
+
+def test_every_command_takes_dht_protocol(tmp_path: Path) -> None:
+    for command in ("find-peers", "find-peer", "provide", "find-providers", "put", "get"):
+        result = run("dht", command, "--help", home=tmp_path)
+        assert result.returncode == 0 and "--dht-protocol" in result.stdout, command
+    # The short-lived node is always a client, and the help says why.
+    assert "always a DHT client" in " ".join(run("dht", "--help", home=tmp_path).stdout.split())
+
+
+def test_a_short_lived_node_joins_a_network_on_another_protocol(
+    other_network: list[tuple[Path, dict]], tmp_path: Path
+) -> None:
+    (_, first), (_, second) = other_network
+    nobody = tmp_path / "nobody"
+    # Without the flag, the short-lived node speaks /guts/kad/1.0.0 and says what to do.
+    wrong = run("dht", "find-peer", second["peer_id"], "--bootstrap", first["addrs"][0], home=nobody)
+    assert wrong.returncode == 1
+    assert "no bootstrap peer serves the DHT on /guts/kad/1.0.0" in wrong.stderr and "--dht-protocol" in wrong.stderr
+    found = run(
+        "dht", "find-peer", second["peer_id"], "--bootstrap", first["addrs"][0], "--dht-protocol", OTHER_PROTOCOL,
+        home=nobody,
+    )
+    assert found.returncode == 0, found.stderr
+    assert second["addrs"][0].split("/p2p/")[0] in found.stdout
+    peers = run(
+        "dht", "find-peers", "guts/x", "--json", "--bootstrap", first["addrs"][0], "--dht-protocol", OTHER_PROTOCOL,
+        home=nobody,
+    )
+    assert {p["peer_id"] for p in json.loads(peers.stdout)["peers"]} == {first["peer_id"], second["peer_id"]}
+    assert not (nobody / "control.sock").exists()
+
+
+def test_dht_protocol_must_be_the_running_nodes(network: list[tuple[Path, dict]]) -> None:
+    home = network[1][0]
+    refused = run("dht", "find-peers", "x", "--dht-protocol", "/ipfs/kad/1.0.0", home=home)
+    assert refused.returncode == 1
+    assert "queries the DHT on /guts/kad/1.0.0, not /ipfs/kad/1.0.0" in refused.stderr
+    assert "guts start --dht-protocol /ipfs/kad/1.0.0" in refused.stderr
+    as_json = run("dht", "get", "greeting", "--json", "--dht-protocol", "/ipfs/kad/1.0.0", home=home)
+    assert json.loads(as_json.stdout)["kind"] == "bad_request"
+    same = run("dht", "find-peers", "x", "--dht-protocol", "/guts/kad/1.0.0", home=home)
+    assert same.returncode == 0, same.stderr
+
+
+def test_bad_dht_protocol_is_refused(tmp_path: Path) -> None:
+    result = run("dht", "find-peers", "x", "--dht-protocol", "kad", home=tmp_path)
+    assert result.returncode == 2
+    assert "a protocol id looks like /ipfs/kad/1.0.0" in " ".join(result.stderr.replace("│", " ").split())

@@ -1,5 +1,10 @@
 """``guts dht ...``: DHT queries through the running node, or through a
-short-lived client-mode node when none runs and ``--bootstrap`` is given."""
+short-lived client-mode node when none runs and ``--bootstrap`` is given.
+
+``--dht-protocol`` picks the short-lived node's kad-dht protocol; with a
+node running it must name that node's protocol, or the command is refused
+(a query the user meant for one network must not silently run on another).
+"""
 
 from __future__ import annotations
 
@@ -7,20 +12,52 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 
 from guts._cli.common import HomeOption, call, run_control
 
-app = typer.Typer(help="Find peers, providers and values in the DHT.", no_args_is_help=True)
+app = typer.Typer(
+    help=(
+        "Find peers, providers and values in the DHT. Each command asks the node running with this home; "
+        "with none running, --bootstrap MULTIADDR runs the one query through a short-lived node, always a "
+        "DHT client: it answers no queries and stays out of other nodes' routing tables, where it would "
+        "only leave an entry for a peer that is gone a moment later."
+    ),
+    no_args_is_help=True,
+)
+
+
+def _check_protocol_id(value: str | None) -> str | None:
+    # The rule guts.config applies to dht_protocol, checked here too so that a
+    # typo is refused before a running node is asked.
+    if value is not None and (not value.startswith("/") or len(value) > 256 or any(c.isspace() for c in value)):
+        raise typer.BadParameter(f"a protocol id looks like /ipfs/kad/1.0.0, got {value!r}")
+    return value
+
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")]
 BootstrapOption = Annotated[
     list[str],
     typer.Option(
         "--bootstrap",
-        help="When no node runs with this home, join the DHT through this peer for the one query (repeatable).",
+        help=(
+            "When no node runs with this home, join the DHT through this peer for the one query "
+            "(repeatable), as a short-lived client-mode node."
+        ),
+    ),
+]
+DhtProtocolOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--dht-protocol",
+        callback=_check_protocol_id,
+        help=(
+            "The DHT to query: /ipfs/kad/1.0.0 for js and go (IPFS) networks. Sets the short-lived node's "
+            "protocol (default: GUTS_DHT_PROTOCOL, the config file, else /guts/kad/1.0.0). With a node "
+            "running it must be that node's protocol, or the command is refused."
+        ),
     ),
 ]
 TimeoutOption = Annotated[float, typer.Option("--timeout", min=1, help="Seconds the query may take.")]
@@ -28,23 +65,45 @@ TimeoutOption = Annotated[float, typer.Option("--timeout", min=1, help="Seconds 
 _HINT = "start one with `guts start`, or pass --bootstrap MULTIADDR to query through a short-lived node"
 
 
-async def _operate(home: Path | None, name: str, body: dict[str, Any], bootstrap: list[str], timeout: float) -> dict[str, Any]:
+async def _operate(
+    home: Path | None, name: str, body: dict[str, Any], bootstrap: list[str], protocol: str | None, timeout: float
+) -> dict[str, Any]:
     import trio
 
     from guts.errors import NodeNotRunning
 
     with trio.fail_after(timeout):
         try:
+            if protocol is not None:
+                await _check_running_protocol(home, protocol)
             return await call(home, "POST", f"/v1/dht/{name}", body)
         except NodeNotRunning:
             if not bootstrap:
                 raise
-        return await _one_off(home, name, body, bootstrap)
+        return await _one_off(home, name, body, bootstrap, protocol)
 
 
-async def _one_off(home: Path | None, name: str, body: dict[str, Any], bootstrap: list[str]) -> dict[str, Any]:
+async def _check_running_protocol(home: Path | None, protocol: str) -> None:
+    """Refuse ``--dht-protocol`` when the running node speaks another protocol."""
+    status = await call(home, "GET", "/v1/status")
+    running = (status.get("dht") or {}).get("protocol")
+    if running is not None and running != protocol:
+        raise ValueError(
+            f"the node running with this home queries the DHT on {running}, not {protocol}: "
+            f"leave out --dht-protocol to query through it, restart it with `guts start --dht-protocol {protocol}`, "
+            "or query through a short-lived node with another --home and --bootstrap MULTIADDR"
+        )
+
+
+async def _one_off(
+    home: Path | None, name: str, body: dict[str, Any], bootstrap: list[str], protocol: str | None
+) -> dict[str, Any]:
     """Run the operation on a node of our own: client mode, no listener, no
-    control socket, nothing persisted; it lives for this one query."""
+    control socket, nothing persisted; it lives for this one query.
+
+    Client mode always: a server's only gain would be answering others, and
+    it would leave an entry for a peer about to vanish in the routing table
+    of every node it meets."""
     import trio
 
     from guts.config import load_config
@@ -52,7 +111,7 @@ async def _one_off(home: Path | None, name: str, body: dict[str, Any], bootstrap
     from guts.errors import DialError, GutsError
     from guts.node import open_node
 
-    config = load_config(home, bootstrap=bootstrap)
+    config = load_config(home, bootstrap=bootstrap, dht_protocol=protocol)
     peers = config.bootstrap
     # We dial the bootstrap peers ourselves, to say clearly when none answers.
     config = dataclasses.replace(config, listen=(), bootstrap=(), control=False, dht_mode="client")
@@ -76,8 +135,8 @@ async def _one_off(home: Path | None, name: str, body: dict[str, Any], bootstrap
             raise DialError("could not reach any bootstrap peer: " + "; ".join(errors))
         if not node.dht.routing_table_size:
             raise DialError(
-                f"no bootstrap peer serves the DHT ({node.dht.config.protocol}); "
-                "is it a Guts node in server mode, with the same --dht-protocol?"
+                f"no bootstrap peer serves the DHT on {node.dht.config.protocol}: is it a DHT server, "
+                "and on that protocol? Pass --dht-protocol to match it (/ipfs/kad/1.0.0 for js and go nodes)"
             )
         if name in ("provide", "put"):
             print(
@@ -88,8 +147,18 @@ async def _one_off(home: Path | None, name: str, body: dict[str, Any], bootstrap
         return await OPERATIONS[name](node.dht, body)
 
 
-def _run(home: Path | None, name: str, body: dict[str, Any], bootstrap: list[str], timeout: float, as_json: bool) -> dict[str, Any]:
-    result: dict[str, Any] = run_control(_operate, home, name, body, bootstrap, timeout, as_json=as_json, hint=_HINT)
+def _run(
+    home: Path | None,
+    name: str,
+    body: dict[str, Any],
+    bootstrap: list[str],
+    protocol: str | None,
+    timeout: float,
+    as_json: bool,
+) -> dict[str, Any]:
+    result: dict[str, Any] = run_control(
+        _operate, home, name, body, bootstrap, protocol, timeout, as_json=as_json, hint=_HINT
+    )
     if as_json:
         print(json.dumps(result, indent=2))
     return result
@@ -121,6 +190,7 @@ def find_peers(
     key: Annotated[str, typer.Argument(help="A peer id, or any string (a repository id, say).")],
     home: HomeOption = None,
     bootstrap: BootstrapOption = [],
+    dht_protocol: DhtProtocolOption = None,
     timeout: TimeoutOption = 60.0,
     as_json: JsonOption = False,
 ) -> None:
@@ -129,7 +199,7 @@ def find_peers(
     BITS is how many leading bits a peer shares with the key in the DHT's
     key space (more is closer).
     """
-    result = _run(home, "find-peers", {"key": key}, bootstrap, timeout, as_json)
+    result = _run(home, "find-peers", {"key": key}, bootstrap, dht_protocol, timeout, as_json)
     if as_json:
         return
     peers = result["peers"]
@@ -143,11 +213,12 @@ def find_peer(
     peer_id: Annotated[str, typer.Argument(help="The peer to find.")],
     home: HomeOption = None,
     bootstrap: BootstrapOption = [],
+    dht_protocol: DhtProtocolOption = None,
     timeout: TimeoutOption = 60.0,
     as_json: JsonOption = False,
 ) -> None:
     """The addresses of PEER_ID."""
-    result = _run(home, "find-peer", {"peer_id": peer_id}, bootstrap, timeout, as_json)
+    result = _run(home, "find-peer", {"peer_id": peer_id}, bootstrap, dht_protocol, timeout, as_json)
     if not as_json:
         typer.echo(result["peer_id"])
         for addr in result["addrs"]:
@@ -159,11 +230,12 @@ def provide(
     key: Annotated[str, typer.Argument(help="What this node provides: a repository id, say.")],
     home: HomeOption = None,
     bootstrap: BootstrapOption = [],
+    dht_protocol: DhtProtocolOption = None,
     timeout: TimeoutOption = 60.0,
     as_json: JsonOption = False,
 ) -> None:
     """Announce that this node provides KEY (a provider record on the closest peers)."""
-    result = _run(home, "provide", {"key": key}, bootstrap, timeout, as_json)
+    result = _run(home, "provide", {"key": key}, bootstrap, dht_protocol, timeout, as_json)
     if not as_json:
         typer.echo(f"provided {key!r} (key {result['key_hex'][:16]}...) to {len(result['stored_at'])} peers")
 
@@ -174,11 +246,12 @@ def find_providers(
     count: Annotated[int, typer.Option("--count", "-n", min=1, max=1000, help="Stop after this many.")] = 20,
     home: HomeOption = None,
     bootstrap: BootstrapOption = [],
+    dht_protocol: DhtProtocolOption = None,
     timeout: TimeoutOption = 60.0,
     as_json: JsonOption = False,
 ) -> None:
     """The peers that provide KEY."""
-    result = _run(home, "find-providers", {"key": key, "count": count}, bootstrap, timeout, as_json)
+    result = _run(home, "find-providers", {"key": key, "count": count}, bootstrap, dht_protocol, timeout, as_json)
     if as_json:
         return
     if result["providers"]:
@@ -192,11 +265,12 @@ def put(
     value: Annotated[str, typer.Argument(help="The value (text).")],
     home: HomeOption = None,
     bootstrap: BootstrapOption = [],
+    dht_protocol: DhtProtocolOption = None,
     timeout: TimeoutOption = 60.0,
     as_json: JsonOption = False,
 ) -> None:
     """Store VALUE under KEY on the closest peers."""
-    result = _run(home, "put", {"key": key, "value": value}, bootstrap, timeout, as_json)
+    result = _run(home, "put", {"key": key, "value": value}, bootstrap, dht_protocol, timeout, as_json)
     if not as_json:
         typer.echo(f"stored {result['key']} at {len(result['stored_at'])} peers")
 
@@ -206,12 +280,12 @@ def get(
     key: Annotated[str, typer.Argument(help="The record's name (/guts/KEY), or /namespace/name.")],
     home: HomeOption = None,
     bootstrap: BootstrapOption = [],
+    dht_protocol: DhtProtocolOption = None,
     timeout: TimeoutOption = 60.0,
     as_json: JsonOption = False,
 ) -> None:
     """Print the value stored under KEY (the best one found)."""
-    result = _run(home, "get", {"key": key}, bootstrap, timeout, as_json)
+    result = _run(home, "get", {"key": key}, bootstrap, dht_protocol, timeout, as_json)
     if not as_json:
         sys.stdout.buffer.write(bytes.fromhex(result["value_hex"]) + b"\n")
         sys.stdout.buffer.flush()
-
