@@ -127,6 +127,10 @@ def test_bad_key_is_a_clear_error(network: list[tuple[Path, dict]]) -> None:
     assert result.returncode == 1 and "error:" in result.stderr
 
 
+# The CIDs of b"hello world" (raw codec) as js multiformats writes them.
+HELLO_BASE32 = "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e"
+HELLO_BASE58 = "zb2rhj7crUKTQYRGCRATFaQ6YFLTde2YzdqbbhAASkL9uRDXn"
+HELLO_MULTIHASH = "1220b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
 OTHER_PROTOCOL = "/test/kad/1.0.0"
 
 
@@ -205,3 +209,30 @@ def test_bad_dht_protocol_is_refused(tmp_path: Path) -> None:
     result = run("dht", "find-peers", "x", "--dht-protocol", "kad", home=tmp_path)
     assert result.returncode == 2
     assert "a protocol id looks like /ipfs/kad/1.0.0" in " ".join(result.stderr.replace("│", " ").split())
+
+
+def test_a_cid_key_is_the_cids_multihash(network: list[tuple[Path, dict]]) -> None:
+    (provider, ready), (seeker, _) = network[2], network[0]
+    result = run("dht", "provide", HELLO_BASE32, home=provider)
+    assert result.returncode == 0, result.stderr
+    assert f"provided '{HELLO_BASE32}' (CID v1 raw, key {HELLO_MULTIHASH[:16]}...)" in result.stdout
+    # The same CID in another base names the same key.
+    found = json.loads(run("dht", "find-providers", HELLO_BASE58, "--json", home=seeker).stdout)
+    assert found["key_hex"] == HELLO_MULTIHASH
+    assert [p["peer_id"] for p in found["providers"]] == [ready["peer_id"]]
+    text = run("dht", "find-providers", HELLO_BASE58, home=seeker).stdout
+    assert f"1 providers of '{HELLO_BASE58}' (CID v1 raw, key {HELLO_MULTIHASH[:16]}...)" in text
+    closest = run("dht", "find-peers", HELLO_BASE32, home=seeker).stdout
+    assert "(CID v1 raw, key 1220b94d27b9934d...)" in closest
+
+
+def test_a_mistyped_cid_is_refused(network: list[tuple[Path, dict]], tmp_path: Path) -> None:
+    typo = HELLO_BASE32[:-1]
+    result = run("dht", "find-providers", typo, home=network[0][0])
+    assert result.returncode == 1
+    assert "looks like a CID but is not one" in result.stderr
+    as_json = run("dht", "provide", typo, "--json", home=network[0][0])
+    assert json.loads(as_json.stdout)["kind"] == "bad_request"
+    # Refused before a short-lived node starts: the unreachable bootstrap peer is never dialled.
+    early = run("dht", "find-providers", typo, "--bootstrap", "/ip4/127.0.0.1/tcp/1", home=tmp_path)
+    assert early.returncode == 1 and "looks like a CID" in early.stderr

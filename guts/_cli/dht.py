@@ -16,7 +16,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from guts._cli.common import HomeOption, call, run_control
+from guts._cli.common import HomeOption, call, fail, run_control
 
 app = typer.Typer(
     help=(
@@ -185,9 +185,42 @@ def _print_peers(peers: list[dict[str, Any]], *, bits: bool = False) -> None:
             typer.echo(" " * len(lead) + extra)
 
 
+_KEY_RULES = (
+    " A peer id's key is its multihash; a CID's (Qm..., bafy..., bafk..., or v1 in base58 z..., base36 k..., "
+    "base16 f..., base64 m.../u...) is its multihash, as js and go nodes provide it; any other string's is the "
+    "sha2-256 multihash of its text. Text that is plainly a mistyped CID is refused."
+)
+
+
+def _key_kind(text: str, as_json: bool) -> str:
+    """How KEY is read, for the summary line: the rules of
+    ``guts/control/_keys.py``, read again here because ``guts.control`` does
+    not export its reader. A CID gone wrong is refused here, before a node
+    is asked or started."""
+    from guts.cid import InvalidCid, recognize_cid
+    from guts.peer import InvalidPeerId, PeerId
+
+    try:
+        PeerId.from_string(text)
+    except InvalidPeerId:
+        pass
+    else:
+        return "peer id or CID v0" if text.startswith("Qm") else "peer id"
+    try:
+        cid = recognize_cid(text)
+    except InvalidCid as exc:
+        if as_json:
+            print(json.dumps({"error": str(exc), "kind": "bad_request"}), flush=True)
+            raise typer.Exit(1)
+        fail(str(exc))
+    if cid is None:
+        return "name"
+    return "peer id" if cid.codec_name == "libp2p-key" else f"CID v{cid.version} {cid.codec_name}"
+
+
 @app.command("find-peers")
 def find_peers(
-    key: Annotated[str, typer.Argument(help="A peer id, or any string (a repository id, say).")],
+    key: Annotated[str, typer.Argument(help="A peer id, a CID, or any string (a repository id, say)." + _KEY_RULES)],
     home: HomeOption = None,
     bootstrap: BootstrapOption = [],
     dht_protocol: DhtProtocolOption = None,
@@ -199,13 +232,16 @@ def find_peers(
     BITS is how many leading bits a peer shares with the key in the DHT's
     key space (more is closer).
     """
+    kind = _key_kind(key, as_json)
     result = _run(home, "find-peers", {"key": key}, bootstrap, dht_protocol, timeout, as_json)
     if as_json:
         return
     peers = result["peers"]
     if peers:
         _print_peers(peers, bits=True)
-    typer.echo(f"{len(peers)} closest peers to {key!r} (key {result['key_hex'][:16]}...): {_figures(result)}")
+    typer.echo(
+        f"{len(peers)} closest peers to {key!r} ({kind}, key {result['key_hex'][:16]}...): {_figures(result)}"
+    )
 
 
 @app.command("find-peer")
@@ -227,7 +263,7 @@ def find_peer(
 
 @app.command()
 def provide(
-    key: Annotated[str, typer.Argument(help="What this node provides: a repository id, say.")],
+    key: Annotated[str, typer.Argument(help="What this node provides: a CID, or a repository id, say." + _KEY_RULES)],
     home: HomeOption = None,
     bootstrap: BootstrapOption = [],
     dht_protocol: DhtProtocolOption = None,
@@ -235,14 +271,17 @@ def provide(
     as_json: JsonOption = False,
 ) -> None:
     """Announce that this node provides KEY (a provider record on the closest peers)."""
+    kind = _key_kind(key, as_json)
     result = _run(home, "provide", {"key": key}, bootstrap, dht_protocol, timeout, as_json)
     if not as_json:
-        typer.echo(f"provided {key!r} (key {result['key_hex'][:16]}...) to {len(result['stored_at'])} peers")
+        typer.echo(
+            f"provided {key!r} ({kind}, key {result['key_hex'][:16]}...) to {len(result['stored_at'])} peers"
+        )
 
 
 @app.command("find-providers")
 def find_providers(
-    key: Annotated[str, typer.Argument(help="A repository id, say.")],
+    key: Annotated[str, typer.Argument(help="A CID, or a repository id, say." + _KEY_RULES)],
     count: Annotated[int, typer.Option("--count", "-n", min=1, max=1000, help="Stop after this many.")] = 20,
     home: HomeOption = None,
     bootstrap: BootstrapOption = [],
@@ -251,12 +290,13 @@ def find_providers(
     as_json: JsonOption = False,
 ) -> None:
     """The peers that provide KEY."""
+    kind = _key_kind(key, as_json)
     result = _run(home, "find-providers", {"key": key, "count": count}, bootstrap, dht_protocol, timeout, as_json)
     if as_json:
         return
     if result["providers"]:
         _print_peers(result["providers"])
-    typer.echo(f"{len(result['providers'])} providers of {key!r}")
+    typer.echo(f"{len(result['providers'])} providers of {key!r} ({kind}, key {result['key_hex'][:16]}...)")
 
 
 @app.command()
