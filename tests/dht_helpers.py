@@ -1,12 +1,16 @@
-"""Helpers for the DHT tests: deterministic peer ids and a tiny network model."""
+"""Helpers for the DHT tests: deterministic peer ids, a tiny network model
+and a stand-in for the host's view the address book reads."""
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 
 from guts.crypto import KeyPair
 from guts.dht._key import kad_key
+from guts.multiaddr import Multiaddr
 from guts.peer import PeerId
+from guts.peerstore import Peerstore
 
 
 def peer(n: int) -> PeerId:
@@ -25,3 +29,17 @@ def hashed_peer(n: int) -> PeerId:
 
 def true_closest(target: int, population: list[PeerId], count: int) -> list[PeerId]:
     return sorted(population, key=lambda p: kad_key(p.to_bytes()) ^ target)[:count]
+
+
+@dataclass
+class FakeHost:
+    """Just what :class:`~guts.dht.addrbook.AddrBook` reads of a host (:class:`~guts.dht.addrbook.HostView`)."""
+
+    peer_id: PeerId = field(default_factory=lambda: peer(0))
+    peerstore: Peerstore = field(default_factory=Peerstore)
+    announce_addrs: list[Multiaddr] = field(default_factory=list)
+    listen_addrs: list[Multiaddr] = field(default_factory=list)
+    connected: set[PeerId] = field(default_factory=set)
+
+    def connection(self, peer: PeerId) -> object | None:
+        return object() if peer in self.connected else None
