@@ -9,8 +9,12 @@ expiry and persistence under the caller's nursery. The public methods
 :meth:`Dht.get_value`) are what the node and its control API call.
 
 What lives where: requests are answered by :class:`~guts.dht._server.KadServer`;
-lookups are :class:`~guts.dht.lookup.Lookup` state machines, driven here
-by :mod:`guts.dht._driver`; this module moves messages and time.
+lookups are :class:`~guts.dht.lookup.Lookup` state machines, driven by
+:mod:`guts.dht._driver`; what their answers add up to is decided in
+:mod:`guts.dht.collect`; the mode in :mod:`guts.dht.mode`, addresses in
+:mod:`guts.dht.addrbook`, inbound stream limits in :mod:`guts.dht.inbound`,
+expiry and republishing in :mod:`guts.dht.republish`. This module moves
+messages and time.
 
 Wire behaviour (libp2p/specs kad-dht, checked against js kad-dht 16):
 
@@ -23,29 +27,31 @@ Wire behaviour (libp2p/specs kad-dht, checked against js kad-dht 16):
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import random
 import time
-from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import trio
 
-from guts.crypto import PublicKey
-from guts.dht._addrs import AddrScope, addr_reach, auto_scope, filter_addrs
+from guts.dht._addrs import AddrScope
+from guts.dht._client import KadClient, RequestFailed
 from guts.dht._codec import KadMessage, KadPeer, MessageType, Record, decode_message, encode_message
 from guts.dht._config import DhtConfig, DhtMode
-from guts.dht._client import KadClient, RequestFailed
 from guts.dht._driver import LookupResult, run_lookup
 from guts.dht._key import kad_key, random_key_bytes_in_bucket, show_key
 from guts.dht._server import KadServer
 from guts.dht._store import DhtStore
+from guts.dht.addrbook import AddrBook
+from guts.dht.collect import PeerCollector, ProviderCollector, ValueCollector, put_echoed
+from guts.dht.inbound import InboundStreams
+from guts.dht.mode import decide_mode
 from guts.dht.records import ProviderStore, PutResult, RateLimiter, ValueStore, default_validators
+from guts.dht.republish import sweep
 from guts.dht.routing_table import AddResult, RoutingTable
-from guts.errors import GutsError, InvalidRecord, PeerNotFound, RecordNotFound
+from guts.errors import GutsError
 from guts.host import Host, HostEvent, PeerIdentified
 from guts.multiaddr import Multiaddr
 from guts.peer import PeerId
@@ -56,8 +62,6 @@ __all__ = ["Dht", "PublishResult"]
 
 log = logging.getLogger("guts.dht")
 
-#: How often one peer's refusals are logged at warning level (seconds).
-_REFUSAL_LOG_INTERVAL = 10.0
 #: Routing-table peers are saved at most this often (seconds).
 _PEERS_SAVE_INTERVAL = 60.0
 
@@ -107,6 +111,8 @@ class Dht:
         self._clock = clock
         self._rng = rng or random.Random()
         self.peer_id = host.peer_id
+        #: The addresses we keep and hand out, peer by peer.
+        self.addr_book = AddrBook(host, cfg.addr_scope)
         self.table = RoutingTable(host.peer_id, cfg.k)
         #: Set once the first bootstrap of :meth:`run` is done.
         self.bootstrapped = trio.Event()
@@ -122,16 +128,14 @@ class Dht:
             self._writes,
             own_addrs=lambda: tuple(host.announce_addrs),
             peer_addrs=host.peerstore.addrs,
-            public_key=self._public_key,
-            scope=lambda: self.addr_scope,
+            public_key=host.peerstore.public_key,
+            scope=lambda: self.addr_book.scope,
             connected=lambda peer: host.connection(peer) is not None,
             k=cfg.k,
         )
         self._serving = False
         self._mode = DhtMode.CLIENT
-        self._scope_for: tuple[tuple[Multiaddr, ...], AddrScope] = ((), AddrScope.LOCAL)
-        self._inbound: Counter[PeerId] = Counter()
-        self._refusals_logged: OrderedDict[PeerId, float] = OrderedDict()
+        self._inbound = InboundStreams(cfg.max_streams_per_peer)
         self._checking: set[PeerId] = set()
         self.client = KadClient(host, cfg, self._spawn)
         self._nursery: trio.Nursery | None = None
@@ -152,12 +156,7 @@ class Dht:
     @property
     def addr_scope(self) -> AddrScope:
         """Which addresses we keep and hand out (see :mod:`guts.dht._addrs`)."""
-        if self.config.addr_scope is not None:
-            return self.config.addr_scope
-        own = tuple(self.host.announce_addrs or self.host.listen_addrs)
-        if self._scope_for[0] != own:
-            self._scope_for = (own, auto_scope(own))
-        return self._scope_for[1]
+        return self.addr_book.scope
 
     @property
     def routing_table_size(self) -> int:
@@ -165,15 +164,11 @@ class Dht:
 
     def routing_table_peers(self) -> list[PeerInfo]:
         """The peers of the routing table, with the addresses we keep."""
-        return [PeerInfo(e.peer_id, self._addrs_of(e.peer_id, e.addrs)) for e in self.table]
+        return [PeerInfo(e.peer_id, self.addr_book.of(e.peer_id, e.addrs)) for e in self.table]
 
     def update_mode(self) -> DhtMode:
         """Apply the configured mode (re-deciding ``AUTO`` from our addresses)."""
-        mode = self.config.mode
-        if mode is DhtMode.AUTO:
-            own = self.host.announce_addrs or self.host.listen_addrs
-            public = any(addr_reach(a) is AddrScope.PUBLIC for a in own)
-            mode = DhtMode.SERVER if public else DhtMode.CLIENT
+        mode = decide_mode(self.config.mode, self.host.announce_addrs or self.host.listen_addrs)
         if mode is not self._mode or (mode is DhtMode.SERVER) != self._serving:
             self._mode = mode
             if mode is DhtMode.SERVER and not self._serving:
@@ -261,16 +256,9 @@ class Dht:
 
     async def cleanup(self) -> None:
         """Drop expired records and republish ours that are due."""
-        now = self._clock()
-        dropped = self.providers.expire(now) + self.values.expire(now)
-        if dropped:
-            log.info("DHT: %d expired records dropped", dropped)
-        due = self.config.records.republish_interval
-        own_keys = [
-            key for key in self.providers.keys()
-            if (rec := self.providers.get(key, self.peer_id)) is not None and now - rec.received >= due
-        ]
-        own_values = [v for v in self.values.own() if now - v.received >= due]
+        done = sweep(self.providers, self.values, self.peer_id, self._clock(), self.config.records.republish_interval)
+        if done.dropped:
+            log.info("DHT: %d expired records dropped", done.dropped)
         limit = trio.CapacityLimiter(4)
 
         async def republish(fn: Callable[..., Any], args: tuple[bytes, ...], what: str) -> None:
@@ -281,11 +269,9 @@ class Dht:
                     log.info("DHT: %s failed: %s", what, exc)
 
         async with trio.open_nursery() as nursery:
-            for key in own_keys:
+            for key in done.provider_keys:
                 nursery.start_soon(republish, self.provide, (key,), f"republishing provider record {key.hex()}")
-            for value in own_values:
-                # Restart the value's republish interval, then put it again.
-                self.values.restore(dataclasses.replace(value, received=now))
+            for value in done.values:
                 nursery.start_soon(republish, self.put_value, (value.key, value.value), f"republishing {show_key(value.key)}")
 
     async def bootstrap(self) -> int:
@@ -341,8 +327,7 @@ class Dht:
         """Offer a server peer to the routing table; check a full bucket's oldest."""
         if peer == self.peer_id:
             return
-        addrs = filter_addrs(self.host.peerstore.addrs(peer), self.addr_scope)
-        outcome = self.table.add(peer, addrs, self._clock())
+        outcome = self.table.add(peer, self.addr_book.of(peer), self._clock())
         if outcome.result in (AddResult.ADDED, AddResult.UPDATED):
             self._table_dirty = True
         if outcome.result is AddResult.PENDING and outcome.check is not None:
@@ -367,20 +352,9 @@ class Dht:
 
     # -- serving -------------------------------------------------------------------
 
-    def _public_key(self, peer: PeerId) -> PublicKey | None:
-        return self.host.peerstore.public_key(peer)
-
     def _log_refusal(self, peer: PeerId, reason: str) -> None:
-        now = trio.current_time()
-        last = self._refusals_logged.pop(peer, None)
-        if last is None or now - last >= _REFUSAL_LOG_INTERVAL:
-            log.warning("peer %s: DHT request refused: %s", peer, reason)
-            last = now
-        else:
-            log.debug("peer %s: DHT request refused: %s", peer, reason)
-        self._refusals_logged[peer] = last
-        while len(self._refusals_logged) > 1000:
-            self._refusals_logged.popitem(last=False)
+        level = logging.WARNING if self._inbound.loud(peer, trio.current_time()) else logging.DEBUG
+        log.log(level, "peer %s: DHT request refused: %s", peer, reason)
 
     async def _serve(self, stream: NegotiatedStream) -> None:
         """Answer requests on one inbound stream until EOF (bounded).
@@ -390,10 +364,9 @@ class Dht:
         """
         cfg = self.config
         peer = stream.connection.peer_id
-        if self._inbound[peer] >= cfg.max_streams_per_peer:
+        if not self._inbound.open(peer):
             self._log_refusal(peer, f"more than {cfg.max_streams_per_peer} DHT streams at once")
             return
-        self._inbound[peer] += 1
         try:
             messages = MessageStream(stream, cfg.codec.max_message)
             for _ in range(cfg.max_requests_per_stream):
@@ -417,33 +390,16 @@ class Dht:
                         return
             self._log_refusal(peer, f"more than {cfg.max_requests_per_stream} requests on one stream")
         finally:
-            self._inbound[peer] -= 1
-            if not self._inbound[peer]:
-                del self._inbound[peer]
+            self._inbound.close(peer)
 
     # -- requests --------------------------------------------------------------------
 
-    def _addrs_of(self, peer: PeerId, extra: Iterable[Multiaddr] = ()) -> tuple[Multiaddr, ...]:
-        addrs = list(extra)
-        for a in self.host.peerstore.addrs(peer):
-            if a not in addrs:
-                addrs.append(a)
-        return filter_addrs(addrs, self.addr_scope)
+    def _addrs_of(self, peer: PeerId) -> tuple[Multiaddr, ...]:
+        return self.addr_book.of(peer)
 
     def learn(self, peers: Iterable[KadPeer]) -> list[PeerId]:
-        """Remember the addresses of listed peers; returns the ids worth asking
-        (those with an address we keep, or a connection)."""
-        scope = self.addr_scope
-        out = []
-        for p in peers:
-            if p.peer_id == self.peer_id:
-                continue
-            addrs = filter_addrs(p.addrs, scope)
-            if addrs:
-                self.host.peerstore.add_addrs(p.peer_id, addrs)
-            if addrs or self.host.connection(p.peer_id) is not None or self.host.peerstore.addrs(p.peer_id):
-                out.append(p.peer_id)
-        return out
+        """Remember the addresses of listed peers; returns the ids worth asking."""
+        return self.addr_book.learn(peers)
 
     async def request(self, peer: PeerId, message: KadMessage, *, expect_response: bool = True) -> KadMessage | None:
         """Send one request and read the answer; a peer that answers is a
@@ -483,25 +439,10 @@ class Dht:
             PeerNotFound: no peer along the lookup knew an address for it.
         """
         if self.host.connection(peer) is not None:
-            return PeerInfo(peer, self._addrs_of(peer))
-        found: list[Multiaddr] = []
-
-        def on_response(sender: PeerId, response: KadMessage) -> bool:
-            if sender == peer:
-                found.extend(self._addrs_of(peer))
-                return True
-            for p in response.closer_peers:
-                if p.peer_id == peer and p.addrs:
-                    found.extend(filter_addrs(p.addrs, self.addr_scope))
-            return bool(found)
-
-        await self._lookup(peer.to_bytes(), KadMessage(MessageType.FIND_NODE, key=peer.to_bytes()), on_response)
-        if not found:
-            raise PeerNotFound(f"no peer in the DHT knows an address for {peer}")
-        return PeerInfo(peer, tuple(dict.fromkeys(found)))
-
-    def _own_addrs(self) -> tuple[Multiaddr, ...]:
-        return filter_addrs(self.host.announce_addrs, self.addr_scope)
+            return PeerInfo(peer, self.addr_book.of(peer))
+        found = PeerCollector(peer, self.addr_book)
+        await self._lookup(peer.to_bytes(), KadMessage(MessageType.FIND_NODE, key=peer.to_bytes()), found.on_response)
+        return found.result()
 
     async def _send_all(self, peers: Iterable[PeerId], message: KadMessage, *, expect_response: bool) -> tuple[PeerId, ...]:
         done: list[PeerId] = []
@@ -513,11 +454,9 @@ class Dht:
                     response = await self.request(peer, message, expect_response=expect_response)
                 except RequestFailed:
                     return
-                if expect_response and message.record is not None:
-                    echoed = response.record if response is not None else None
-                    if echoed is None or echoed.value != message.record.value:
-                        log.info("peer %s: PUT_VALUE answered without the value put", peer)
-                        return
+                if expect_response and not put_echoed(message, response):
+                    log.info("peer %s: PUT_VALUE answered without the value put", peer)
+                    return
                 done.append(peer)
 
         async with trio.open_nursery() as nursery:
@@ -527,31 +466,21 @@ class Dht:
 
     async def provide(self, key: bytes) -> PublishResult:
         """Announce that we provide ``key`` (a multihash) to the k closest peers."""
-        self.providers.add(key, self.peer_id, self._own_addrs(), self._clock())
+        self.providers.add(key, self.peer_id, self.addr_book.own(), self._clock())
         lookup = await self.find_closest_peers(key)
         message = KadMessage(
-            MessageType.ADD_PROVIDER, key=key, provider_peers=(KadPeer(self.peer_id, self._own_addrs()),)
+            MessageType.ADD_PROVIDER, key=key, provider_peers=(KadPeer(self.peer_id, self.addr_book.own()),)
         )
         stored = await self._send_all([p.peer_id for p in lookup.peers], message, expect_response=False)
         return PublishResult(key, stored, lookup)
 
     async def find_providers(self, key: bytes, count: int = 20) -> list[PeerInfo]:
         """Up to ``count`` providers of ``key``, ours first."""
-        found: dict[PeerId, tuple[Multiaddr, ...]] = {}
-        for rec in self.providers.providers(key, self._clock(), count):
-            addrs = self._own_addrs() if rec.provider == self.peer_id else self._addrs_of(rec.provider, rec.addrs)
-            found[rec.provider] = addrs
-        if len(found) < count:
-
-            def on_response(sender: PeerId, response: KadMessage) -> bool:
-                for p in response.provider_peers:
-                    if p.peer_id not in found and len(found) < count:
-                        self.learn([p])
-                        found[p.peer_id] = self._addrs_of(p.peer_id, p.addrs)
-                return len(found) >= count
-
-            await self._lookup(key, KadMessage(MessageType.GET_PROVIDERS, key=key), on_response)
-        return [PeerInfo(p, addrs) for p, addrs in found.items()]
+        found = ProviderCollector(count, self.addr_book)
+        found.add_local(self.providers.providers(key, self._clock(), count), self.peer_id)
+        if not found.done:
+            await self._lookup(key, KadMessage(MessageType.GET_PROVIDERS, key=key), found.on_response)
+        return found.providers()
 
     async def put_value(self, key: bytes, value: bytes) -> PublishResult:
         """Store ``value`` under ``key`` here and on the k closest peers.
@@ -576,39 +505,12 @@ class Dht:
             InvalidRecord: the key's namespace has no validator.
             RecordNotFound: nobody returned a valid value.
         """
-        self.values.validator_for(key)
-        values: list[bytes] = []
-        holders: list[tuple[PeerId, bytes]] = []
         local = self.values.get(key, self._clock())
-        if local is not None:
-            values.append(local.value)
-        quorum = self.config.get_quorum
-
-        if len(values) < quorum:
-
-            def on_response(sender: PeerId, response: KadMessage) -> bool:
-                rec = response.record
-                if rec is None:
-                    return False
-                if rec.key != key:
-                    log.warning("peer %s: GET_VALUE answered with a record for another key", sender)
-                    return False
-                try:
-                    self.values.validate(key, rec.value)
-                except InvalidRecord as exc:
-                    log.warning("peer %s: invalid record for %s: %s", sender, show_key(key), exc)
-                    return False
-                values.append(rec.value)
-                holders.append((sender, rec.value))
-                return len(values) >= quorum
-
-            await self._lookup(key, KadMessage(MessageType.GET_VALUE, key=key), on_response)
-        if not values:
-            raise RecordNotFound(f"no value found for {show_key(key)}")
-        best = values[self.values.select(key, values)]
-        outdated = [p for p, v in holders if v != best]
-        if outdated:
+        found = ValueCollector(key, self.values, self.config.get_quorum, local.value if local is not None else None)
+        if not found.done:
+            await self._lookup(key, KadMessage(MessageType.GET_VALUE, key=key), found.on_response)
+        result = found.result()
+        if result.outdated:
             # Entry correction (spec "Getting values"): tell holders of worse values.
-            message = KadMessage(MessageType.PUT_VALUE, key=key, record=Record(key, best))
-            await self._send_all(outdated, message, expect_response=True)
-        return best
+            await self._send_all(result.outdated, result.correction(), expect_response=True)
+        return result.value
