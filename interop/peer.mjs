@@ -25,8 +25,10 @@ import { webSockets } from '@libp2p/websockets'
 import { yamux } from '@libp2p/yamux'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p } from 'libp2p'
+import { bases } from 'multiformats/basics'
 import { CID } from 'multiformats/cid'
 import * as Digest from 'multiformats/hashes/digest'
+import { sha256 } from 'multiformats/hashes/sha2'
 
 const ECHO_PROTOCOL = '/guts/echo/1.0.0'
 const DEFAULT_LISTEN = ['/ip4/127.0.0.1/tcp/0', '/ip4/127.0.0.1/tcp/0/ws']
@@ -120,6 +122,14 @@ const NEVER_MS = 2 ** 31 - 1
 const GUTS_NAMESPACE = 'guts'
 // js's raw codec, for providing a bare multihash as a CID v1
 const RAW_CODEC = 0x55
+// CID text in any multibase multiformats knows (CID.parse alone reads
+// base58btc and base32 only)
+const ANY_BASE = Object.values(bases).map((b) => b.decoder).reduce((a, b) => a.or(b))
+// the bases the `cid` command writes a CID v1 in
+const MULTIBASE_NAMES = [
+  'base16', 'base16upper', 'base32', 'base32upper', 'base32pad', 'base32padupper',
+  'base36', 'base36upper', 'base58btc', 'base64', 'base64pad', 'base64url', 'base64urlpad'
+]
 
 if (argv.dht) {
   services.dht = kadDHT({
@@ -595,6 +605,41 @@ const commands = {
     }
   },
 
+  // ------------------------------------------------------------ CIDs
+
+  // A CID as multiformats reads and writes it: from its text ("cid", any
+  // multibase), or made from "data_hex" (hashed with sha2-256) or
+  // "multihash_hex", with "codec" (a number; raw by default) and "version"
+  // (1 by default).
+  async cid (args) {
+    let cid
+    if (args.cid != null) {
+      cid = CID.parse(args.cid, ANY_BASE)
+    } else {
+      const digest = args.data_hex != null
+        ? await sha256.digest(fromHex(args.data_hex, 'data_hex'))
+        : Digest.decode(fromHex(args.multihash_hex, 'multihash_hex'))
+      const version = args.version ?? 1
+      cid = version === 0 ? CID.createV0(digest) : CID.createV1(args.codec ?? RAW_CODEC, digest)
+    }
+    const texts = {}
+    if (cid.version === 0) {
+      texts.base58btc = cid.toString()
+    } else {
+      for (const base of Object.values(bases)) {
+        if (MULTIBASE_NAMES.includes(base.name)) texts[base.name] = cid.toString(base.encoder)
+      }
+    }
+    return {
+      version: cid.version,
+      codec: cid.code,
+      multihash_hex: hex(cid.multihash.bytes),
+      bytes_hex: hex(cid.bytes),
+      text: cid.toString(),
+      texts
+    }
+  },
+
   // ------------------------------------------------------------ kad-dht
 
   async 'dht:closest' (args, signal) {
@@ -721,8 +766,10 @@ function topicOf (args) {
   return args.topic
 }
 
-// a provider key is a multihash (hex); js provides and looks up CID v1 raw of it
+// a provider key is a CID's text ("cid"), or a multihash ("key_hex") that js
+// provides and looks up as the CID v1 raw of it
 function providerCid (args) {
+  if (args.cid != null) return CID.parse(args.cid, ANY_BASE)
   return CID.createV1(RAW_CODEC, Digest.decode(fromHex(args.key_hex, 'key_hex')))
 }
 
