@@ -3,17 +3,25 @@ kad-dht 16 nodes on ``/ipfs/kad/1.0.0``, all in server mode on loopback.
 
 Each side finds the other's peers, providers announced on one side are
 found from the other, and values put on one side are read from the other.
+The ``guts dht`` commands do the same by CID, as kubo users write them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import trio
 
+from guts.cid import Cid
 from guts.crypto import KeyPair
 from guts.dht import IPFS_PROTOCOL, Dht, DhtConfig, DhtMode
 from guts.host import Host, HostConfig, open_host
@@ -27,6 +35,7 @@ from .conftest import SpawnJs
 from .jspeer import JsPeer
 
 TCP = "/ip4/127.0.0.1/tcp/0"
+GUTS = [sys.executable, "-m", "guts.cli"]
 
 
 @dataclass
@@ -188,3 +197,117 @@ async def test_guts_client_mode_against_js(spawn_js: SpawnJs) -> None:
         await j1.call("dht:put", key_hex=b"/guts/c".hex(), value_hex=b"v".hex())
         assert await dht.get_value(b"/guts/c") == b"v"
         nursery.cancel_scope.cancel()
+
+
+async def guts(*args: str, home: Path) -> subprocess.CompletedProcess[bytes]:
+    """Run the guts command as users run it."""
+    return await trio.run_process(
+        [*GUTS, *args], capture_stdout=True, capture_stderr=True, check=False,
+        env={**os.environ, "GUTS_HOME": str(home)},
+    )
+
+
+async def two_js_servers(spawn_js: SpawnJs) -> tuple[JsPeer, JsPeer]:
+    j1 = await spawn_js(listen=[TCP], args=["--dht"])
+    j2 = await spawn_js(listen=[TCP], args=["--dht"])
+    await j2.call("dial", addr=j1.addr("tcp"))
+
+    async def tables_filled() -> bool:
+        return j2.peer_id in await js_table(j1) and j1.peer_id in await js_table(j2)
+
+    await wait_until(tables_filled)
+    return j1, j2
+
+
+async def test_cids_read_as_js_writes_them(spawn_js: SpawnJs) -> None:
+    """Every multibase js writes a CID in parses to js's multihash, and back."""
+    js = await spawn_js(listen=[TCP])
+    peer = PeerId.from_string(js.peer_id)
+    for args in (
+        {"data_hex": b"raw".hex()},
+        {"data_hex": b"dag-pb".hex(), "codec": 0x70},
+        {"data_hex": b"dag-cbor".hex(), "codec": 0x71},
+        {"data_hex": b"v0".hex(), "version": 0},
+        {"multihash_hex": "0005" + b"hello".hex()},  # identity, inline
+        {"multihash_hex": peer.to_bytes().hex(), "codec": 0x72},
+    ):
+        made = await js.call("cid", **args)
+        for base, text in made["texts"].items():
+            cid = Cid.parse(text)
+            assert (cid.version, cid.codec, cid.multihash.hex()) == (made["version"], made["codec"], made["multihash_hex"])
+            assert cid.encode(base) == text and cid.to_bytes().hex() == made["bytes_hex"]
+        # and js reads what Guts writes
+        ours = Cid.parse(made["text"])
+        for base in ("base36", "base58btc", "base64url", "base16"):
+            assert (await js.call("cid", cid=ours.encode(base)))["bytes_hex"] == made["bytes_hex"]
+    # a js peer id in its CID forms is read as the peer id
+    forms = (await js.call("cid", multihash_hex=peer.to_bytes().hex(), codec=0x72))["texts"]
+    assert forms["base36"].startswith("k51")
+    assert {PeerId.from_bytes(Cid.parse(t).multihash) for t in forms.values()} == {peer}
+
+
+async def test_guts_dht_find_providers_of_a_cid_js_provided(spawn_js: SpawnJs, tmp_path: Path) -> None:
+    """``guts dht find-providers CID --bootstrap JS --dht-protocol /ipfs/kad/1.0.0``
+    with no node running: a short-lived node finds the js provider."""
+    j1, j2 = await two_js_servers(spawn_js)
+    raw = await j1.call("cid", data_hex=b"provided by js".hex())
+    v0 = await j1.call("cid", data_hex=b"provided by js, v0".hex(), version=0)
+    await j2.call("dht:provide", cid=raw["text"])  # bafkrei...
+    await j2.call("dht:provide", cid=v0["text"])  # Qm...
+    pb_v1 = Cid(1, 0x70, bytes.fromhex(v0["multihash_hex"])).encode()  # the v0's content as bafybei...
+    for text, multihash in ((raw["texts"]["base36"], raw["multihash_hex"]), (raw["text"], raw["multihash_hex"]),
+                            (v0["text"], v0["multihash_hex"]), (pb_v1, v0["multihash_hex"])):
+        result = await guts(
+            "dht", "find-providers", text, "--json", "--bootstrap", j1.addr("tcp"), "--dht-protocol", IPFS_PROTOCOL,
+            home=tmp_path / "cli",
+        )
+        assert result.returncode == 0, result.stderr.decode()
+        found = json.loads(result.stdout)
+        assert found["key_hex"] == multihash
+        assert [p["peer_id"] for p in found["providers"]] == [j2.peer_id], text
+        assert strip(j2.addr("tcp")) in found["providers"][0]["addrs"]
+    # The text form names the same providers.
+    result = await guts(
+        "dht", "find-providers", raw["text"], "--bootstrap", j1.addr("tcp"), "--dht-protocol", IPFS_PROTOCOL,
+        home=tmp_path / "cli",
+    )
+    assert f"1 providers of '{raw['text']}' (CID v1 raw" in result.stdout.decode()
+    assert not (tmp_path / "cli" / "control.sock").exists()
+
+
+async def test_js_finds_a_cid_provided_through_guts_start(spawn_js: SpawnJs, tmp_path: Path) -> None:
+    """``guts dht provide CID`` through a running ``guts start`` on the IPFS
+    protocol; js's ``findProviders(cid)`` finds the Guts node."""
+    j1, j2 = await two_js_servers(spawn_js)
+    home = tmp_path / "node"
+    with (tmp_path / "node.log").open("w") as log:
+        node = subprocess.Popen(
+            [*GUTS, "start", "--json", "--listen", TCP, "--dht-mode", "server", "--dht-protocol", IPFS_PROTOCOL,
+             "--bootstrap", j1.addr("tcp")],
+            stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, "GUTS_HOME": str(home)},
+        )
+    try:
+        assert node.stdout is not None
+        ready = json.loads(await trio.to_thread.run_sync(node.stdout.readline))
+        assert ready["event"] == "ready"
+
+        async def joined() -> bool:
+            status = json.loads((await guts("status", "--json", home=home)).stdout)
+            return bool(status["dht"]["routing_table_size"] >= 2)
+
+        await wait_until(joined)
+        made = await j1.call("cid", data_hex=b"provided by guts".hex())
+        result = await guts("dht", "provide", made["texts"]["base58btc"], "--dht-protocol", IPFS_PROTOCOL, home=home)
+        assert result.returncode == 0, result.stderr.decode()
+        assert "(CID v1 raw, key " + made["multihash_hex"][:16] in result.stdout.decode()
+        for js in (j1, j2):
+            providers = (await js.call("dht:find-providers", cid=made["text"]))["providers"]
+            assert [p["peer_id"] for p in providers] == [ready["peer_id"]]
+            assert strip(ready["addrs"][0]) in providers[0]["addrs"]
+        # The running node's protocol is the only one it queries on.
+        refused = await guts("dht", "provide", made["text"], "--dht-protocol", "/guts/kad/1.0.0", home=home)
+        assert refused.returncode == 1
+        assert f"queries the DHT on {IPFS_PROTOCOL}, not /guts/kad/1.0.0" in refused.stderr.decode()
+    finally:
+        node.send_signal(signal.SIGTERM)
+        assert await trio.to_thread.run_sync(node.wait, 15) == 0
