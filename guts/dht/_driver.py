@@ -11,23 +11,44 @@ the lookup's adaptive per-peer timeout (at most ``peer_timeout``).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import trio
 
-from guts.dht._codec import KadMessage
+from guts.dht._client import RequestFailed
+from guts.dht._codec import KadMessage, KadPeer
+from guts.dht._config import DhtConfig
 from guts.dht._key import kad_key
 from guts.dht.lookup import Lookup, LookupConfig
-from guts.dht._client import RequestFailed
+from guts.multiaddr import Multiaddr
 from guts.peer import PeerId
 from guts.peerstore import PeerInfo
 
-if TYPE_CHECKING:
-    from guts.dht.protocol import Dht
+__all__ = ["LookupPeers", "LookupResult", "run_lookup"]
 
-__all__ = ["LookupResult", "run_lookup"]
+
+class LookupPeers(Protocol):
+    """What a lookup needs from the node it runs for (a
+    :class:`~guts.dht.Dht`, or a fake network in a test).
+
+    The driver asks peers and reports what it found; it never reaches
+    into the node's routing table or peerstore itself, so it stays one
+    loop over one :class:`~guts.dht.lookup.Lookup`.
+    """
+
+    async def request(self, peer: PeerId, message: KadMessage) -> KadMessage | None:
+        """Ask ``peer``; raise :class:`RequestFailed` when it does not answer."""
+        ...
+
+    def learn(self, peers: Iterable[KadPeer]) -> list[PeerId]:
+        """Note the peers an answer lists; returns those worth asking."""
+        ...
+
+    def addrs_of(self, peer: PeerId) -> tuple[Multiaddr, ...]:
+        """The addresses to hand out for ``peer`` in the result."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,36 +85,45 @@ class _Waker:
 
 
 async def run_lookup(
-    dht: Dht,
+    peers: LookupPeers,
     key: bytes,
     message: KadMessage,
+    *,
+    seeds: Iterable[PeerId],
+    exclude: Iterable[PeerId],
+    config: DhtConfig,
     on_response: Callable[[PeerId, KadMessage], bool] | None = None,
 ) -> LookupResult:
     """Run one iterative lookup for ``key``, sending ``message`` to each peer.
 
-    ``on_response(peer, answer)`` sees every answer; returning True ends
-    the lookup (the caller found what it wanted).
+    Args:
+        peers: whom the requests go through.
+        key: the key looked up (hashed into the key space here).
+        message: the request sent to every peer asked.
+        seeds: the peers to start from (our closest to the key).
+        exclude: peers never asked (ourselves).
+        config: k, alpha and the timeouts.
+        on_response: sees every answer, ``on_response(peer, answer)``;
+            returning True ends the lookup (the caller found what it wanted).
     """
-    cfg = dht.config
-    target = kad_key(key)
-    seeds = [e.peer_id for e in dht.table.closest(target, cfg.k)]
+    cfg = config
     lookup = Lookup(
-        target,
+        kad_key(key),
         seeds,
         LookupConfig(k=cfg.k, alpha=cfg.alpha, peer_timeout=min(cfg.peer_timeout, cfg.request_timeout), max_peers=cfg.lookup_max_peers),
-        exclude=[dht.peer_id],
+        exclude=exclude,
     )
     waker = _Waker()
     start = trio.current_time()
 
     async def ask(peer: PeerId) -> None:
         try:
-            response = await dht.request(peer, message)
+            response = await peers.request(peer, message)
         except RequestFailed:
             lookup.on_failure(peer, trio.current_time())
         else:
             assert response is not None
-            closer = dht.learn(response.closer_peers)
+            closer = peers.learn(response.closer_peers)
             lookup.on_success(peer, closer, trio.current_time())
             if on_response is not None and on_response(peer, response):
                 lookup.finish()
@@ -112,10 +142,10 @@ async def run_lookup(
                     await waker.event.wait()
             nursery.cancel_scope.cancel()
     stats = lookup.stats()
-    peers = tuple(PeerInfo(p, dht._addrs_of(p)) for p in lookup.closest())
+    found = tuple(PeerInfo(p, peers.addrs_of(p)) for p in lookup.closest())
     return LookupResult(
         key=key,
-        peers=peers,
+        peers=found,
         queried=stats.queried,
         succeeded=stats.succeeded,
         failed=stats.failed,

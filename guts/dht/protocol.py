@@ -392,9 +392,10 @@ class Dht:
         finally:
             self._inbound.close(peer)
 
-    # -- requests --------------------------------------------------------------------
+    # -- requests (also what the lookup driver needs: guts.dht._driver.LookupPeers) ----
 
-    def _addrs_of(self, peer: PeerId) -> tuple[Multiaddr, ...]:
+    def addrs_of(self, peer: PeerId) -> tuple[Multiaddr, ...]:
+        """The addresses we hand out for ``peer`` (see :class:`AddrBook`)."""
         return self.addr_book.of(peer)
 
     def learn(self, peers: Iterable[KadPeer]) -> list[PeerId]:
@@ -424,7 +425,10 @@ class Dht:
         message: KadMessage,
         on_response: Callable[[PeerId, KadMessage], bool] | None = None,
     ) -> LookupResult:
-        result = await run_lookup(self, key, message, on_response)
+        seeds = [e.peer_id for e in self.table.closest(kad_key(key), self.config.k)]
+        result = await run_lookup(
+            self, key, message, seeds=seeds, exclude=[self.peer_id], config=self.config, on_response=on_response
+        )
         self.table.touch_bucket(kad_key(key), self._clock())
         return result
 
