@@ -102,3 +102,108 @@ def test_stored_addresses_decode_or_give_a_typed_error(data: bytes) -> None:
 def test_stored_addresses_round_trip() -> None:
     addrs = (ADDR, Multiaddr.parse("/ip6/::1/tcp/1/ws"), Multiaddr.parse("/memory/7"))
     assert _unpack_addrs(_pack_addrs(addrs)) == addrs
+
+
+# -- writes off the Trio thread ---------------------------------------------------
+
+import gc  # noqa: E402
+import time  # noqa: E402
+
+from guts.dht.records import ProviderStore, RecordLimits, ValueStore  # noqa: E402
+
+from .dht_helpers import hashed_peer  # noqa: E402
+
+
+def filled_stores(providers: int, values: int) -> tuple[ProviderStore, ValueStore]:
+    limits = RecordLimits(
+        max_provider_records=providers, max_keys_per_provider=providers, max_values=values, max_values_per_peer=values
+    )
+    provider_store, value_store = ProviderStore(limits), ValueStore(None, limits)
+    publishers = [hashed_peer(i) for i in range(50)]
+    for i in range(providers):
+        provider_store.add(hashlib.sha256(b"%d" % i).digest(), publishers[i % 50], (ADDR,), 1e9)
+    for i in range(values):
+        value_store.put(b"/guts/%d" % i, b"v" * 100, 1e9, publishers[i % 50])
+    return provider_store, value_store
+
+
+async def test_a_large_flush_leaves_the_trio_loop_responsive(tmp_path: Path) -> None:
+    """100,000 records written while a 10 ms sleep loop runs: the loop is
+    never held for long, though the flush takes far longer (written on the
+    Trio thread, the loop waited for the whole write, 0.6 s or more, and
+    so did every connection of the node)."""
+    providers, values = filled_stores(60_000, 40_000)
+    store = DhtStore(tmp_path / "dht.sqlite")
+    # The records made above are the node's heap, not the flush's doing:
+    # move them out of the cyclic collector's way, so its full passes over
+    # them do not count against the flush.
+    gc.collect()
+    gc.freeze()
+    gaps: list[float] = []
+
+    async def ticker(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        last = time.perf_counter()
+        while True:
+            await trio.sleep(0.01)
+            now = time.perf_counter()
+            gaps.append(now - last - 0.01)
+            last = now
+
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(ticker)
+            start = time.perf_counter()
+            await store.flush(providers, values)
+            took = time.perf_counter() - start
+            nursery.cancel_scope.cancel()
+    finally:
+        gc.unfreeze()
+    print(f"flush of 100,000 records: {took:.2f} s; the loop waited at most {max(gaps) * 1000:.0f} ms ({len(gaps)} ticks)")
+    assert max(gaps) < 0.2
+    assert len(gaps) >= took / 0.05  # the loop kept turning all along
+    # the flush is complete: one transaction, every record in it
+    assert providers.pending_changes() == values.pending_changes() == 0
+    assert len(store.load_providers(0)) == 60_000 and len(store.load_values(0)) == 40_000
+    store.close()
+
+
+async def test_flushes_land_in_order_and_close_waits_for_the_last(tmp_path: Path) -> None:
+    providers, values = ProviderStore(), ValueStore()
+    store = DhtStore(tmp_path / "dht.sqlite")
+    async with trio.open_nursery() as nursery:
+        values.put(b"/guts/a", b"1", 0, None)
+        nursery.start_soon(store.flush, providers, values)
+        while values.pending_changes():
+            await trio.sleep(0)  # until the first flush has taken its changes
+        values.put(b"/guts/a", b"2", 0, None)
+        values.put(b"/guts/b", b"x", 0, None)
+        nursery.start_soon(store.flush, providers, values)
+        await trio.sleep(0)
+        values.put(b"/guts/b", b"y", 0, None)
+        values._drop(b"/guts/b")  # deleted after it was put: the delete wins
+        nursery.start_soon(store.flush, providers, values)
+    store.close()
+    store = DhtStore(tmp_path / "dht.sqlite")
+    assert [(v.key, v.value) for v in store.load_values(0)] == [(b"/guts/a", b"2")]
+    store.close()
+
+
+async def test_a_flush_cancelled_midway_still_writes_all_it_took(tmp_path: Path) -> None:
+    providers, values = filled_stores(10_000, 0)
+    store = DhtStore(tmp_path / "dht.sqlite")
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await store.flush(providers, values)  # cancelled before it starts: takes nothing
+    assert providers.pending_changes() == 10_000
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(store.flush, providers, values)
+        while providers.pending_changes() == 10_000:
+            await trio.sleep(0)
+        nursery.cancel_scope.cancel()  # midway: it has taken a slice of its changes
+    assert providers.pending_changes() == 0
+    store.close()  # waits for a write under way; here there is none left
+    store = DhtStore(tmp_path / "dht.sqlite")
+    assert len(store.load_providers(0)) == 10_000
+    store.close()
+    store.close()  # closing twice is fine

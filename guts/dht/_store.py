@@ -8,6 +8,21 @@ flood of writes costs one transaction per flush. Rows that do not decode
 on load (a damaged file, a format from a future version) are skipped
 with a log line, never trusted.
 
+Threads: a write of many records takes SQLite a while (seconds for a few
+hundred thousand rows on a slow disk), and on the Trio thread it would
+stall every connection of the node meanwhile. So the DHT writes with
+:meth:`DhtStore.flush`: it takes the changes on the Trio thread (the
+record stores are not shared with threads) in slices, with a checkpoint
+between them (taking 100,000 provider records costs a few tenths of a
+second), then runs :meth:`DhtStore.save` on a worker thread; one flush at
+a time, in order. One lock serializes every use of the connection: a
+write is one transaction that nothing else on this connection
+interleaves with, and other connections to the file (SQLite's isolation)
+see it whole or not at all. :meth:`DhtStore.close` takes the same lock,
+so it waits for a write under way and never cuts one short. Loading
+stays synchronous: it happens once, when the DHT is built, before it
+serves anything.
+
 Stdlib ``sqlite3`` only; the file is ``$GUTS_HOME/dht.sqlite`` by
 convention (:meth:`DhtStore.in_home`).
 """
@@ -16,13 +31,18 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import trio
 
 from guts.errors import DecodeError
 from guts.multiaddr import Multiaddr
 from guts.peer import PeerId
-from guts.dht.records import ProviderRecord, StoredValue
+from guts.dht.records import ProviderRecord, ProviderStore, StoredValue, ValueStore
+from guts.dht.routing_table import RoutingTable
 from guts.wire import decode_uvarint, encode_uvarint
 
 __all__ = ["DhtStore", "STORE_FILE"]
@@ -31,6 +51,8 @@ log = logging.getLogger("guts.dht.store")
 
 STORE_FILE = "dht.sqlite"
 _SCHEMA_VERSION = 1
+#: Changes taken from a record store between two checkpoints of the Trio loop.
+_SLICE = 2000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -67,8 +89,42 @@ def _unpack_addrs(data: bytes) -> tuple[Multiaddr, ...]:
     return tuple(addrs)
 
 
+_R = TypeVar("_R")
+_K = TypeVar("_K", bound=Hashable)
+
+
+class _Changes(Protocol[_R, _K]):
+    """A record store that tracks its changes (:mod:`guts.dht.records`)."""
+
+    def pending_changes(self) -> int: ...
+
+    def take_changes(self, limit: int | None = None) -> tuple[list[_R], list[_K]]: ...
+
+
+async def _take_changes(store: _Changes[_R, _K], key: Callable[[_R], _K]) -> tuple[list[_R], list[_K]]:
+    """The changes pending in ``store``, taken a slice at a time with a
+    checkpoint after each, so a large backlog does not hold the Trio loop.
+
+    A record changed again between two slices is taken again; the later
+    take wins (an upsert then a delete of one row is a delete).
+    """
+    latest: dict[_K, _R | None] = {}
+    for _ in range(-(-store.pending_changes() // _SLICE)):  # what is pending now; later changes wait
+        upserts, deletes = store.take_changes(_SLICE)
+        for record in upserts:
+            latest[key(record)] = record
+        for k in deletes:
+            latest[k] = None
+        await trio.sleep(0)
+    return [r for r in latest.values() if r is not None], [k for k, r in latest.items() if r is None]
+
+
 class DhtStore:
     """One SQLite file holding the DHT's durable state.
+
+    Safe to use from several threads: every method holds one lock while it
+    uses the connection (see the module's docstring for why writes leave
+    the Trio thread).
 
     Args:
         path: the database file (created if missing); ``":memory:"`` for tests.
@@ -76,7 +132,11 @@ class DhtStore:
 
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
-        self._db = sqlite3.connect(self.path, isolation_level=None)
+        # Used from worker threads too; the lock below is what makes it safe.
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._lock = threading.Lock()
+        self._flushing = trio.Lock()  # flushes land in the order their changes were taken
+        self._closed = False
         if self.path != ":memory:":
             self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -91,13 +151,26 @@ class DhtStore:
         return cls(home / STORE_FILE)
 
     def close(self) -> None:
-        self._db.close()
+        """Close the file, after the write under way (if any) is committed.
+
+        Idempotent; the store cannot be used afterwards.
+        """
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._db.close()
 
     # -- loading -----------------------------------------------------------
 
+    def _select(self, query: str, args: tuple[float | int, ...]) -> list[tuple[Any, ...]]:
+        # All rows at once, under the lock: one consistent read, never
+        # interleaved with a write of this connection.
+        with self._lock:
+            return self._db.execute(query, args).fetchall()
+
     def load_providers(self, now: float) -> list[ProviderRecord]:
         out = []
-        for key, provider, addrs, received, expires in self._db.execute(
+        for key, provider, addrs, received, expires in self._select(
             "SELECT key, provider, addrs, received, expires FROM providers WHERE expires > ? ORDER BY received",
             (now,),
         ):
@@ -109,7 +182,7 @@ class DhtStore:
 
     def load_values(self, now: float) -> list[StoredValue]:
         out = []
-        for key, value, received, expires, publisher in self._db.execute(
+        for key, value, received, expires, publisher in self._select(
             "SELECT key, value, received, expires, publisher FROM records "
             "WHERE expires > ? OR publisher IS NULL ORDER BY received",
             (now,),
@@ -123,7 +196,7 @@ class DhtStore:
 
     def load_peers(self, limit: int = 5000) -> list[tuple[PeerId, tuple[Multiaddr, ...], float]]:
         out = []
-        for peer, addrs, last_seen in self._db.execute(
+        for peer, addrs, last_seen in self._select(
             "SELECT peer, addrs, last_seen FROM peers ORDER BY last_seen DESC LIMIT ?", (limit,)
         ):
             try:
@@ -141,7 +214,37 @@ class DhtStore:
         peers: list[tuple[PeerId, tuple[Multiaddr, ...], float]] | None = None,
     ) -> None:
         """Write changes in one transaction; ``peers``, when given, replaces
-        the saved routing table."""
+        the saved routing table.
+
+        Blocks until SQLite is done: on the Trio thread, use :meth:`flush`.
+        """
+        with self._lock:
+            self._save(providers, values, peers)
+
+    async def flush(self, providers: ProviderStore, values: ValueStore, table: RoutingTable | None = None) -> None:
+        """Write what changed in ``providers`` and ``values`` since the last
+        flush (and all of ``table``, when given) on a worker thread, so the
+        Trio loop runs on meanwhile.
+
+        One flush at a time, in the order called, each one transaction.
+        Once changes are taken they exist nowhere else, so the flush is
+        shielded from cancellation: it completes, and the cancellation
+        takes effect after.
+        """
+        async with self._flushing:
+            with trio.CancelScope(shield=True):
+                taken = await _take_changes(providers, lambda r: (r.key, r.provider))
+                value_changes = await _take_changes(values, lambda v: v.key)
+                peers = None if table is None else [(e.peer_id, e.addrs, e.last_seen) for e in table]
+                if any(taken) or any(value_changes) or peers is not None:
+                    await trio.to_thread.run_sync(self.save, taken, value_changes, peers)
+
+    def _save(
+        self,
+        providers: tuple[list[ProviderRecord], list[tuple[bytes, PeerId]]],
+        values: tuple[list[StoredValue], list[bytes]],
+        peers: list[tuple[PeerId, tuple[Multiaddr, ...], float]] | None,
+    ) -> None:
         db = self._db
         db.execute("BEGIN")
         try:

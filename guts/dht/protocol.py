@@ -13,8 +13,9 @@ lookups are :class:`~guts.dht.lookup.Lookup` state machines, driven by
 :mod:`guts.dht._driver`; what their answers add up to is decided in
 :mod:`guts.dht.collect`; the mode in :mod:`guts.dht.mode`, addresses in
 :mod:`guts.dht.addrbook`, inbound stream limits in :mod:`guts.dht.inbound`,
-expiry and republishing in :mod:`guts.dht.republish`. This module moves
-messages and time.
+expiry and republishing in :mod:`guts.dht.republish`; the store writes on
+a worker thread (:mod:`guts.dht._store`). This module moves messages and
+time.
 
 Wire behaviour (libp2p/specs kad-dht, checked against js kad-dht 16):
 
@@ -89,8 +90,10 @@ class Dht:
         host: the host to run on (identify should run on it too: that is
             how server peers are learned).
         config: settings; defaults to :class:`DhtConfig`.
-        store: durable state; loaded now, written while :meth:`run` runs.
-            The caller closes it.
+        store: durable state; loaded now, on the calling thread (once,
+            before anything is served), and written on a worker thread
+            while :meth:`run` runs and when it ends. The caller closes it
+            after :meth:`run` has returned.
         clock: wall-clock seconds since the epoch, for record lifetimes
             (records outlive the process). Timeouts use Trio's clock.
         rng: randomness for refresh keys.
@@ -183,6 +186,9 @@ class Dht:
     # -- persistence -----------------------------------------------------------
 
     def _load(self, store: DhtStore) -> None:
+        """Read the saved state, synchronously: this runs once, in the
+        constructor, before the DHT serves or asks anything, so there is no
+        one for the read to keep waiting."""
         now = self._clock()
         for rec in store.load_providers(now):
             self.providers.restore(rec)
@@ -200,15 +206,15 @@ class Dht:
             store.path, len(self.table), len(self.providers), len(self.values),
         )
 
-    def flush(self, *, peers: bool = True) -> None:
-        """Write what changed to the store (if any)."""
+    async def flush(self, *, peers: bool = True) -> None:
+        """Write what changed to the store (if any), off the Trio thread
+        (:meth:`DhtStore.flush`); the routing table too if ``peers`` and it changed."""
         if self.store is None:
             return
-        saved = None
+        table = None
         if peers and self._table_dirty:
-            saved = [(e.peer_id, e.addrs, e.last_seen) for e in self.table]
-            self._table_dirty = False
-        self.store.save(self.providers.take_changes(), self.values.take_changes(), saved)
+            table, self._table_dirty = self.table, False
+        await self.store.flush(self.providers, self.values, table)
 
     # -- background work -------------------------------------------------------
 
@@ -232,7 +238,8 @@ class Dht:
         finally:
             self._nursery = None
             self._table_dirty = True
-            self.flush()
+            with trio.CancelScope(shield=True):  # the last flush: complete before the caller closes the store
+                await self.flush()
 
     def _spawn(self, fn: Callable[..., Any], *args: Any) -> None:
         if self._nursery is not None:
@@ -247,7 +254,7 @@ class Dht:
             save_peers = now - self._peers_saved_at >= _PEERS_SAVE_INTERVAL
             if save_peers:
                 self._peers_saved_at = now
-            self.flush(peers=save_peers)
+            await self.flush(peers=save_peers)
 
     async def _cleanup_loop(self) -> None:
         while True:

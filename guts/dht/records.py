@@ -316,17 +316,25 @@ class ProviderStore:
             self._remove(key, provider)
         return len(dead)
 
-    def take_changes(self) -> tuple[list[ProviderRecord], list[tuple[bytes, PeerId]]]:
-        """What changed since the last call: ``(upserted, deleted)``."""
+    def pending_changes(self) -> int:
+        """Changes not yet taken by :meth:`take_changes`."""
+        return len(self._changed)
+
+    def take_changes(self, limit: int | None = None) -> tuple[list[ProviderRecord], list[tuple[bytes, PeerId]]]:
+        """What changed since the last call: ``(upserted, deleted)``.
+
+        At most ``limit`` changes (the rest wait for the next call), so a
+        caller on an event loop can take a large backlog in slices.
+        """
         upserts: list[ProviderRecord] = []
         deletes: list[tuple[bytes, PeerId]] = []
-        for key, provider in self._changed:
+        for _ in range(len(self._changed) if limit is None else min(limit, len(self._changed))):
+            key, provider = self._changed.pop()
             record = self.get(key, provider)
             if record is None:
                 deletes.append((key, provider))
             else:
                 upserts.append(record)
-        self._changed.clear()
         return upserts, deletes
 
 
@@ -457,14 +465,20 @@ class ValueStore:
             self._drop(key)
         return len(dead)
 
-    def take_changes(self) -> tuple[list[StoredValue], list[bytes]]:
+    def pending_changes(self) -> int:
+        """Changes not yet taken by :meth:`take_changes`."""
+        return len(self._changed)
+
+    def take_changes(self, limit: int | None = None) -> tuple[list[StoredValue], list[bytes]]:
+        """What changed since the last call: ``(upserted, deleted)``; at most
+        ``limit`` changes (see :meth:`ProviderStore.take_changes`)."""
         upserts: list[StoredValue] = []
         deletes: list[bytes] = []
-        for key in self._changed:
+        for _ in range(len(self._changed) if limit is None else min(limit, len(self._changed))):
+            key = self._changed.pop()
             stored = self._values.get(key)
             if stored is None:
                 deletes.append(key)
             else:
                 upserts.append(stored)
-        self._changed.clear()
         return upserts, deletes
