@@ -11,6 +11,9 @@ Usage::
     providers = await dht.find_providers(multihash)
     await dht.put_value(b"/guts/name", value)
     value = await dht.get_value(b"/guts/name")
+
+``kad_key`` and ``bucket_index`` place keys in the key space, for callers
+that show where a peer stands relative to a key.
 """
 
 from guts.dht._addrs import AddrScope
@@ -18,6 +21,7 @@ from guts.dht._codec import ConnectionType, KadMessage, KadPeer, Limits, Message
 from guts.dht._config import DEFAULT_PROTOCOL, IPFS_PROTOCOL, DhtConfig, DhtMode
 from guts.dht._client import RequestFailed
 from guts.dht._driver import LookupResult
+from guts.dht._key import KEY_BITS, bucket_index, kad_key
 from guts.dht._store import DhtStore
 from guts.dht.lookup import Lookup, LookupConfig, LookupStats, PeerState
 from guts.dht.protocol import Dht, PublishResult
@@ -46,6 +50,7 @@ __all__ = [
     "DhtStore",
     "GutsValidator",
     "IPFS_PROTOCOL",
+    "KEY_BITS",
     "KadMessage",
     "KadPeer",
     "Limits",
@@ -67,6 +72,8 @@ __all__ = [
     "StoredValue",
     "Validator",
     "ValueStore",
+    "bucket_index",
     "decode_message",
     "encode_message",
+    "kad_key",
 ]
