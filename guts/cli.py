@@ -8,7 +8,6 @@ import signal
 import statistics
 import sys
 from contextlib import aclosing
-from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -98,7 +97,7 @@ def _emit(as_json: bool, event: dict[str, Any], text: str) -> None:
 async def _run_node(config: Any, as_json: bool) -> None:
     import trio
 
-    from guts.control import open_controlled_node
+    from guts.control.node import open_controlled_node
     from guts.host import HostEvent, PeerConnected, PeerDisconnected, PeerIdentified
 
     def on_event(event: HostEvent) -> None:
@@ -146,7 +145,7 @@ async def _run_node(config: Any, as_json: bool) -> None:
 
 
 async def _print_messages(sub: Any, as_json: bool) -> None:
-    from guts.control import message_json
+    from guts.control.pubsub import message_json
 
     async for message in sub:
         event = message_json(message)

@@ -215,15 +215,15 @@ def test_a_cid_key_is_the_cids_multihash(network: list[tuple[Path, dict]]) -> No
     (provider, ready), (seeker, _) = network[2], network[0]
     result = run("dht", "provide", HELLO_BASE32, home=provider)
     assert result.returncode == 0, result.stderr
-    assert f"provided '{HELLO_BASE32}' (CID v1 raw, key {HELLO_MULTIHASH[:16]}...)" in result.stdout
+    assert f"provided '{HELLO_BASE32}' (CID v1 raw sha2-256, key {HELLO_MULTIHASH[:16]}...)" in result.stdout
     # The same CID in another base names the same key.
     found = json.loads(run("dht", "find-providers", HELLO_BASE58, "--json", home=seeker).stdout)
     assert found["key_hex"] == HELLO_MULTIHASH
     assert [p["peer_id"] for p in found["providers"]] == [ready["peer_id"]]
     text = run("dht", "find-providers", HELLO_BASE58, home=seeker).stdout
-    assert f"1 providers of '{HELLO_BASE58}' (CID v1 raw, key {HELLO_MULTIHASH[:16]}...)" in text
+    assert f"1 providers of '{HELLO_BASE58}' (CID v1 raw sha2-256, key {HELLO_MULTIHASH[:16]}...)" in text
     closest = run("dht", "find-peers", HELLO_BASE32, home=seeker).stdout
-    assert "(CID v1 raw, key 1220b94d27b9934d...)" in closest
+    assert "(CID v1 raw sha2-256, key 1220b94d27b9934d...)" in closest
 
 
 def test_a_mistyped_cid_is_refused(network: list[tuple[Path, dict]], tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from guts.control._http import MAX_BODY
 from guts.crypto import KeyPair
 from guts.errors import ConfigError, NodeNotRunning
 from guts.multiaddr import Multiaddr
-from guts.control import open_controlled_node
+from guts.control.node import open_controlled_node
 from guts.node import Node
 from guts.transport import MemoryNetwork, MemoryTransport
 

@@ -3,7 +3,7 @@ import hashlib
 import pytest
 
 from guts.cid import Cid
-from guts.control._keys import dht_key, read_dht_key, record_key
+from guts.control.keys import dht_key, read_dht_key, record_key
 from guts.crypto import KeyPair
 
 

@@ -10,6 +10,7 @@ PUBLIC = {
     'guts.errors': ['ConfigError', 'DecodeError', 'DialError', 'GutsError', 'HandshakeError', 'InputError', 'InvalidRecord', 'LocalProtocolError', 'NegotiationError', 'NodeNotRunning', 'PeerIdMismatch', 'PeerNotFound', 'ProtocolError', 'RecordNotFound', 'RemoteProtocolError', 'StreamReset'],
     'guts.wire': ['DialerNegotiation', 'LengthPrefixedDecoder', 'ListenerNegotiation', 'MAX_VARINT_BYTES', 'MULTISTREAM_PROTOCOL', 'MessageStream', 'NeedMoreData', 'NegotiatedStream', 'accept_protocol', 'decode_uvarint', 'encode_length_prefixed', 'encode_line', 'encode_uvarint', 'select_protocol'],
     'guts.crypto': ['KeyPair', 'PublicKey', 'UnsupportedKeyType', 'load_or_create_keypair'],
+    'guts.cid': ['CODECS', 'Cid', 'HASHES', 'InvalidCid', 'MULTIBASES', 'recognize_cid'],
     'guts.peer': ['InvalidPeerId', 'InvalidPeerIdBytes', 'InvalidPeerIdText', 'PeerId'],
     'guts.security.noise': ['CipherState', 'MAX_PLAINTEXT', 'NOISE_PROTOCOL_NAME', 'NoiseHandshake', 'NoiseIdentity', 'NoiseResult', 'NoiseStream', 'NoiseTransport', 'PROTOCOL_ID', 'noise_handshake'],
     'guts.mux.yamux': ['DataReceived', 'Event', 'Flag', 'FrameHeader', 'FrameType', 'GoAwayCode', 'GoAwayReceived', 'HEADER_SIZE', 'INITIAL_WINDOW', 'PROTOCOL_ID', 'PingAcknowledged', 'StreamEnded', 'StreamOpened', 'StreamReset', 'WindowUpdated', 'YamuxConfig', 'YamuxConnection', 'YamuxSession', 'YamuxStream', 'YamuxStreamReset', 'decode_header', 'encode_header'],
@@ -22,7 +23,11 @@ PUBLIC = {
     'guts.gossip': ['ControlMessage', 'GossipConfig', 'GossipMessage', 'GossipRouter', 'Gossipsub', 'InvalidMessage', 'MESHSUB_V10', 'MESHSUB_V11', 'MESHSUB_V12', 'PROTOCOLS', 'RPC', 'RawMessage', 'Rejection', 'RouterStats', 'RpcLimits', 'ScoreParams', 'ScoreThresholds', 'SignaturePolicy', 'Subscription', 'TopicScoreParams', 'ValidationResult', 'Validator', 'decode_rpc', 'default_message_id', 'encode_rpc', 'hash_message_id', 'open_gossipsub'],
     'guts.ping': ['PING', 'PING_SIZE', 'Ping', 'ping'],
     'guts.config': ['CONFIG_FILE', 'CONTROL_SOCKET', 'DEFAULT_DHT_PROTOCOL', 'DEFAULT_LISTEN', 'DHT_MODES', 'KEY_FILE', 'NodeConfig', 'default_home', 'load_config'],
-    'guts.control': ['ApiError', 'ControlApi', 'ControlClient', 'ControlError', 'ControlSocket', 'DHT_OPERATIONS', 'bind_control_socket', 'connect_control', 'message_json', 'open_controlled_node', 'serve_control'],
+    'guts.control': ['ApiError', 'ControlApi', 'ControlClient', 'ControlError', 'ControlSocket', 'bind_control_socket', 'connect_control', 'serve_control'],
+    'guts.control.node': ['open_controlled_node'],
+    'guts.control.dht': ['OPERATIONS', 'add_dht_routes'],
+    'guts.control.pubsub': ['add_pubsub_routes', 'message_json'],
+    'guts.control.keys': ['DhtKey', 'SHA2_256', 'dht_key', 'read_dht_key', 'record_key'],
     'guts.node': ['Node', 'expand_unspecified', 'open_node'],
 }
 

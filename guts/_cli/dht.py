@@ -107,7 +107,7 @@ async def _one_off(
     import trio
 
     from guts.config import load_config
-    from guts.control._dht import OPERATIONS
+    from guts.control.dht import OPERATIONS
     from guts.errors import DialError, GutsError
     from guts.node import open_node
 
@@ -193,29 +193,18 @@ _KEY_RULES = (
 
 
 def _key_kind(text: str, as_json: bool) -> str:
-    """How KEY is read, for the summary line: the rules of
-    ``guts/control/_keys.py``, read again here because ``guts.control`` does
-    not export its reader. A CID gone wrong is refused here, before a node
-    is asked or started."""
-    from guts.cid import InvalidCid, recognize_cid
-    from guts.peer import InvalidPeerId, PeerId
+    """How KEY is read (:func:`guts.control.keys.read_dht_key`), for the
+    summary line. A KEY that cannot be read, such as a CID gone wrong, is
+    refused here, before a node is asked or started."""
+    from guts.control.keys import read_dht_key
 
     try:
-        PeerId.from_string(text)
-    except InvalidPeerId:
-        pass
-    else:
-        return "peer id or CID v0" if text.startswith("Qm") else "peer id"
-    try:
-        cid = recognize_cid(text)
-    except InvalidCid as exc:
+        return read_dht_key(text).kind
+    except ValueError as exc:
         if as_json:
             print(json.dumps({"error": str(exc), "kind": "bad_request"}), flush=True)
             raise typer.Exit(1)
         fail(str(exc))
-    if cid is None:
-        return "name"
-    return "peer id" if cid.codec_name == "libp2p-key" else f"CID v{cid.version} {cid.codec_name}"
 
 
 @app.command("find-peers")

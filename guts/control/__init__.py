@@ -2,14 +2,19 @@
 ``GUTS_HOME`` (mode 0600), so that ``guts status``, ``guts dht ...`` and
 ``guts pubsub ...`` drive the running node of the same home.
 
+This package exports the client and the server's parts, which load no
+node: a command that only asks a running node imports no more than that.
+The parts that hold a node are public submodules:
+:mod:`guts.control.node` (:func:`~guts.control.node.open_controlled_node`,
+a node with its control API), :mod:`guts.control.dht` and
+:mod:`guts.control.pubsub` (their routes), and :mod:`guts.control.keys`
+(how commands name DHT keys).
+
 See the README for the endpoints and a ``curl`` example.
 """
 
 from guts.control._api import ApiError, ControlApi
 from guts.control._client import ControlClient, ControlError
-from guts.control._dht import OPERATIONS as DHT_OPERATIONS
-from guts.control._node import open_controlled_node
-from guts.control._pubsub import message_json
 from guts.control._server import serve_control
 from guts.control._socket import ControlSocket, bind_control_socket, connect_control
 
@@ -19,10 +24,7 @@ __all__ = [
     "ControlClient",
     "ControlError",
     "ControlSocket",
-    "DHT_OPERATIONS",
     "bind_control_socket",
     "connect_control",
-    "message_json",
-    "open_controlled_node",
     "serve_control",
 ]

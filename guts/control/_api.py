@@ -13,13 +13,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from guts.control._http import HttpRequest, HttpResponse
 from guts.errors import GutsError, InvalidRecord, LocalProtocolError, PeerNotFound, RecordNotFound
-from guts.node import Node
+
+if TYPE_CHECKING:  # only for types: a client loads no node
+    from guts.node import Node
 
 __all__ = ["ControlApi", "ApiError"]
 

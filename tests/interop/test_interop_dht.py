@@ -299,7 +299,7 @@ async def test_js_finds_a_cid_provided_through_guts_start(spawn_js: SpawnJs, tmp
         made = await j1.call("cid", data_hex=b"provided by guts".hex())
         result = await guts("dht", "provide", made["texts"]["base58btc"], "--dht-protocol", IPFS_PROTOCOL, home=home)
         assert result.returncode == 0, result.stderr.decode()
-        assert "(CID v1 raw, key " + made["multihash_hex"][:16] in result.stdout.decode()
+        assert "(CID v1 raw sha2-256, key " + made["multihash_hex"][:16] in result.stdout.decode()
         for js in (j1, j2):
             providers = (await js.call("dht:find-providers", cid=made["text"]))["providers"]
             assert [p["peer_id"] for p in providers] == [ready["peer_id"]]

@@ -7,8 +7,8 @@ from contextlib import asynccontextmanager
 
 from guts.config import NodeConfig
 from guts.control._api import ControlApi
-from guts.control._dht import add_dht_routes
-from guts.control._pubsub import add_pubsub_routes
+from guts.control.dht import add_dht_routes
+from guts.control.pubsub import add_pubsub_routes
 from guts.control._server import serve_control
 from guts.control._socket import bind_control_socket
 from guts.crypto import KeyPair

@@ -3,7 +3,7 @@
 Each operation is a function of the DHT and the request body that returns
 the JSON answer; the command line calls the same functions directly when it
 runs a short-lived node of its own (``--bootstrap`` with no node running).
-Keys are named as :mod:`guts.control._keys` says.
+Keys are named as :mod:`guts.control.keys` says.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any
 
 from guts.control._api import ControlApi, require
 from guts.control._http import HttpRequest, HttpResponse
-from guts.control._keys import dht_key, record_key
+from guts.control.keys import dht_key, record_key
 from guts.dht import Dht, LookupResult
-from guts.dht._key import bucket_index, kad_key
+from guts.dht import bucket_index, kad_key
 from guts.peer import PeerId
 from guts.peerstore import PeerInfo
 
