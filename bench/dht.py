@@ -40,7 +40,7 @@ def memory_worker(providers: int, trace: bool) -> dict[str, float]:
 
     from guts.crypto import KeyPair
     from guts.dht import Dht, DhtConfig, DhtMode
-    from guts.dht._key import bucket_index, kad_key
+    from guts.dht import bucket_index, kad_key
     from guts.host import open_host
     from guts.multiaddr import Multiaddr
     from guts.peer import PeerId

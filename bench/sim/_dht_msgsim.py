@@ -18,7 +18,7 @@ import random
 import statistics
 from dataclasses import dataclass, field
 
-from guts.dht._key import KEY_BITS, kad_key
+from guts.dht import KEY_BITS, kad_key
 from guts.dht.lookup import Lookup, LookupConfig
 from guts.peer import PeerId
 

@@ -22,7 +22,7 @@ import trio
 
 from guts.crypto import KeyPair
 from guts.dht import Dht, DhtConfig, DhtMode
-from guts.dht._key import kad_key
+from guts.dht import kad_key
 from guts.errors import PeerNotFound
 from guts.host import Host, HostConfig, open_host
 from guts.identify import Identify
