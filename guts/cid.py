@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from guts.errors import GutsError
+from guts.errors import InputError
 
 __all__ = ["CODECS", "HASHES", "MULTIBASES", "Cid", "InvalidCid", "recognize_cid"]
 
@@ -68,9 +68,10 @@ HASHES: dict[int, tuple[str, int | None]] = {
 }
 
 
-class InvalidCid(GutsError, ValueError):
-    """Text or bytes that are not a valid CID; a :class:`ValueError`, the
-    way ``int("x")`` is, since CIDs come from what a person wrote."""
+class InvalidCid(InputError):
+    """Text or bytes that are not a valid CID: an
+    :class:`~guts.errors.InputError` (so a :class:`ValueError`, the way
+    ``int("x")`` is), since CIDs come from what a person wrote."""
 
 
 # -- multibase -----------------------------------------------------------------

@@ -29,6 +29,7 @@ from typing import Protocol
 
 import base58
 
+from guts.cid import Cid, InvalidCid
 from guts.errors import DecodeError, GutsError, InputError
 
 __all__ = ["InvalidPeerId", "InvalidPeerIdBytes", "InvalidPeerIdText", "PeerId"]
@@ -143,8 +144,8 @@ class PeerId:
     @classmethod
     def from_string(cls, text: str) -> PeerId:
         """Parse a peer id written as base58btc (``12D3KooW…``, ``Qm…``) or as
-        a CIDv1 with codec ``libp2p-key`` (``bafz…``; multibase base32,
-        base58btc or base16).
+        a CIDv1 with codec ``libp2p-key`` (``bafz…``, ``k51…``; any
+        multibase of :mod:`guts.cid`).
 
         Raises:
             InvalidPeerIdText: ``text`` is neither.
@@ -175,7 +176,11 @@ class PeerId:
             elif prefix in "fF":
                 raw = bytes.fromhex(body)
             else:
-                raise InvalidPeerId(f"not a peer id: {text!r}")
+                # The other multibases (base36 k51..., base64...), rarer.
+                try:
+                    raw = Cid.parse(text).to_bytes()
+                except InvalidCid:
+                    raise InvalidPeerId(f"not a peer id: {text!r}") from None
         except (binascii.Error, ValueError) as exc:
             if isinstance(exc, InvalidPeerId):
                 raise

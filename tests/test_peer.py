@@ -206,3 +206,14 @@ def test_a_typo_is_input_not_a_peer_misbehaving() -> None:
     # A CID whose multihash is malformed is still text a person typed.
     with pytest.raises(InvalidPeerIdText):
         PeerId.from_string("f0172" + "1310" + "00" * 16)
+
+
+@pytest.mark.parametrize("base", ["base36", "base64", "base64url", "base58btc", "base32", "base16"])
+def test_a_peer_id_as_a_cid_in_any_multibase(base: str) -> None:
+    """kubo prints IPNS keys in base36 (k51...); every multibase reads."""
+    from guts.cid import Cid
+
+    pid = KeyPair.from_seed(bytes(32)).peer_id
+    assert PeerId.from_string(Cid(1, 0x72, pid.to_bytes()).encode(base)) == pid
+    with pytest.raises(InvalidPeerIdText, match="libp2p-key"):
+        PeerId.from_string(Cid(1, 0x55, pid.to_bytes()).encode(base))
