@@ -85,10 +85,12 @@ async def _operate(
 
 async def _check_running_protocol(home: Path | None, protocol: str) -> None:
     """Refuse ``--dht-protocol`` when the running node speaks another protocol."""
+    from guts.errors import InputError
+
     status = await call(home, "GET", "/v1/status")
     running = (status.get("dht") or {}).get("protocol")
     if running is not None and running != protocol:
-        raise ValueError(
+        raise InputError(
             f"the node running with this home queries the DHT on {running}, not {protocol}: "
             f"leave out --dht-protocol to query through it, restart it with `guts start --dht-protocol {protocol}`, "
             "or query through a short-lived node with another --home and --bootstrap MULTIADDR"

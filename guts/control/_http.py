@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlsplit
 import h11
 import trio
 
-from guts.errors import GutsError
+from guts.errors import GutsError, InputError
 
 __all__ = [
     "HttpRequest",
@@ -67,7 +67,7 @@ class HttpRequest:
             return {}
         value = json.loads(self.body)
         if not isinstance(value, dict):
-            raise ValueError("the request body must be a JSON object")
+            raise InputError("the request body must be a JSON object")
         return value
 
 

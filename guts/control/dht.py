@@ -15,6 +15,7 @@ from guts.control._api import ControlApi, require
 from guts.control._http import HttpRequest, HttpResponse
 from guts.control.keys import dht_key, record_key
 from guts.dht import Dht, LookupResult
+from guts.errors import InputError
 from guts.dht import bucket_index, kad_key
 from guts.peer import PeerId
 from guts.peerstore import PeerInfo
@@ -75,7 +76,7 @@ async def find_providers(dht: Dht, body: dict[str, Any]) -> dict[str, Any]:
     text = require(body, "key")
     count = body.get("count", dht.config.k)
     if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_COUNT:
-        raise ValueError(f"'count' must be a whole number from 1 to {MAX_COUNT}")
+        raise InputError(f"'count' must be a whole number from 1 to {MAX_COUNT}")
     key = dht_key(text)
     providers = await dht.find_providers(key, count)
     return {"key": text, "key_hex": key.hex(), "providers": [_peer(p) for p in providers]}

@@ -29,6 +29,7 @@ import hashlib
 from dataclasses import dataclass
 
 from guts.cid import Cid, recognize_cid
+from guts.errors import InputError
 from guts.peer import InvalidPeerId, PeerId
 
 __all__ = ["SHA2_256", "DhtKey", "dht_key", "read_dht_key", "record_key"]
@@ -72,7 +73,7 @@ def read_dht_key(text: str) -> DhtKey:
     """Read KEY by the three rules of this module.
 
     Raises:
-        ValueError: ``text`` is empty, longer than 1 KiB, a CID gone wrong,
+        InputError: ``text`` is empty, longer than 1 KiB, a CID gone wrong,
             or a libp2p-key CID that holds no peer id.
     """
     _check(text)
@@ -91,7 +92,7 @@ def read_dht_key(text: str) -> DhtKey:
         try:
             peer = PeerId.from_bytes(cid.multihash)
         except InvalidPeerId as exc:
-            raise ValueError(f"{text!r} is a libp2p-key CID but holds no peer id: {exc}") from None
+            raise InputError(f"{text!r} is a libp2p-key CID but holds no peer id: {exc}") from None
         return DhtKey(peer.to_bytes(), peer=peer, cid=cid)
     return DhtKey(cid.multihash, cid=cid)
 
@@ -100,7 +101,7 @@ def dht_key(text: str) -> bytes:
     """The DHT key of a peer id, a CID or a name (:func:`read_dht_key`).
 
     Raises:
-        ValueError: as :func:`read_dht_key`.
+        InputError: as :func:`read_dht_key`.
     """
     return read_dht_key(text).key
 
@@ -109,18 +110,18 @@ def record_key(text: str) -> bytes:
     """The record key of ``text``: as given under ``/ns/``, else ``/guts/<text>``.
 
     Raises:
-        ValueError: ``text`` is empty, too long, or an empty namespace.
+        InputError: ``text`` is empty, too long, or an empty namespace.
     """
     _check(text)
     if text.startswith("/"):
         if text.count("/") < 2 or text.startswith("//"):
-            raise ValueError(f"a record key looks like /namespace/name, got {text!r}")
+            raise InputError(f"a record key looks like /namespace/name, got {text!r}")
         return text.encode()
     return b"/guts/" + text.encode()
 
 
 def _check(text: str) -> None:
     if not text:
-        raise ValueError("the key is empty")
+        raise InputError("the key is empty")
     if len(text) > MAX_KEY_TEXT:
-        raise ValueError(f"the key is longer than {MAX_KEY_TEXT} characters")
+        raise InputError(f"the key is longer than {MAX_KEY_TEXT} characters")
