@@ -11,7 +11,7 @@ from collections import deque
 from dataclasses import dataclass
 
 import trio
-from trio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
+from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 
 from guts.errors import ConfigError
 from guts.multiaddr import Multiaddr
@@ -91,12 +91,18 @@ class _DelayedPipe(_Pipe):
             self.eof_at = trio.current_time() + self.delay
             self.readable.unpark_all()
 
+    def drop(self) -> None:
+        super().drop()
+        self.marks.clear()
+        self.ready = 0
+
 
 class _DelayedConnection(MemoryConnection):
     """A :class:`MemoryConnection` over a link with a delay.
 
-    Writes take room in the buffer at once and land one delay later; a
-    reader waits for them with a deadline, which ``MockClock`` jumps to.
+    Writes take room in the buffer at once and land one delay later
+    (:meth:`_DelayedPipe.push`); a reader waits for them with a deadline,
+    which ``MockClock`` jumps to.
     Closing is seen by the other end's writer at once (as a reset) and by
     its reader after the delay (as a FIN, behind the data).
     """
@@ -105,58 +111,6 @@ class _DelayedConnection(MemoryConnection):
 
     _in: _DelayedPipe
     _out: _DelayedPipe
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        if self._sending:
-            raise trio.BusyResourceError("another task is sending on this connection")
-        self._sending = True
-        try:
-            await checkpoint_if_cancelled()
-            pipe = self._out
-            view = memoryview(data).cast("B")
-            parked = False
-            while True:
-                if self._closed or pipe.eof:
-                    raise trio.ClosedResourceError("connection closed for sending")
-                if pipe.reader_closed:
-                    raise trio.BrokenResourceError("the other end closed the connection")
-                if not view:
-                    break
-                room = pipe.capacity - len(pipe.buffer)
-                if room > 0:
-                    pipe.push(view[:room])
-                    view = view[room:]
-                else:
-                    parked = True
-                    await pipe.writable.park()
-            if not parked:
-                await cancel_shielded_checkpoint()
-        finally:
-            self._sending = False
-
-    def try_send(self, data: bytes | bytearray | memoryview) -> int:
-        if self._sending:
-            raise trio.BusyResourceError("another task is sending on this connection")
-        pipe = self._out
-        if self._closed or pipe.eof:
-            raise trio.ClosedResourceError("connection closed for sending")
-        if pipe.reader_closed:
-            raise trio.BrokenResourceError("the other end closed the connection")
-        room = pipe.capacity - len(pipe.buffer)
-        if room <= 0:
-            return 0
-        taken = memoryview(data).cast("B")[:room]
-        if taken:
-            pipe.push(taken)
-        return len(taken)
-
-    async def send_eof(self) -> None:
-        if self._sending:
-            raise trio.BusyResourceError("another task is sending on this connection")
-        await checkpoint()
-        if self._closed:
-            raise trio.ClosedResourceError("connection closed")
-        self._out.send_eof()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if max_bytes is not None:
@@ -204,20 +158,6 @@ class _DelayedConnection(MemoryConnection):
             return data
         finally:
             self._receiving = False
-
-    def close_now(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._out.send_eof()
-        incoming = self._in
-        incoming.reader_closed = True
-        incoming.buffer.clear()
-        incoming.marks.clear()
-        incoming.ready = 0
-        for pipe in (incoming, self._out):
-            pipe.readable.unpark_all()
-            pipe.writable.unpark_all()
 
 
 def _delayed_connection_pair(

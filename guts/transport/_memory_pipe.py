@@ -29,6 +29,21 @@ class _Pipe:
         self.readable = ParkingLot()
         self.writable = ParkingLot()
 
+    def push(self, data: memoryview) -> None:
+        """Buffer ``data`` for the reader (the caller checked the room)."""
+        self.buffer += data
+        self.readable.unpark_all()
+
+    def send_eof(self) -> None:
+        """The writer is done."""
+        self.eof = True
+        self.readable.unpark_all()
+
+    def drop(self) -> None:
+        """The reader is gone: what it did not read is thrown away."""
+        self.reader_closed = True
+        self.buffer.clear()
+
 
 class MemoryConnection(RawConnection, trio.abc.HalfCloseableStream):
     """One end of an in-memory connection.
@@ -70,9 +85,8 @@ class MemoryConnection(RawConnection, trio.abc.HalfCloseableStream):
                     break
                 room = pipe.capacity - len(pipe.buffer)
                 if room > 0:
-                    pipe.buffer += view[:room]
+                    pipe.push(view[:room])
                     view = view[room:]
-                    pipe.readable.unpark_all()
                 else:
                     parked = True
                     await pipe.writable.park()
@@ -99,8 +113,7 @@ class MemoryConnection(RawConnection, trio.abc.HalfCloseableStream):
             return 0
         taken = memoryview(data).cast("B")[:room]
         if taken:
-            pipe.buffer += taken
-            pipe.readable.unpark_all()
+            pipe.push(taken)
         return len(taken)
 
     async def wait_send_all_might_not_block(self) -> None:
@@ -129,8 +142,7 @@ class MemoryConnection(RawConnection, trio.abc.HalfCloseableStream):
         await checkpoint()
         if self._closed:
             raise trio.ClosedResourceError("connection closed")
-        self._out.eof = True
-        self._out.readable.unpark_all()
+        self._out.send_eof()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if max_bytes is not None:
@@ -177,9 +189,8 @@ class MemoryConnection(RawConnection, trio.abc.HalfCloseableStream):
         if self._closed:
             return
         self._closed = True
-        self._out.eof = True
-        self._in.reader_closed = True
-        self._in.buffer.clear()
+        self._out.send_eof()
+        self._in.drop()
         for pipe in (self._in, self._out):
             pipe.readable.unpark_all()
             pipe.writable.unpark_all()
