@@ -36,6 +36,9 @@ __all__ = [
     "InputError",
     "ConfigError",
     "NodeNotRunning",
+    "InvalidIdentity",
+    "InvalidRefs",
+    "InvalidRid",
 ]
 
 
@@ -117,3 +120,21 @@ class ConfigError(InputError):
 
 class NodeNotRunning(GutsError):
     """No node answers on the control socket of this ``GUTS_HOME``."""
+
+
+class InvalidIdentity(RemoteProtocolError):
+    """A repository identity document, revision or chain that a peer sent
+    breaks the rules: malformed or non-canonical bytes, a limit exceeded, a
+    bad signature, too few delegate signatures, a parent that does not
+    match (``guts.repo.identity``)."""
+
+
+class InvalidRefs(RemoteProtocolError):
+    """A signed ref statement that a peer sent breaks the rules: not in
+    canonical form, a hostile ref name, a limit exceeded, a bad signature
+    (``guts.repo.sigrefs``)."""
+
+
+class InvalidRid(InputError):
+    """Text that is not a repository id (a CIDv1, codec raw, of a sha2-256
+    multihash) or not a ``guts://<RID>`` URL."""

@@ -7,7 +7,7 @@ import pytest
 
 PUBLIC = {
     'guts.dht': ['AddOutcome', 'AddResult', 'AddrScope', 'ConnectionType', 'DEFAULT_PROTOCOL', 'Dht', 'DhtConfig', 'DhtMode', 'DhtStore', 'GutsValidator', 'IPFS_PROTOCOL', 'KEY_BITS', 'KadMessage', 'KadPeer', 'Limits', 'Lookup', 'LookupConfig', 'LookupResult', 'LookupStats', 'MessageType', 'PeerState', 'ProviderRecord', 'ProviderStore', 'PublicKeyValidator', 'PublishResult', 'PutResult', 'Record', 'RecordLimits', 'RequestFailed', 'RoutingTable', 'StoredValue', 'Validator', 'ValueStore', 'bucket_index', 'decode_message', 'encode_message', 'kad_key'],
-    'guts.errors': ['ConfigError', 'DecodeError', 'DialError', 'GutsError', 'HandshakeError', 'InputError', 'InvalidRecord', 'LocalProtocolError', 'NegotiationError', 'NodeNotRunning', 'PeerIdMismatch', 'PeerNotFound', 'ProtocolError', 'RecordNotFound', 'RemoteProtocolError', 'StreamReset'],
+    'guts.errors': ['ConfigError', 'DecodeError', 'DialError', 'GutsError', 'HandshakeError', 'InputError', 'InvalidIdentity', 'InvalidRecord', 'InvalidRefs', 'InvalidRid', 'LocalProtocolError', 'NegotiationError', 'NodeNotRunning', 'PeerIdMismatch', 'PeerNotFound', 'ProtocolError', 'RecordNotFound', 'RemoteProtocolError', 'StreamReset'],
     'guts.wire': ['DialerNegotiation', 'LengthPrefixedDecoder', 'ListenerNegotiation', 'MAX_VARINT_BYTES', 'MULTISTREAM_PROTOCOL', 'MessageStream', 'NeedMoreData', 'NegotiatedStream', 'accept_protocol', 'decode_uvarint', 'encode_length_prefixed', 'encode_line', 'encode_uvarint', 'select_protocol'],
     'guts.crypto': ['KeyPair', 'PublicKey', 'UnsupportedKeyType', 'load_or_create_keypair'],
     'guts.cid': ['CODECS', 'Cid', 'HASHES', 'InvalidCid', 'MULTIBASES', 'recognize_cid'],
