@@ -1,0 +1,499 @@
+"""guts.repo.storage against real git: quarantined pack ingestion, the
+connectivity check, migration, ref transactions, crash leftovers, and
+upload-pack for serving."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from guts.errors import InvalidRid
+from guts.repo._git import GitProcess, git_env, open_git
+from guts.repo.storage import (
+    InvalidRefName,
+    NotConnected,
+    PackRejected,
+    RefUpdate,
+    RefUpdateRejected,
+    RepositoryExists,
+    RepositoryNotFound,
+    Storage,
+    StorageError,
+)
+
+from .repo_helpers import (
+    History,
+    Messy,
+    add_corrupt_commit,
+    build_history,
+    build_messy,
+    git,
+    git_text,
+    init_bare,
+    make_rid,
+    objects_of,
+    pack,
+    pack_objects,
+)
+
+RID = make_rid("storage tests")
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> History:
+    return build_history(init_bare(tmp_path_factory.mktemp("history") / "h.git"))
+
+
+@pytest.fixture(scope="module")
+def messy(tmp_path_factory: pytest.TempPathFactory) -> Messy:
+    return build_messy(tmp_path_factory.mktemp("messy") / "m.git")
+
+
+@pytest.fixture
+async def storage(tmp_path: Path) -> Storage:
+    return await Storage.open(tmp_path / "storage")
+
+
+async def chunks(data: bytes, size: int = 1 << 16) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+async def stdout_chunks(source: GitProcess) -> AsyncIterator[bytes]:
+    while chunk := await source.stdout.receive_some(1 << 16):
+        yield chunk
+
+
+async def receive(storage: Storage, rid: str, data: bytes, wanted: list[str], **kwargs: int) -> None:
+    """What a sync does: ingest, check, migrate, then move the refs."""
+    async with storage.quarantine(rid) as q:
+        await q.ingest_pack(chunks(data), **kwargs)
+        await q.check_connected(wanted)
+        await q.migrate()
+
+
+def fsck(path: Path) -> str:
+    done = subprocess.run(["git", "fsck", "--strict"], capture_output=True, env=git_env({"GIT_DIR": str(path)}))
+    assert done.returncode == 0, done.stderr
+    return done.stderr.decode()
+
+
+def quarantines(storage: Storage, rid: str) -> list[Path]:
+    return list((storage.path(rid) / "objects").glob("incoming-*"))
+
+
+async def test_create_list_exists(storage: Storage) -> None:
+    assert await storage.list() == [] and not await storage.exists(RID)
+    path = await storage.create(RID)
+    assert path == storage.path(RID) and await storage.exists(RID)
+    assert await storage.list() == [RID]
+    assert await storage.refs(RID) == {}
+    assert git_text("config", "core.fsync", git_dir=path) == "objects,derived-metadata,reference"
+    assert git_text("config", "gc.auto", git_dir=path) == "0"
+    assert git_text("config", "receive.fsck.zeroPaddedFilemode", git_dir=path) == "ignore"
+    assert git_text("rev-parse", "--is-bare-repository", git_dir=path) == "true"
+    assert not (path / "hooks").exists()
+    with pytest.raises(RepositoryExists):
+        await storage.create(RID)
+    assert not list(storage.root.glob(".creating-*"))
+    with pytest.raises(RepositoryNotFound):
+        await storage.refs(make_rid("absent"))
+
+
+@pytest.mark.parametrize(
+    "rid",
+    ["..", "../x", "b../../etc", "/etc", "bafkrei/../../x", "BAFKREI" + "A" * 52, "bafkrei1" + "a" * 51,
+     "b" + "a" * 200, "", "bafk rei" + "a" * 51, "bafkrei" + "a" * 51 + "\n", "x" + "a" * 58, "bafkrei"],
+)  # fmt: skip
+async def test_rid_that_could_leave_the_root_is_refused(storage: Storage, rid: str) -> None:
+    with pytest.raises(InvalidRid):
+        await storage.create(rid)
+    with pytest.raises(InvalidRid):
+        await storage.exists(rid)
+    with pytest.raises(InvalidRid):
+        async with storage.quarantine(rid):
+            pass
+    assert [p.name for p in storage.root.iterdir()] == []
+
+
+async def test_full_history_ingested_verified_and_published(storage: Storage, history: History) -> None:
+    await storage.create(RID)
+    # Streamed straight from a pack-objects process, as a peer would send it.
+    revs = "".join(f"{oid}\n" for oid in history.refs.values()).encode()
+    async with storage.quarantine(RID) as q:
+        async with open_git(["pack-objects", "--revs", "--stdout", "--quiet"], git_dir=history.path) as source:
+            await source.stdin.send_all(revs)
+            await source.close_stdin()
+            await q.ingest_pack(stdout_chunks(source))
+        assert not objects_of(storage.path(RID)), "objects outside the quarantine before migrate"
+        # A ref cannot name a quarantined object.
+        with pytest.raises(RefUpdateRejected):
+            await storage.update_refs(RID, [RefUpdate("refs/heads/main", None, history.refs["refs/heads/main"])])
+        await q.check_connected(history.refs.values())
+        await q.migrate()
+    await storage.update_refs(RID, [RefUpdate(name, None, oid) for name, oid in history.refs.items()])
+    assert await storage.refs(RID) == history.refs
+    tags = {name: oid for name, oid in history.refs.items() if name.startswith("refs/tags/")}
+    assert await storage.refs(RID, "refs/tags/") == tags
+    assert await storage.resolve(RID, "refs/heads/main") == history.refs["refs/heads/main"]
+    assert await storage.resolve(RID, "refs/heads/absent") is None
+    assert objects_of(storage.path(RID)) == objects_of(history.path)
+    assert git_text("rev-list", "--count", "--all", git_dir=storage.path(RID)) == str(history.commits)
+    assert not quarantines(storage, RID)
+    fsck(storage.path(RID))
+    main, release = history.refs["refs/heads/main"], history.refs["refs/heads/release"]
+    assert await storage.is_ancestor(RID, git_text("rev-parse", main + "~5", git_dir=history.path), main)
+    assert not await storage.is_ancestor(RID, main, release)
+    assert await storage.has_objects(RID, [main, release])
+    assert await storage.missing_objects(RID, [main, "1" * 40]) == ["1" * 40]
+
+
+async def test_legacy_history_accepted(storage: Storage, messy: Messy) -> None:
+    await storage.create(RID)
+    await receive(storage, RID, pack(messy.path, messy.refs.values()), list(messy.refs.values()))
+    await storage.update_refs(RID, [RefUpdate(name, None, oid) for name, oid in messy.refs.items()])
+    assert await storage.refs(RID) == messy.refs
+    assert b"040000 tree" in git("cat-file", "-p", messy.padded_tree, git_dir=storage.path(RID))
+    warnings = fsck(storage.path(RID))
+    assert "zeroPaddedFilemode" not in warnings and "badTimezone" not in warnings
+
+
+@pytest.mark.parametrize("kind", ["duplicate", "dotgit"])
+async def test_corrupt_object_refused(storage: Storage, tmp_path: Path, kind: str) -> None:
+    source = build_messy(tmp_path / "source.git")
+    bad = add_corrupt_commit(source.path, kind)
+    await storage.create(RID)
+    async with storage.quarantine(RID) as q:
+        with pytest.raises(PackRejected, match="fsck error|duplicateEntries|hasDotgit"):
+            await q.ingest_pack(chunks(pack(source.path, [bad])))
+        with pytest.raises(StorageError, match="only after check_connected"):
+            await q.migrate()
+    assert not objects_of(storage.path(RID)) and not quarantines(storage, RID)
+
+
+def refused_pack(history: History, case: str) -> tuple[bytes, list[str], int | None]:
+    """A pack a peer might send once we hold ``main~10``: the bytes, the
+    oids the refs would name, the byte limit to apply (or the default)."""
+    path, main = history.path, history.refs["refs/heads/main"]
+    base, parent = (git_text("rev-parse", f"{main}~{n}", git_dir=path) for n in (10, 1))
+    if case == "corrupt bytes":
+        data = bytearray(pack(path, [main]))
+        data[len(data) // 2] ^= 0xFF
+        return bytes(data), [main], None
+    if case == "truncated":
+        data = pack(path, [main])
+        return data[: len(data) * 2 // 3], [main], None
+    if case == "over the limit":
+        return pack(path, [main]), [main], 50_000
+    if case == "missing an object":
+        listing = git_text("rev-list", "--objects", main, "^" + base, git_dir=path)
+        oids = [line.split()[0] for line in listing.splitlines()]
+        blob = next(oid for oid in oids if git_text("cat-file", "-t", oid, git_dir=path) == "blob")
+        return pack_objects(path, [oid for oid in oids if oid != blob]), [main], None
+    if case == "wanted oid not sent":
+        return pack(path, [parent], [base]), [main], None
+    if case == "thin, base missing":
+        return pack(path, [main], [parent], thin=True), [main], None
+    assert case == "empty"
+    return b"", [main], None
+
+
+REFUSALS = ["corrupt bytes", "truncated", "over the limit", "missing an object", "wanted oid not sent",
+            "thin, base missing", "empty"]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", REFUSALS)
+async def test_refused_pack_leaves_everything_as_it_was(storage: Storage, history: History, case: str) -> None:
+    main = history.refs["refs/heads/main"]
+    base = git_text("rev-parse", main + "~10", git_dir=history.path)
+    await storage.create(RID)
+    await receive(storage, RID, pack(history.path, [base]), [base])
+    await storage.update_refs(RID, [RefUpdate("refs/heads/main", None, base)])
+    before = objects_of(storage.path(RID))
+    packs = sorted((storage.path(RID) / "objects" / "pack").iterdir())
+    data, wanted, limit = refused_pack(history, case)
+    with pytest.raises(PackRejected) as caught:
+        async with storage.quarantine(RID) as q:
+            await q.ingest_pack(chunks(data), **({} if limit is None else {"max_bytes": limit}))
+            await q.check_connected(wanted)
+            await q.migrate()
+    if case == "wanted oid not sent":
+        assert isinstance(caught.value, NotConnected)
+    assert await storage.refs(RID) == {"refs/heads/main": base}
+    assert objects_of(storage.path(RID)) == before
+    assert sorted((storage.path(RID) / "objects" / "pack").iterdir()) == packs
+    assert not quarantines(storage, RID)
+    fsck(storage.path(RID))
+
+
+async def test_thin_pack_completed_from_the_repository(storage: Storage, history: History) -> None:
+    main = history.refs["refs/heads/main"]
+    base = git_text("rev-parse", main + "~20", git_dir=history.path)
+    await storage.create(RID)
+    await receive(storage, RID, pack(history.path, [base]), [base])
+    await storage.update_refs(RID, [RefUpdate("refs/heads/main", None, base)])
+    thin = pack(history.path, [main], [base], thin=True)
+    await receive(storage, RID, thin, [main])
+    await storage.update_refs(RID, [RefUpdate("refs/heads/main", base, main)])
+    assert await storage.resolve(RID, "refs/heads/main") == main
+    fsck(storage.path(RID))
+
+
+async def test_migrate_only_after_verification(storage: Storage, history: History) -> None:
+    main = history.refs["refs/heads/main"]
+    await storage.create(RID)
+    async with storage.quarantine(RID) as q:
+        with pytest.raises(StorageError, match="only after check_connected"):
+            await q.migrate()
+        await q.ingest_pack(chunks(pack(history.path, [main])))
+        with pytest.raises(StorageError, match="only after check_connected"):
+            await q.migrate()
+        await q.check_connected([main])
+        await q.migrate()
+        with pytest.raises(StorageError, match="migrated already"):
+            await q.ingest_pack(chunks(b""))
+    assert await storage.has_objects(RID, [main])
+
+
+async def test_ref_transaction_is_all_or_nothing(storage: Storage, history: History) -> None:
+    refs = history.refs
+    main, release, v1 = refs["refs/heads/main"], refs["refs/heads/release"], refs["refs/tags/v1"]
+    await storage.create(RID)
+    await receive(storage, RID, pack(history.path, refs.values()), list(refs.values()))
+    await storage.update_refs(
+        RID, [RefUpdate("refs/heads/main", None, main), RefUpdate("refs/heads/old", None, release)]
+    )
+    state = await storage.refs(RID)
+    tag_v1 = RefUpdate("refs/tags/v1", None, v1)  # good on its own
+    refused = [
+        # a wrong old value among good changes
+        [tag_v1, RefUpdate("refs/heads/main", release, v1), RefUpdate("refs/heads/old", release, None)],
+        # creating a ref that exists
+        [tag_v1, RefUpdate("refs/heads/old", None, main)],
+        # deleting with a stale value
+        [RefUpdate("refs/heads/old", main, None)],
+        # an object the repository does not have
+        [tag_v1, RefUpdate("refs/heads/ghost", None, "1" * 40)],
+        # a tag object as a branch
+        [RefUpdate("refs/heads/main", main, refs["refs/tags/v2"])],
+        # one ref twice
+        [RefUpdate("refs/heads/main", main, release), RefUpdate("refs/heads/main", main, v1)],
+    ]
+    for updates in refused:
+        with pytest.raises(RefUpdateRejected):
+            await storage.update_refs(RID, updates)
+        assert await storage.refs(RID) == state
+    for name in ["refs/heads/../x", "refs/heads/a b", "HEAD", "refs/heads/x.lock", "refs/heads/", "heads/main",
+                 "refs/heads/a\x00b", "refs/heads/@{1}", "refs//x", "refs/heads/\u202ex"]:  # fmt: skip
+        with pytest.raises(InvalidRefName):
+            await storage.update_refs(RID, [tag_v1, RefUpdate(name, None, main)])
+    assert await storage.refs(RID) == state
+    await storage.update_refs(
+        RID, [RefUpdate("refs/heads/main", main, release), RefUpdate("refs/heads/old", release, None), tag_v1]
+    )
+    assert await storage.refs(RID) == {"refs/heads/main": release, "refs/tags/v1": v1}
+
+
+async def test_crash_leftovers_removed_at_open(storage: Storage, history: History) -> None:
+    main = history.refs["refs/heads/main"]
+    path = await storage.create(RID)
+    await receive(storage, RID, pack(history.path, [main]), [main])
+    await storage.update_refs(RID, [RefUpdate("refs/heads/main", None, main)])
+    objects = path / "objects"
+    stale = objects / "incoming-x1y2z3"
+    (stale / "pack").mkdir(parents=True)
+    (stale / "pack" / "tmp_pack_abc").write_bytes(b"PACK partial")
+    (objects / "pack" / ("pack-" + "ab" * 20 + ".pack")).write_bytes(b"PACK without its index")
+    (path / "refs" / "heads" / "main.lock").write_text("1" * 40 + "\n")
+    (path / "packed-refs.lock").write_text("")
+    (storage.root / ".creating-abc").mkdir()
+    reopened = await Storage.open(storage.root)
+    assert not stale.exists() and not (storage.root / ".creating-abc").exists()
+    assert not list(path.rglob("*.lock"))
+    assert not (objects / "pack" / ("pack-" + "ab" * 20 + ".pack")).exists()
+    assert await reopened.list() == [RID]
+    fsck(path)
+    parent = git_text("rev-parse", main + "~1", git_dir=history.path)
+    await reopened.update_refs(RID, [RefUpdate("refs/heads/main", main, parent)])  # no lock left in the way
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys, trio
+    from pathlib import Path
+    from guts.repo.storage import Storage
+
+    async def main():
+        storage = await Storage.open(Path(sys.argv[1]))
+        data = Path(sys.argv[3]).read_bytes()
+        async def slow():
+            for start in range(0, len(data), 4096):
+                yield data[start:start + 4096]
+                await trio.sleep(0.01 if start else 0)
+            await trio.sleep_forever()
+        async with storage.quarantine(sys.argv[2]) as q:
+            await q.ingest_pack(slow())
+
+    trio.run(main)
+    """
+)
+
+
+async def test_kill_9_mid_ingest_leaves_a_consistent_repository(
+    storage: Storage, history: History, tmp_path: Path
+) -> None:
+    base = git_text("rev-parse", history.refs["refs/heads/main"] + "~30", git_dir=history.path)
+    main = history.refs["refs/heads/main"]
+    await storage.create(RID)
+    await receive(storage, RID, pack(history.path, [base]), [base])
+    await storage.update_refs(RID, [RefUpdate("refs/heads/main", None, base)])
+    before = objects_of(storage.path(RID))
+    packfile = tmp_path / "p.pack"
+    packfile.write_bytes(pack(history.path, history.refs.values(), [base]))
+    child = await trio.lowlevel.open_process(
+        [sys.executable, "-c", CHILD, str(storage.root), RID, str(packfile)],
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    try:
+        with trio.fail_after(20):
+            while not list((storage.path(RID) / "objects").glob("incoming-*/pack/tmp_pack_*")):
+                await trio.sleep(0.02)
+        await trio.sleep(0.1)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+    assert quarantines(storage, RID)
+    storage = await Storage.open(storage.root)
+    assert not quarantines(storage, RID)
+    assert objects_of(storage.path(RID)) == before
+    assert await storage.refs(RID) == {"refs/heads/main": base}
+    fsck(storage.path(RID))
+    await receive(storage, RID, packfile.read_bytes(), [main])
+    await storage.update_refs(RID, [RefUpdate("refs/heads/main", base, main)])
+    fsck(storage.path(RID))
+
+
+async def test_cancelled_ingest_leaves_no_quarantine_and_no_process(storage: Storage, history: History) -> None:
+    await storage.create(RID)
+    data = pack(history.path, [history.refs["refs/heads/main"]])
+    children: list[int] = []
+
+    async def stalls() -> AsyncIterator[bytes]:
+        yield data[:10_000]
+        children.extend(_index_packs())
+        await trio.sleep_forever()
+
+    with trio.move_on_after(1) as scope:
+        async with storage.quarantine(RID) as q:
+            await q.ingest_pack(stalls())
+    assert scope.cancelled_caught
+    assert children and not quarantines(storage, RID)
+    for pid in children:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reaped: no zombie left
+
+
+def _index_packs() -> list[int]:
+    """Our child processes running index-pack."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if b"index-pack" in (proc / "cmdline").read_bytes():
+                if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                    found.append(int(proc.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+async def test_upload_pack_answers_ls_refs(storage: Storage, history: History) -> None:
+    await storage.create(RID)
+    await receive(storage, RID, pack(history.path, history.refs.values()), list(history.refs.values()))
+    await storage.update_refs(RID, [RefUpdate(name, None, oid) for name, oid in history.refs.items()])
+
+    def pkt(text: str) -> bytes:
+        return b"%04x%s" % (len(text) + 4, text.encode())
+
+    request = b"".join(
+        [pkt("command=ls-refs\n"), pkt("agent=guts-test\n"), b"0001", pkt("peel\n"), pkt("ref-prefix refs/\n"), b"0000"]
+    )
+    async with storage.upload_pack(RID) as upload:
+        await upload.stdin.send_all(request)
+        await upload.close_stdin()
+        response = await upload.read_stdout(1 << 20)
+    lines, at = [], 0
+    while (size := int(response[at : at + 4], 16)) != 0:
+        lines.append(response[at + 4 : at + size].decode().rstrip("\n"))
+        at += size
+    assert response[at:] == b"0000"
+    advertised = {line.split()[1]: line.split()[0] for line in lines}
+    assert advertised == history.refs
+    peeled = [line for line in lines if "peeled:" in line]
+    assert len(peeled) == 2  # the annotated tags v2 and v4
+
+
+def random_blobs_pack(path: Path, mib: int) -> tuple[Path, str]:
+    """A repository of ``mib`` incompressible 1 MiB blobs in one commit,
+    streamed into fast-import a blob at a time and kept as one pack
+    (stored, not deflated: quick to make). Returns the pack and the commit."""
+    init_bare(path)
+    fast = ["-c", "core.compression=0", "-c", "fastimport.unpackLimit=0", "fast-import", "--quiet"]
+    importer = subprocess.Popen(["git", *fast], stdin=subprocess.PIPE, env=git_env({"GIT_DIR": str(path)}))
+    assert importer.stdin is not None
+    for i in range(mib):
+        importer.stdin.write(b"blob\nmark :%d\ndata %d\n%s\n" % (i + 1, 1 << 20, os.urandom(1 << 20)))
+    importer.stdin.write(b"commit refs/heads/main\ncommitter A <a@b> 0 +0000\ndata 0\n")
+    importer.stdin.write(b"".join(b"M 100644 :%d f%d\n" % (i + 1, i) for i in range(mib)))
+    importer.stdin.close()
+    assert importer.wait() == 0
+    (packfile,) = (path / "objects" / "pack").glob("*.pack")
+    return packfile, git_text("rev-parse", "refs/heads/main", git_dir=path)
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A 32 MiB pack file of random blobs, and its commit."""
+    return random_blobs_pack(tmp_path_factory.mktemp("big") / "big.git", 32)
+
+
+def rss_kib() -> int:
+    status = Path("/proc/self/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
+
+
+async def file_chunks(path: Path, size: int = 1 << 16) -> AsyncIterator[bytes]:
+    async with await trio.open_file(path, "rb") as file:
+        while chunk := await file.read(size):
+            yield chunk
+
+
+async def test_streaming_a_large_pack_keeps_memory_small(storage: Storage, big: tuple[Path, str]) -> None:
+    """32 MiB of incompressible blobs streamed from a file into the
+    quarantine: this process's RSS stays within a few MiB of where it was."""
+    packfile, main = big
+    await storage.create(RID)
+    baseline, peak = rss_kib(), 0
+
+    async def sample() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, rss_kib())
+            await trio.sleep(0.005)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sample)
+        async with storage.quarantine(RID) as q:
+            await q.ingest_pack(file_chunks(packfile))
+            await q.check_connected([main])
+            await q.migrate()
+        nursery.cancel_scope.cancel()
+    assert peak - baseline < 8 * 1024, (baseline, peak)
+    assert await storage.has_objects(RID, [main])
