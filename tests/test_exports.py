@@ -29,6 +29,14 @@ PUBLIC = {
     'guts.control.pubsub': ['add_pubsub_routes', 'message_json'],
     'guts.control.keys': ['DhtKey', 'SHA2_256', 'dht_key', 'read_dht_key', 'record_key'],
     'guts.node': ['Node', 'expand_unspecified', 'open_node'],
+    'guts.repo.rid': ['RID_CODEC', 'Rid', 'URL_SCHEME'],
+    'guts.repo.identity': ['IDENTITY_VERSION', 'Identity', 'IdentityLimits', 'SIGNING_DOMAIN', 'Signature', 'SignedRevision', 'create_genesis', 'sign_revision', 'signing_payload'],
+    'guts.repo.revisions': ['VerifiedIdentity', 'propose_revision', 'verify_chain', 'verify_genesis', 'verify_revision'],
+    'guts.repo.sigrefs': ['FORMAT_HEADER', 'MAX_SEQ', 'PUBLISHED_PREFIXES', 'RefsLimits', 'SignedStatement', 'Statement', 'Verdict', 'judge', 'next_statement', 'ref_problem', 'sign_statement'],
+    'guts.repo.canonical': ['Candidate', 'Canonical', 'DelegateStatus', 'Descends', 'Divergence', 'ancestry_questions', 'compute_canonical'],
+    'guts.repo.pktline': ['Band', 'DELIM', 'DELIM_PKT', 'DataPacket', 'DelimPacket', 'FLUSH', 'FLUSH_PKT', 'FlushPacket', 'MAX_PAYLOAD', 'MAX_PKT_LEN', 'MAX_SIDEBAND_DATA', 'Packet', 'PktLineDecoder', 'RESPONSE_END', 'RESPONSE_END_PKT', 'ResponseEndPacket', 'SidebandPacket', 'demux_sideband', 'encode_data', 'encode_line', 'encode_packet', 'encode_packets', 'encode_sideband'],
+    'guts.repo.refname': ['MAX_COMPONENT', 'MAX_REF_NAME', 'UNSAFE_CHARACTERS', 'branch_problem', 'check_branch_name', 'check_refname', 'decode_refname', 'is_valid_refname', 'refname_problem'],
+    'guts.repo.storage': ['FSCK_LENIENT', 'InvalidRefName', 'NotConnected', 'PackRejected', 'Quarantine', 'RID_PATTERN', 'RefUpdate', 'RefUpdateRejected', 'RepositoryExists', 'RepositoryNotFound', 'Storage', 'StorageConfig', 'StorageError', 'check_rid'],
 }
 
 

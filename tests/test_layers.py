@@ -98,6 +98,14 @@ CORES: list[str] = [
     "guts.gossip.mesh",
     "guts.gossip.mcache",
     "guts.gossip.score",
+    "guts.repo.pktline",
+    "guts.repo.refname",
+    "guts.repo.rid",
+    "guts.repo._codec",
+    "guts.repo.identity",
+    "guts.repo.revisions",
+    "guts.repo.sigrefs",
+    "guts.repo.canonical",
 ]
 
 

@@ -1,8 +1,19 @@
 """Repositories on Guts: identities, signed refs, and their git storage.
 
-Pure cores, testable without git or sockets, sit beside one thin adapter
-over the git command line (see ``../shared/STYLE.md``, "The repository
-wing").
+Pure cores, testable without git or sockets, beside one thin adapter over
+the git command line (``../shared/STYLE.md``, "The repository wing"). Each
+is a public submodule, imported by name (this package imports none of them,
+so the pure ones load no trio):
+
+- :mod:`guts.repo.rid`: the repository id, ``guts://<RID>``.
+- :mod:`guts.repo.identity`: the identity document and its signed revisions.
+- :mod:`guts.repo.revisions`: the rules of an identity's revision chain.
+- :mod:`guts.repo.sigrefs`: signed ref statements, one per namespace.
+- :mod:`guts.repo.canonical`: canonical refs from the delegates' statements.
+- :mod:`guts.repo.refname`: ref names as git's ``check-ref-format`` judges them.
+- :mod:`guts.repo.pktline`: git's pkt-line and side-band framing.
+- :mod:`guts.repo.storage`: bare repositories under ``GUTS_HOME/storage``:
+  quarantined pack ingestion, ``update-ref`` transactions, ``upload-pack``.
 """
 
 __all__: list[str] = []
