@@ -29,6 +29,13 @@ order is always:
    repository in one ``git update-ref --stdin`` transaction, each with its
    expected old value, all or nothing.
 
+A new repository's objects come from a person's repository the same way:
+:meth:`Storage.read_source` looks at it, :meth:`Storage.pack_source`
+streams ``git pack-objects`` of its branches and tags into the quarantine.
+:meth:`Storage.objects` reads objects back one at a time (one ``git
+cat-file --batch`` for a whole walk of a chain); :meth:`Storage.set_head`
+and :meth:`Storage.delete` complete the set.
+
 Leaving the block without ``migrate`` (a refused pack, an error, a
 cancellation) deletes the quarantine: no new object outside it, every ref
 as it was.
@@ -64,14 +71,14 @@ from pathlib import Path
 import trio
 
 from guts.errors import GutsError, InvalidRid
-from guts.repo._git import GitError, GitProcess, open_git, run_git, run_git_status
+from guts.repo._git import CHUNK, GitError, GitProcess, open_git, run_git, run_git_status
 from guts.repo._objdir import CREATING, QUARANTINE, fsync_dir, migrate_objects, recover
 from guts.repo.refname import refname_problem
 
 __all__ = [
-    "FSCK_LENIENT", "RID_PATTERN", "InvalidRefName", "NotConnected", "PackRejected", "Quarantine", "RefUpdate",
-    "RefUpdateRejected", "RepositoryExists", "RepositoryNotFound", "Storage", "StorageConfig", "StorageError",
-    "check_rid",
+    "FSCK_LENIENT", "RID_PATTERN", "InvalidRefName", "NotConnected", "ObjectReader", "PackRejected", "Quarantine",
+    "RefUpdate", "RefUpdateRejected", "RepositoryExists", "RepositoryNotFound", "SourceRepository", "Storage",
+    "StorageConfig", "StorageError", "check_rid",
 ]  # fmt: skip
 
 #: A RID as a directory name: CIDv1 text in base32 (multibase ``b``),
@@ -305,6 +312,66 @@ class Quarantine:
         await trio.to_thread.run_sync(migrate_objects, self.path, self._repo / "objects")
 
 
+@dataclass(frozen=True, slots=True)
+class SourceRepository:
+    """A person's git repository that a new repository is made from
+    (:meth:`Storage.read_source`): its git directory, its work tree
+    (``None`` when bare, or when read from inside the git directory), the branch ``HEAD`` names (``None`` when
+    detached), its branches and tags, and its object format."""
+
+    git_dir: Path
+    work_tree: Path | None
+    head: str | None
+    refs: dict[str, str]
+    object_format: str
+
+
+class ObjectReader:
+    """Objects read one at a time from a running ``git cat-file --batch``
+    (:meth:`Storage.objects`): one process for a whole walk of a chain."""
+
+    def __init__(self, git: GitProcess) -> None:
+        self._git = git
+        self._buffer = bytearray()
+
+    async def _fill(self) -> None:
+        chunk = await self._git.stdout.receive_some(CHUNK)
+        if not chunk:
+            raise StorageError(f"git cat-file stopped: {self._git.stderr.strip()[-200:]}")
+        self._buffer += chunk
+
+    async def _take(self, size: int) -> bytes:
+        while len(self._buffer) < size:
+            await self._fill()
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+    async def read(self, spec: str, *, max_size: int = 1 << 20) -> tuple[str, str, bytes] | None:
+        """``(oid, type, content)`` of the object ``spec`` names (an oid, or
+        ``<oid>:<path>``), or ``None`` when there is none.
+
+        Raises:
+            StorageError: the object is over ``max_size`` bytes, or the
+                spec is not one line.
+        """
+        if "\n" in spec or "\0" in spec or len(spec) > 4096:
+            raise StorageError(f"not an object name: {spec!r:.80}")
+        await self._git.stdin.send_all(spec.encode() + b"\n")
+        while (end := self._buffer.find(b"\n")) < 0:
+            if len(self._buffer) > 8192:
+                raise StorageError("git cat-file: header line too long")
+            await self._fill()
+        header = (await self._take(end + 1))[:-1].decode("utf-8", "replace")
+        fields = header.rsplit(" ", 2)
+        if len(fields) != 3 or not fields[2].isdigit():
+            return None  # "<spec> missing", "<spec> ambiguous"
+        oid, kind, size = fields[0], fields[1], int(fields[2])
+        if size > max_size:
+            raise StorageError(f"object {oid} is {size} bytes (limit {max_size})")
+        return oid, kind, (await self._take(size + 1))[:-1]
+
+
 class Storage:
     """The repositories under one root; :meth:`open` also repairs what a
     crash left, and is how a node starts it."""
@@ -463,6 +530,94 @@ class Storage:
             )
         if result.returncode != 0:
             raise RefUpdateRejected(f"{rid}: ref transaction refused: {_why(result.stderr, 'update-ref failed')}")
+
+    async def set_head(self, rid: str, ref: str) -> None:
+        """Point ``HEAD`` at the branch ``ref`` (``refs/heads/...``), which
+        need not exist yet."""
+        if not _check_ref(ref).startswith("refs/heads/"):
+            raise InvalidRefName(f"HEAD names a branch, not {ref!r:.80}")
+        repo = await self._repo(rid)
+        async with self._lock(rid):
+            await run_git(["symbolic-ref", "HEAD", ref], git_dir=repo, timeout=self.config.command_timeout)
+
+    async def delete(self, rid: str) -> None:
+        """Remove the repository ``rid`` (nothing if there is none): renamed
+        out of the way first, so that a crash leaves what :meth:`open`
+        deletes, never half a repository under its RID."""
+        path = self.path(rid)
+
+        def remove() -> None:
+            if not path.is_dir():
+                return
+            trash = Path(tempfile.mkdtemp(prefix=CREATING, dir=self.root))
+            os.rename(path, trash)  # over the empty directory
+            fsync_dir(self.root)
+            shutil.rmtree(trash, ignore_errors=True)
+
+        async with self._lock(rid):
+            await trio.to_thread.run_sync(remove)
+
+    @asynccontextmanager
+    async def objects(self, rid: str) -> AsyncIterator[ObjectReader]:
+        """An :class:`ObjectReader` of the repository ``rid``, for the
+        block (at most the config's command deadline)."""
+        repo = await self._repo(rid)
+        async with open_git(["cat-file", "--batch"], git_dir=repo, timeout=self.config.command_timeout) as git:
+            yield ObjectReader(git)
+            await git.close_stdin()
+            await git.read_stdout(1 << 20)
+
+    async def read_source(self, path: Path) -> SourceRepository | None:
+        """Look at the git repository at ``path`` (a work tree, or inside
+        one, or a bare repository), or ``None`` when git finds none there.
+        Branch and tag names that are not UTF-8 keep their bytes as
+        surrogates (``surrogateescape``), for the caller to refuse."""
+        timeout = self.config.command_timeout
+        result = await run_git_status(
+            ["rev-parse", "--is-bare-repository", "--absolute-git-dir", "--show-object-format"],
+            cwd=path,
+            timeout=timeout,
+        )
+        if result.returncode != 0:
+            if "not a git repository" in result.stderr:
+                return None
+            raise StorageError(f"{path}: {_why(result.stderr, 'git rev-parse failed')}")
+        bare, git_dir, object_format = result.stdout.decode("utf-8", "surrogateescape").splitlines()[:3]
+        work_tree = None
+        if bare != "true":  # (no work tree either when ``path`` is inside the .git directory)
+            top = await run_git_status(["rev-parse", "--show-toplevel"], cwd=path, timeout=timeout)
+            if top.returncode == 0:
+                work_tree = Path(top.stdout.decode("utf-8", "surrogateescape").strip())
+        head = await run_git_status(["symbolic-ref", "-q", "HEAD"], git_dir=Path(git_dir), timeout=timeout)
+        out = await run_git(
+            ["for-each-ref", "--format=%(objectname) %(refname)", "refs/heads/", "refs/tags/"],
+            git_dir=Path(git_dir),
+            timeout=timeout,
+            max_output=self.config.max_refs_output,
+        )
+        refs = {}
+        for line in out.decode("utf-8", "surrogateescape").splitlines():
+            oid, _, name = line.partition(" ")
+            refs[name] = oid
+        branch = head.stdout.decode("utf-8", "surrogateescape").strip() if head.returncode == 0 else None
+        return SourceRepository(Path(git_dir), work_tree, branch, refs, object_format)
+
+    @asynccontextmanager
+    async def pack_source(self, source: SourceRepository, oids: Iterable[str]) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Stream a pack of everything ``oids`` reach in ``source``
+        (``git pack-objects --revs``; an annotated tag brings itself), for
+        :meth:`Quarantine.ingest_pack`; the block ends with the pack read."""
+        revs = "".join(f"{_check_oid(oid)}\n" for oid in oids).encode()
+        args = ["pack-objects", "--revs", "--stdout", "--quiet", "--delta-base-offset"]
+        async with open_git(args, git_dir=source.git_dir, timeout=self.config.pack_timeout) as git:
+            await git.stdin.send_all(revs)  # pack-objects reads every rev before it writes
+            await git.close_stdin()
+
+            async def chunks() -> AsyncIterator[bytes]:
+                while chunk := await git.stdout.receive_some(CHUNK):
+                    yield bytes(chunk)
+
+            yield chunks()
 
     @asynccontextmanager
     async def quarantine(self, rid: str) -> AsyncIterator[Quarantine]:
