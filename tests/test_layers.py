@@ -106,6 +106,7 @@ CORES: list[str] = [
     "guts.repo.revisions",
     "guts.repo.sigrefs",
     "guts.repo.canonical",
+    "guts.repo.layout",
 ]
 
 
