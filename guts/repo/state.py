@@ -1,0 +1,565 @@
+"""The repositories a node holds: their verified signed state, one writer each.
+
+Theory of operation
+-------------------
+What a repository *is* on a node is its signed state: the identity chain
+and each namespace's latest signed statement, stored in git as
+:mod:`guts.repo.layout` describes. Everything else follows from it by the
+pure cores: namespace refs are what the statements list, canonical refs
+what :func:`~guts.repo.canonical.compute_canonical` makes of the
+delegates' statements. :class:`Repositories` keeps the verified state of
+each repository in memory (:class:`RepoState`, immutable, swapped whole
+after each write) and is the only writer of their refs:
+
+- **One writer per repository.** Every change of a repository runs under
+  its ``trio.Lock``, so concurrent operations serialize; readers take the
+  current :class:`RepoState` and never see half of one.
+- **Writes.** New objects (the person's history at ``init``, the layout's
+  own commits) arrive as packs in a quarantine (``index-pack --strict``),
+  are checked for connectivity, and migrate; then every ref change of the
+  operation (identity, sigrefs, namespace refs, canonical refs) is one
+  ``update-ref`` transaction, computed as the difference between the refs
+  git holds and the refs the new state implies.
+- **Reads.** :meth:`Repositories.load` reads the identity chain and every
+  namespace's sigrefs from git and verifies them with the pure cores
+  (:func:`~guts.repo.revisions.verify_chain`, strict statement parsing,
+  signatures, each commit rebuilt byte for byte, each chain link's parent).
+- **Repair at start.** :meth:`Repositories.open` loads every repository and
+  moves every ref that differs from what the verified state implies back
+  (a crash between the renames of one transaction, a ref moved by hand),
+  logging a warning that names each, and points ``HEAD`` at the default
+  branch again. Refs no valid signature covers are removed. A repository
+  without an identity ref never finished being made (the crash came before
+  its one transaction) and is deleted. One whose
+  identity chain does not verify is logged and left alone, unserved. A
+  namespace whose sigrefs do not verify loses its refs, but its sigrefs ref
+  stays as found (the evidence), and the warning repeats at each start.
+
+Canonical refs keep their previous value when the delegates diverge. After
+a restart the previous value is taken from git only when a signature covers
+it: some delegate's latest statement lists it for that ref, or it is an
+ancestor of every oid they list (where diverged delegates started from).
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import os
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import trio
+
+from guts.crypto import KeyPair, PublicKey
+from guts.errors import GutsError, InputError, InvalidIdentity, InvalidRefs
+from guts.peer import PeerId
+from guts.repo.canonical import Canonical, ancestry_questions, compute_canonical
+from guts.repo.identity import Identity, IdentityLimits, SignedRevision, create_genesis
+from guts.repo.layout import (
+    IDENTITY_REF,
+    RefKind,
+    commit_parents,
+    encode_pack,
+    identity_commit,
+    namespace_ref,
+    parse_ref,
+    sigrefs_commit,
+    sigrefs_ref,
+    state_refs,
+)
+from guts.repo.refname import refname_problem
+from guts.repo.revisions import VerifiedIdentity, verify_chain
+from guts.repo.rid import Rid
+from guts.repo.sigrefs import RefsLimits, SignedStatement, Statement, next_statement, ref_problem, sign_statement
+from guts.repo.storage import (
+    ObjectReader,
+    RefUpdate,
+    RepositoryExists,
+    RepositoryNotFound,
+    SourceRepository,
+    Storage,
+    StorageConfig,
+    StorageError,
+    check_rid,
+)
+
+__all__ = ["BrokenRepository", "Namespace", "RepoState", "Repositories", "RepositoriesConfig"]
+
+log = logging.getLogger("guts.repo.state")
+
+#: Longest path ``init`` reads a repository from (Linux's PATH_MAX).
+MAX_PATH = 4096
+_COMMIT_BYTES = 4096  # a layout commit is about 250 bytes
+
+
+class BrokenRepository(StorageError):
+    """A stored repository's identity chain is missing or does not verify."""
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoriesConfig:
+    """Limits: on identity documents and chains, on statements, and the
+    storage's (pack size, git deadlines)."""
+
+    identity: IdentityLimits = IdentityLimits()
+    refs: RefsLimits = RefsLimits()
+    storage: StorageConfig = StorageConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class Namespace:
+    """One publisher's namespace: its latest verified statement and the
+    sigrefs commit that records it."""
+
+    peer: PeerId
+    signed: SignedStatement
+    commit: str
+
+    @property
+    def statement(self) -> Statement:
+        return self.signed.statement
+
+
+@dataclass(frozen=True, slots=True)
+class RepoState:
+    """A repository's verified signed state.
+
+    Args:
+        rid: the repository.
+        identity: the verified identity head (document, delegates,
+            threshold; ``length`` revisions).
+        identity_commit: the commit of the identity chain's head.
+        namespaces: the verified namespaces, by publisher.
+        canonical: the canonical refs, divergences and delegates' status.
+        refused: namespaces whose sigrefs did not verify: the sigrefs
+            commit as found, and why.
+    """
+
+    rid: Rid
+    identity: VerifiedIdentity
+    identity_commit: str
+    namespaces: Mapping[PeerId, Namespace]
+    canonical: Canonical
+    refused: Mapping[PeerId, tuple[str, str]] = field(default_factory=dict)
+
+    @property
+    def document(self) -> Identity:
+        return self.identity.current
+
+    def refs(self) -> dict[str, str]:
+        """Every ref this state implies in storage (see :mod:`guts.repo.layout`)."""
+        refs = state_refs(
+            self.identity_commit,
+            {peer: (ns.commit, ns.statement) for peer, ns in self.namespaces.items()},
+            self.canonical.refs,
+        )
+        refs.update((sigrefs_ref(peer), commit) for peer, (commit, _) in self.refused.items())
+        return refs
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+def _key(rid: Rid | str) -> str:
+    return str(rid) if isinstance(rid, Rid) else check_rid(str(Rid.parse(rid)))
+
+
+def _source_path(path: Path | str) -> Path:
+    text = os.fspath(path)
+    if not isinstance(text, str) or not text or "\0" in text or len(text.encode("utf-8", "replace")) > MAX_PATH:
+        raise InputError(f"a repository path is 1 to {MAX_PATH} bytes of text")
+    if not os.path.isabs(text):
+        raise InputError(f"{text!r:.200}: the path must be absolute (the node does not know your working directory)")
+    return Path(os.path.normpath(text))
+
+
+def _default_name(source: SourceRepository) -> str:
+    if source.work_tree is not None:
+        return source.work_tree.name
+    if source.git_dir.name == ".git":
+        return source.git_dir.parent.name or "repository"
+    name = source.git_dir.name
+    return (name[:-4] if name.endswith(".git") else name) or "repository"
+
+
+def _default_branch(source: SourceRepository, given: str | None, where: Path) -> str:
+    branches = sorted(n[len("refs/heads/"):] for n in source.refs if n.startswith("refs/heads/"))
+    listed = ", ".join(branches[:10]) + (", ..." if len(branches) > 10 else "")
+    if given is not None:
+        short = given[len("refs/heads/"):] if given.startswith("refs/heads/") else given
+        if short not in branches:
+            raise InputError(f"{short!r:.200} is not a branch of {where} (its branches: {listed})")
+        return short
+    if source.head is not None and source.head.startswith("refs/heads/") and source.head[11:] in branches:
+        return source.head[11:]
+    for usual in ("main", "master"):
+        if usual in branches:
+            return usual
+    if len(branches) == 1:
+        return branches[0]
+    raise InputError(f"HEAD of {where} names no branch: pick the default branch with --default-branch ({listed})")
+
+
+def _delegate_keys(keypair: KeyPair, delegates: Iterable[PeerId | str]) -> list[PublicKey]:
+    keys = [keypair.public_key]
+    for item in delegates:
+        peer = item if isinstance(item, PeerId) else PeerId.from_string(str(item))
+        key = PublicKey.from_peer_id(peer)
+        if key is None:
+            raise InputError(f"delegate {peer}: a delegate's peer id inlines its Ed25519 key (12D3KooW...)")
+        if all(key.raw != known.raw for known in keys):
+            keys.append(key)
+    return keys
+
+
+def _check_storable(peer: PeerId, statement: Statement) -> None:
+    """Refuse a statement whose namespace refs git could not store."""
+    for name, _ in statement.refs:
+        problem = refname_problem(namespace_ref(peer, name))
+        if problem is not None:
+            raise InputError(f"{name!r:.120} cannot be stored in a namespace: {problem}")
+
+
+class Repositories:
+    """The repositories of one node, under ``GUTS_HOME/storage`` (see the
+    module docstring); made by :meth:`open`."""
+
+    def __init__(self, storage: Storage, config: RepositoriesConfig | None = None) -> None:
+        self.storage = storage
+        self.config = config or RepositoriesConfig()
+        self._states: dict[str, RepoState] = {}
+        self._locks: dict[str, trio.Lock] = {}
+
+    @classmethod
+    async def open(cls, root: Path, config: RepositoriesConfig | None = None) -> Repositories:
+        """Open the storage at ``root``, load and verify every repository,
+        and repair refs that differ from the verified state."""
+        config = config or RepositoriesConfig()
+        repos = cls(await Storage.open(root, config.storage), config)
+        for key in await repos.storage.list():
+            async with repos._lock(key):
+                await repos._open_one(key)
+        return repos
+
+    def _lock(self, key: str) -> trio.Lock:
+        return self._locks.setdefault(key, trio.Lock())
+
+    async def _open_one(self, key: str) -> None:
+        try:
+            current = await self.storage.refs(key)
+            if IDENTITY_REF not in current:
+                log.warning("repository %s has no identity: its creation never finished; removing it", key)
+                await self.storage.delete(key)
+                return
+            state = await self._load(key, current)
+            await self._write_refs(key, state.refs(), current, expected=None)
+            await self.storage.set_head(key, "refs/heads/" + state.document.default_branch)
+        except GutsError as exc:
+            log.error("repository %s is not served: %s", key, exc)
+            return
+        self._states[key] = state
+
+    # -- reading -------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def list(self) -> builtins.list[RepoState]:
+        """The verified state of every repository, by RID."""
+        return [self._states[key] for key in sorted(self._states)]
+
+    def show(self, rid: Rid | str) -> RepoState:
+        """The verified state of ``rid``.
+
+        Raises:
+            InvalidRid: ``rid`` is not a repository id.
+            RepositoryNotFound: this node does not hold it.
+        """
+        key = _key(rid)
+        state = self._states.get(key)
+        if state is None:
+            raise RepositoryNotFound(f"no repository {key} on this node")
+        return state
+
+    async def load(self, rid: Rid | str) -> RepoState:
+        """Read ``rid``'s identity chain and namespaces from git and verify
+        them (nothing is written).
+
+        Raises:
+            RepositoryNotFound: no such repository is stored.
+            BrokenRepository: its identity chain is missing or invalid.
+        """
+        key = _key(rid)
+        return await self._load(key, await self.storage.refs(key))
+
+    async def _load(self, key: str, current: Mapping[str, str]) -> RepoState:
+        rid = Rid.parse(key)
+        head = current.get(IDENTITY_REF)
+        if head is None:
+            raise BrokenRepository(f"repository {key} has no {IDENTITY_REF}")
+        namespaces: dict[PeerId, Namespace] = {}
+        refused: dict[PeerId, tuple[str, str]] = {}
+        async with self.storage.objects(key) as reader:
+            try:
+                identity, identity_head = await self._read_identity(reader, rid, head)
+            except (InvalidIdentity, ValueError) as exc:
+                raise BrokenRepository(f"repository {key}: {exc}") from None
+            for name, oid in current.items():
+                where = parse_ref(name)
+                if where is None or where.kind is not RefKind.SIGREFS or where.namespace is None:
+                    continue
+                try:
+                    namespaces[where.namespace] = await self._read_namespace(reader, rid, where.namespace, oid)
+                except (InvalidRefs, ValueError) as exc:
+                    refused[where.namespace] = (oid, str(exc))
+        listed = {oid for ns in namespaces.values() for _, oid in ns.statement.refs}
+        missing = set(await self.storage.missing_objects(key, sorted(listed)))
+        for peer, ns in builtins.list(namespaces.items()):
+            lost = sorted({oid for _, oid in ns.statement.refs} & missing)
+            if lost:
+                refused[peer] = (ns.commit, f"objects its statement lists are missing: {', '.join(lost[:3])}")
+                del namespaces[peer]
+        for peer, (_, why) in refused.items():
+            log.warning("repository %s: namespace %s does not verify, its refs are not served: %s", key, peer, why)
+        statements = {peer: ns.statement for peer, ns in namespaces.items()}
+        previous = await self._covered_canonical(key, identity, statements, current)
+        canonical = await self._canonical(key, identity, statements, previous)
+        return RepoState(rid, identity, identity_head, namespaces, canonical, refused)
+
+    async def _read_identity(self, reader: ObjectReader, rid: Rid, head: str) -> tuple[VerifiedIdentity, str]:
+        limits = self.config.identity
+        chain: list[tuple[str, SignedRevision, str | None]] = []  # newest first
+        oid: str | None = head
+        while oid is not None:
+            if len(chain) >= limits.max_revisions:
+                raise InvalidIdentity(f"identity chain longer than {limits.max_revisions} revisions")
+            commit = await reader.read(oid, max_size=_COMMIT_BYTES)
+            blob = await reader.read(f"{oid}:revision", max_size=limits.max_document + limits.max_signatures * 110 + 16)
+            if commit is None or commit[1] != "commit" or blob is None or blob[1] != "blob":
+                raise InvalidIdentity(f"identity commit {oid} is missing or is not the layout's")
+            parents = commit_parents(commit[2])
+            if len(parents) > 1:
+                raise InvalidIdentity(f"identity commit {oid} has {len(parents)} parents")
+            chain.append((oid, SignedRevision.decode(blob[2], limits), parents[0] if parents else None))
+            oid = parents[0] if parents else None
+        chain.reverse()
+        for number, (oid, revision, parent) in enumerate(chain, 1):
+            if identity_commit(revision, number, parent).oid != oid:
+                raise InvalidIdentity(f"identity commit {oid} is not the layout's commit of revision {number}")
+        return verify_chain(rid, [revision for _, revision, _ in chain], limits), head
+
+    async def _read_namespace(self, reader: ObjectReader, rid: Rid, peer: PeerId, oid: str) -> Namespace:
+        limits = self.config.refs
+        commit = await reader.read(oid, max_size=_COMMIT_BYTES)
+        text = await reader.read(f"{oid}:statement", max_size=limits.max_bytes)
+        signature = await reader.read(f"{oid}:signature", max_size=64)
+        if commit is None or commit[1] != "commit" or text is None or signature is None:
+            raise InvalidRefs(f"sigrefs commit {oid} is missing or is not the layout's")
+        signed = SignedStatement(Statement.parse(text[2], limits), signature[2])
+        statement = signed.statement
+        if statement.rid != rid or statement.signer != peer:
+            raise InvalidRefs(f"sigrefs commit {oid} holds a statement of {statement.signer} in {statement.rid}")
+        parents = commit_parents(commit[2])
+        parent = parents[0] if len(parents) == 1 else None
+        if len(parents) > 1 or sigrefs_commit(signed, parent).oid != oid:
+            raise InvalidRefs(f"sigrefs commit {oid} is not the layout's commit of seq {statement.seq}")
+        if parent is not None:
+            before = await reader.read(f"{parent}:statement", max_size=limits.max_bytes)
+            if before is None or Statement.parse(before[2], limits).id != statement.parent:
+                raise InvalidRefs(f"sigrefs commit {oid}: its parent does not hold the statement before it")
+        return Namespace(peer, signed, oid)
+
+    async def _descends(self, key: str, a: str, b: str) -> bool:
+        try:
+            return await self.storage.is_ancestor(key, b, a)
+        except StorageError:
+            return False  # not commits (a tag of a tree, say): no ancestry
+
+    async def _canonical(
+        self, key: str, identity: VerifiedIdentity, statements: Mapping[PeerId, Statement], previous: Mapping[str, str]
+    ) -> Canonical:
+        answers = {pair: await self._descends(key, *pair) for pair in ancestry_questions(identity, statements)}
+        return compute_canonical(identity, statements, previous, lambda a, b: answers.get((a, b), False))
+
+    async def _covered_canonical(
+        self, key: str, identity: VerifiedIdentity, statements: Mapping[PeerId, Statement], current: Mapping[str, str]
+    ) -> dict[str, str]:
+        """The canonical refs in git that a signature covers (module docstring)."""
+        signed = [statements[peer].ref_map() for peer in identity.delegate_ids if peer in statements]
+        covered = {}
+        for name, oid in current.items():
+            where = parse_ref(name)
+            if where is None or where.kind is not RefKind.CANONICAL:
+                continue
+            candidates = {refs[name] for refs in signed if name in refs}
+            if oid in candidates:
+                covered[name] = oid
+            elif candidates and all([await self._descends(key, c, oid) for c in sorted(candidates)]):
+                covered[name] = oid
+        return covered
+
+    # -- writing -------------------------------------------------------------
+
+    async def _write_refs(
+        self, key: str, target: Mapping[str, str], current: Mapping[str, str], *, expected: Mapping[str, str] | None
+    ) -> None:
+        """Move the refs from ``current`` to ``target`` in one transaction,
+        warning about each ref that was not what Guts left (``expected``;
+        ``None``: every difference is a repair)."""
+        updates = []
+        for name in sorted(set(current) | set(target)):
+            old, new = current.get(name), target.get(name)
+            if old == new:
+                continue
+            if refname_problem(name) is not None:
+                log.warning("repository %s: ref %r is not one Guts can name; left alone", key, name)
+                continue
+            before = None if expected is None else expected.get(name)
+            if expected is None or old != before:
+                log.warning(
+                    "repository %s: ref %s was %s outside Guts, the signed state says %s: repaired",
+                    key, name, old or "absent", new or "absent",
+                )  # fmt: skip
+            updates.append(RefUpdate(name, old, new))
+        await self.storage.update_refs(key, updates)
+
+    async def init(
+        self,
+        path: Path | str,
+        *,
+        keypair: KeyPair,
+        name: str | None = None,
+        description: str = "",
+        default_branch: str | None = None,
+        delegates: Sequence[PeerId | str] = (),
+        threshold: int = 1,
+    ) -> RepoState:
+        """Make the git repository at ``path`` a Guts repository.
+
+        The genesis identity names ``keypair`` (the node's key) and
+        ``delegates`` as delegates; its RID names the new storage
+        repository, which receives every branch and tag of ``path`` and our
+        namespace's first statement, listing them.
+
+        Args:
+            path: an absolute path to a work tree (or inside one) or a bare
+                repository.
+            name: default: the work tree's directory name.
+            default_branch: default: the branch ``HEAD`` names, else
+                ``main`` or ``master``, else the only branch.
+
+        Raises:
+            InputError: ``path`` is not a git repository, has no branch,
+                uses sha256 object ids, or a field breaks a rule.
+            RepositoryExists: the same identity document made a repository
+                on this node already.
+            PackRejected: git refused the repository's objects.
+        """
+        where = _source_path(path)
+        if not await trio.Path(where).is_dir():
+            raise InputError(f"{where}: no such directory")
+        source = await self.storage.read_source(where)
+        if source is None:
+            raise InputError(
+                f"{where} is not a git repository: run `git init` and commit there, or give a repository's path"
+            )
+        if source.object_format != "sha1":
+            raise InputError(f"{where} uses {source.object_format} object ids; Guts stores sha1 repositories only")
+        if not any(n.startswith("refs/heads/") for n in source.refs):
+            raise InputError(f"{where} has no branch yet: commit something first (`git commit`), then run this again")
+        refs = dict(source.refs)
+        for ref, oid in refs.items():
+            problem = ref_problem(ref, oid)
+            if problem is not None:
+                raise InputError(f"{problem}: rename that branch or tag (git branch -m, git tag), then run this again")
+        genesis = create_genesis(
+            keypair,
+            name=_default_name(source) if name is None else name,
+            description=description,
+            default_branch=_default_branch(source, default_branch, where),
+            delegates=_delegate_keys(keypair, delegates),
+            threshold=threshold,
+            limits=self.config.identity,
+        )
+        rid = Rid.of_genesis(genesis.document.raw)
+        identity = verify_chain(rid, [genesis], self.config.identity)
+        me = keypair.peer_id
+        statement = next_statement(
+            None, rid=rid, signer=me, identity=genesis.document, refs=refs.items(), limits=self.config.refs
+        )
+        _check_storable(me, statement)
+        signed = sign_statement(keypair, statement)
+        chain = identity_commit(genesis, 1, None)
+        sigrefs = sigrefs_commit(signed, None)
+        key = str(rid)
+        async with self._lock(key):
+            if key in self._states or await self.storage.exists(key):
+                raise RepositoryExists(
+                    f"repository {key} is on this node already (`guts repo show {key}`); a RID is the hash of the "
+                    "identity (name, description, default branch, delegates, threshold), so another repository "
+                    "needs another name or description"
+                )
+            await self.storage.create(key)
+            try:
+                async with self.storage.quarantine(key) as quarantine:
+                    async with self.storage.pack_source(source, set(refs.values())) as chunks:
+                        await quarantine.ingest_pack(chunks)
+                    await quarantine.ingest_pack(_once(encode_pack((*chain.objects, *sigrefs.objects))))
+                    await quarantine.check_connected([*sorted(set(refs.values())), chain.oid, sigrefs.oid])
+                    await quarantine.migrate()
+                canonical = await self._canonical(key, identity, {me: statement}, {})
+                state = RepoState(rid, identity, chain.oid, {me: Namespace(me, signed, sigrefs.oid)}, canonical)
+                await self.storage.set_head(key, "refs/heads/" + genesis.document.default_branch)
+                await self._write_refs(key, state.refs(), {}, expected={})
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await self.storage.delete(key)
+                raise
+            self._states[key] = state
+        log.info("repository %s made from %s: %d refs", key, where, len(refs))
+        return state
+
+    async def publish(
+        self, rid: Rid | str, keypair: KeyPair, refs: Mapping[str, str] | Iterable[tuple[str, str]]
+    ) -> RepoState:
+        """Sign ``refs`` as ``keypair``'s namespace's next statement (seq + 1,
+        its parent the previous one) and apply it with the canonical refs
+        it changes, in one transaction. The objects must be stored already.
+
+        Raises:
+            RepositoryNotFound: this node does not hold ``rid``.
+            InputError: a ref peers would refuse, or over the limits.
+            NotConnected: an object ``refs`` names is missing or incomplete.
+        """
+        key = _key(rid)
+        pairs = builtins.list(refs.items() if isinstance(refs, Mapping) else refs)
+        async with self._lock(key):
+            state = self.show(key)
+            me = keypair.peer_id
+            before = state.namespaces.get(me)
+            statement = next_statement(
+                None if before is None else before.statement,
+                rid=state.rid,
+                signer=me,
+                identity=state.document,
+                refs=pairs,
+                limits=self.config.refs,
+            )
+            _check_storable(me, statement)
+            signed = sign_statement(keypair, statement)
+            commit = sigrefs_commit(signed, None if before is None else before.commit)
+            async with self.storage.quarantine(key) as quarantine:
+                await quarantine.ingest_pack(_once(encode_pack(commit.objects)))
+                await quarantine.check_connected([*sorted({oid for _, oid in statement.refs}), commit.oid])
+                await quarantine.migrate()
+            statements = {peer: ns.statement for peer, ns in state.namespaces.items()} | {me: statement}
+            canonical = await self._canonical(key, state.identity, statements, state.canonical.ref_map())
+            namespaces = {**state.namespaces, me: Namespace(me, signed, commit.oid)}
+            refused = {peer: why for peer, why in state.refused.items() if peer != me}
+            new = replace(state, namespaces=namespaces, canonical=canonical, refused=refused)
+            await self._write_refs(key, new.refs(), await self.storage.refs(key), expected=state.refs())
+            self._states[key] = new
+        return new
