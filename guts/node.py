@@ -1,7 +1,8 @@
 """A full Guts node composed from a :class:`~guts.config.NodeConfig`: the
 host with TCP and WebSocket transports, identify, ping, the Kademlia DHT
-(which dials the bootstrap peers), and gossipsub with the configured topics
-subscribed.
+(which dials the bootstrap peers), gossipsub with the configured topics
+subscribed, and the repositories stored under ``GUTS_HOME/storage``
+(:class:`~guts.repo.state.Repositories`, opened and repaired at start).
 
 The local control API sits one layer above and drives a node from outside:
 :func:`guts.control.open_controlled_node` runs a node with it.
@@ -26,6 +27,7 @@ from guts.host import Host, HostConfig, open_host
 from guts.identify import Identify
 from guts.multiaddr import Multiaddr
 from guts.ping import Ping
+from guts.repo.state import Repositories
 from guts.transport import TcpTransport, Transport, WebSocketTransport
 
 __all__ = ["Node", "open_node", "expand_unspecified"]
@@ -43,6 +45,9 @@ class Node:
     ping: Ping
     dht: Dht
     pubsub: Gossipsub
+    #: The repositories in ``config.home / "storage"``; ``None`` on a node
+    #: that persists nothing (a short-lived one answering one command).
+    repos: Repositories | None = None
     #: The subscriptions to ``config.topics``, by topic.
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
 
@@ -70,6 +75,7 @@ class Node:
                 "peers": len(self.pubsub.peers),
                 "mesh": {t: len(self.pubsub.mesh_peers(t)) for t in self.pubsub.topics},
             },
+            "repos": 0 if self.repos is None else len(self.repos),
         }
 
 
@@ -88,8 +94,9 @@ async def open_node(
         keypair: identity; loaded from (or created in) ``config.home`` if omitted.
         transports: defaults to TCP and WebSocket.
         persist: keep the DHT's records and known peers in
-            ``config.home/dht.sqlite`` across restarts (off for a short-lived
-            node that answers one command).
+            ``config.home/dht.sqlite`` across restarts, and hold the
+            repositories of ``config.home/storage`` (off for a short-lived
+            node that answers one command: it leaves both alone).
 
     ``config.control`` is not read here: the control API is the caller's
     (:func:`guts.control.open_controlled_node`).
@@ -109,6 +116,8 @@ async def open_node(
         if transports is None:
             transports = [TcpTransport(), WebSocketTransport()]
         store = DhtStore.in_home(config.home) if persist else None
+        # Before the host: repositories are verified and repaired before any peer can ask for one.
+        repos = await Repositories.open(config.home / "storage") if persist else None
         dht_config = DhtConfig(protocol=config.dht_protocol, mode=DhtMode(config.dht_mode), bootstrap=config.bootstrap)
         async with open_host(keypair, transports, host_config) as host:
             node = Node(
@@ -118,6 +127,7 @@ async def open_node(
                 ping=Ping(host),
                 dht=Dht(host, dht_config, store),
                 pubsub=Gossipsub(host),
+                repos=repos,
             )
             await host.start(node.pubsub.run)
             for topic in config.topics:
