@@ -27,6 +27,7 @@ PUBLIC = {
     'guts.control.node': ['open_controlled_node'],
     'guts.control.dht': ['OPERATIONS', 'add_dht_routes'],
     'guts.control.pubsub': ['add_pubsub_routes', 'message_json'],
+    'guts.control.repo': ['add_repo_routes', 'state_json', 'summary_json'],
     'guts.control.keys': ['DhtKey', 'SHA2_256', 'dht_key', 'read_dht_key', 'record_key'],
     'guts.node': ['Node', 'expand_unspecified', 'open_node'],
     'guts.repo.rid': ['RID_CODEC', 'Rid', 'URL_SCHEME'],

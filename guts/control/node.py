@@ -9,6 +9,7 @@ from guts.config import NodeConfig
 from guts.control._api import ControlApi
 from guts.control.dht import add_dht_routes
 from guts.control.pubsub import add_pubsub_routes
+from guts.control.repo import add_repo_routes
 from guts.control._server import serve_control
 from guts.control._socket import bind_control_socket
 from guts.crypto import KeyPair
@@ -44,6 +45,7 @@ async def open_controlled_node(
                 api = ControlApi(node)
                 add_dht_routes(api, node.dht)
                 add_pubsub_routes(api, node.pubsub)
+                add_repo_routes(api, node.repos, node.host.keypair)
                 serving, control = control, None  # serve_control closes it from now on
                 await node.host.start(serve_control, api, serving)
             yield node
