@@ -15,6 +15,7 @@ import typer
 from guts import __version__
 from guts._cli import dht as dht_commands
 from guts._cli import pubsub as pubsub_commands
+from guts._cli import repo as repo_commands
 from guts._cli.common import HomeOption, call, run_control
 from guts._cli.common import fail as _fail
 from guts._cli.common import setup_logging as _setup_logging
@@ -28,6 +29,7 @@ app = typer.Typer(
 
 app.add_typer(dht_commands.app, name="dht")
 app.add_typer(pubsub_commands.app, name="pubsub")
+app.add_typer(repo_commands.app, name="repo")
 
 
 @app.command()
@@ -181,6 +183,8 @@ def status(
     if pubsub:
         topics = ", ".join(f"{t} (mesh {pubsub['mesh'][t]})" for t in pubsub["topics"]) or "none"
         typer.echo(f"pubsub:       {pubsub['peers']} peers; topics {topics}")
+    if "repos" in info:
+        typer.echo(f"repositories: {info['repos']} (`guts repo list`)")
 
 
 @app.command()

@@ -1,0 +1,196 @@
+"""``guts repo ...``: make, list and show the repositories of the running
+node, through its control API.
+
+``init`` is the one command that also touches the person's repository:
+once the node has made the Guts repository, it adds a ``guts`` remote
+(``guts://<RID>``) with the person's own git, in their environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Annotated, Any, Optional
+from urllib.parse import quote
+
+import typer
+
+from guts._cli.common import HomeOption, call, run_control
+
+app = typer.Typer(help="Make, list and show repositories on this node.", no_args_is_help=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+REMOTE = "guts"
+_HINT = "start one with `guts start` (it keeps running), then run this again"
+
+
+def _git(where: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    # The person's git, in their environment: the remote is theirs.
+    return subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True, timeout=30, check=False)
+
+
+def add_remote(where: Path, url: str) -> dict[str, Any]:
+    """Add the ``guts`` remote to the repository at ``where``, unless it is
+    there already; what happened, as ``{"name", "url", "status", ...}``
+    with ``status`` one of ``added``, ``exists``, ``conflict``, ``failed``."""
+    out: dict[str, Any] = {"name": REMOTE, "url": url}
+    try:
+        current = _git(where, "remote", "get-url", REMOTE)
+        if current.returncode == 0:
+            existing = current.stdout.strip()
+            out["status"] = "exists" if existing == url else "conflict"
+            out["existing_url"] = existing
+            return out
+        added = _git(where, "remote", "add", REMOTE, url)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {**out, "status": "failed", "error": str(exc)}
+    if added.returncode != 0:
+        return {**out, "status": "failed", "error": added.stderr.strip()}
+    return {**out, "status": "added"}
+
+
+def _remote_text(remote: dict[str, Any], where: Path) -> str:
+    status, url = remote["status"], remote["url"]
+    if status == "added":
+        return f"added the remote '{REMOTE}' ({url}) to {where}"
+    if status == "exists":
+        return f"the remote '{REMOTE}' of {where} is {url} already"
+    if status == "conflict":
+        return (
+            f"{where} has a remote '{REMOTE}' already, for {remote['existing_url']}: left as it is "
+            f"(`git remote set-url {REMOTE} {url}` points it at this repository)"
+        )
+    return f"could not add the remote '{REMOTE}': {remote.get('error')} (`git remote add {REMOTE} {url}` does it)"
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="The git repository (a work tree or a bare repository).")] = Path("."),
+    name: Annotated[Optional[str], typer.Option("--name", help="Name (default: the directory's).")] = None,
+    description: Annotated[Optional[str], typer.Option("--description", help="One line or a paragraph.")] = None,
+    default_branch: Annotated[
+        Optional[str], typer.Option("--default-branch", help="Default: the current branch, else main.")
+    ] = None,
+    delegate: Annotated[
+        list[str], typer.Option("--delegate", help="Another delegate's peer id, besides this node (repeatable).")
+    ] = [],
+    threshold: Annotated[
+        int, typer.Option("--threshold", min=1, help="How many delegates must sign a canonical ref.")
+    ] = 1,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Make the git repository at PATH a Guts repository of the running node
+    and add a `guts` remote to it."""
+    where = path.expanduser().absolute()
+    body: dict[str, Any] = {"path": os.path.normpath(where), "delegates": delegate, "threshold": threshold}
+    for key, value in (("name", name), ("description", description), ("default_branch", default_branch)):
+        if value is not None:
+            body[key] = value
+    result: dict[str, Any] = run_control(call, home, "POST", "/v1/repo/init", body, as_json=as_json, hint=_HINT)
+    remote = add_remote(where, result["url"])
+    if as_json:
+        print(json.dumps({**result, "remote": remote}, indent=2))
+        return
+    branches = sum(1 for ref in result["refs"] if ref.startswith("refs/heads/"))
+    tags = len(result["refs"]) - branches
+    typer.echo(f"made repository {result['name']!r}: {result['rid']}")
+    typer.echo(f"  url:            {result['url']}")
+    typer.echo(f"  default branch: {result['default_branch']}")
+    typer.echo(f"  delegates:      {len(result['delegates'])} (threshold {result['threshold']})")
+    typer.echo(f"  refs:           {_count(branches, 'branch', 'branches')}, {_count(tags, 'tag', 'tags')}")
+    typer.echo(_remote_text(remote, where))
+    steps = [
+        (f"guts repo show {result['rid']}", "what the node holds"),
+        (f"git push {REMOTE} {result['default_branch']}", "publish new commits"),
+        (f"git clone {result['url']}", "what others run, their node connected to this one"),
+    ]
+    width = max(len(command) for command, _ in steps)
+    typer.echo("\nnext:")
+    for command, why in steps:
+        typer.echo(f"  {command:<{width}}  # {why}")
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+@app.command("list")
+def list_(home: HomeOption = None, as_json: JsonOption = False) -> None:
+    """The repositories of the running node."""
+    result: dict[str, Any] = run_control(call, home, "GET", "/v1/repo/list", as_json=as_json, hint=_HINT)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    repos = result["repositories"]
+    if not repos:
+        typer.echo("no repositories yet: `guts repo init PATH` makes one of a git repository")
+        return
+    width = max(len("NAME"), *(len(repo["name"]) for repo in repos))
+    typer.echo(f"{'RID':<59}  {'NAME':<{width}}  {'REFS':>5}  DELEGATES")
+    for repo in repos:
+        typer.echo(
+            f"{repo['rid']:<59}  {repo['name']:<{width}}  {repo['refs']:>5}  "
+            f"{repo['delegates']} (threshold {repo['threshold']})"
+        )
+
+
+def show_text(info: dict[str, Any]) -> list[str]:
+    """``guts repo show`` for people: identity, delegates, canonical refs,
+    namespaces, divergences."""
+    revisions = info["revisions"]
+    lines = [
+        f"rid:            {info['rid']}",
+        f"url:            {info['url']}",
+        f"name:           {info['name']}",
+    ]
+    if info["description"]:
+        lines.append(f"description:    {info['description']}")
+    lines += [
+        f"default branch: {info['default_branch']}",
+        f"identity:       {revisions} revision{'s' if revisions != 1 else ''}",
+        f"delegates:      {len(info['delegates'])}, threshold {info['threshold']}",
+    ]
+    for delegate in info["delegates"]:
+        if delegate["seq"] is None:
+            where = "no statement yet"
+        else:
+            where = f"seq {delegate['seq']}, " + ("agrees" if delegate["agrees"] else "differs from the canonical refs")
+        lines.append(f"  {delegate['peer_id']}  {where}")
+    lines.append(f"canonical refs: {len(info['refs'])}")
+    lines += [f"  {oid}  {name}" for name, oid in info["refs"].items()]
+    lines.append(f"namespaces:     {len(info['namespaces'])}")
+    for ns in info["namespaces"]:
+        role = "delegate" if ns["delegate"] else "contributor"
+        lines.append(f"  {ns['peer_id']}  {role}, seq {ns['seq']}, {ns['refs']} refs")
+    for refused in info["refused"]:
+        lines.append(f"  {refused['peer_id']}  refused: {refused['reason']}")
+    if not info["divergences"]:
+        lines.append("divergences:    none")
+    else:
+        lines.append(f"divergences:    {len(info['divergences'])} (these refs keep their value until delegates agree)")
+        for divergence in info["divergences"]:
+            lines.append(f"  {divergence['ref']}  kept at {divergence['kept'] or '(absent)'}")
+            for candidate in divergence["candidates"]:
+                lines.append(f"    {candidate['oid']}  signed by {', '.join(candidate['signers'])}")
+    return lines
+
+
+@app.command()
+def show(
+    rid: Annotated[str, typer.Argument(help="The repository id (bafkrei...) or its guts:// URL.")],
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """A repository's identity, delegates, canonical refs, namespaces and divergences."""
+    if rid.startswith("guts://"):
+        rid = rid[len("guts://"):].rstrip("/")
+    info: dict[str, Any] = run_control(
+        call, home, "GET", f"/v1/repo/show?rid={quote(rid, safe='')}", as_json=as_json, hint=_HINT
+    )
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    typer.echo("\n".join(show_text(info)))
