@@ -60,318 +60,41 @@ from __future__ import annotations
 import builtins
 import errno
 import os
-import re
 import shutil
 import tempfile
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import trio
 
-from guts.errors import GutsError, InvalidRid
-from guts.repo._git import CHUNK, GitError, GitProcess, open_git, run_git, run_git_status
-from guts.repo._objdir import CREATING, QUARANTINE, fsync_dir, migrate_objects, recover
-from guts.repo.refname import refname_problem
+from guts.repo._git import CHUNK, GitProcess, open_git, run_git, run_git_status
+from guts.repo._objdir import CREATING, QUARANTINE, fsync_dir, recover
+from guts.repo._quarantine import ObjectReader, Quarantine, SourceRepository
+from guts.repo._storage_base import (
+    FSCK_LENIENT,
+    RID_PATTERN,
+    InvalidRefName,
+    NotConnected,
+    PackRejected,
+    RefUpdate,
+    RefUpdateRejected,
+    RepositoryExists,
+    RepositoryNotFound,
+    StorageConfig,
+    StorageError,
+    _check_oid,
+    _check_ref,
+    _config_text,
+    _why,
+    check_rid,
+)
 
 __all__ = [
     "FSCK_LENIENT", "RID_PATTERN", "InvalidRefName", "NotConnected", "ObjectReader", "PackRejected", "Quarantine",
     "RefUpdate", "RefUpdateRejected", "RepositoryExists", "RepositoryNotFound", "SourceRepository", "Storage",
     "StorageConfig", "StorageError", "check_rid",
 ]  # fmt: skip
-
-#: A RID as a directory name: CIDv1 text in base32 (multibase ``b``),
-#: lowercase; a sha2-256 CID is 59 characters.
-RID_PATTERN = re.compile(r"b[a-z2-7]{16,127}")
-_OID = re.compile(r"[0-9a-f]{40}")
-
-#: fsck messages received objects may carry and still be accepted: old
-#: public histories carry them (oh-my-zsh and Modernizr have zero-padded
-#: modes), every git reads such objects fine, and GitLab's Gitaly and Gitea
-#: ignore exactly these three on push and fetch. All else fails
-#: (``--strict`` makes warnings errors): ``.git``, ``..``, ``.gitmodules``
-#: and symlink tricks (the checkout CVEs), unsorted or duplicate tree
-#: entries, unparsable objects, bad idents. ``info``-level messages (a tag
-#: without a tagger, ``badFilemode``) never fail.
-FSCK_LENIENT: tuple[str, ...] = (
-    "zeroPaddedFilemode",  # "040000" for "40000", from old git implementations
-    "badTimezone",  # a malformed time zone, from an old git bug
-    "missingSpaceBeforeDate",  # an ident whose date is missing
-)
-_STRICT = "--strict=" + ",".join(f"{msg}=ignore" for msg in FSCK_LENIENT)
-
-_CONFIG = {
-    # Objects, pack indexes and refs reach the disk before what names them.
-    "core": {"fsync": "objects,derived-metadata,reference", "fsyncMethod": "fsync", "logAllRefUpdates": "false"},
-    # No git command starts a gc or maintenance on its own: repacking
-    # outside the one writer would race with quarantine migrations.
-    "gc": {"auto": "0"},
-    "maintenance": {"auto": "false"},
-    "transfer": {"fsckObjects": "true"},
-    # git fsck and any fetch or push into the repository judge as we do.
-    **{section: {msg: "ignore" for msg in FSCK_LENIENT} for section in ('fsck', 'fetch "fsck"', 'receive "fsck"')},
-}
-
-
-class StorageError(GutsError):
-    """A repository operation failed; nothing was changed."""
-
-
-class InvalidRefName(StorageError):
-    """A ref name :mod:`guts.repo.refname` refuses, or one outside ``refs/``."""
-
-
-class RepositoryNotFound(StorageError):
-    """No repository is stored under that RID."""
-
-
-class RepositoryExists(StorageError):
-    """A repository is stored under that RID already."""
-
-
-class RefUpdateRejected(StorageError):
-    """git refused the ref transaction (a stale old value, a missing
-    object, a held lock); no ref changed."""
-
-
-class PackRejected(StorageError):
-    """A received pack was refused: corrupt, truncated, over the limit, an
-    object fsck refuses, a thin pack whose bases are missing."""
-
-
-class NotConnected(PackRejected):
-    """A wanted object is missing, or something it reaches is."""
-
-
-def check_rid(rid: str) -> str:
-    """``rid`` if it may name a repository directory, else
-    :class:`~guts.errors.InvalidRid`."""
-    if not isinstance(rid, str) or not RID_PATTERN.fullmatch(rid):
-        raise InvalidRid(f"not a repository id: {rid!r:.80}")
-    return rid
-
-
-def _check_ref(name: str) -> str:
-    problem = refname_problem(name)
-    if problem is None and not name.startswith("refs/"):
-        problem = f"{name!r:.80} is not under refs/"
-    if problem is not None:
-        raise InvalidRefName(problem)
-    return name
-
-
-def _check_oid(oid: str) -> str:
-    if not isinstance(oid, str) or not _OID.fullmatch(oid):
-        raise StorageError(f"not a full object id: {oid!r:.80}")
-    return oid
-
-
-def _why(stderr: str, fallback: str) -> str:
-    """The line of git's stderr that says why: the first ``error:``, else the last."""
-    lines = stderr.strip().splitlines()
-    return next((line for line in lines if line.startswith("error:")), lines[-1] if lines else fallback)
-
-
-@dataclass(frozen=True, slots=True)
-class RefUpdate:
-    """One ref change of a transaction. ``old`` is what the ref must hold
-    now (``None``: it must not exist), ``new`` what it will hold
-    (``None``: delete it)."""
-
-    name: str
-    old: str | None
-    new: str | None
-
-    def command(self) -> bytes:
-        """This change as a line of ``git update-ref --stdin -z``."""
-        _check_ref(self.name)
-        for oid in (self.old, self.new):
-            if oid is not None:
-                _check_oid(oid)
-        if self.new is None:
-            if self.old is None:
-                raise StorageError(f"{self.name}: an update needs an old or a new value")
-            return f"delete {self.name}\0{self.old}\0".encode()
-        if self.old is None:
-            return f"create {self.name}\0{self.new}\0".encode()
-        return f"update {self.name}\0{self.new}\0{self.old}\0".encode()
-
-
-@dataclass(frozen=True, slots=True)
-class StorageConfig:
-    """Limits: the largest pack (a Linux clone is 5.65 GiB), the deadline
-    of short commands, of one pack's ingestion, check or upload (the sync
-    layer adds its idle and overall deadlines), and the output cap of a
-    ref listing (about 100 bytes a ref)."""
-
-    max_pack_bytes: int = 16 * 1024**3
-    command_timeout: float = 60.0
-    pack_timeout: float = 6 * 3600.0
-    max_refs_output: int = 128 * 1024**2
-
-
-def _config_text() -> str:
-    return "".join(f"[{name}]\n" + "".join(f"\t{k} = {v}\n" for k, v in kv.items()) for name, kv in _CONFIG.items())
-
-
-def _alternate(path: Path) -> str:
-    """``path`` as a ``GIT_ALTERNATE_OBJECT_DIRECTORIES`` entry: C-quoted if
-    a colon would split it or a leading quote be misread."""
-    text = str(path)
-    if ":" not in text and not text.startswith('"'):
-        return text
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-
-
-class Quarantine:
-    """A temporary object directory of one repository (see the module
-    docstring for the order of calls); made by :meth:`Storage.quarantine`."""
-
-    def __init__(self, repo: Path, path: Path, config: StorageConfig) -> None:
-        self.path = path
-        self._repo = repo
-        self._config = config
-        self._verified = False
-        self._migrated = False
-
-    @property
-    def env(self) -> dict[str, str]:
-        """The variables that run git in this quarantine."""
-        return {
-            "GIT_OBJECT_DIRECTORY": str(self.path),
-            "GIT_ALTERNATE_OBJECT_DIRECTORIES": _alternate(self._repo / "objects"),
-            "GIT_QUARANTINE_PATH": str(self.path),
-        }
-
-    async def ingest_pack(self, chunks: AsyncIterable[bytes], *, max_bytes: int | None = None) -> str:
-        """Index a pack streamed as ``chunks`` into the quarantine; return its
-        hash. Each chunk is written before the next is taken, so memory
-        holds one chunk, whatever the pack's size.
-
-        Raises:
-            PackRejected: past ``max_bytes`` (default: the config's limit,
-                checked as the bytes arrive), or when index-pack refuses
-                the pack. The quarantine may then hold partial files; the
-                block's end deletes them.
-        """
-        if self._migrated:
-            raise StorageError("this quarantine was migrated already")
-        self._verified = False
-        limit = self._config.max_pack_bytes if max_bytes is None else max_bytes
-        args = ["index-pack", "--stdin", "--fix-thin", _STRICT, f"--max-input-size={limit}"]
-        received = 0
-        try:
-            async with open_git(args, git_dir=self._repo, env=self.env, timeout=self._config.pack_timeout) as git:
-                async for chunk in chunks:
-                    received += len(chunk)
-                    if received > limit:
-                        raise PackRejected(f"pack over the limit of {limit} bytes")
-                    try:
-                        await git.stdin.send_all(chunk)
-                    except trio.BrokenResourceError:
-                        break  # index-pack stopped reading: its status says why
-                await git.close_stdin()
-                out = await git.read_stdout(4096)
-        except GitError as error:
-            raise PackRejected(f"pack refused after {received} bytes: {_why(error.stderr, str(error))}") from error
-        return out.decode("ascii", "replace").strip().partition("\t")[2]
-
-    async def check_connected(self, oids: Iterable[str]) -> None:
-        """Check that every oid is present and complete: it and everything
-        it reaches are in the quarantine or reached by the repository's
-        refs. Required before :meth:`migrate`.
-
-        Raises:
-            NotConnected: an oid or an object it reaches is missing.
-        """
-        if self._migrated:
-            raise StorageError("this quarantine was migrated already")
-        wanted = [_check_oid(oid) for oid in oids]
-        if wanted:
-            result = await run_git_status(
-                ["rev-list", "--objects", "--stdin", "--not", "--all", "--quiet"],
-                git_dir=self._repo,
-                env=self.env,
-                stdin="".join(f"{oid}\n" for oid in wanted).encode(),
-                timeout=self._config.pack_timeout,
-                max_output=64 * 1024,
-            )
-            if result.returncode != 0:
-                raise NotConnected(f"objects missing: {_why(result.stderr, 'rev-list failed')}")
-        self._verified = True
-
-    async def migrate(self) -> None:
-        """Move the quarantined objects into the repository. Only after
-        :meth:`check_connected` succeeded (with no ingest since)."""
-        if self._migrated:
-            raise StorageError("this quarantine was migrated already")
-        if not self._verified:
-            raise StorageError("quarantined objects migrate only after check_connected")
-        self._migrated = True
-        await trio.to_thread.run_sync(migrate_objects, self.path, self._repo / "objects")
-
-
-@dataclass(frozen=True, slots=True)
-class SourceRepository:
-    """A person's git repository that a new repository is made from
-    (:meth:`Storage.read_source`): its git directory, its work tree
-    (``None`` when bare, or when read from inside the git directory), the branch ``HEAD`` names (``None`` when
-    detached), its branches and tags, and its object format."""
-
-    git_dir: Path
-    work_tree: Path | None
-    head: str | None
-    refs: dict[str, str]
-    object_format: str
-
-
-class ObjectReader:
-    """Objects read one at a time from a running ``git cat-file --batch``
-    (:meth:`Storage.objects`): one process for a whole walk of a chain."""
-
-    def __init__(self, git: GitProcess) -> None:
-        self._git = git
-        self._buffer = bytearray()
-
-    async def _fill(self) -> None:
-        chunk = await self._git.stdout.receive_some(CHUNK)
-        if not chunk:
-            raise StorageError(f"git cat-file stopped: {self._git.stderr.strip()[-200:]}")
-        self._buffer += chunk
-
-    async def _take(self, size: int) -> bytes:
-        while len(self._buffer) < size:
-            await self._fill()
-        data = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        return data
-
-    async def read(self, spec: str, *, max_size: int = 1 << 20) -> tuple[str, str, bytes] | None:
-        """``(oid, type, content)`` of the object ``spec`` names (an oid, or
-        ``<oid>:<path>``), or ``None`` when there is none.
-
-        Raises:
-            StorageError: the object is over ``max_size`` bytes, or the
-                spec is not one line.
-        """
-        if "\n" in spec or "\0" in spec or len(spec) > 4096:
-            raise StorageError(f"not an object name: {spec!r:.80}")
-        await self._git.stdin.send_all(spec.encode() + b"\n")
-        while (end := self._buffer.find(b"\n")) < 0:
-            if len(self._buffer) > 8192:
-                raise StorageError("git cat-file: header line too long")
-            await self._fill()
-        header = (await self._take(end + 1))[:-1].decode("utf-8", "replace")
-        fields = header.rsplit(" ", 2)
-        if len(fields) != 3 or not fields[2].isdigit():
-            return None  # "<spec> missing", "<spec> ambiguous"
-        oid, kind, size = fields[0], fields[1], int(fields[2])
-        if size > max_size:
-            raise StorageError(f"object {oid} is {size} bytes (limit {max_size})")
-        return oid, kind, (await self._take(size + 1))[:-1]
-
-
 class Storage:
     """The repositories under one root; :meth:`open` also repairs what a
     crash left, and is how a node starts it."""
