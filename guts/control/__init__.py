@@ -6,9 +6,9 @@ This package exports the client and the server's parts, which load no
 node: a command that only asks a running node imports no more than that.
 The parts that hold a node are public submodules:
 :mod:`guts.control.node` (:func:`~guts.control.node.open_controlled_node`,
-a node with its control API), :mod:`guts.control.dht` and
-:mod:`guts.control.pubsub` (their routes), and :mod:`guts.control.keys`
-(how commands name DHT keys).
+a node with its control API), :mod:`guts.control.dht`,
+:mod:`guts.control.pubsub` and :mod:`guts.control.repo` (their routes),
+and :mod:`guts.control.keys` (how commands name DHT keys).
 
 See the README for the endpoints and a ``curl`` example.
 """

@@ -12,8 +12,11 @@ so the pure ones load no trio):
 - :mod:`guts.repo.canonical`: canonical refs from the delegates' statements.
 - :mod:`guts.repo.refname`: ref names as git's ``check-ref-format`` judges them.
 - :mod:`guts.repo.pktline`: git's pkt-line and side-band framing.
+- :mod:`guts.repo.layout`: where a repository's signed state lives in git.
 - :mod:`guts.repo.storage`: bare repositories under ``GUTS_HOME/storage``:
   quarantined pack ingestion, ``update-ref`` transactions, ``upload-pack``.
+- :mod:`guts.repo.state`: a node's repositories, their verified signed
+  state kept in storage (init, publish, load, repair at start).
 """
 
 __all__: list[str] = []
