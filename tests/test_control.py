@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import socket
@@ -153,3 +154,23 @@ async def test_keep_alive_serves_several_requests(node: Node) -> None:
         with trio.fail_after(5):
             while seen.count(b"HTTP/1.1 200 ") < 2:
                 seen += await stream.receive_some()
+
+
+async def test_a_route_may_keep_its_own_deadline(autojump_clock: trio.testing.MockClock) -> None:
+    """The API's timeout bounds every route but those that bring their own
+    (a repository import runs as long as its history needs)."""
+    from guts.control import ControlApi
+    from guts.control._http import HttpRequest, HttpResponse
+
+    api = ControlApi(None, timeout=60)  # type: ignore[arg-type]  # no route here reads the node
+
+    async def slow(request: HttpRequest) -> HttpResponse:
+        await trio.sleep(120)
+        return HttpResponse(200, {"done": True})
+
+    api.route("POST", "/v1/slow", slow)
+    api.route("POST", "/v1/patient", slow, timeout=math.inf)
+    timed_out = await api(HttpRequest("POST", "/v1/slow", {}, b""))
+    assert timed_out.status == 504 and "60 s" in timed_out.body["error"]  # type: ignore[index]
+    done = await api(HttpRequest("POST", "/v1/patient", {}, b""))
+    assert done.status == 200 and done.body == {"done": True}

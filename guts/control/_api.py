@@ -56,31 +56,42 @@ class ControlApi:
         self.node = node
         self.timeout = timeout
         self.started = time.monotonic()
-        self._routes: dict[tuple[str, str], Handler] = {
-            ("GET", "/v1/status"): self._status,
+        self._routes: dict[tuple[str, str], tuple[Handler, float | None]] = {
+            ("GET", "/v1/status"): (self._status, None),
         }
 
-    def route(self, method: str, path: str, handler: Handler) -> None:
-        """Serve ``method path`` with ``handler`` (services add theirs)."""
-        self._routes[(method, path)] = handler
+    def route(self, method: str, path: str, handler: Handler, *, timeout: float | None = None) -> None:
+        """Serve ``method path`` with ``handler`` (services add theirs).
+
+        Args:
+            timeout: seconds the route may take, when not the API's
+                ``timeout``: ``math.inf`` for an operation that keeps its
+                own deadlines (a repository's import runs git under
+                per-command and per-pack deadlines, for as long as a large
+                history takes).
+        """
+        self._routes[(method, path)] = (handler, timeout)
 
     @property
     def routes(self) -> list[tuple[str, str]]:
         return sorted(self._routes)
 
     async def __call__(self, request: HttpRequest) -> HttpResponse:
-        handler = self._routes.get((request.method, request.path))
-        if handler is None:
+        found = self._routes.get((request.method, request.path))
+        if found is None:
             if any(path == request.path for _, path in self._routes):
                 return _error(405, "bad_request", f"{request.method} is not allowed on {request.path}")
             return _error(404, "bad_request", f"no such endpoint: {request.path}")
+        handler, timeout = found
+        if timeout is None:
+            timeout = self.timeout
         try:
-            with trio.fail_after(self.timeout):
+            with trio.fail_after(timeout):
                 return await handler(request)
         except ApiError as exc:
             return _error(exc.status, exc.kind, str(exc))
         except trio.TooSlowError:
-            return _error(504, "timeout", f"no answer within {self.timeout:g} s")
+            return _error(504, "timeout", f"no answer within {timeout:g} s")
         except (PeerNotFound, RecordNotFound) as exc:
             return _error(404, "not_found", str(exc))
         except (ValueError, KeyError, TypeError, InvalidRecord, LocalProtocolError) as exc:

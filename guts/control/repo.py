@@ -9,6 +9,7 @@ a failure of the storage itself, 500 ``internal`` with git's reason.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from guts.control._api import ApiError, ControlApi, require
@@ -138,6 +139,8 @@ def add_repo_routes(api: ControlApi, repos: Repositories | None, keypair: KeyPai
             raise _storage_error(exc) from None
         return HttpResponse(200, state_json(state))
 
-    api.route("POST", "/v1/repo/init", init)
+    # An import takes as long as the history is large; git runs under the
+    # storage's own per-command and per-pack deadlines.
+    api.route("POST", "/v1/repo/init", init, timeout=math.inf)
     api.route("GET", "/v1/repo/list", list_)
     api.route("GET", "/v1/repo/show", show)
