@@ -1,0 +1,1024 @@
+"""git's remote-helper protocol, the helper's side, sans-IO.
+
+``git clone guts://<RID>`` starts ``git-remote-guts <remote> <url>`` with
+pipes on its stdin and stdout (gitremote-helpers(7)). This module is the
+protocol of those pipes and nothing else: bytes git wrote go in with
+:meth:`RemoteHelper.receive_data`, typed commands come out of
+:meth:`RemoteHelper.next_command`, and each answer is built by a method
+that returns the bytes to write back. Running git, reaching the node and
+writing to the pipes are the caller's. git runs the helper in the
+person's working directory with ``GIT_DIR`` naming their repository (no
+``GIT_DIR`` for ``git ls-remote`` outside one).
+
+Theory of operation (what git 2.39 sends and expects, checked against it)
+--------------------------------------------------------------------------
+
+Commands are LF-terminated text lines. Every command but ``push`` is
+answered before git sends the next one, so the core holds at most one
+command awaiting its answer, and refuses (:class:`LocalProtocolError`) an
+answer to a command it did not yield, or a second command before the
+first is answered.
+
+``capabilities``
+    Always first. We answer :data:`CAPABILITIES`, one per line, then a
+    blank line: ``stateless-connect`` (git fetches with protocol v2
+    through us), ``push`` (we run the push ourselves; why below),
+    ``option`` and ``object-format``. ``connect`` is deliberately absent:
+    git prefers ``connect`` over ``stateless-connect`` for *every*
+    service when both are advertised (transport-helper.c tries
+    ``connect`` first), so advertising it for pushes would also take
+    fetches off protocol v2.
+``option <name> [<value>]``
+    Answered ``ok``, ``unsupported`` or ``error <why>``. Values of
+    non-boolean options are C-quoted when they need it (``push-option``,
+    ``cas``); :class:`Option` carries the unquoted text. git 2.39 sends
+    ``option object-format`` with no value; like git's own helper we read
+    a missing value as ``true``. git ignores the answer to some options:
+    it keeps pushing after ``option cas`` is ``unsupported``, silently
+    dropping ``--force-with-lease``, which is why :class:`HelperOptions`
+    supports ``cas`` rather than refusing it.
+``list`` / ``list for-push``
+    Refs, one ``<oid> <name>`` line each, ``@<target> HEAD`` for a
+    symbolic HEAD, an optional first line ``:object-format sha256``, and a
+    blank line (:meth:`RemoteHelper.ref_list`). git sends ``list for-push``
+    before a push. A plain ``list`` only comes when git will not use
+    ``stateless-connect``: with ``protocol.version`` 0 or 1 configured, or
+    after a ``fallback``. We do not advertise ``fetch``, so a helper
+    should then fail with a message saying protocol v2 is needed.
+    Without the keyword, git parses the oids with the local repository's
+    hash (sha1 outside a repository): ``git ls-remote`` of a sha256
+    repository then shows oids cut to 40 digits. Send the keyword.
+``stateless-connect <service>``
+    Answered with a blank line (:meth:`RemoteHelper.accept`) or
+    ``fallback``. git 2.39 asks for ``git-upload-pack`` only (``git
+    archive --remote`` needs ``connect``), and only when protocol v2 is
+    configured (the default since git 2.26). After the
+    blank line the pipes carry pkt-lines (:mod:`guts.repo.pktline`):
+
+    1. The helper writes the v2 capability advertisement, exactly what
+       ``git upload-pack --advertise-refs --stateless-rpc`` prints with
+       ``GIT_PROTOCOL=version=2`` (``version 2``, the capabilities, a
+       flush). No ``0002`` after it: git 2.39 reads one there as the start
+       of the ``ls-refs`` answer and dies ("expected flush after ref
+       listing").
+    2. Then requests: each is pkt-lines ending with a flush
+       (``command=ls-refs`` or ``command=fetch``, capability lines, a
+       delimiter, arguments, ``0000``); :class:`StatelessRequest` carries
+       one whole. The flush is how the helper knows a request ended.
+    3. Each answer is the server's response (which ends with a flush)
+       followed by ``0002``. Without the ``0002`` git waits for it
+       forever. :class:`ResponseTracker` follows a response's packets as
+       they pass, and gives the ``0002`` only if the response ended
+       cleanly on a flush: a server that died mid-response must not look
+       like one that finished.
+    4. git closes the pipe after its last response, with no blank line
+       and no flush: end of input between requests is the normal end.
+
+    Progress needs nothing from the helper: git asks for it (or sends
+    ``no-progress``) inside the fetch request, and the server's side-band
+    progress travels in the response. The hash is negotiated inside too:
+    the advertisement says ``object-format=sha256`` and git adopts it.
+``connect <service>``
+    Parsed and answerable for completeness; after :meth:`~RemoteHelper.accept`
+    the pipes carry the service's own bytes (:class:`ServiceData`). git
+    does not pass ``GIT_PROTOCOL`` to such a helper: protocol v2 over
+    ``connect`` would be the helper's to ask for.
+``push [+]<src>:<dst>`` ...
+    A batch of lines ended by a blank line; ``+`` asks for a forced
+    update, an empty ``<src>`` deletes. ``<src>`` is a local ref name,
+    ``HEAD`` or an oid. git has already refused, from the ``list
+    for-push`` answer, every update it can tell is not a fast-forward;
+    the helper judges each ref again against the node's refs of the
+    moment, since another push may land in between. Options git sets for
+    the push (``cas``, ``atomic``, ``dry-run``, ``push-option``) come
+    before the batch in git 2.39; the documentation allows them inside it
+    too, so we answer them there as well. The answer (:meth:`RemoteHelper.push_report`) is one
+    ``ok <dst>`` or ``error <dst> <why>`` per ref, then a blank line; the
+    core refuses a report that leaves a ref out, because git then prints
+    "Everything up-to-date" and exits 0 for a ref that never moved. git
+    turns the reasons of :class:`Rejection` into its usual messages and
+    hints; any other text shows as ``[remote rejected] (<why>)``. A text
+    after ``ok`` is dropped by git (only ``forced update`` and
+    ``up to date`` mean something), so a note to the person, such as
+    "your push went to your own namespace", belongs on stderr.
+blank line
+    End of input (:class:`InputEnded`); git closes the pipe after it.
+
+Why ``push`` rather than ``connect`` to ``git-receive-pack``: git has no
+stateless or v2 push, so ``connect`` means a full-duplex v0 receive-pack
+conversation, and the node would have to be a receive-pack: either run
+git's, which writes refs straight into the repository (no signed
+statement, no namespace for a non-delegate, no quarantine of our own), or
+reimplement its server side. With ``push`` the helper holds every fact a
+report needs: it builds the pack itself (``git pack-objects --revs
+--thin`` over the wanted tips, minus the remote tips the local repository
+has, which is what ``send-pack`` does), shows pack-objects' own progress,
+hands pack and updates to the node, and reports each ref with the reason
+the node gives. :func:`judge_update` is git's rule for one ref, so a
+refusal reads exactly as git's. The cost: the helper implements what
+``send-pack`` would (the object selection, ``--force-with-lease``,
+``--atomic``, ``--dry-run``), and ``--signed`` pushes are unsupported.
+
+Limits (:class:`HelperLimits`): a line, the refs of one push batch, the
+options of a session and the bytes of one stateless request are bounded,
+so a broken or hostile peer on the pipe cannot make the helper hold more
+than those.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Final, TypeAlias
+
+from guts.errors import DecodeError, LocalProtocolError
+from guts.repo.pktline import (
+    MAX_PKT_LEN,
+    RESPONSE_END_PKT,
+    DataPacket,
+    FlushPacket,
+    Packet,
+    PktLineDecoder,
+    encode_packet,
+)
+from guts.repo.refname import MAX_REF_NAME, refname_problem
+
+__all__ = [
+    "CAPABILITIES",
+    "Capabilities",
+    "Command",
+    "Connect",
+    "HelperLimits",
+    "HelperOptions",
+    "HelperState",
+    "InputEnded",
+    "List",
+    "Option",
+    "OptionReply",
+    "OptionStatus",
+    "Push",
+    "PushResult",
+    "PushSpec",
+    "RefRejected",
+    "RefUnchanged",
+    "RefUpdated",
+    "Rejection",
+    "RemoteHelper",
+    "ResponseTracker",
+    "ServiceData",
+    "StatelessConnect",
+    "StatelessRequest",
+    "c_quote",
+    "c_unquote",
+    "judge_update",
+]
+
+#: What we answer to ``capabilities`` (see the module docstring).
+CAPABILITIES: Final = ("stateless-connect", "push", "option", "object-format")
+
+_OID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
+_SERVICE = re.compile(r"git-[a-z-]+")
+_OID_LENGTHS: Final = {"sha1": 40, "sha256": 64}
+
+
+@dataclass(frozen=True, slots=True)
+class HelperLimits:
+    """Bounds on what git may make the helper hold.
+
+    Attributes:
+        max_line: bytes of one command line, its LF included.
+        max_push_refs: refs in one ``push`` batch (a ``--mirror`` push of
+            a large repository names every ref).
+        max_options: ``option`` commands in one session (``cas`` comes
+            once per leased ref, so this is above ``max_push_refs``).
+        max_request: bytes of one stateless request; git repeats every
+            common ``have`` in each round, so a long negotiation grows.
+    """
+
+    max_line: int = 16 * 1024
+    max_push_refs: int = 100_000
+    max_options: int = 250_000
+    max_request: int = 32 * 1024 * 1024
+
+
+# -- commands --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """``capabilities``: answer with :meth:`RemoteHelper.capabilities`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """``option <name> <value>``: answer with :meth:`RemoteHelper.option_reply`.
+
+    Attributes:
+        name: the option, lower case (``progress``, ``cas``, ...).
+        value: its value, C-unquoted; ``"true"`` when git sent none.
+    """
+
+    name: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class List:
+    """``list`` or ``list for-push``: answer with :meth:`RemoteHelper.ref_list`."""
+
+    for_push: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StatelessConnect:
+    """``stateless-connect <service>``: :meth:`RemoteHelper.accept` or
+    :meth:`RemoteHelper.fall_back`."""
+
+    service: str
+
+
+@dataclass(frozen=True, slots=True)
+class Connect:
+    """``connect <service>``: :meth:`RemoteHelper.accept` or
+    :meth:`RemoteHelper.fall_back`."""
+
+    service: str
+
+
+@dataclass(frozen=True, slots=True)
+class PushSpec:
+    """One ``push`` line.
+
+    Attributes:
+        src: the local ref name, ``HEAD`` or oid to push; ``None`` deletes.
+        dst: the remote ref to update, a full ref name.
+        force: the line began with ``+``.
+    """
+
+    src: str | None
+    dst: str
+    force: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Push:
+    """A batch of ``push`` lines: answer with :meth:`RemoteHelper.push_report`."""
+
+    specs: tuple[PushSpec, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StatelessRequest:
+    """One request on a stateless connection, to pass on whole.
+
+    Attributes:
+        command: the v2 command (``ls-refs``, ``fetch``, ...).
+        data: the request's pkt-lines, its final flush included.
+    """
+
+    command: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceData:
+    """Bytes git sent to the service of an accepted ``connect``."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class InputEnded:
+    """git ended its input cleanly (a blank line, or the pipe closed where
+    that is the normal end): the helper exits."""
+
+
+Command: TypeAlias = (
+    Capabilities | Option | List | StatelessConnect | Connect | Push | StatelessRequest | ServiceData | InputEnded
+)
+
+
+class HelperState(enum.Enum):
+    """Where the conversation is.
+
+    ======================  ===========================================
+    state                   what comes in
+    ======================  ===========================================
+    COMMANDS                command lines
+    PUSH_BATCH              ``push`` lines (and options) until a blank
+    STATELESS               pkt-line requests, after ``accept()`` of a
+                            ``stateless-connect``
+    CONNECTED               raw service bytes, after ``accept()`` of a
+                            ``connect``
+    ENDED                   nothing more (input ended)
+    ======================  ===========================================
+    """
+
+    COMMANDS = "commands"
+    PUSH_BATCH = "push batch"
+    STATELESS = "stateless"
+    CONNECTED = "connected"
+    ENDED = "ended"
+
+
+# -- answers ---------------------------------------------------------------
+
+
+class OptionStatus(enum.Enum):
+    """The three answers to ``option``."""
+
+    OK = "ok"
+    UNSUPPORTED = "unsupported"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class OptionReply:
+    """An answer to ``option``; ``reason`` goes with :attr:`OptionStatus.ERROR`."""
+
+    status: OptionStatus
+    reason: str = ""
+
+
+_OK: Final = OptionReply(OptionStatus.OK)
+_UNSUPPORTED: Final = OptionReply(OptionStatus.UNSUPPORTED)
+
+
+class Rejection(enum.StrEnum):
+    """Reasons git knows after ``error <ref>``: it prints its own status
+    and hint for each (``! [rejected] main -> main (non-fast-forward)``)."""
+
+    NON_FAST_FORWARD = "non-fast forward"
+    FETCH_FIRST = "fetch first"
+    ALREADY_EXISTS = "already exists"
+    NEEDS_FORCE = "needs force"
+    STALE_INFO = "stale info"
+
+
+@dataclass(frozen=True, slots=True)
+class RefUpdated:
+    """The ref was updated (created, moved or deleted): ``ok <ref>``.
+
+    ``forced`` says the update was not a fast-forward, so git shows
+    ``+ old...new (forced update)``.
+    """
+
+    ref: str
+    forced: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RefUnchanged:
+    """The ref already had the pushed value: ``ok <ref> up to date``."""
+
+    ref: str
+
+
+@dataclass(frozen=True, slots=True)
+class RefRejected:
+    """The ref was not updated: ``error <ref> <reason>``.
+
+    ``reason`` is a :class:`Rejection` for git's own messages, or any text
+    (shown as ``[remote rejected] (<reason>)``).
+    """
+
+    ref: str
+    reason: str
+
+
+PushResult: TypeAlias = RefUpdated | RefUnchanged | RefRejected
+
+
+# -- C quoting -------------------------------------------------------------
+
+_ESCAPES: Final = {
+    ord("a"): 7, ord("b"): 8, ord("t"): 9, ord("n"): 10, ord("v"): 11, ord("f"): 12, ord("r"): 13,
+    ord('"'): ord('"'), ord("\\"): ord("\\"),
+}  # fmt: skip
+_QUOTES: Final = {value: b"\\" + bytes((key,)) for key, value in _ESCAPES.items()}
+
+
+def c_unquote(text: str) -> str:
+    """Undo git's ``quote_c_style`` if ``text`` is quoted; else return it.
+
+    git quotes a value that holds a quote, a backslash, a control
+    character or (by default) any byte above 0x7f, writing the latter as
+    octal escapes of its UTF-8 bytes.
+
+    Raises:
+        DecodeError: an unterminated string, an unknown escape, text after
+            the closing quote, or bytes that are not UTF-8.
+    """
+    if not text.startswith('"'):
+        return text
+    raw = text.encode("utf-8")
+    out = bytearray()
+    i, end = 1, len(raw)
+    while i < end:
+        c = raw[i]
+        if c == ord('"'):
+            if i != end - 1:
+                raise DecodeError(f"text after a quoted value: {text[:80]!r}")
+            try:
+                return out.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DecodeError(f"a quoted value is not UTF-8: {text[:80]!r}") from None
+        if c != ord("\\"):
+            out.append(c)
+            i += 1
+            continue
+        if i + 1 >= end:
+            break
+        e = raw[i + 1]
+        if e in _ESCAPES:
+            out.append(_ESCAPES[e])
+            i += 2
+        elif ord("0") <= e <= ord("3") and i + 3 < end and all(ord("0") <= d <= ord("7") for d in raw[i + 2 : i + 4]):
+            out.append(int(raw[i + 1 : i + 4], 8))
+            i += 4
+        else:
+            raise DecodeError(f"unknown escape in a quoted value: {text[:80]!r}")
+    raise DecodeError(f"unterminated quoted value: {text[:80]!r}")
+
+
+def c_quote(text: str) -> str:
+    """Quote ``text`` as git's ``unquote_c_style`` reads it, if it must be.
+
+    git reads a push reason as quoted only when it begins with a quote, so
+    text is quoted when it does, or when it holds a control character (an
+    LF would end the line). Unlike git's ``quote_c_style``, text above
+    ASCII stays as it is: git reads it back the same, and people read it.
+    """
+    if not text.startswith('"') and not any(ord(c) < 0x20 or c == "\x7f" for c in text):
+        return text
+    out = bytearray(b'"')
+    for b in text.encode("utf-8"):
+        if b in _QUOTES:
+            out += _QUOTES[b]
+        elif b < 0x20 or b == 0x7F:
+            out += b"\\%03o" % b
+        else:
+            out.append(b)
+    out += b'"'
+    return out.decode("utf-8")
+
+
+# -- options ---------------------------------------------------------------
+
+
+def _bool(value: str) -> bool | None:
+    return {"true": True, "false": False}.get(value)
+
+
+_FLAGS: Final = frozenset({"progress", "dry-run", "atomic", "object-format", "force-if-includes"})
+
+
+class HelperOptions:
+    """The options git set in one session, as a helper honours them.
+
+    :meth:`apply` records each ``option`` command and decides its answer.
+    A session's state rather than a configuration, so it changes in place:
+    ``cas`` arrives once per leased ref, and copying a frozen record per
+    option would cost quadratic time on a ``--mirror`` push.
+
+    The options git only sends when it fetches through ``list``/``fetch``
+    (``depth``, ``followtags``, ``cloning``, ...) never arrive on the v2
+    path and are ``unsupported``; so are ``pushcert`` (git then refuses
+    ``--signed`` itself), ``servpath`` and ``family``.
+
+    Attributes:
+        progress: show progress on stderr.
+        verbosity: 0 quiet, 1 normal, more for each ``-v``.
+        dry_run: report what a push would do, change nothing.
+        atomic: every ref of the push or none.
+        object_format: git asked for ``:object-format`` in ``list`` output.
+        push_options: the ``-o`` strings, in order.
+        leases: ``--force-with-lease`` expectations, ref to expected oid
+            (an all-zero oid: the ref must not exist).
+    """
+
+    __slots__ = ("progress", "verbosity", "dry_run", "atomic", "object_format", "push_options", "leases")
+
+    def __init__(self) -> None:
+        self.progress = False
+        self.verbosity = 1
+        self.dry_run = False
+        self.atomic = False
+        self.object_format = False
+        self.push_options: list[str] = []
+        self.leases: dict[str, str] = {}
+
+    def apply(self, option: Option) -> OptionReply:
+        """Record ``option`` if it is valid; return the answer to give git."""
+        name, value = option.name, option.value
+        if name in _FLAGS:
+            flag = _bool(value)
+            if flag is None:
+                return OptionReply(OptionStatus.ERROR, f"{name} is true or false, not {value[:40]!r}")
+            if name == "progress":
+                self.progress = flag
+            elif name == "dry-run":
+                self.dry_run = flag
+            elif name == "atomic":
+                self.atomic = flag
+            elif name == "object-format":
+                self.object_format = flag
+            # force-if-includes needs nothing from us: git checks it itself,
+            # against the remote-tracking ref's reflog, before the batch.
+            return _OK
+        if name == "verbosity":
+            if not value.isascii() or not value.isdigit() or len(value) > 3:
+                return OptionReply(OptionStatus.ERROR, f"verbosity is a small number, not {value[:40]!r}")
+            self.verbosity = int(value)
+            return _OK
+        if name == "push-option":
+            if "\n" in value or "\0" in value:
+                return OptionReply(OptionStatus.ERROR, "a push option holds no LF or NUL")
+            self.push_options.append(value)
+            return _OK
+        if name == "cas":
+            ref, sep, oid = value.rpartition(":")
+            if not sep or not _OID.fullmatch(oid) or refname_problem(ref) is not None:
+                return OptionReply(OptionStatus.ERROR, f"cas is <ref>:<oid>, not {value[:80]!r}")
+            self.leases[ref] = oid
+            return _OK
+        return _UNSUPPORTED
+
+
+# -- the push rule ---------------------------------------------------------
+
+
+def judge_update(
+    spec: PushSpec,
+    *,
+    current: str | None,
+    new: str | None,
+    lease: str | None = None,
+    commits: bool = True,
+    fast_forward: bool = False,
+    known_locally: bool = True,
+) -> PushResult:
+    """What git's rules say about one pushed ref, before it is applied.
+
+    The checks and their order are those git applies to each ref before
+    it pushes (``set_ref_status_for_push``), so the node refuses what git
+    would and git prints its usual message. A caller applies the
+    :class:`RefUpdated` ones and may still report a failure to apply.
+
+    Args:
+        spec: the push line.
+        current: the remote ref's oid now, ``None`` if it does not exist.
+        new: the oid ``spec.src`` resolved to, ``None`` for a deletion.
+        lease: the ``cas`` expectation for ``spec.dst``, if any.
+        commits: both ``current`` and ``new`` peel to commits (only asked
+            when both exist).
+        fast_forward: ``current`` is an ancestor of ``new``.
+        known_locally: the pushing repository has ``current`` (else git's
+            advice is to fetch first).
+    """
+    ref = spec.dst
+    if new is not None and new == current:
+        return RefUnchanged(ref)
+    forced = False
+    if lease is not None:
+        if (current or "0" * len(lease)) != lease:
+            return RefRejected(ref, Rejection.STALE_INFO)
+        forced = True
+    if new is None:
+        if current is None:
+            return RefRejected(ref, "remote ref does not exist")
+        return RefUpdated(ref)
+    if current is None:
+        return RefUpdated(ref)
+    if not (spec.force or forced):
+        if ref.startswith("refs/tags/"):
+            return RefRejected(ref, Rejection.ALREADY_EXISTS)
+        if not known_locally:
+            return RefRejected(ref, Rejection.FETCH_FIRST)
+        if not commits:
+            return RefRejected(ref, Rejection.NEEDS_FORCE)
+        if not fast_forward:
+            return RefRejected(ref, Rejection.NON_FAST_FORWARD)
+    return RefUpdated(ref, forced=not fast_forward)
+
+
+# -- the state machine -----------------------------------------------------
+
+
+def _line_text(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DecodeError(f"a command line is not UTF-8: {raw[:80]!r}") from None
+
+
+def _parse_spec(text: str) -> PushSpec:
+    force = text.startswith("+")
+    body = text[1:] if force else text
+    src, sep, dst = body.rpartition(":")
+    if not sep:
+        raise DecodeError(f"a push line is [+]<src>:<dst>, not {text[:120]!r}")
+    problem = refname_problem(dst)
+    if problem is not None:
+        raise DecodeError(f"push destination: {problem}")
+    if src:
+        if src.startswith("-") or any(c.isspace() or ord(c) < 0x20 for c in src) or len(src) > MAX_REF_NAME:
+            raise DecodeError(f"push source {src[:120]!r} is not a ref name or oid")
+    elif force:
+        raise DecodeError(f"a deletion cannot be forced: {text[:120]!r}")
+    return PushSpec(src or None, dst, force)
+
+
+class RemoteHelper:
+    """The helper's end of git's remote-helper pipes (sans-IO).
+
+    Feed what git writes to :meth:`receive_data` (and :meth:`receive_eof`
+    when its pipe closes), take commands from :meth:`next_command` until it
+    returns ``None`` (more bytes needed), and write what each answer method
+    returns. Errors in git's input raise :class:`DecodeError`; the
+    conversation cannot continue after one, so the helper should print
+    the message and exit non-zero, as git's own helpers do.
+    """
+
+    def __init__(self, limits: HelperLimits | None = None) -> None:
+        self.limits = limits or HelperLimits()
+        self._state = HelperState.COMMANDS
+        self._buf = bytearray()
+        self._scanned = 0
+        self._eof = False
+        self._pending: Command | None = None
+        self._batch: list[PushSpec] = []
+        self._batch_refs: set[str] = set()
+        self._options = 0
+        self._pkt: PktLineDecoder | None = None
+        self._request = bytearray()
+        self._command = ""
+
+    @property
+    def state(self) -> HelperState:
+        return self._state
+
+    @property
+    def awaiting(self) -> Command | None:
+        """The command whose answer git is waiting for, if any."""
+        return self._pending
+
+    # -- input -------------------------------------------------------------
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Add bytes git wrote to the helper's stdin.
+
+        Raises:
+            DecodeError: bytes after the end of input.
+        """
+        if not data:
+            return
+        if self._eof or self._state is HelperState.ENDED:
+            raise DecodeError("git wrote after the end of its input")
+        if self._pkt is not None:
+            self._pkt.receive_data(data)
+        else:
+            self._buf += data
+
+    def receive_eof(self) -> None:
+        """git closed the helper's stdin."""
+        self._eof = True
+
+    def next_command(self) -> Command | None:
+        """The next command, or ``None`` if more bytes are needed.
+
+        Raises:
+            LocalProtocolError: the previous command is not answered yet.
+            DecodeError: git's input breaks the protocol or a limit.
+        """
+        if self._pending is not None:
+            raise LocalProtocolError(f"answer {type(self._pending).__name__} before reading on")
+        state = self._state
+        if state is HelperState.ENDED:
+            return InputEnded()
+        if state is HelperState.STATELESS:
+            return self._next_request()
+        if state is HelperState.CONNECTED:
+            return self._next_service_data()
+        while True:
+            raw = self._next_line()
+            if raw is None:
+                if not self._eof:
+                    return None
+                if self._buf:
+                    raise DecodeError("input ended inside a command line")
+                if self._state is HelperState.PUSH_BATCH:
+                    raise DecodeError("input ended inside a push batch")
+                # The pipe closed without the blank line: git is gone.
+                self._state = HelperState.ENDED
+                return InputEnded()
+            command = self._parse(raw)
+            if command is not None:
+                return command
+
+    def _next_line(self) -> bytes | None:
+        buf = self._buf
+        newline = buf.find(b"\n", self._scanned)
+        if newline < 0:
+            if len(buf) >= self.limits.max_line:
+                raise DecodeError(f"a command line longer than {self.limits.max_line} bytes")
+            self._scanned = len(buf)
+            return None
+        if newline + 1 > self.limits.max_line:
+            raise DecodeError(f"a command line longer than {self.limits.max_line} bytes")
+        raw = bytes(buf[:newline])
+        del buf[: newline + 1]
+        self._scanned = 0
+        return raw
+
+    def _parse(self, raw: bytes) -> Command | None:
+        """One line to a command (``None``: a push line, kept in the batch)."""
+        text = _line_text(raw)
+        batch = self._state is HelperState.PUSH_BATCH
+        if not text:
+            if batch:
+                self._state = HelperState.COMMANDS
+                return self._hold(Push(tuple(self._batch)))
+            self._state = HelperState.ENDED
+            if self._buf:
+                raise DecodeError("git wrote after the end of its input")
+            return InputEnded()
+        verb, _, rest = text.partition(" ")
+        if verb == "option":
+            return self._option(rest)
+        if verb == "push":
+            if len(self._batch) >= self.limits.max_push_refs:
+                raise DecodeError(f"more than {self.limits.max_push_refs} refs in one push")
+            spec = _parse_spec(rest)
+            if not batch:
+                self._batch, self._batch_refs = [], set()
+                self._state = HelperState.PUSH_BATCH
+            if spec.dst in self._batch_refs:
+                raise DecodeError(f"{spec.dst} appears twice in one push")
+            self._batch.append(spec)
+            self._batch_refs.add(spec.dst)
+            return None
+        if batch:
+            raise DecodeError(f"{text[:80]!r} inside a push batch")
+        if text == "capabilities":
+            return self._hold(Capabilities())
+        if text in ("list", "list for-push"):
+            return self._hold(List(for_push=text != "list"))
+        if verb in ("stateless-connect", "connect"):
+            if not _SERVICE.fullmatch(rest):
+                raise DecodeError(f"{verb} names no service: {text[:80]!r}")
+            return self._hold(StatelessConnect(rest) if verb == "stateless-connect" else Connect(rest))
+        if verb == "fetch":
+            raise DecodeError("git sent 'fetch', which this helper does not advertise (protocol v2 is needed)")
+        raise DecodeError(f"unknown command {text[:80]!r}")
+
+    def _option(self, rest: str) -> Command:
+        self._options += 1
+        if self._options > self.limits.max_options:
+            raise DecodeError(f"more than {self.limits.max_options} options")
+        name, sep, value = rest.partition(" ")
+        if not _NAME.fullmatch(name):
+            raise DecodeError(f"option name {name[:80]!r}")
+        return self._hold(Option(name, c_unquote(value) if sep else "true"))
+
+    def _hold(self, command: Command) -> Command:
+        self._pending = command
+        return command
+
+    def _next_request(self) -> Command | None:
+        decoder = self._pkt
+        assert decoder is not None
+        request = self._request
+        while True:
+            packet = decoder.next_packet()
+            if packet is None:
+                if self._eof:
+                    decoder.end_of_stream()
+                    if request:
+                        raise DecodeError("input ended inside a stateless request")
+                    self._state = HelperState.ENDED
+                    return InputEnded()
+                return None
+            if not request:
+                self._command = _request_command(packet)
+            # git never sends an empty data packet (0004), and encode_packet
+            # refuses one: write it as it came.
+            wire = b"0004" if isinstance(packet, DataPacket) and not packet.payload else encode_packet(packet)
+            if len(request) + len(wire) > self.limits.max_request:
+                raise DecodeError(f"a request longer than {self.limits.max_request} bytes")
+            request += wire
+            if isinstance(packet, FlushPacket):
+                done = StatelessRequest(self._command, bytes(request))
+                request.clear()
+                return done
+
+    def _next_service_data(self) -> Command | None:
+        if self._buf:
+            data = bytes(self._buf)
+            self._buf.clear()
+            return ServiceData(data)
+        if self._eof:
+            self._state = HelperState.ENDED
+            return InputEnded()
+        return None
+
+    # -- answers -----------------------------------------------------------
+
+    def _answer(self, kind: type | tuple[type, ...]) -> Command:
+        pending = self._pending
+        if pending is None or not isinstance(pending, kind):
+            name = type(pending).__name__ if pending is not None else "no command"
+            raise LocalProtocolError(f"this answer does not fit {name}")
+        self._pending = None
+        return pending
+
+    def capabilities(self, capabilities: Iterable[str] = CAPABILITIES) -> bytes:
+        """The answer to :class:`Capabilities`."""
+        self._answer(Capabilities)
+        lines = list(capabilities)
+        for cap in lines:
+            if not cap or any(c.isspace() and c != " " for c in cap):
+                raise LocalProtocolError(f"capability {cap!r}")
+        return "".join(f"{cap}\n" for cap in lines).encode() + b"\n"
+
+    def option_reply(self, reply: OptionReply) -> bytes:
+        """The answer to :class:`Option`."""
+        self._answer(Option)
+        if reply.status is OptionStatus.ERROR:
+            return f"error {_one_line(reply.reason)}\n".encode()
+        return f"{reply.status.value}\n".encode()
+
+    def ref_list(
+        self,
+        refs: Mapping[str, str],
+        *,
+        head: str | None = None,
+        object_format: str | None = None,
+    ) -> bytes:
+        """The answer to :class:`List`.
+
+        Args:
+            refs: ref name to oid (``HEAD`` may be one, for a detached HEAD).
+            head: the branch ``HEAD`` points to, if it is symbolic.
+            object_format: ``sha1`` or ``sha256``, for the keyword line.
+
+        Raises:
+            LocalProtocolError: a bad name or oid, or oids of another length
+                than ``object_format``'s.
+        """
+        self._answer(List)
+        width = _OID_LENGTHS.get(object_format or "sha1")
+        if width is None:
+            raise LocalProtocolError(f"object format {object_format!r}")
+        lines = [f":object-format {object_format}\n"] if object_format else []
+        if head is not None:
+            if refname_problem(head) is not None:
+                raise LocalProtocolError(f"HEAD target {head!r:.80}")
+            lines.append(f"@{head} HEAD\n")
+        for name, oid in refs.items():
+            if name != "HEAD" and refname_problem(name) is not None:
+                raise LocalProtocolError(f"ref name {name!r:.80}")
+            if len(oid) != width or not _OID.fullmatch(oid):
+                raise LocalProtocolError(f"{name}: {oid!r:.80} is not a {object_format or 'sha1'} oid")
+            lines.append(f"{oid} {name}\n")
+        return "".join(lines).encode() + b"\n"
+
+    def accept(self) -> bytes:
+        """The answer to :class:`StatelessConnect` or :class:`Connect`: connected.
+
+        For ``stateless-connect``, write the service's v2 capability
+        advertisement right after these bytes.
+        """
+        command = self._answer((StatelessConnect, Connect))
+        if isinstance(command, StatelessConnect):
+            self._state = HelperState.STATELESS
+            self._pkt = PktLineDecoder()
+            self._pkt.receive_data(self._buf)
+            self._buf.clear()
+        else:
+            self._state = HelperState.CONNECTED
+        return b"\n"
+
+    def fall_back(self) -> bytes:
+        """The answer to :class:`StatelessConnect` or :class:`Connect`: not
+        this way (git then tries ``list`` and ``fetch``)."""
+        self._answer((StatelessConnect, Connect))
+        return b"fallback\n"
+
+    def push_report(self, results: Iterable[PushResult]) -> bytes:
+        """The answer to :class:`Push`: one result per ref, in any order.
+
+        Raises:
+            LocalProtocolError: a ref of the batch has no result, or one
+                result names a ref twice or a ref not in the batch.
+        """
+        batch = self._pending
+        if not isinstance(batch, Push):
+            raise LocalProtocolError("a push report answers a push batch")
+        wanted = {spec.dst for spec in batch.specs}
+        lines: list[str] = []
+        seen: set[str] = set()
+        for result in results:
+            if result.ref not in wanted or result.ref in seen:
+                raise LocalProtocolError(f"push report for {result.ref!r:.80}: not in the batch, or twice")
+            seen.add(result.ref)
+            if isinstance(result, RefUpdated):
+                lines.append(f"ok {result.ref} forced update\n" if result.forced else f"ok {result.ref}\n")
+            elif isinstance(result, RefUnchanged):
+                lines.append(f"ok {result.ref} up to date\n")
+            else:
+                lines.append(f"error {result.ref} {c_quote(str(result.reason) or 'rejected')}\n")
+        missing = wanted - seen
+        if missing:
+            raise LocalProtocolError(f"push report leaves out {sorted(missing)[:5]}")
+        self._answer(Push)
+        return "".join(lines).encode() + b"\n"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()) or "invalid value"
+
+
+def _request_command(packet: Packet) -> str:
+    """The v2 command a request's first packet names."""
+    text = packet.line() if isinstance(packet, DataPacket) else b""
+    if not text.startswith(b"command="):
+        raise DecodeError(f"a request begins with command=<name>, not {text[:80]!r}")
+    command = text[len(b"command=") :].decode("ascii", "replace")
+    if not _NAME.fullmatch(command):
+        raise DecodeError(f"request command {command[:80]!r}")
+    return command
+
+
+def _length(digits: bytes) -> int:
+    """The value of four hex digits, or -1."""
+    if len(digits) != 4 or any(c not in _HEX for c in digits):
+        return -1
+    return int(digits, 16)
+
+
+_HEX: Final = frozenset(b"0123456789abcdefABCDEF")
+
+
+class ResponseTracker:
+    """Follows one stateless response as it passes, packet by packet.
+
+    Only the four length digits of each packet are read; payloads are
+    skipped, not kept, so a pack of any size passes in constant memory.
+    :meth:`end` gives the ``0002`` to write after the response, and only
+    if the response ended on a flush at a packet boundary.
+    """
+
+    __slots__ = ("_header", "_left", "_last_flush", "size")
+
+    def __init__(self) -> None:
+        self._header = bytearray()
+        self._left = 0
+        self._last_flush = False
+        #: Bytes of the response so far.
+        self.size = 0
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Follow the next bytes of the response.
+
+        Raises:
+            DecodeError: a length that is not four hex digits, or 0003, or
+                above the pkt-line limit.
+        """
+        view = memoryview(data).cast("B")
+        self.size += len(view)
+        i, end = 0, len(view)
+        while i < end:
+            if self._left:
+                step = min(self._left, end - i)
+                self._left -= step
+                i += step
+                continue
+            take = min(4 - len(self._header), end - i)
+            self._header += view[i : i + take]
+            i += take
+            if len(self._header) < 4:
+                break
+            digits = bytes(self._header)
+            self._header.clear()
+            length = _length(digits)
+            if length < 0 or length == 3 or length > MAX_PKT_LEN:
+                raise DecodeError(f"a response packet of length {digits!r}")
+            self._last_flush = length == 0
+            self._left = max(length - 4, 0)
+
+    def end(self) -> bytes:
+        """The response-end packet, once the response ended cleanly.
+
+        Raises:
+            DecodeError: the response stopped inside a packet, or its last
+                packet was not a flush (the server died or was cut off).
+        """
+        if self._header or self._left:
+            raise DecodeError("the response ended inside a packet")
+        if not self._last_flush:
+            raise DecodeError("the response did not end with a flush packet")
+        return RESPONSE_END_PKT

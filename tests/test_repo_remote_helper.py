@@ -1,0 +1,587 @@
+"""guts.repo.remote_helper: git's remote-helper protocol, helper's side.
+
+The pure core, tested synchronously: commands from bytes split every
+way, answers byte for byte, the bounds, the state checks, git's push rule.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from guts.errors import DecodeError, LocalProtocolError
+from guts.repo.pktline import encode_line
+from guts.repo.remote_helper import (
+    CAPABILITIES,
+    Capabilities,
+    Connect,
+    HelperLimits,
+    HelperOptions,
+    HelperState,
+    InputEnded,
+    List,
+    Option,
+    OptionReply,
+    OptionStatus,
+    Push,
+    PushSpec,
+    RefRejected,
+    RefUnchanged,
+    RefUpdated,
+    Rejection,
+    RemoteHelper,
+    ResponseTracker,
+    ServiceData,
+    StatelessConnect,
+    StatelessRequest,
+    c_quote,
+    c_unquote,
+    judge_update,
+)
+
+A, B, C = "a" * 40, "b" * 40, "c" * 40
+OK = OptionReply(OptionStatus.OK)
+
+
+def commands(data: bytes, *, eof: bool = False, helper: RemoteHelper | None = None) -> list[object]:
+    """Every command ``data`` makes, each answered plainly."""
+    helper = helper or RemoteHelper()
+    helper.receive_data(data)
+    if eof:
+        helper.receive_eof()
+    out: list[object] = []
+    while (command := helper.next_command()) is not None:
+        out.append(command)
+        if isinstance(command, InputEnded | StatelessRequest | ServiceData):
+            if isinstance(command, InputEnded):
+                break
+            continue
+        answer(helper, command)
+    return out
+
+
+def answer(helper: RemoteHelper, command: object) -> bytes:
+    if isinstance(command, Capabilities):
+        return helper.capabilities()
+    if isinstance(command, Option):
+        return helper.option_reply(OK)
+    if isinstance(command, List):
+        return helper.ref_list({})
+    if isinstance(command, StatelessConnect | Connect):
+        return helper.accept()
+    if isinstance(command, Push):
+        return helper.push_report(RefUpdated(spec.dst) for spec in command.specs)
+    raise AssertionError(command)
+
+
+SESSION = (
+    b"capabilities\n"
+    b"option progress true\n"
+    b"option verbosity 1\n"
+    b"option object-format\n"
+    b"list for-push\n"
+    b'option push-option "bar \\"baz"\n'
+    b"push refs/heads/main:refs/heads/main\n"
+    b"push +HEAD:refs/heads/x\n"
+    b"push :refs/heads/gone\n"
+    b"push +" + B.encode() + b":refs/heads/bysha\n"
+    b"\n"
+    b"\n"
+)
+SESSION_COMMANDS = [
+    Capabilities(),
+    Option("progress", "true"),
+    Option("verbosity", "1"),
+    Option("object-format", "true"),
+    List(for_push=True),
+    Option("push-option", 'bar "baz'),
+    Push(
+        (
+            PushSpec("refs/heads/main", "refs/heads/main", False),
+            PushSpec("HEAD", "refs/heads/x", True),
+            PushSpec(None, "refs/heads/gone", False),
+            PushSpec(B, "refs/heads/bysha", True),
+        )
+    ),
+    InputEnded(),
+]
+
+
+# -- commands ----------------------------------------------------------------
+
+
+def test_a_push_session_as_git_sends_it() -> None:
+    assert commands(SESSION) == SESSION_COMMANDS
+
+
+def test_every_split_of_the_input_gives_the_same_commands() -> None:
+    for cut in range(1, len(SESSION)):
+        helper = RemoteHelper()
+        got: list[object] = []
+        for part in (SESSION[:cut], SESSION[cut:]):
+            helper.receive_data(part)
+            while (command := helper.next_command()) is not None:
+                got.append(command)
+                if not isinstance(command, InputEnded):
+                    answer(helper, command)
+                else:
+                    break
+        assert got == SESSION_COMMANDS, cut
+
+
+def test_one_byte_at_a_time() -> None:
+    helper = RemoteHelper()
+    got: list[object] = []
+    for byte in SESSION:
+        helper.receive_data(bytes([byte]))
+        while (command := helper.next_command()) is not None and not isinstance(command, InputEnded):
+            got.append(command)
+            answer(helper, command)
+    assert got == SESSION_COMMANDS[:-1]
+
+
+def test_capabilities_answer() -> None:
+    helper = RemoteHelper()
+    helper.receive_data(b"capabilities\n")
+    assert helper.next_command() == Capabilities()
+    assert helper.capabilities() == b"stateless-connect\npush\noption\nobject-format\n\n"
+    assert "connect" not in CAPABILITIES  # it would take fetches off v2
+
+
+def test_option_answers() -> None:
+    helper = RemoteHelper()
+    helper.receive_data(b"option a 1\noption b 2\noption c 3\n")
+    for reply, wire in [
+        (OptionReply(OptionStatus.OK), b"ok\n"),
+        (OptionReply(OptionStatus.UNSUPPORTED), b"unsupported\n"),
+        (OptionReply(OptionStatus.ERROR, "bad\nvalue"), b"error bad value\n"),
+    ]:
+        assert isinstance(helper.next_command(), Option)
+        assert helper.option_reply(reply) == wire
+
+
+def test_options_inside_a_push_batch_are_answered_there() -> None:
+    helper = RemoteHelper()
+    helper.receive_data(b"push a:refs/heads/a\noption cas refs/heads/a:" + A.encode() + b"\npush b:refs/heads/b\n\n")
+    assert helper.next_command() == Option("cas", f"refs/heads/a:{A}")
+    assert helper.state is HelperState.PUSH_BATCH
+    assert helper.option_reply(OK) == b"ok\n"
+    batch = helper.next_command()
+    assert isinstance(batch, Push) and [s.dst for s in batch.specs] == ["refs/heads/a", "refs/heads/b"]
+
+
+def test_end_of_input() -> None:
+    assert commands(b"capabilities\n\n") == [Capabilities(), InputEnded()]
+    # The pipe closing at a line boundary is an end too (git went away).
+    assert commands(b"capabilities\n", eof=True) == [Capabilities(), InputEnded()]
+    helper = RemoteHelper()
+    helper.receive_data(b"\n")
+    assert helper.next_command() == InputEnded()
+    assert helper.next_command() == InputEnded()
+    with pytest.raises(DecodeError):
+        helper.receive_data(b"capabilities\n")
+
+
+@pytest.mark.parametrize(
+    "data, eof",
+    [
+        (b"capabilities", True),  # cut inside a line
+        (b"push a:refs/heads/a\n", True),  # cut inside a push batch
+        (b"frobnicate\n", False),
+        (b"list all\n", False),
+        (b"fetch " + A.encode() + b" refs/heads/main\n", False),  # not advertised
+        (b"stateless-connect\n", False),
+        (b"stateless-connect git upload-pack\n", False),
+        (b"option Progress true\n", False),
+        (b'option push-option "unterminated\n', False),
+        (b'option push-option "bad \\q escape"\n', False),
+        (b'option push-option "\\377"\n', False),  # not UTF-8
+        (b"capabilities\xff\n", False),
+        (b"push refs/heads/a\n", False),  # no colon
+        (b"push a:main\n", False),  # not a full ref name
+        (b"push a:refs/heads/..x\n", False),
+        (b"push -a:refs/heads/a\n", False),  # looks like an option to git
+        (b"push +:refs/heads/a\n", False),  # a forced deletion
+        (b"push a:refs/heads/a\npush b:refs/heads/a\n", False),  # twice
+        (b"push a:refs/heads/a\ncapabilities\n", False),
+        (b"\nmore\n", False),
+    ],
+)
+def test_bad_input_is_a_decode_error(data: bytes, eof: bool) -> None:
+    with pytest.raises(DecodeError):
+        commands(data, eof=eof)
+
+
+def test_limits() -> None:
+    limits = HelperLimits(max_line=64, max_push_refs=2, max_options=2, max_request=64)
+    with pytest.raises(DecodeError, match="longer than 64"):
+        commands(b"option push-option " + b"x" * 64 + b"\n", helper=RemoteHelper(limits))
+    with pytest.raises(DecodeError, match="longer than 64"):  # no LF yet, already too long
+        commands(b"x" * 64, helper=RemoteHelper(limits))
+    with pytest.raises(DecodeError, match="more than 2 refs"):
+        commands(b"push a:refs/heads/a\npush b:refs/heads/b\npush c:refs/heads/c\n", helper=RemoteHelper(limits))
+    with pytest.raises(DecodeError, match="more than 2 options"):
+        commands(b"option a b\noption a b\noption a b\n", helper=RemoteHelper(limits))
+    helper = RemoteHelper(limits)
+    helper.receive_data(b"stateless-connect git-upload-pack\n")
+    helper.next_command()
+    helper.accept()
+    helper.receive_data(encode_line("command=fetch") + encode_line("want " + A) * 2 + b"0000")
+    with pytest.raises(DecodeError, match="request longer than 64"):
+        helper.next_command()
+
+
+def test_answers_must_fit_the_command() -> None:
+    helper = RemoteHelper()
+    with pytest.raises(LocalProtocolError):
+        helper.capabilities()
+    helper.receive_data(b"list\ncapabilities\n")
+    assert helper.next_command() == List(for_push=False)
+    assert helper.awaiting == List(for_push=False)
+    with pytest.raises(LocalProtocolError):
+        helper.next_command()  # git waits for the list first
+    with pytest.raises(LocalProtocolError):
+        helper.option_reply(OK)
+    with pytest.raises(LocalProtocolError):
+        helper.push_report([])
+    assert helper.ref_list({}) == b"\n"
+    assert helper.next_command() == Capabilities()
+
+
+# -- list ----------------------------------------------------------------------
+
+
+def listed(refs: dict[str, str], **kwargs: str | None) -> bytes:
+    helper = RemoteHelper()
+    helper.receive_data(b"list for-push\n")
+    helper.next_command()
+    return helper.ref_list(refs, **kwargs)
+
+
+def test_ref_list() -> None:
+    assert listed({"refs/heads/main": A, "refs/tags/v1": B}, head="refs/heads/main") == (
+        f"@refs/heads/main HEAD\n{A} refs/heads/main\n{B} refs/tags/v1\n\n".encode()
+    )
+    assert listed({"HEAD": A}) == f"{A} HEAD\n\n".encode()  # a detached HEAD
+    d = "d" * 64
+    assert listed({"refs/heads/main": d}, object_format="sha256") == (
+        f":object-format sha256\n{d} refs/heads/main\n\n".encode()
+    )
+
+
+@pytest.mark.parametrize(
+    "refs, kwargs",
+    [
+        ({"refs/heads/main": "A" * 40}, {}),  # upper case
+        ({"refs/heads/main": A}, {"object_format": "sha256"}),  # a sha1 oid in a sha256 list
+        ({"refs/heads/main": "d" * 64}, {}),
+        ({"refs/heads/main": A}, {"object_format": "md5"}),
+        ({"main": A}, {}),
+        ({"refs/heads/a b": A}, {}),
+        ({}, {"head": "refs/heads/\n"}),
+    ],
+)
+def test_ref_list_refuses_what_git_would_misread(refs: dict[str, str], kwargs: dict[str, str]) -> None:
+    with pytest.raises(LocalProtocolError):
+        listed(refs, **kwargs)
+
+
+# -- push reports --------------------------------------------------------------
+
+
+def batch(*dsts: str) -> RemoteHelper:
+    helper = RemoteHelper()
+    helper.receive_data(b"".join(f"push x:{d}\n".encode() for d in dsts) + b"\n")
+    assert isinstance(helper.next_command(), Push)
+    return helper
+
+
+def test_push_report() -> None:
+    helper = batch("refs/heads/a", "refs/heads/b", "refs/heads/c", "refs/heads/d", "refs/heads/e")
+    report = helper.push_report(
+        [
+            RefUpdated("refs/heads/a"),
+            RefUpdated("refs/heads/b", forced=True),
+            RefUnchanged("refs/heads/c"),
+            RefRejected("refs/heads/d", Rejection.NON_FAST_FORWARD),
+            RefRejected("refs/heads/e", "two\nlines"),
+        ]
+    )
+    assert report == (
+        b"ok refs/heads/a\n"
+        b"ok refs/heads/b forced update\n"
+        b"ok refs/heads/c up to date\n"
+        b"error refs/heads/d non-fast forward\n"
+        b'error refs/heads/e "two\\nlines"\n'
+        b"\n"
+    )
+
+
+def test_a_push_report_covers_every_ref_once() -> None:
+    # git prints "Everything up-to-date" and exits 0 for a ref left out.
+    helper = batch("refs/heads/a", "refs/heads/b")
+    with pytest.raises(LocalProtocolError, match="leaves out"):
+        helper.push_report([RefUpdated("refs/heads/a")])
+    with pytest.raises(LocalProtocolError):
+        helper.push_report([RefUpdated("refs/heads/a"), RefUpdated("refs/heads/a")])
+    with pytest.raises(LocalProtocolError):
+        helper.push_report([RefUpdated("refs/heads/a"), RefUpdated("refs/heads/b"), RefUpdated("refs/heads/c")])
+    assert helper.awaiting is not None  # still waiting for a good report
+    helper.push_report([RefUpdated("refs/heads/b"), RefUpdated("refs/heads/a")])
+    assert helper.awaiting is None
+
+
+# -- C quoting ---------------------------------------------------------------
+
+
+def test_c_quoting_as_git_writes_it() -> None:
+    # What git 2.39 sent for `git push -o 'bar "baz' -o 'ünï' -o 'a\b'`.
+    assert c_unquote('"bar \\"baz"') == 'bar "baz'
+    assert c_unquote('"\\303\\274n\\303\\257"') == "ünï"
+    assert c_unquote('"a\\\\b"') == "a\\b"
+    assert c_unquote("plain text") == "plain text"
+    assert c_quote("plain ünï") == "plain ünï"
+    assert c_quote("a\nb\tc\x01") == '"a\\nb\\tc\\001"'
+    assert c_quote('"lead') == '"\\"lead"'
+
+
+@given(st.text())
+def test_c_quote_round_trips(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return
+    quoted = c_quote(text)
+    assert "\n" not in quoted
+    assert c_unquote(quoted) == text if quoted.startswith('"') else quoted == text
+
+
+@given(st.lists(st.binary(max_size=30) | st.sampled_from(SESSION.splitlines(keepends=True)), max_size=12))
+def test_any_input_gives_commands_or_a_decode_error(parts: list[bytes]) -> None:
+    helper = RemoteHelper()
+    try:
+        for part in parts:
+            helper.receive_data(part)
+            while (command := helper.next_command()) is not None and not isinstance(command, InputEnded):
+                if not isinstance(command, StatelessRequest | ServiceData):
+                    answer(helper, command)
+        helper.receive_eof()
+        while not isinstance(helper.next_command(), InputEnded):
+            pass
+    except DecodeError:
+        pass
+
+
+@given(st.binary(max_size=40))
+def test_c_unquote_never_fails_otherwise(raw: bytes) -> None:
+    text = '"' + raw.decode("latin-1") + '"'
+    try:
+        c_unquote(text)
+    except DecodeError:
+        pass
+
+
+# -- options -------------------------------------------------------------------
+
+
+def test_helper_options() -> None:
+    options = HelperOptions()
+    for name, value, status in [
+        ("progress", "true", OptionStatus.OK),
+        ("verbosity", "0", OptionStatus.OK),
+        ("dry-run", "true", OptionStatus.OK),
+        ("atomic", "true", OptionStatus.OK),
+        ("object-format", "true", OptionStatus.OK),
+        ("force-if-includes", "true", OptionStatus.OK),
+        ("push-option", "a", OptionStatus.OK),
+        ("push-option", "b", OptionStatus.OK),
+        ("cas", f"refs/heads/main:{A}", OptionStatus.OK),
+        ("cas", f"refs/heads/new:{'0' * 40}", OptionStatus.OK),
+        ("progress", "yes", OptionStatus.ERROR),
+        ("verbosity", "-1", OptionStatus.ERROR),
+        ("verbosity", "١", OptionStatus.ERROR),  # a digit, but not ASCII
+        ("cas", "refs/heads/main", OptionStatus.ERROR),
+        ("cas", "main:" + A, OptionStatus.ERROR),
+        ("push-option", "a\nb", OptionStatus.ERROR),
+        ("pushcert", "true", OptionStatus.UNSUPPORTED),  # git then refuses --signed
+        ("depth", "1", OptionStatus.UNSUPPORTED),  # only on the list/fetch path
+        ("servpath", "/x", OptionStatus.UNSUPPORTED),
+    ]:
+        assert options.apply(Option(name, value)).status is status, (name, value)
+    assert (options.progress, options.verbosity, options.dry_run, options.atomic, options.object_format) == (
+        True,
+        0,
+        True,
+        True,
+        True,
+    )
+    assert options.push_options == ["a", "b"]
+    assert options.leases == {"refs/heads/main": A, "refs/heads/new": "0" * 40}
+
+
+# -- git's push rule -------------------------------------------------------------
+
+MAIN, TAG = "refs/heads/main", "refs/tags/v1"
+
+
+@pytest.mark.parametrize(
+    "spec, kwargs, expected",
+    [
+        (PushSpec("x", MAIN, False), dict(current=A, new=A), RefUnchanged(MAIN)),
+        (PushSpec("x", MAIN, False), dict(current=None, new=A), RefUpdated(MAIN)),
+        (PushSpec("x", MAIN, False), dict(current=A, new=B, fast_forward=True), RefUpdated(MAIN)),
+        (PushSpec("x", MAIN, False), dict(current=A, new=B), RefRejected(MAIN, Rejection.NON_FAST_FORWARD)),
+        (PushSpec("x", MAIN, True), dict(current=A, new=B), RefUpdated(MAIN, forced=True)),
+        (PushSpec("x", MAIN, True), dict(current=A, new=B, fast_forward=True), RefUpdated(MAIN)),
+        (PushSpec("x", MAIN, False), dict(current=A, new=B, known_locally=False),
+         RefRejected(MAIN, Rejection.FETCH_FIRST)),
+        (PushSpec("x", MAIN, False), dict(current=A, new=B, commits=False), RefRejected(MAIN, Rejection.NEEDS_FORCE)),
+        (PushSpec("x", TAG, False), dict(current=A, new=B, fast_forward=True),
+         RefRejected(TAG, Rejection.ALREADY_EXISTS)),
+        (PushSpec("x", TAG, True), dict(current=A, new=B), RefUpdated(TAG, forced=True)),
+        (PushSpec(None, MAIN, False), dict(current=A, new=None), RefUpdated(MAIN)),
+        (PushSpec(None, MAIN, False), dict(current=None, new=None), RefRejected(MAIN, "remote ref does not exist")),
+        # --force-with-lease: git sends no '+', the lease decides.
+        (PushSpec("x", MAIN, False), dict(current=A, new=B, lease=A), RefUpdated(MAIN, forced=True)),
+        (PushSpec("x", MAIN, False), dict(current=C, new=B, lease=A), RefRejected(MAIN, Rejection.STALE_INFO)),
+        (PushSpec("x", MAIN, False), dict(current=None, new=B, lease="0" * 40), RefUpdated(MAIN)),
+        (PushSpec("x", MAIN, False), dict(current=A, new=B, lease="0" * 40), RefRejected(MAIN, Rejection.STALE_INFO)),
+        (PushSpec(None, MAIN, False), dict(current=C, new=None, lease=A), RefRejected(MAIN, Rejection.STALE_INFO)),
+        (PushSpec("x", MAIN, True), dict(current=C, new=B, lease=A), RefRejected(MAIN, Rejection.STALE_INFO)),
+    ],
+)
+def test_judge_update_follows_git(spec: PushSpec, kwargs: dict[str, object], expected: object) -> None:
+    assert judge_update(spec, **kwargs) == expected  # type: ignore[arg-type]
+
+
+# -- stateless-connect -----------------------------------------------------------
+
+LS_REFS = encode_line("command=ls-refs") + b"0001" + encode_line("peel") + b"0000"
+FETCH = b"0011command=fetch" + encode_line("agent=git/2.39.5") + b"0001" + encode_line(f"want {A}") + b"0000"
+
+
+def connected(extra: bytes = b"") -> RemoteHelper:
+    helper = RemoteHelper()
+    helper.receive_data(b"capabilities\nstateless-connect git-upload-pack\n" + extra)
+    helper.next_command()
+    helper.capabilities()
+    assert helper.next_command() == StatelessConnect("git-upload-pack")
+    assert helper.accept() == b"\n"
+    assert helper.state is HelperState.STATELESS
+    return helper
+
+
+def test_stateless_requests_end_at_a_flush() -> None:
+    helper = connected(LS_REFS[:7])  # bytes that came with the command line
+    assert helper.next_command() is None
+    helper.receive_data(LS_REFS[7:] + FETCH)
+    assert helper.next_command() == StatelessRequest("ls-refs", LS_REFS)
+    assert helper.next_command() == StatelessRequest("fetch", FETCH)
+    assert helper.next_command() is None
+    helper.receive_eof()  # git closes after its last response: no blank line
+    assert helper.next_command() == InputEnded()
+    assert helper.state is HelperState.ENDED
+
+
+def test_a_request_split_anywhere() -> None:
+    data = LS_REFS + FETCH
+    for cut in range(len(data)):
+        helper = connected()
+        helper.receive_data(data[:cut])
+        got = []
+        while (r := helper.next_command()) is not None:
+            got.append(r)
+        helper.receive_data(data[cut:])
+        while (r := helper.next_command()) is not None:
+            got.append(r)
+        assert [r.command for r in got if isinstance(r, StatelessRequest)] == ["ls-refs", "fetch"], cut
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        LS_REFS[:-4],  # cut before its flush
+        encode_line("peel") + b"0000",  # no command
+        b"0001" + LS_REFS,
+        encode_line("command=Fetch") + b"0000",
+        b"zzzz",
+    ],
+)
+def test_bad_stateless_input(data: bytes) -> None:
+    helper = connected(data)
+    helper.receive_eof()
+    with pytest.raises(DecodeError):
+        while not isinstance(helper.next_command(), InputEnded):
+            pass
+
+
+def test_fall_back_stays_on_commands() -> None:
+    helper = RemoteHelper()
+    helper.receive_data(b"stateless-connect git-upload-archive\nlist\n")
+    assert helper.next_command() == StatelessConnect("git-upload-archive")
+    assert helper.fall_back() == b"fallback\n"
+    assert helper.next_command() == List(for_push=False)
+
+
+def test_connect_passes_the_service_bytes() -> None:
+    helper = RemoteHelper()
+    helper.receive_data(b"connect git-receive-pack\n0000")
+    assert helper.next_command() == Connect("git-receive-pack")
+    helper.accept()
+    assert helper.state is HelperState.CONNECTED
+    assert helper.next_command() == ServiceData(b"0000")
+    helper.receive_data(b"more")
+    assert helper.next_command() == ServiceData(b"more")
+    helper.receive_eof()
+    assert helper.next_command() == InputEnded()
+
+
+# -- the response tracker ----------------------------------------------------------
+
+RESPONSE = (
+    encode_line("packfile")
+    + b"0005\x02"
+    + encode_line("\x02Enumerating objects: 3, done.")
+    + b"0009\x01PACK"
+    + b"0000"
+)
+
+
+def test_tracker_gives_the_response_end_after_a_clean_response() -> None:
+    for cut in range(len(RESPONSE) + 1):
+        tracker = ResponseTracker()
+        tracker.receive_data(RESPONSE[:cut])
+        tracker.receive_data(RESPONSE[cut:])
+        assert tracker.end() == b"0002"
+        assert tracker.size == len(RESPONSE)
+    byte_by_byte = ResponseTracker()
+    for b in RESPONSE:
+        byte_by_byte.receive_data(bytes([b]))
+    assert byte_by_byte.end() == b"0002"
+
+
+@pytest.mark.parametrize("cut", [1, 2, 6, len(RESPONSE) - 4, len(RESPONSE) - 2])
+def test_tracker_refuses_a_cut_response(cut: int) -> None:
+    tracker = ResponseTracker()
+    tracker.receive_data(RESPONSE[:cut])
+    with pytest.raises(DecodeError):
+        tracker.end()
+
+
+@pytest.mark.parametrize("data", [b"00zz", b"0003", b"fff1"])
+def test_tracker_refuses_bad_lengths(data: bytes) -> None:
+    with pytest.raises(DecodeError):
+        ResponseTracker().receive_data(data)
+
+
+def test_the_core_does_not_import_trio() -> None:
+    from tests.test_layers import ALL_IMPORTS, TRIO, trio_violations
+
+    assert trio_violations(ALL_IMPORTS, TRIO, ["guts.repo.remote_helper"]) == []
+    code = "import sys, guts.repo.remote_helper; print('trio' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
