@@ -1,13 +1,22 @@
 """guts.repo.remote_helper: git's remote-helper protocol, helper's side.
 
-The pure core, tested synchronously: commands from bytes split every
-way, answers byte for byte, the bounds, the state checks, git's push rule.
+The pure core is tested first, synchronously: commands from bytes split
+every way, answers byte for byte, the bounds, the state checks, git's push
+rule. Then real git 2.39 drives the core through
+``tests/remote_helper_fixture.py`` (installed as ``git-remote-gutstest``):
+clone, fetch, progress, sha256, every kind of push.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -43,6 +52,8 @@ from guts.repo.remote_helper import (
     judge_update,
 )
 
+HERE = Path(__file__).resolve().parent
+FIXTURE = HERE / "remote_helper_fixture.py"
 A, B, C = "a" * 40, "b" * 40, "c" * 40
 OK = OptionReply(OptionStatus.OK)
 
@@ -585,3 +596,405 @@ def test_the_core_does_not_import_trio() -> None:
     code = "import sys, guts.repo.remote_helper; print('trio' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+# == real git ====================================================================
+
+
+@dataclass
+class World:
+    """A PATH with git-remote-gutstest, a quiet git configuration, and a
+    bare upstream repository with branches, tags and a merge."""
+
+    root: Path
+    env: dict[str, str]
+    upstream: Path
+    log: Path
+
+    def git(
+        self, *args: str, cwd: Path | None = None, check: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            ["git", *args], cwd=cwd, env={**self.env, **(env or {})}, capture_output=True, text=True, timeout=60
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"git {' '.join(args)}:\n{done.stdout}\n{done.stderr}")
+        return done
+
+    def refs(self, repo: Path) -> dict[str, str]:
+        out = self.git("for-each-ref", "--format=%(objectname) %(refname)", env={"GIT_DIR": str(repo)}).stdout
+        return {name: oid for oid, name in (line.split(" ", 1) for line in out.splitlines())}
+
+    def copy(self, name: str) -> Path:
+        path = self.root / name
+        shutil.copytree(self.upstream, path)
+        return path
+
+    def commit(self, repo: Path, ref: str, message: str, *, parent: str | None = None) -> str:
+        """A new commit on ``ref`` of a bare repository (a file changed)."""
+        env = {"GIT_DIR": str(repo)}
+        parent = parent or self.git("rev-parse", ref, env=env).stdout.strip()
+        tree = self.git("rev-parse", f"{parent}^{{tree}}", env=env).stdout.strip()
+        index = self.root / f"index-{message}"
+        env_i = {**env, "GIT_INDEX_FILE": str(index)}
+        self.git("read-tree", tree, env=env_i)
+        content = subprocess.run(
+            ["git", "hash-object", "-w", "--stdin"], input=(message * 20).encode(),
+            env={**self.env, **env}, capture_output=True, check=True,
+        ).stdout.decode().strip()
+        self.git("update-index", "--add", "--cacheinfo", f"100644,{content},{message}.txt", env=env_i)
+        new_tree = self.git("write-tree", env=env_i).stdout.strip()
+        oid = self.git("commit-tree", new_tree, "-p", parent, "-m", message, env=env).stdout.strip()
+        self.git("update-ref", ref, oid, env=env)
+        return oid
+
+    def logged(self) -> list[dict[str, object]]:
+        if not self.log.exists():
+            return []
+        entries = [json.loads(line) for line in self.log.read_text().splitlines()]
+        self.log.unlink()
+        return entries
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    root = tmp_path_factory.mktemp("remote-helper")
+    home, bin_dir = root / "home", root / "bin"
+    home.mkdir()
+    bin_dir.mkdir()
+    launcher = bin_dir / "git-remote-gutstest"
+    launcher.write_text(
+        f"#!{sys.executable}\n"
+        "import runpy, sys\n"
+        f"sys.path.insert(0, {str(HERE.parent)!r})\n"
+        f"runpy.run_path({str(FIXTURE)!r}, run_name='__main__')\n"
+    )
+    launcher.chmod(0o755)
+    (home / ".gitconfig").write_text(
+        "[user]\n\tname = A U Thor\n\temail = author@example.com\n"
+        "[init]\n\tdefaultBranch = main\n[advice]\n\tdetachedHead = false\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(
+        HOME=str(home),
+        PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_CONFIG_GLOBAL=str(home / ".gitconfig"),
+        GIT_TERMINAL_PROMPT="0",
+        GIT_AUTHOR_DATE="1600000000 +0000",
+        GIT_COMMITTER_DATE="1600000000 +0000",
+        GUTSTEST_LOG=str(root / "helper.log"),
+        LC_ALL="C",
+    )
+    world = World(root, env, root / "upstream.git", root / "helper.log")
+    work = root / "work"
+    world.git("init", "-q", str(work))
+    script = [
+        ("commit", "one"), ("tag", "-a", "v1.0", "-m", "first"), ("commit", "two"),
+        ("checkout", "-q", "-b", "topic"), ("commit", "t1"), ("commit", "t2"),
+        ("checkout", "-q", "main"), ("commit", "three"), ("tag", "light"),
+        ("merge", "-q", "--no-ff", "topic", "-m", "merge topic"), ("tag", "-a", "v2.0", "-m", "second"),
+        ("checkout", "-q", "-b", "feature"), ("commit", "f1"), ("checkout", "-q", "main"),
+    ]  # fmt: skip
+    for step in script:
+        if step[0] == "commit":
+            (work / f"{step[1]}.txt").write_text(step[1] * 50 + "\n")
+            world.git("add", ".", cwd=work)
+            world.git("commit", "-q", "-m", step[1], cwd=work)
+        else:
+            world.git(*step, cwd=work)
+    world.git("clone", "-q", "--bare", str(work), str(world.upstream))
+    yield world
+
+
+def clone(world: World, name: str, source: Path | None = None, *args: str) -> Path:
+    dest = world.root / name
+    world.git("clone", "-q", *args, f"gutstest::{source or world.upstream}", str(dest))
+    return dest
+
+
+def test_clone_gets_every_branch_and_tag(world: World) -> None:
+    dest = clone(world, "clone")
+    upstream = world.refs(world.upstream)
+    assert set(upstream) == {"refs/heads/main", "refs/heads/topic", "refs/heads/feature",
+                             "refs/tags/v1.0", "refs/tags/light", "refs/tags/v2.0"}  # fmt: skip
+    mine = world.refs(dest / ".git")
+    for name, oid in upstream.items():
+        local = name.replace("refs/heads/", "refs/remotes/origin/")
+        assert mine[local] == oid, name
+    assert world.git("symbolic-ref", "refs/remotes/origin/HEAD", cwd=dest).stdout.strip() == "refs/remotes/origin/main"
+    parents = world.git("rev-list", "--parents", "-1", "--merges", "main", cwd=dest).stdout.split()
+    assert len(parents) == 3  # the merge arrived whole
+    world.git("fsck", "--strict", "--no-dangling", cwd=dest)
+    assert [e["command"] for e in world.logged()] == ["ls-refs", "fetch"]
+
+
+def test_fetch_moves_a_pack_as_small_as_gits(world: World) -> None:
+    upstream = world.copy("fetch-upstream.git")
+    ours = clone(world, "fetch-ours", upstream)
+    theirs = world.root / "fetch-theirs"
+    world.git("clone", "-q", f"file://{upstream}", str(theirs))
+    full = sum(e["response"] for e in world.logged() if e["command"] == "fetch")  # type: ignore[misc]
+    new = world.commit(upstream, "refs/heads/main", "four")
+
+    world.git("fetch", "-q", cwd=ours, env={"GIT_TRACE_PACKFILE": str(world.root / "ours.pack")})
+    world.git("fetch", "-q", cwd=theirs, env={"GIT_TRACE_PACKFILE": str(world.root / "theirs.pack")})
+    assert world.git("rev-parse", "origin/main", cwd=ours).stdout.strip() == new
+    ours_pack = (world.root / "ours.pack").read_bytes()
+    theirs_pack = (world.root / "theirs.pack").read_bytes()
+    assert ours_pack == theirs_pack  # the same negotiation, the same pack
+    assert len(ours_pack) < 1024 < full
+    log = world.logged()
+    assert [e["command"] for e in log] == ["ls-refs", "fetch"]
+
+    # Nothing new: only the ref listing goes over.
+    world.git("fetch", "-q", cwd=ours)
+    assert [e["command"] for e in world.logged()] == ["ls-refs"]
+    world.git("fsck", "--strict", "--no-dangling", cwd=ours)
+
+
+def test_progress_is_relayed_only_when_asked(world: World) -> None:
+    loud = world.git("clone", "--progress", f"gutstest::{world.upstream}", str(world.root / "loud"))
+    assert "remote: Enumerating objects" in loud.stderr
+    assert "remote: Total" in loud.stderr
+    assert "Receiving objects: 100%" in loud.stderr
+    quiet = world.git("clone", "--no-progress", f"gutstest::{world.upstream}", str(world.root / "quiet"))
+    assert "remote:" not in quiet.stderr and "Receiving" not in quiet.stderr
+    world.logged()
+
+
+def test_sha256(world: World) -> None:
+    work = world.root / "work256"
+    world.git("init", "-q", "--object-format=sha256", str(work))
+    (work / "a.txt").write_text("a\n")
+    world.git("add", ".", cwd=work)
+    world.git("commit", "-q", "-m", "a", cwd=work)
+    bare = world.root / "up256.git"
+    world.git("clone", "-q", "--bare", str(work), str(bare))
+    oid = world.refs(bare)["refs/heads/main"]
+    # Outside any repository git assumes sha1; the v2 advertisement says sha256.
+    listed = world.git("ls-remote", f"gutstest::{bare}", cwd=world.root).stdout
+    assert f"{oid}\trefs/heads/main" in listed
+    dest = clone(world, "clone256", bare)
+    assert world.git("rev-parse", "--show-object-format", cwd=dest).stdout.strip() == "sha256"
+    world.git("commit", "-q", "--allow-empty", "-m", "b", cwd=dest)
+    pushed = world.git("push", "origin", "main", cwd=dest)
+    assert "main -> main" in pushed.stderr
+    assert world.refs(bare)["refs/heads/main"] == world.git("rev-parse", "HEAD", cwd=dest).stdout.strip()
+    world.logged()
+
+
+def test_a_mismatched_object_format_is_refused(world: World) -> None:
+    empty256 = world.root / "empty256.git"
+    world.git("init", "-q", "--bare", "--object-format=sha256", str(empty256))
+    source = clone(world, "sha1-source")
+    refused = world.git("push", f"gutstest::{empty256}", "main", cwd=source, check=False)
+    assert refused.returncode != 0
+    assert "object format mismatch" in refused.stderr
+    assert world.refs(empty256) == {}
+
+
+def test_a_response_cut_short_fails_the_clone_without_a_hang(world: World) -> None:
+    """The server dies mid-pack: the tracker withholds the ``0002``, the
+    helper exits, and git reports an error instead of waiting forever."""
+    dest = world.root / "cut"
+    done = world.git("clone", f"gutstest::{world.upstream}", str(dest), check=False,
+                     env={"GUTSTEST_CUT_FETCH": "300"})  # fmt: skip
+    assert done.returncode != 0
+    assert "gutstest: upload-pack's response is cut" in done.stderr
+    assert not dest.exists()  # git cleaned up after itself
+    world.logged()
+
+
+def test_protocol_v0_is_refused_with_the_reason(world: World) -> None:
+    done = world.git("-c", "protocol.version=0", "clone", f"gutstest::{world.upstream}", str(world.root / "v0"),
+                     check=False)  # fmt: skip
+    assert done.returncode != 0
+    assert "protocol version 2" in done.stderr
+
+
+def test_git_v2_serves_any_object_by_oid(world: World) -> None:
+    """Why a serving node must check ``want`` lines itself: git 2.39's v2
+    upload-pack hands out an object no ref reaches to anyone naming it
+    (v0 refuses: "not our ref")."""
+    upstream = world.copy("dangling.git")
+    tree = world.git("rev-parse", "main^{tree}", env={"GIT_DIR": str(upstream)}).stdout.strip()
+    secret = world.git("commit-tree", tree, "-m", "unreachable", env={"GIT_DIR": str(upstream)}).stdout.strip()
+    dest = world.root / "dangling-fetch"
+    world.git("init", "-q", str(dest))
+    world.git("fetch", "-q", f"gutstest::{upstream}", secret, cwd=dest)
+    assert world.git("cat-file", "-t", secret, cwd=dest).stdout.strip() == "commit"
+    v0 = world.git("-c", "protocol.version=0", "fetch", f"file://{upstream}", secret, cwd=world.root / "clone",
+                   check=False)  # fmt: skip
+    assert "not our ref" in v0.stderr or "unadvertised object" in v0.stderr
+    world.logged()
+
+
+# -- push -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pair(world: World, request: pytest.FixtureRequest) -> tuple[Path, Path]:
+    """A fresh copy of the upstream repository and a clone of it."""
+    name = request.node.name.replace("[", "-").replace("]", "")
+    remote = world.copy(f"{name}.git")
+    local = clone(world, name, remote)
+    world.logged()
+    return remote, local
+
+
+def push(world: World, local: Path, *args: str, hook: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``git push`` from ``local``; ``hook`` runs in the remote repository
+    after the pack arrived, before the helper judges the refs."""
+    return world.git("push", *args, cwd=local, check=False, env={"GUTSTEST_BEFORE_PUSH": hook} if hook else None)
+
+
+def no_quarantine_left(remote: Path) -> bool:
+    return not list((remote / "objects").glob("incoming-*"))
+
+
+def test_push_a_new_commit(world: World, pair: tuple[Path, Path]) -> None:
+    remote, local = pair
+    old = world.refs(remote)["refs/heads/main"]
+    world.git("commit", "-q", "--allow-empty", "-m", "pushed", cwd=local)
+    new = world.git("rev-parse", "HEAD", cwd=local).stdout.strip()
+    done = push(world, local, "--progress", "origin", "main")
+    assert done.returncode == 0, done.stderr
+    assert f"   {old[:7]}..{new[:7]}  main -> main" in done.stderr
+    assert "Writing objects: 100%" in done.stderr  # pack-objects' own progress
+    assert world.refs(remote)["refs/heads/main"] == new
+    world.git("fsck", "--strict", "--no-dangling", env={"GIT_DIR": str(remote)})
+    assert no_quarantine_left(remote)
+    world.git("commit", "-q", "--allow-empty", "-m", "again", cwd=local)
+    done = push(world, local, "-q", "origin", "main")
+    assert done.returncode == 0 and done.stderr == ""
+    assert world.logged()[-1] == {"push": [["RefUpdated", "refs/heads/main"]]}
+
+
+def test_push_into_an_empty_repository(world: World, pair: tuple[Path, Path]) -> None:
+    _, local = pair
+    empty = world.root / "empty.git"
+    world.git("init", "-q", "--bare", str(empty))
+    done = push(world, local, f"gutstest::{empty}", "main", "v1.0")
+    assert done.returncode == 0, done.stderr
+    assert " * [new branch]      main -> main" in done.stderr
+    assert " * [new tag]         v1.0 -> v1.0" in done.stderr
+    world.git("fsck", "--strict", "--no-dangling", env={"GIT_DIR": str(empty)})
+
+
+def test_a_non_fast_forward_is_refused_as_git_refuses_it(world: World, pair: tuple[Path, Path]) -> None:
+    remote, local = pair
+    before = world.refs(remote)
+    world.git("reset", "-q", "--hard", "HEAD~1", cwd=local)
+    world.git("commit", "-q", "--allow-empty", "-m", "diverged", cwd=local)
+    done = push(world, local, "origin", "main")
+    assert done.returncode == 1
+    assert " ! [rejected]        main -> main (non-fast-forward)" in done.stderr
+    assert "hint: Updates were rejected because the tip of your current branch is behind" in done.stderr
+    assert world.refs(remote) == before
+    assert world.logged() == []  # git refused it itself, from `list for-push`
+
+    # --force is accepted, and git marks it forced.
+    done = push(world, local, "--force", "origin", "main")
+    assert done.returncode == 0, done.stderr
+    new = world.git("rev-parse", "HEAD", cwd=local).stdout.strip()
+    assert f" + {before['refs/heads/main'][:7]}...{new[:7]} main -> main (forced update)" in done.stderr
+    assert world.refs(remote)["refs/heads/main"] == new
+
+
+def test_the_helper_refuses_a_non_fast_forward_git_could_not_see(world: World, pair: tuple[Path, Path]) -> None:
+    """Another push lands between ``list for-push`` and ours: the helper's
+    own check (:func:`judge_update`) answers, and git prints its usual
+    rejection from that answer."""
+    remote, local = pair
+    main = world.refs(remote)["refs/heads/main"]
+    feature = world.refs(remote)["refs/heads/feature"]  # known here, not an ancestor of ours
+    world.git("commit", "-q", "--allow-empty", "-m", "mine", cwd=local)
+    move = f"git update-ref refs/heads/main {feature}"
+    done = push(world, local, "origin", "main", hook=move)
+    assert done.returncode == 1
+    assert " ! [rejected]        main -> main (non-fast-forward)" in done.stderr
+    assert world.refs(remote)["refs/heads/main"] == feature
+    assert no_quarantine_left(remote)
+
+    # A commit this repository has never seen: git's advice is to fetch first.
+    world.git("update-ref", "refs/heads/main", main, env={"GIT_DIR": str(remote)})
+    stranger = world.commit(remote, "refs/heads/side", "stranger", parent=feature)
+    move = f"git update-ref refs/heads/main {stranger}"
+    done = push(world, local, "origin", "main", hook=move)
+    assert " ! [rejected]        main -> main (fetch first)" in done.stderr
+    assert "hint: Updates were rejected because the remote contains work that you do" in done.stderr
+
+
+def test_force_with_lease(world: World, pair: tuple[Path, Path]) -> None:
+    remote, local = pair
+    world.git("reset", "-q", "--hard", "HEAD~1", cwd=local)
+    world.git("commit", "-q", "--allow-empty", "-m", "rewritten", cwd=local)
+    new = world.git("rev-parse", "HEAD", cwd=local).stdout.strip()
+    # The lease holds when we push, but someone moves main in between.
+    other = world.commit(remote, "refs/heads/other", "other", parent=world.refs(remote)["refs/heads/main"])
+    done = push(world, local, "--force-with-lease", "origin", "main",
+                hook=f"git update-ref refs/heads/main {other}")  # fmt: skip
+    assert " ! [rejected]        main -> main (stale info)" in done.stderr
+    assert world.refs(remote)["refs/heads/main"] == other
+    world.git("fetch", "-q", "origin", cwd=local)
+    done = push(world, local, "--force-with-lease", "origin", "main")
+    assert done.returncode == 0, done.stderr
+    assert "(forced update)" in done.stderr
+    assert world.refs(remote)["refs/heads/main"] == new
+
+
+def test_tags(world: World, pair: tuple[Path, Path]) -> None:
+    remote, local = pair
+    world.git("tag", "-a", "v3.0", "-m", "third", cwd=local)
+    tag = world.git("rev-parse", "v3.0", cwd=local).stdout.strip()
+    done = push(world, local, "origin", "v3.0")
+    assert " * [new tag]         v3.0 -> v3.0" in done.stderr
+    assert world.refs(remote)["refs/tags/v3.0"] == tag
+    assert world.git("cat-file", "-t", tag, env={"GIT_DIR": str(remote)}).stdout.strip() == "tag"
+    # Moving a tag needs --force, as with any git remote.
+    world.git("tag", "-f", "-a", "v3.0", "-m", "moved", "HEAD~1", cwd=local)
+    done = push(world, local, "origin", "v3.0")
+    assert " ! [rejected]        v3.0 -> v3.0 (already exists)" in done.stderr
+    done = push(world, local, "--force", "origin", "v3.0")
+    assert done.returncode == 0, done.stderr
+    assert world.refs(remote)["refs/tags/v3.0"] == world.git("rev-parse", "v3.0", cwd=local).stdout.strip()
+
+
+def test_delete_a_branch(world: World, pair: tuple[Path, Path]) -> None:
+    remote, local = pair
+    done = push(world, local, "origin", ":feature")
+    assert done.returncode == 0, done.stderr
+    assert " - [deleted]         feature" in done.stderr
+    assert "refs/heads/feature" not in world.refs(remote)
+    done = push(world, local, "origin", ":nothing")
+    assert "error: unable to delete 'nothing': remote ref does not exist" in done.stderr
+
+
+def test_atomic_and_dry_run(world: World, pair: tuple[Path, Path]) -> None:
+    remote, local = pair
+    before = world.refs(remote)
+    world.git("commit", "-q", "--allow-empty", "-m", "a", cwd=local)
+    world.git("branch", "new-one", cwd=local)
+    done = push(world, local, "--dry-run", "origin", "main", "new-one")
+    assert done.returncode == 0, done.stderr
+    assert "main -> main" in done.stderr and "[new branch]      new-one -> new-one" in done.stderr
+    assert world.refs(remote) == before and no_quarantine_left(remote)
+
+    # One ref refused makes the whole atomic push refused.
+    feature = before["refs/heads/feature"]
+    done = push(world, local, "--atomic", "origin", "main", "new-one",
+                hook=f"git update-ref refs/heads/main {feature}")  # fmt: skip
+    assert done.returncode == 1
+    assert "main -> main (non-fast-forward)" in done.stderr
+    assert "new-one -> new-one (atomic push failed)" in done.stderr
+    assert "refs/heads/new-one" not in world.refs(remote)
+
+
+def test_push_options_are_accepted(world: World, pair: tuple[Path, Path]) -> None:
+    remote, local = pair
+    world.git("commit", "-q", "--allow-empty", "-m", "o", cwd=local)
+    refused = push(world, local, "--signed", "origin", "main")
+    assert "does not support --signed" in refused.stderr
+    done = push(world, local, "-o", "ci.skip", "-o", 'a "quoted" ünï', "origin", "main")
+    assert done.returncode == 0, done.stderr
