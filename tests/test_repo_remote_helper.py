@@ -4,7 +4,8 @@ The pure core is tested first, synchronously: commands from bytes split
 every way, answers byte for byte, the bounds, the state checks, git's push
 rule. Then real git 2.39 drives the core through
 ``tests/remote_helper_fixture.py`` (installed as ``git-remote-gutstest``):
-clone, fetch, progress, sha256, every kind of push.
+clone, fetch, progress, sha256, every kind of push, and the two ways a
+node could fetch into a quarantine.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from guts.errors import DecodeError, LocalProtocolError
-from guts.repo.pktline import encode_line
+from guts.repo.pktline import FLUSH, DataPacket, PktLineDecoder, encode_line, encode_packet
 from guts.repo.remote_helper import (
     CAPABILITIES,
     Capabilities,
@@ -998,3 +999,95 @@ def test_push_options_are_accepted(world: World, pair: tuple[Path, Path]) -> Non
     assert "does not support --signed" in refused.stderr
     done = push(world, local, "-o", "ci.skip", "-o", 'a "quoted" ünï', "origin", "main")
     assert done.returncode == 0, done.stderr
+
+
+# -- a node's own fetch into a quarantine --------------------------------------------
+
+
+def quarantine(world: World, repo: Path) -> tuple[Path, dict[str, str]]:
+    path = Path(os.path.realpath(repo / "objects" / "incoming-test"))
+    (path / "pack").mkdir(parents=True)
+    env = {
+        "GIT_DIR": str(repo),
+        "GIT_OBJECT_DIRECTORY": str(path),
+        "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(repo / "objects"),
+        "GIT_QUARANTINE_PATH": str(path),
+    }
+    return path, env
+
+
+def objects_in(path: Path) -> int:
+    return sum(1 for p in path.rglob("*") if p.is_file())
+
+
+def test_node_fetch_with_git_fetch_into_a_quarantine(world: World) -> None:
+    """``git fetch`` through the helper, with the quarantine's variables: no
+    ref, no FETCH_HEAD, no followed tag, objects only in the quarantine;
+    and ``GIT_QUARANTINE_PATH`` refuses any ref update a refspec asks for."""
+    node = world.root / "node-a.git"
+    world.git("init", "-q", "--bare", str(node))
+    path, env = quarantine(world, node)
+    main = world.refs(world.upstream)["refs/heads/main"]
+    url = f"gutstest::{world.upstream}"
+    quiet = ["--no-write-fetch-head", "--no-tags", "--refmap=", "--no-auto-maintenance", "--no-recurse-submodules"]
+    world.git("fetch", "-q", *quiet, url, main, env=env)
+    assert world.refs(node) == {}
+    assert not (node / "FETCH_HEAD").exists()
+    assert objects_in(path) > 0 and objects_in(node / "objects" / "pack") == 0
+    world.git("cat-file", "-e", main, env=env)
+
+    refused = world.git("fetch", "--no-write-fetch-head", url, "refs/heads/main:refs/heads/main", check=False, env=env)
+    assert refused.returncode != 0
+    assert "ref updates forbidden inside quarantine environment" in refused.stderr
+    assert world.refs(node) == {}
+    world.logged()
+
+
+def test_node_fetch_with_fetch_pack_over_stateless_rpc(world: World) -> None:
+    """``git fetch-pack --stateless-rpc`` speaks exactly what
+    stateless-connect carries on its stdin and stdout: the node can pump
+    requests to a peer's upload-pack and responses back (adding ``0002``)
+    with no helper process, and fetch-pack writes no ref."""
+    node = world.root / "node-b.git"
+    world.git("init", "-q", "--bare", str(node))
+    path, env = quarantine(world, node)
+    main = world.refs(world.upstream)["refs/heads/main"]
+    serve_env = {**world.env, "GIT_PROTOCOL": "version=2"}
+    # --lock-pack, as git's own remote-curl passes it: without it, git
+    # 2.39's fetch-pack --stateless-rpc crashes (SIGSEGV) when it keeps a
+    # pack with fetch.fsckObjects on.
+    fetch_pack = subprocess.Popen(
+        ["git", "-c", "fetch.fsckObjects=true", "-c", "fetch.unpackLimit=1",
+         "fetch-pack", "--stateless-rpc", "--lock-pack", "--thin", "--no-progress", "peer", main],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**world.env, **env},
+    )  # fmt: skip
+    assert fetch_pack.stdin is not None and fetch_pack.stdout is not None
+    advertisement = subprocess.run(
+        ["git", "upload-pack", "--advertise-refs", "--stateless-rpc", str(world.upstream)],
+        env=serve_env, capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    fetch_pack.stdin.write(advertisement)
+    fetch_pack.stdin.flush()
+    decoder, request, commands = PktLineDecoder(), b"", []
+    while chunk := os.read(fetch_pack.stdout.fileno(), 65536):
+        decoder.receive_data(chunk)
+        while (packet := decoder.next_packet()) is not None:
+            request += encode_packet(packet)
+            if isinstance(packet, DataPacket) and packet.line().startswith(b"command="):
+                commands.append(packet.line().decode())
+            if packet == FLUSH:
+                response = subprocess.run(
+                    ["git", "upload-pack", "--stateless-rpc", str(world.upstream)],
+                    input=request, env=serve_env, capture_output=True, check=True,
+                ).stdout  # fmt: skip
+                tracker = ResponseTracker()
+                tracker.receive_data(response)
+                fetch_pack.stdin.write(response + tracker.end())
+                fetch_pack.stdin.flush()
+                request = b""
+    assert fetch_pack.wait(timeout=30) == 0, fetch_pack.stderr.read() if fetch_pack.stderr else ""
+    assert commands == ["command=ls-refs", "command=fetch"]
+    assert world.refs(node) == {}
+    packs = sorted(p.suffix for p in (path / "pack").iterdir())
+    assert packs == [".idx", ".keep", ".pack"]  # the .keep must not migrate
+    world.git("cat-file", "-e", main, env=env)
