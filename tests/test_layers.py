@@ -106,6 +106,9 @@ CORES: list[str] = [
     "guts.repo.revisions",
     "guts.repo.sigrefs",
     "guts.repo.canonical",
+    "guts.repo.helper_commands",
+    "guts.repo.push_rules",
+    "guts.repo.remote_helper",
     "guts.repo.layout",
 ]
 

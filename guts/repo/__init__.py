@@ -12,6 +12,10 @@ so the pure ones load no trio):
 - :mod:`guts.repo.canonical`: canonical refs from the delegates' statements.
 - :mod:`guts.repo.refname`: ref names as git's ``check-ref-format`` judges them.
 - :mod:`guts.repo.pktline`: git's pkt-line and side-band framing.
+- :mod:`guts.repo.remote_helper`: git's remote-helper protocol, the
+  helper's side (:mod:`guts.repo.helper_commands`: what git sends;
+  :mod:`guts.repo.push_rules`: a push's options, results and git's rule
+  for moving a ref).
 - :mod:`guts.repo.layout`: where a repository's signed state lives in git.
 - :mod:`guts.repo.storage`: bare repositories under ``GUTS_HOME/storage``:
   quarantined pack ingestion, ``update-ref`` transactions, ``upload-pack``.

@@ -63,6 +63,7 @@ __all__ = [
     "DELIM",
     "RESPONSE_END",
     "PktLineDecoder",
+    "ResponseTracker",
     "encode_data",
     "encode_line",
     "encode_packet",
@@ -330,3 +331,76 @@ def encode_sideband(band: Band, data: bytes | bytearray | memoryview) -> bytes:
         out += code
         out += chunk
     return bytes(out)
+
+
+def _length(digits: bytes) -> int:
+    """The value of four hex digits, or -1."""
+    if len(digits) != 4 or any(c not in _HEX for c in digits):
+        return -1
+    return int(digits, 16)
+
+
+_HEX: Final = frozenset(b"0123456789abcdefABCDEF")
+
+
+class ResponseTracker:
+    """Follows one stateless response as it passes, packet by packet (a
+    protocol v2 response relayed to git by a remote helper, which must add
+    ``0002`` after it, and only after a whole one).
+
+    Only the four length digits of each packet are read; payloads are
+    skipped, not kept, so a pack of any size passes in constant memory.
+    :meth:`end` gives the ``0002`` to write after the response, and only
+    if the response ended on a flush at a packet boundary.
+    """
+
+    __slots__ = ("_header", "_left", "_last_flush", "size")
+
+    def __init__(self) -> None:
+        self._header = bytearray()
+        self._left = 0
+        self._last_flush = False
+        #: Bytes of the response so far.
+        self.size = 0
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Follow the next bytes of the response.
+
+        Raises:
+            DecodeError: a length that is not four hex digits, or 0003, or
+                above the pkt-line limit.
+        """
+        view = memoryview(data).cast("B")
+        self.size += len(view)
+        i, end = 0, len(view)
+        while i < end:
+            if self._left:
+                step = min(self._left, end - i)
+                self._left -= step
+                i += step
+                continue
+            take = min(4 - len(self._header), end - i)
+            self._header += view[i : i + take]
+            i += take
+            if len(self._header) < 4:
+                break
+            digits = bytes(self._header)
+            self._header.clear()
+            length = _length(digits)
+            if length < 0 or length == 3 or length > MAX_PKT_LEN:
+                raise DecodeError(f"a response packet of length {digits!r}")
+            self._last_flush = length == 0
+            self._left = max(length - 4, 0)
+
+    def end(self) -> bytes:
+        """The response-end packet, once the response ended cleanly.
+
+        Raises:
+            DecodeError: the response stopped inside a packet, or its last
+                packet was not a flush (the server died or was cut off).
+        """
+        if self._header or self._left:
+            raise DecodeError("the response ended inside a packet")
+        if not self._last_flush:
+            raise DecodeError("the response did not end with a flush packet")
+        return RESPONSE_END_PKT

@@ -130,21 +130,45 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Final, TypeAlias
+from typing import Final
 
 from guts.errors import DecodeError, LocalProtocolError
 from guts.repo.pktline import (
-    MAX_PKT_LEN,
-    RESPONSE_END_PKT,
+    ResponseTracker,
     DataPacket,
     FlushPacket,
     Packet,
     PktLineDecoder,
     encode_packet,
 )
+from guts.repo.helper_commands import (
+    Capabilities,
+    Command,
+    Connect,
+    HelperLimits,
+    InputEnded,
+    List,
+    Option,
+    Push,
+    PushSpec,
+    ServiceData,
+    StatelessConnect,
+    StatelessRequest,
+    c_quote,
+    c_unquote,
+)
+from guts.repo.push_rules import (
+    HelperOptions,
+    OptionReply,
+    OptionStatus,
+    PushResult,
+    RefRejected,
+    RefUnchanged,
+    RefUpdated,
+    Rejection,
+    judge_update,
+)
 from guts.repo.refname import MAX_REF_NAME, refname_problem
-
 __all__ = [
     "CAPABILITIES",
     "Capabilities",
@@ -184,123 +208,6 @@ _SERVICE = re.compile(r"git-[a-z-]+")
 _OID_LENGTHS: Final = {"sha1": 40, "sha256": 64}
 
 
-@dataclass(frozen=True, slots=True)
-class HelperLimits:
-    """Bounds on what git may make the helper hold.
-
-    Attributes:
-        max_line: bytes of one command line, its LF included.
-        max_push_refs: refs in one ``push`` batch (a ``--mirror`` push of
-            a large repository names every ref).
-        max_options: ``option`` commands in one session (``cas`` comes
-            once per leased ref, so this is above ``max_push_refs``).
-        max_request: bytes of one stateless request; git repeats every
-            common ``have`` in each round, so a long negotiation grows.
-    """
-
-    max_line: int = 16 * 1024
-    max_push_refs: int = 100_000
-    max_options: int = 250_000
-    max_request: int = 32 * 1024 * 1024
-
-
-# -- commands --------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Capabilities:
-    """``capabilities``: answer with :meth:`RemoteHelper.capabilities`."""
-
-
-@dataclass(frozen=True, slots=True)
-class Option:
-    """``option <name> <value>``: answer with :meth:`RemoteHelper.option_reply`.
-
-    Attributes:
-        name: the option, lower case (``progress``, ``cas``, ...).
-        value: its value, C-unquoted; ``"true"`` when git sent none.
-    """
-
-    name: str
-    value: str
-
-
-@dataclass(frozen=True, slots=True)
-class List:
-    """``list`` or ``list for-push``: answer with :meth:`RemoteHelper.ref_list`."""
-
-    for_push: bool
-
-
-@dataclass(frozen=True, slots=True)
-class StatelessConnect:
-    """``stateless-connect <service>``: :meth:`RemoteHelper.accept` or
-    :meth:`RemoteHelper.fall_back`."""
-
-    service: str
-
-
-@dataclass(frozen=True, slots=True)
-class Connect:
-    """``connect <service>``: :meth:`RemoteHelper.accept` or
-    :meth:`RemoteHelper.fall_back`."""
-
-    service: str
-
-
-@dataclass(frozen=True, slots=True)
-class PushSpec:
-    """One ``push`` line.
-
-    Attributes:
-        src: the local ref name, ``HEAD`` or oid to push; ``None`` deletes.
-        dst: the remote ref to update, a full ref name.
-        force: the line began with ``+``.
-    """
-
-    src: str | None
-    dst: str
-    force: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Push:
-    """A batch of ``push`` lines: answer with :meth:`RemoteHelper.push_report`."""
-
-    specs: tuple[PushSpec, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class StatelessRequest:
-    """One request on a stateless connection, to pass on whole.
-
-    Attributes:
-        command: the v2 command (``ls-refs``, ``fetch``, ...).
-        data: the request's pkt-lines, its final flush included.
-    """
-
-    command: str
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceData:
-    """Bytes git sent to the service of an accepted ``connect``."""
-
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class InputEnded:
-    """git ended its input cleanly (a blank line, or the pipe closed where
-    that is the normal end): the helper exits."""
-
-
-Command: TypeAlias = (
-    Capabilities | Option | List | StatelessConnect | Connect | Push | StatelessRequest | ServiceData | InputEnded
-)
-
-
 class HelperState(enum.Enum):
     """Where the conversation is.
 
@@ -322,287 +229,6 @@ class HelperState(enum.Enum):
     STATELESS = "stateless"
     CONNECTED = "connected"
     ENDED = "ended"
-
-
-# -- answers ---------------------------------------------------------------
-
-
-class OptionStatus(enum.Enum):
-    """The three answers to ``option``."""
-
-    OK = "ok"
-    UNSUPPORTED = "unsupported"
-    ERROR = "error"
-
-
-@dataclass(frozen=True, slots=True)
-class OptionReply:
-    """An answer to ``option``; ``reason`` goes with :attr:`OptionStatus.ERROR`."""
-
-    status: OptionStatus
-    reason: str = ""
-
-
-_OK: Final = OptionReply(OptionStatus.OK)
-_UNSUPPORTED: Final = OptionReply(OptionStatus.UNSUPPORTED)
-
-
-class Rejection(enum.StrEnum):
-    """Reasons git knows after ``error <ref>``: it prints its own status
-    and hint for each (``! [rejected] main -> main (non-fast-forward)``)."""
-
-    NON_FAST_FORWARD = "non-fast forward"
-    FETCH_FIRST = "fetch first"
-    ALREADY_EXISTS = "already exists"
-    NEEDS_FORCE = "needs force"
-    STALE_INFO = "stale info"
-
-
-@dataclass(frozen=True, slots=True)
-class RefUpdated:
-    """The ref was updated (created, moved or deleted): ``ok <ref>``.
-
-    ``forced`` says the update was not a fast-forward, so git shows
-    ``+ old...new (forced update)``.
-    """
-
-    ref: str
-    forced: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class RefUnchanged:
-    """The ref already had the pushed value: ``ok <ref> up to date``."""
-
-    ref: str
-
-
-@dataclass(frozen=True, slots=True)
-class RefRejected:
-    """The ref was not updated: ``error <ref> <reason>``.
-
-    ``reason`` is a :class:`Rejection` for git's own messages, or any text
-    (shown as ``[remote rejected] (<reason>)``).
-    """
-
-    ref: str
-    reason: str
-
-
-PushResult: TypeAlias = RefUpdated | RefUnchanged | RefRejected
-
-
-# -- C quoting -------------------------------------------------------------
-
-_ESCAPES: Final = {
-    ord("a"): 7, ord("b"): 8, ord("t"): 9, ord("n"): 10, ord("v"): 11, ord("f"): 12, ord("r"): 13,
-    ord('"'): ord('"'), ord("\\"): ord("\\"),
-}  # fmt: skip
-_QUOTES: Final = {value: b"\\" + bytes((key,)) for key, value in _ESCAPES.items()}
-
-
-def c_unquote(text: str) -> str:
-    """Undo git's ``quote_c_style`` if ``text`` is quoted; else return it.
-
-    git quotes a value that holds a quote, a backslash, a control
-    character or (by default) any byte above 0x7f, writing the latter as
-    octal escapes of its UTF-8 bytes.
-
-    Raises:
-        DecodeError: an unterminated string, an unknown escape, text after
-            the closing quote, or bytes that are not UTF-8.
-    """
-    if not text.startswith('"'):
-        return text
-    raw = text.encode("utf-8")
-    out = bytearray()
-    i, end = 1, len(raw)
-    while i < end:
-        c = raw[i]
-        if c == ord('"'):
-            if i != end - 1:
-                raise DecodeError(f"text after a quoted value: {text[:80]!r}")
-            try:
-                return out.decode("utf-8")
-            except UnicodeDecodeError:
-                raise DecodeError(f"a quoted value is not UTF-8: {text[:80]!r}") from None
-        if c != ord("\\"):
-            out.append(c)
-            i += 1
-            continue
-        if i + 1 >= end:
-            break
-        e = raw[i + 1]
-        if e in _ESCAPES:
-            out.append(_ESCAPES[e])
-            i += 2
-        elif ord("0") <= e <= ord("3") and i + 3 < end and all(ord("0") <= d <= ord("7") for d in raw[i + 2 : i + 4]):
-            out.append(int(raw[i + 1 : i + 4], 8))
-            i += 4
-        else:
-            raise DecodeError(f"unknown escape in a quoted value: {text[:80]!r}")
-    raise DecodeError(f"unterminated quoted value: {text[:80]!r}")
-
-
-def c_quote(text: str) -> str:
-    """Quote ``text`` as git's ``unquote_c_style`` reads it, if it must be.
-
-    git reads a push reason as quoted only when it begins with a quote, so
-    text is quoted when it does, or when it holds a control character (an
-    LF would end the line). Unlike git's ``quote_c_style``, text above
-    ASCII stays as it is: git reads it back the same, and people read it.
-    """
-    if not text.startswith('"') and not any(ord(c) < 0x20 or c == "\x7f" for c in text):
-        return text
-    out = bytearray(b'"')
-    for b in text.encode("utf-8"):
-        if b in _QUOTES:
-            out += _QUOTES[b]
-        elif b < 0x20 or b == 0x7F:
-            out += b"\\%03o" % b
-        else:
-            out.append(b)
-    out += b'"'
-    return out.decode("utf-8")
-
-
-# -- options ---------------------------------------------------------------
-
-
-def _bool(value: str) -> bool | None:
-    return {"true": True, "false": False}.get(value)
-
-
-_FLAGS: Final = frozenset({"progress", "dry-run", "atomic", "object-format", "force-if-includes"})
-
-
-class HelperOptions:
-    """The options git set in one session, as a helper honours them.
-
-    :meth:`apply` records each ``option`` command and decides its answer.
-    A session's state rather than a configuration, so it changes in place:
-    ``cas`` arrives once per leased ref, and copying a frozen record per
-    option would cost quadratic time on a ``--mirror`` push.
-
-    The options git only sends when it fetches through ``list``/``fetch``
-    (``depth``, ``followtags``, ``cloning``, ...) never arrive on the v2
-    path and are ``unsupported``; so are ``pushcert`` (git then refuses
-    ``--signed`` itself), ``servpath`` and ``family``.
-
-    Attributes:
-        progress: show progress on stderr.
-        verbosity: 0 quiet, 1 normal, more for each ``-v``.
-        dry_run: report what a push would do, change nothing.
-        atomic: every ref of the push or none.
-        object_format: git asked for ``:object-format`` in ``list`` output.
-        push_options: the ``-o`` strings, in order.
-        leases: ``--force-with-lease`` expectations, ref to expected oid
-            (an all-zero oid: the ref must not exist).
-    """
-
-    __slots__ = ("progress", "verbosity", "dry_run", "atomic", "object_format", "push_options", "leases")
-
-    def __init__(self) -> None:
-        self.progress = False
-        self.verbosity = 1
-        self.dry_run = False
-        self.atomic = False
-        self.object_format = False
-        self.push_options: list[str] = []
-        self.leases: dict[str, str] = {}
-
-    def apply(self, option: Option) -> OptionReply:
-        """Record ``option`` if it is valid; return the answer to give git."""
-        name, value = option.name, option.value
-        if name in _FLAGS:
-            flag = _bool(value)
-            if flag is None:
-                return OptionReply(OptionStatus.ERROR, f"{name} is true or false, not {value[:40]!r}")
-            if name == "progress":
-                self.progress = flag
-            elif name == "dry-run":
-                self.dry_run = flag
-            elif name == "atomic":
-                self.atomic = flag
-            elif name == "object-format":
-                self.object_format = flag
-            # force-if-includes needs nothing from us: git checks it itself,
-            # against the remote-tracking ref's reflog, before the batch.
-            return _OK
-        if name == "verbosity":
-            if not value.isascii() or not value.isdigit() or len(value) > 3:
-                return OptionReply(OptionStatus.ERROR, f"verbosity is a small number, not {value[:40]!r}")
-            self.verbosity = int(value)
-            return _OK
-        if name == "push-option":
-            if "\n" in value or "\0" in value:
-                return OptionReply(OptionStatus.ERROR, "a push option holds no LF or NUL")
-            self.push_options.append(value)
-            return _OK
-        if name == "cas":
-            ref, sep, oid = value.rpartition(":")
-            if not sep or not _OID.fullmatch(oid) or refname_problem(ref) is not None:
-                return OptionReply(OptionStatus.ERROR, f"cas is <ref>:<oid>, not {value[:80]!r}")
-            self.leases[ref] = oid
-            return _OK
-        return _UNSUPPORTED
-
-
-# -- the push rule ---------------------------------------------------------
-
-
-def judge_update(
-    spec: PushSpec,
-    *,
-    current: str | None,
-    new: str | None,
-    lease: str | None = None,
-    commits: bool = True,
-    fast_forward: bool = False,
-    known_locally: bool = True,
-) -> PushResult:
-    """What git's rules say about one pushed ref, before it is applied.
-
-    The checks and their order are those git applies to each ref before
-    it pushes (``set_ref_status_for_push``), so the node refuses what git
-    would and git prints its usual message. A caller applies the
-    :class:`RefUpdated` ones and may still report a failure to apply.
-
-    Args:
-        spec: the push line.
-        current: the remote ref's oid now, ``None`` if it does not exist.
-        new: the oid ``spec.src`` resolved to, ``None`` for a deletion.
-        lease: the ``cas`` expectation for ``spec.dst``, if any.
-        commits: both ``current`` and ``new`` peel to commits (only asked
-            when both exist).
-        fast_forward: ``current`` is an ancestor of ``new``.
-        known_locally: the pushing repository has ``current`` (else git's
-            advice is to fetch first).
-    """
-    ref = spec.dst
-    if new is not None and new == current:
-        return RefUnchanged(ref)
-    forced = False
-    if lease is not None:
-        if (current or "0" * len(lease)) != lease:
-            return RefRejected(ref, Rejection.STALE_INFO)
-        forced = True
-    if new is None:
-        if current is None:
-            return RefRejected(ref, "remote ref does not exist")
-        return RefUpdated(ref)
-    if current is None:
-        return RefUpdated(ref)
-    if not (spec.force or forced):
-        if ref.startswith("refs/tags/"):
-            return RefRejected(ref, Rejection.ALREADY_EXISTS)
-        if not known_locally:
-            return RefRejected(ref, Rejection.FETCH_FIRST)
-        if not commits:
-            return RefRejected(ref, Rejection.NEEDS_FORCE)
-        if not fast_forward:
-            return RefRejected(ref, Rejection.NON_FAST_FORWARD)
-    return RefUpdated(ref, forced=not fast_forward)
 
 
 # -- the state machine -----------------------------------------------------
@@ -951,74 +577,3 @@ def _request_command(packet: Packet) -> str:
     if not _NAME.fullmatch(command):
         raise DecodeError(f"request command {command[:80]!r}")
     return command
-
-
-def _length(digits: bytes) -> int:
-    """The value of four hex digits, or -1."""
-    if len(digits) != 4 or any(c not in _HEX for c in digits):
-        return -1
-    return int(digits, 16)
-
-
-_HEX: Final = frozenset(b"0123456789abcdefABCDEF")
-
-
-class ResponseTracker:
-    """Follows one stateless response as it passes, packet by packet.
-
-    Only the four length digits of each packet are read; payloads are
-    skipped, not kept, so a pack of any size passes in constant memory.
-    :meth:`end` gives the ``0002`` to write after the response, and only
-    if the response ended on a flush at a packet boundary.
-    """
-
-    __slots__ = ("_header", "_left", "_last_flush", "size")
-
-    def __init__(self) -> None:
-        self._header = bytearray()
-        self._left = 0
-        self._last_flush = False
-        #: Bytes of the response so far.
-        self.size = 0
-
-    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        """Follow the next bytes of the response.
-
-        Raises:
-            DecodeError: a length that is not four hex digits, or 0003, or
-                above the pkt-line limit.
-        """
-        view = memoryview(data).cast("B")
-        self.size += len(view)
-        i, end = 0, len(view)
-        while i < end:
-            if self._left:
-                step = min(self._left, end - i)
-                self._left -= step
-                i += step
-                continue
-            take = min(4 - len(self._header), end - i)
-            self._header += view[i : i + take]
-            i += take
-            if len(self._header) < 4:
-                break
-            digits = bytes(self._header)
-            self._header.clear()
-            length = _length(digits)
-            if length < 0 or length == 3 or length > MAX_PKT_LEN:
-                raise DecodeError(f"a response packet of length {digits!r}")
-            self._last_flush = length == 0
-            self._left = max(length - 4, 0)
-
-    def end(self) -> bytes:
-        """The response-end packet, once the response ended cleanly.
-
-        Raises:
-            DecodeError: the response stopped inside a packet, or its last
-                packet was not a flush (the server died or was cut off).
-        """
-        if self._header or self._left:
-            raise DecodeError("the response ended inside a packet")
-        if not self._last_flush:
-            raise DecodeError("the response did not end with a flush packet")
-        return RESPONSE_END_PKT
