@@ -69,13 +69,16 @@ def test_init_list_show_and_restart(tmp_path: Path) -> None:
         assert kept.returncode == 0, kept.stderr
         assert "has a remote 'guts' already, for guts://elsewhere: left as it is" in kept.stdout
         assert git_text("remote", "get-url", "guts", git_dir=taken.path) == "guts://elsewhere"
-        # The same repository again is refused; the remote is there already.
+        # The same repository again is another repository (its genesis has a
+        # nonce of its own); the remote stays the first one's, and it says so.
         again = run("repo", "init", str(tmp_path / "first"), home=home)
-        assert again.returncode == 1 and "on this node already" in again.stderr
+        assert again.returncode == 0, again.stderr
+        assert f"has a remote 'guts' already, for guts://{rid}: left as it is" in again.stdout
+        assert rid not in again.stdout.splitlines()[0]
         nothing = run("repo", "init", str(tmp_path), home=home)
         assert nothing.returncode == 1 and "not a git repository" in nothing.stderr
         listed = json.loads(run("repo", "list", "--json", home=home).stdout)["repositories"]
-        assert sorted(repo["name"] for repo in listed) == ["first", "taken", "tool"]
+        assert sorted(repo["name"] for repo in listed) == ["first", "first", "taken", "tool"]
         table = run("repo", "list", home=home).stdout.splitlines()
         assert table[0].split() == ["RID", "NAME", "REFS", "DELEGATES"] and any(rid in line for line in table)
         shown = json.loads(run("repo", "show", rid, "--json", home=home).stdout)
@@ -91,7 +94,7 @@ def test_init_list_show_and_restart(tmp_path: Path) -> None:
         assert missing.returncode == 1 and json.loads(missing.stdout)["kind"] == "not_found"
         garbage = run("repo", "show", "nonsense", "--json", home=home)
         assert garbage.returncode == 1 and json.loads(garbage.stdout)["kind"] == "bad_request"
-        assert json.loads(run("status", "--json", home=home).stdout)["repos"] == 3
+        assert json.loads(run("status", "--json", home=home).stdout)["repos"] == 4
     finally:
         stop(node)
     # The repositories outlive the node.
@@ -100,7 +103,7 @@ def test_init_list_show_and_restart(tmp_path: Path) -> None:
         assert node.stdout is not None
         json.loads(node.stdout.readline())
         listed = json.loads(run("repo", "list", "--json", home=home).stdout)["repositories"]
-        assert rid in [repo["rid"] for repo in listed] and len(listed) == 3
+        assert rid in [repo["rid"] for repo in listed] and len(listed) == 4
     finally:
         stop(node)
 

@@ -43,7 +43,7 @@ def descends(a: str, b: str) -> bool:
 
 def identity(n: int, threshold: int) -> VerifiedIdentity:
     keys = KEYS[:n]
-    genesis = create_genesis(keys[0], name="r", delegates=[k.public_key for k in keys], threshold=threshold)
+    genesis = create_genesis(keys[0], name="r", nonce=bytes(range(16)), delegates=[k.public_key for k in keys], threshold=threshold)
     return verify_chain(Rid.of_genesis(genesis.document.raw), [genesis])
 
 

@@ -15,6 +15,7 @@ from guts.cid import Cid
 from guts.crypto import KeyPair, PublicKey
 from guts.errors import DecodeError, InputError, InvalidIdentity, InvalidRid, RemoteProtocolError
 from guts.pb import repo_pb2
+from guts.repo import _codec
 from guts.repo.identity import (
     IDENTITY_VERSION,
     Identity,
@@ -29,19 +30,27 @@ from guts.repo.revisions import VerifiedIdentity, propose_revision, verify_chain
 from guts.repo.rid import Rid
 
 K1, K2, K3, K4 = (KeyPair.from_seed(bytes([i]) * 32) for i in (1, 2, 3, 4))
+NONCE = bytes(range(16))
+NONCE_FIELD = b"\x42\x10" + NONCE  # field 8, length-delimited, 16 bytes
+PARENT = b"\x12\x20" + bytes(32)
 
 
 def doc(**changes: object) -> Identity:
+    """A genesis document (with :data:`NONCE`), or a later revision when
+    ``parent`` is given (no nonce unless given too)."""
     fields: dict[str, object] = dict(
         name="guts", default_branch="main", delegates=(K1.public_key, K2.public_key), threshold=1
     )
+    fields["nonce"] = b"" if "parent" in changes else NONCE
     fields.update(changes)
     return Identity(**fields)  # type: ignore[arg-type]
 
 
-def genesis(threshold: int = 1, *keys: KeyPair) -> tuple[Rid, SignedRevision]:
+def genesis(threshold: int = 1, *keys: KeyPair, nonce: bytes = NONCE) -> tuple[Rid, SignedRevision]:
     keys = keys or (K1, K2)
-    rev = create_genesis(keys[0], name="guts", delegates=[k.public_key for k in keys], threshold=threshold)
+    rev = create_genesis(
+        keys[0], name="guts", nonce=nonce, delegates=[k.public_key for k in keys], threshold=threshold
+    )
     return Rid.of_genesis(rev.document.raw), rev
 
 
@@ -103,12 +112,13 @@ def test_rid_errors_by_kind() -> None:
 
 
 def test_document_encoding_is_canonical_protobuf() -> None:
-    d = doc(description="p2p", parent=b"\x12\x20" + bytes(32))
+    d = doc(description="p2p", parent=PARENT)
     msg = repo_pb2.Identity()
     msg.ParseFromString(d.raw)
     assert msg.version == IDENTITY_VERSION and msg.name == "guts" and msg.description == "p2p"
     assert list(msg.delegates) == [K1.public_key.to_protobuf(), K2.public_key.to_protobuf()]
-    assert msg.threshold == 1 and msg.parent == d.parent
+    assert msg.threshold == 1 and msg.parent == d.parent and msg.nonce == b""
+    assert d.raw.endswith(b"\x30\x01\x3a\x22" + PARENT)  # no nonce field at all
     # Field numbers in order, each once.
     assert d.raw.startswith(b"\x08\x01\x12\x04guts\x1a\x03p2p\x22\x04main\x2a\x24")
     assert Identity.decode(d.raw) == d
@@ -116,6 +126,33 @@ def test_document_encoding_is_canonical_protobuf() -> None:
     assert d.multihash == b"\x12\x20" + d.digest
     assert d.delegate_ids == (K1.peer_id, K2.peer_id)
     assert d.is_delegate(K1.public_key) and d.is_delegate(K2.peer_id) and not d.is_delegate(K3.public_key)
+
+
+def test_genesis_encoding_ends_with_the_nonce() -> None:
+    g = doc(description="p2p")
+    assert g.is_genesis and g.nonce == NONCE
+    # Threshold (6), no parent (7: empty, left out), then the nonce (8).
+    assert g.raw.endswith(b"\x30\x01" + NONCE_FIELD)
+    msg = repo_pb2.Identity()
+    msg.ParseFromString(g.raw)
+    assert msg.nonce == NONCE and msg.parent == b""
+    assert Identity.decode(g.raw) == g
+    assert Identity.decode(bytearray(g.raw)).nonce == NONCE
+    assert doc(nonce=bytearray(NONCE)).raw == doc().raw == doc(nonce=memoryview(NONCE)).raw
+
+
+def test_the_nonce_alone_makes_another_rid() -> None:
+    rid, g = genesis()
+    other_rid, other = genesis(nonce=bytes(16))
+    assert g.document.nonce != other.document.nonce
+    assert replace(other.document, nonce=g.document.nonce) == g.document  # nothing else differs
+    assert other_rid != rid and other.document.raw != g.document.raw
+    assert genesis()[0] == rid  # the same nonce and fields: the same RID again
+    # A signature made for one does not verify for the other.
+    with pytest.raises(InvalidIdentity, match="not of"):
+        verify_genesis(other_rid, g)
+    with pytest.raises(InvalidIdentity, match="bad signature"):
+        verify_genesis(other_rid, SignedRevision(other.document, g.signatures))
 
 
 @pytest.mark.parametrize(
@@ -141,6 +178,13 @@ def test_document_encoding_is_canonical_protobuf() -> None:
         {"threshold": True},
         {"parent": b"\x12\x20" + bytes(31)},
         {"parent": b"\x13\x20" + bytes(32)},
+        {"nonce": b""},
+        {"nonce": bytes(15)},
+        {"nonce": bytes(17)},
+        {"nonce": "0123456789abcdef"},
+        {"nonce": 16},
+        {"parent": PARENT, "nonce": NONCE},
+        {"parent": PARENT, "nonce": b"\x00"},
     ],
 )
 def test_document_rules(changes: dict[str, object]) -> None:
@@ -155,14 +199,23 @@ def test_description_may_span_lines() -> None:
 def test_decode_refuses_non_canonical_bytes() -> None:
     good = doc(description="d")
     keys = [K1.public_key.to_protobuf(), K2.public_key.to_protobuf()]
-    base = dict(version=1, name="guts", description="d", default_branch="main", delegates=keys, threshold=1)
-    assert pb_identity(**base) == good.raw
+    base = dict(
+        version=1, name="guts", description="d", default_branch="main", delegates=keys, threshold=1, nonce=NONCE
+    )
+    assert pb_identity(**base) == good.raw and good.raw.endswith(NONCE_FIELD)
+    without_nonce = good.raw[: -len(NONCE_FIELD)]
+    revision = doc(description="d", parent=PARENT)
     variants = {
-        "unknown field": good.raw + b"\x40\x01",
+        "unknown field": good.raw + b"\x48\x01",
+        "field 8 again, as a varint": good.raw + b"\x40\x01",
         "a field twice": good.raw + b"\x08\x01",
+        "nonce twice": good.raw + NONCE_FIELD,
         "fields out of order": b"\x12\x04guts" + good.raw.replace(b"\x12\x04guts", b"", 1),
-        "explicit default": good.raw + b"\x3a\x00",
+        "nonce before the threshold": without_nonce.replace(b"\x30\x01", NONCE_FIELD + b"\x30\x01"),
+        "explicit default parent": without_nonce + b"\x3a\x00" + NONCE_FIELD,
+        "explicit default nonce": revision.raw + b"\x42\x00",
         "non-minimal varint": good.raw.replace(b"\x08\x01", b"\x08\x81\x00", 1),
+        "non-minimal nonce length": without_nonce + b"\x42\x90\x00" + NONCE,
     }
     for why, data in variants.items():
         with pytest.raises(InvalidIdentity, match="canonical"):
@@ -171,8 +224,9 @@ def test_decode_refuses_non_canonical_bytes() -> None:
 
 def test_decode_refuses_bad_documents() -> None:
     keys = [K1.public_key.to_protobuf(), K2.public_key.to_protobuf()]
-    base = dict(version=1, name="guts", default_branch="main", delegates=keys, threshold=1)
+    base = dict(version=1, name="guts", default_branch="main", delegates=keys, threshold=1, nonce=NONCE)
     rsa = b"\x08\x00\x12\x04abcd"
+    no_nonce = {k: v for k, v in base.items() if k != "nonce"}
     cases = {
         "version 2 is not supported": dict(base, version=2),
         "version 0 is not supported": dict(base, version=0),
@@ -184,6 +238,12 @@ def test_decode_refuses_bad_documents() -> None:
         "name is empty": dict(base, name=""),
         "not a branch name": dict(base, default_branch="a..b"),
         "parent is not": dict(base, parent=b"\x12\x20"),
+        "a genesis needs a nonce of 16 random bytes": no_nonce,
+        "the nonce is 15 bytes, not 16": dict(base, nonce=NONCE[:15]),
+        "the nonce is 17 bytes, not 16": dict(base, nonce=NONCE + b"\x00"),
+        "the nonce is 32 bytes": dict(base, nonce=bytes(32)),
+        "a revision after the genesis has no nonce": dict(base, parent=PARENT),
+        "a revision after the genesis has no nonce ": dict(no_nonce, parent=PARENT, nonce=b"\x01"),
     }
     for match, fields in cases.items():
         with pytest.raises(InvalidIdentity, match=match):
@@ -222,9 +282,9 @@ def test_decode_refuses_malformed_and_invalid_utf8() -> None:
 
 
 def test_create_genesis() -> None:
-    rev = create_genesis(K1, name="solo")
+    rev = create_genesis(K1, name="solo", nonce=NONCE)
     assert rev.document.delegates == (K1.public_key,) and rev.document.threshold == 1
-    assert rev.document.is_genesis and rev.document.default_branch == "main"
+    assert rev.document.is_genesis and rev.document.default_branch == "main" and rev.document.nonce == NONCE
     rid = Rid.of_genesis(rev.document.raw)
     assert [s.key for s in rev.signatures] == [K1.public_key]
     assert K1.public_key.verify(b"guts identity v1\n" + rid.multihash + rev.document.raw, rev.signatures[0].signature)
@@ -235,14 +295,19 @@ def test_create_genesis() -> None:
 
 def test_create_genesis_refuses() -> None:
     with pytest.raises(InputError, match="creator"):
-        create_genesis(K1, name="x", delegates=[K2.public_key])
+        create_genesis(K1, name="x", nonce=NONCE, delegates=[K2.public_key])
     with pytest.raises(InputError, match="threshold"):
-        create_genesis(K1, name="x", threshold=2)
+        create_genesis(K1, name="x", nonce=NONCE, threshold=2)
     with pytest.raises(InputError, match="name"):
-        create_genesis(K1, name="x" * 257)
+        create_genesis(K1, name="x" * 257, nonce=NONCE)
     with pytest.raises(InputError, match="delegates"):
         keys = [KeyPair.from_seed(bytes([i]) * 32).public_key for i in range(1, 34)]
-        create_genesis(K1, name="x", delegates=keys)
+        create_genesis(K1, name="x", nonce=NONCE, delegates=keys)
+    with pytest.raises(InputError, match="needs a nonce of 16 random bytes"):
+        create_genesis(K1, name="x", nonce=b"")
+    for size in (8, 15, 17, 32):
+        with pytest.raises(InputError, match=f"the nonce is {size} bytes, not 16"):
+            create_genesis(K1, name="x", nonce=bytes(size))
 
 
 def test_sign_revision_is_idempotent_per_key() -> None:
@@ -304,6 +369,9 @@ def test_chain_of_three_revisions() -> None:
     r3 = sign_revision(sign_revision(draft, K3, rid), K1, rid)
     head3 = verify_chain(rid, [g, r2, r3])
     assert head3.length == 3 and head3.current.description == "no K1"
+    # Only the genesis has a nonce; each later revision has a parent instead.
+    assert g.document.nonce == NONCE and r2.document.nonce == r3.document.nonce == b""
+    assert NONCE not in r2.document.raw and NONCE not in r3.document.raw
     assert head3.delegates == (K2.public_key, K3.public_key)
     assert verify_revision(head, r3) == head3
     assert verify_chain(rid, [SignedRevision.decode(r.encode()) for r in (g, r2, r3)]) == head3
@@ -371,6 +439,16 @@ def test_revision_refusals() -> None:
     # A second genesis in place of a revision.
     with pytest.raises(InvalidIdentity, match="parent"):
         verify_chain(rid, [g, g])
+    # A revision that carries a nonce is no document at all, signed or not.
+    with pytest.raises(InputError, match="no nonce"):
+        replace(draft.document, nonce=NONCE)
+    with_nonce = pb_identity(
+        version=1, name="renamed", default_branch="main", delegates=[k.to_protobuf() for k in head.delegates],
+        threshold=2, parent=g.document.multihash, nonce=NONCE,
+    )  # fmt: skip
+    assert with_nonce == draft.document.raw + NONCE_FIELD
+    with pytest.raises(InvalidIdentity, match="a revision after the genesis has no nonce"):
+        SignedRevision.decode(_codec.encode_signed_revision(with_nonce, [(K1.public_key.to_protobuf(), bytes(64))]))
     # The good one.
     good = sign_revision(once, K3, rid)
     assert verify_revision(head, good).current.name == "renamed"
@@ -429,12 +507,14 @@ _names = st.text(st.characters(codec="utf-8", exclude_categories=("Cc",)), min_s
 
 
 @settings(max_examples=200, deadline=None)
-@given(_names, _names, st.integers(1, 4), st.data())
-def test_documents_round_trip(name: str, description: str, n: int, data: st.DataObject) -> None:
+@given(_names, _names, st.integers(1, 4), st.binary(min_size=16, max_size=16), st.data())
+def test_documents_round_trip(name: str, description: str, n: int, nonce: bytes, data: st.DataObject) -> None:
     keys = tuple(KeyPair.from_seed(bytes([i]) * 32).public_key for i in range(1, n + 1))
     threshold = data.draw(st.integers(1, n))
     try:
-        d = Identity(name=name, description=description, default_branch="main", delegates=keys, threshold=threshold)
+        d = Identity(
+            name=name, description=description, default_branch="main", delegates=keys, threshold=threshold, nonce=nonce
+        )
     except InputError:
         return  # an unsafe character: refused alike on decode
     back = Identity.decode(d.raw)

@@ -35,7 +35,7 @@ from guts.repo.sigrefs import MAX_SEQ, Statement, next_statement, sign_statement
 from .repo_helpers import git, git_text, init_bare
 
 K1, K2 = KeyPair.from_seed(b"\x01" * 32), KeyPair.from_seed(b"\x02" * 32)
-GENESIS = create_genesis(K1, name="layout", delegates=[K1.public_key, K2.public_key])
+GENESIS = create_genesis(K1, name="layout", nonce=bytes(range(16)), delegates=[K1.public_key, K2.public_key])
 RID = Rid.of_genesis(GENESIS.document.raw)
 P1 = K1.peer_id
 A, B = "a" * 40, "b" * 40

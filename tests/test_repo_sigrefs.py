@@ -28,9 +28,9 @@ from guts.repo.sigrefs import (
 )
 
 K1, K2 = KeyPair.from_seed(b"\x01" * 32), KeyPair.from_seed(b"\x02" * 32)
-GENESIS = create_genesis(K1, name="guts", delegates=[K1.public_key, K2.public_key]).document
+GENESIS = create_genesis(K1, name="guts", nonce=bytes(range(16)), delegates=[K1.public_key, K2.public_key]).document
 RID = Rid.of_genesis(GENESIS.raw)
-OTHER_RID = Rid.of_genesis(create_genesis(K2, name="other").document.raw)
+OTHER_RID = Rid.of_genesis(create_genesis(K2, name="other", nonce=bytes(range(16))).document.raw)
 A, B, C = "a" * 40, "b" * 40, "c" * 40
 
 

@@ -6,6 +6,8 @@ at open, tampered signed state, and every refusal of init."""
 from __future__ import annotations
 
 import logging
+import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -182,10 +184,27 @@ async def test_init_refuses_refs_peers_would_refuse(repos: Repositories, tmp_pat
     await refused(repos, bad.path, "begin with '-'.*rename that branch or tag")
 
 
-async def test_init_refuses_an_existing_repository(repos: Repositories, source: History) -> None:
+async def test_init_twice_makes_two_repositories(repos: Repositories, source: History) -> None:
+    # Each genesis draws its own nonce: the same repository, name and
+    # delegates made twice are two repositories with two RIDs.
+    first = await repos.init(work_tree(source), keypair=K1)
+    second = await repos.init(work_tree(source), keypair=K1)
+    assert first.rid != second.rid and first.document.nonce != second.document.nonce
+    assert first.document == replace(second.document, nonce=first.document.nonce)
+    assert repos.list() == sorted([first, second], key=lambda state: str(state.rid))
+    assert refs_of(repos.storage.path(str(first.rid))).keys() == refs_of(repos.storage.path(str(second.rid))).keys()
+
+
+async def test_init_refuses_a_rid_it_holds(
+    repos: Repositories, source: History, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only a random source that repeats itself gives a RID twice; the
+    # repository that holds it is left as it was.
+    monkeypatch.setattr(os, "urandom", lambda n: bytes(range(n)))
     state = await repos.init(work_tree(source), keypair=K1)
+    assert state.document.nonce == bytes(range(16))
     before = refs_of(repos.storage.path(str(state.rid)))
-    with pytest.raises(RepositoryExists, match="on this node already"):
+    with pytest.raises(RepositoryExists, match="on this node already.*random"):
         await repos.init(work_tree(source), keypair=K1)
     assert refs_of(repos.storage.path(str(state.rid))) == before and repos.list() == [state]
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\nrepo.proto\x12\tguts.repo\"\x8c\x01\n\x08Identity\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x16\n\x0e\x64\x65\x66\x61ult_branch\x18\x04 \x01(\t\x12\x11\n\tdelegates\x18\x05 \x03(\x0c\x12\x11\n\tthreshold\x18\x06 \x01(\r\x12\x0e\n\x06parent\x18\x07 \x01(\x0c\"2\n\tSignature\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"L\n\x0eSignedRevision\x12\x10\n\x08\x64ocument\x18\x01 \x01(\x0c\x12(\n\nsignatures\x18\x02 \x03(\x0b\x32\x14.guts.repo.Signature\"2\n\nSignedRefs\x12\x11\n\tstatement\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\nrepo.proto\x12\tguts.repo\"\x9b\x01\n\x08Identity\x12\x0f\n\x07version\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x16\n\x0e\x64\x65\x66\x61ult_branch\x18\x04 \x01(\t\x12\x11\n\tdelegates\x18\x05 \x03(\x0c\x12\x11\n\tthreshold\x18\x06 \x01(\r\x12\x0e\n\x06parent\x18\x07 \x01(\x0c\x12\r\n\x05nonce\x18\x08 \x01(\x0c\"2\n\tSignature\x12\x12\n\npublic_key\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"L\n\x0eSignedRevision\x12\x10\n\x08\x64ocument\x18\x01 \x01(\x0c\x12(\n\nsignatures\x18\x02 \x03(\x0b\x32\x14.guts.repo.Signature\"2\n\nSignedRefs\x12\x11\n\tstatement\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,11 +32,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'repo_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_IDENTITY']._serialized_start=26
-  _globals['_IDENTITY']._serialized_end=166
-  _globals['_SIGNATURE']._serialized_start=168
-  _globals['_SIGNATURE']._serialized_end=218
-  _globals['_SIGNEDREVISION']._serialized_start=220
-  _globals['_SIGNEDREVISION']._serialized_end=296
-  _globals['_SIGNEDREFS']._serialized_start=298
-  _globals['_SIGNEDREFS']._serialized_end=348
+  _globals['_IDENTITY']._serialized_end=181
+  _globals['_SIGNATURE']._serialized_start=183
+  _globals['_SIGNATURE']._serialized_end=233
+  _globals['_SIGNEDREVISION']._serialized_start=235
+  _globals['_SIGNEDREVISION']._serialized_end=311
+  _globals['_SIGNEDREFS']._serialized_start=313
+  _globals['_SIGNEDREFS']._serialized_end=363
 # @@protoc_insertion_point(module_scope)

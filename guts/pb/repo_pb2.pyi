@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Identity(_message.Message):
-    __slots__ = ("version", "name", "description", "default_branch", "delegates", "threshold", "parent")
+    __slots__ = ("version", "name", "description", "default_branch", "delegates", "threshold", "parent", "nonce")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -15,6 +15,7 @@ class Identity(_message.Message):
     DELEGATES_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     PARENT_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
     version: int
     name: str
     description: str
@@ -22,7 +23,8 @@ class Identity(_message.Message):
     delegates: _containers.RepeatedScalarFieldContainer[bytes]
     threshold: int
     parent: bytes
-    def __init__(self, version: _Optional[int] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., default_branch: _Optional[str] = ..., delegates: _Optional[_Iterable[bytes]] = ..., threshold: _Optional[int] = ..., parent: _Optional[bytes] = ...) -> None: ...
+    nonce: bytes
+    def __init__(self, version: _Optional[int] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., default_branch: _Optional[str] = ..., delegates: _Optional[_Iterable[bytes]] = ..., threshold: _Optional[int] = ..., parent: _Optional[bytes] = ..., nonce: _Optional[bytes] = ...) -> None: ...
 
 class Signature(_message.Message):
     __slots__ = ("public_key", "signature")

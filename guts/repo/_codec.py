@@ -39,6 +39,7 @@ class DocumentFields:
     delegates: tuple[bytes, ...]
     threshold: int
     parent: bytes
+    nonce: bytes
 
 
 def encode_document(fields: DocumentFields) -> bytes:
@@ -53,6 +54,7 @@ def encode_document(fields: DocumentFields) -> bytes:
         delegates=fields.delegates,
         threshold=fields.threshold,
         parent=fields.parent,
+        nonce=fields.nonce,
     )
     return msg.SerializeToString(deterministic=True)
 
@@ -76,6 +78,7 @@ def decode_document(data: bytes) -> DocumentFields:
         delegates=tuple(msg.delegates),
         threshold=msg.threshold,
         parent=msg.parent,
+        nonce=msg.nonce,
     )
 
 

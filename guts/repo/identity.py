@@ -5,8 +5,8 @@ Theory of operation
 A repository's identity is a protobuf document (``Identity`` in
 ``proto/repo.proto``): format version (1), name, description, default
 branch, delegates (libp2p ``PublicKey`` protobufs, Ed25519 only), threshold,
-and ``parent``, the sha2-256 multihash of the previous revision's document
-bytes (empty in the genesis).
+``parent``, the sha2-256 multihash of the previous revision's document
+bytes (empty in the genesis), and ``nonce``.
 
 - **Bytes are the document.** A document's bytes are what is hashed and
   signed, so a received document is kept as received (:attr:`Identity.raw`)
@@ -17,6 +17,17 @@ bytes (empty in the genesis).
   exactly one encoding and any implementation can produce it.
 - **RID.** The repository id (:class:`~guts.repo.rid.Rid`) is the
   sha2-256 multihash of the genesis document's bytes.
+- **Nonce.** A genesis carries exactly 16 random bytes, drawn when the
+  repository is made (:func:`create_genesis` takes them as an argument; the
+  node passes ``os.urandom(16)``). Without them the RID would be a function
+  of the fields alone, and one node making two repositories with the same
+  name, description, default branch, delegates and threshold (two projects
+  in directories named ``app``) would get one RID for both. Every later
+  revision has an empty nonce: its parent already makes its bytes unique,
+  and a nonce there would only let one change be written as any number of
+  documents. So a document has exactly one of the two, a parent (a later
+  revision) or a 16-byte nonce (the genesis); a genesis without a nonce, a
+  nonce of another length, or a later revision with one is refused.
 - **Signatures.** A delegate signs ``"guts identity v1\\n" || RID multihash
   || document bytes`` with Ed25519 (:func:`signing_payload`). The RID binds
   a signature to one repository: it cannot be replayed into another whose
@@ -64,6 +75,7 @@ IDENTITY_VERSION = 1
 SIGNING_DOMAIN = b"guts identity v1\n"
 
 _SHA2_256 = b"\x12\x20"
+_NONCE_SIZE = 16
 _CONTROL = frozenset(chr(c) for c in range(0x20)) | {"\x7f"}
 
 
@@ -123,7 +135,8 @@ class Identity:
         InputError: the fields break a rule: version not 1, an empty name,
             control characters, an invalid default branch, no delegates or
             a repeated one, a threshold outside 1..len(delegates), a parent
-            that is not a sha2-256 multihash.
+            that is not a sha2-256 multihash, a genesis (no parent) without
+            a 16-byte nonce, a later revision with a nonce.
     """
 
     name: str
@@ -132,12 +145,15 @@ class Identity:
     threshold: int
     description: str = ""
     parent: bytes = b""
+    nonce: bytes = b""
     version: int = IDENTITY_VERSION
     raw: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "delegates", tuple(self.delegates))
         object.__setattr__(self, "parent", bytes(self.parent))
+        if isinstance(self.nonce, bytearray | memoryview):
+            object.__setattr__(self, "nonce", bytes(self.nonce))
         problem = self._problem()
         if problem is not None:
             raise InputError(problem)
@@ -149,6 +165,7 @@ class Identity:
             delegates=tuple(key.to_protobuf() for key in self.delegates),
             threshold=self.threshold,
             parent=self.parent,
+            nonce=self.nonce,
         )
         object.__setattr__(self, "raw", _codec.encode_document(fields))
 
@@ -176,6 +193,14 @@ class Identity:
             return f"the threshold is {self.threshold}, not between 1 and the {len(self.delegates)} delegates"
         if self.parent and (len(self.parent) != 34 or self.parent[:2] != _SHA2_256):
             return "the parent is not a sha2-256 multihash"
+        if not isinstance(self.nonce, bytes):
+            return "the nonce is not bytes"
+        if self.parent and self.nonce:
+            return "a revision after the genesis has no nonce (its parent makes it unique)"
+        if not self.parent and len(self.nonce) != _NONCE_SIZE:
+            if not self.nonce:
+                return f"a genesis needs a nonce of {_NONCE_SIZE} random bytes"
+            return f"the nonce is {len(self.nonce)} bytes, not {_NONCE_SIZE}"
         return None
 
     def limit_problem(self, limits: IdentityLimits = _DEFAULT_LIMITS) -> str | None:
@@ -223,6 +248,7 @@ class Identity:
                 delegates=tuple(keys),
                 threshold=fields.threshold,
                 parent=fields.parent,
+                nonce=fields.nonce,
             )
         except InputError as exc:
             raise InvalidIdentity(f"invalid identity document: {exc}") from None
@@ -333,6 +359,7 @@ def create_genesis(
     signer: KeyPair,
     *,
     name: str,
+    nonce: bytes,
     description: str = "",
     default_branch: str = "main",
     delegates: Sequence[PublicKey] | None = None,
@@ -345,15 +372,25 @@ def create_genesis(
 
     Args:
         signer: the creator; must be one of ``delegates``.
+        nonce: 16 bytes from a cryptographic random source
+            (``os.urandom(16)``): what makes the RID new even when every
+            other field equals another repository's. Passed in rather than
+            drawn here so that tests and vectors can fix it; the same
+            nonce with the same fields gives the same RID again.
         delegates: the delegates' keys (default: the creator alone).
 
     Raises:
-        InputError: a field breaks a rule, exceeds ``limits``, or the
-            creator is not a delegate.
+        InputError: a field breaks a rule (a nonce that is not 16 bytes
+            too), exceeds ``limits``, or the creator is not a delegate.
     """
     keys = tuple(delegates) if delegates is not None else (signer.public_key,)
     document = Identity(
-        name=name, description=description, default_branch=default_branch, delegates=keys, threshold=threshold
+        name=name,
+        description=description,
+        default_branch=default_branch,
+        delegates=keys,
+        threshold=threshold,
+        nonce=nonce,
     )
     if not document.is_delegate(signer.public_key):
         raise InputError("the creator of a repository must be one of its delegates")

@@ -454,8 +454,10 @@ class Repositories:
         Raises:
             InputError: ``path`` is not a git repository, has no branch,
                 uses sha256 object ids, or a field breaks a rule.
-            RepositoryExists: the same identity document made a repository
-                on this node already.
+            RepositoryExists: the new RID names a repository on this node
+                already. Each genesis has a random nonce, so two inits (of
+                the same repository too) make two RIDs; this guards against
+                a broken random source.
             PackRejected: git refused the repository's objects.
         """
         where = _source_path(path)
@@ -478,6 +480,7 @@ class Repositories:
         genesis = create_genesis(
             keypair,
             name=_default_name(source) if name is None else name,
+            nonce=os.urandom(16),
             description=description,
             default_branch=_default_branch(source, default_branch, where),
             delegates=_delegate_keys(keypair, delegates),
@@ -498,9 +501,9 @@ class Repositories:
         async with self._lock(key):
             if key in self._states or await self.storage.exists(key):
                 raise RepositoryExists(
-                    f"repository {key} is on this node already (`guts repo show {key}`); a RID is the hash of the "
-                    "identity (name, description, default branch, delegates, threshold), so another repository "
-                    "needs another name or description"
+                    f"repository {key} is on this node already (`guts repo show {key}`): the new genesis, its 16 "
+                    "random bytes included, equals that repository's, which a working random source does not "
+                    "produce; nothing was changed"
                 )
             await self.storage.create(key)
             try:

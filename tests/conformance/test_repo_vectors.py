@@ -55,6 +55,7 @@ def _document(fields: dict[str, Any]) -> Identity:
         delegates=tuple(KEYS[i].public_key for i in fields["delegates"]),
         threshold=fields["threshold"],
         parent=bytes.fromhex(fields["parent"]),
+        nonce=bytes.fromhex(fields["nonce"]),
     )
 
 
@@ -82,9 +83,18 @@ def test_documents_and_rid() -> None:
             entry["fields"]["threshold"],
         )
         assert [bytes(d) for d in msg.delegates] == [KEYS[i].public_key.to_protobuf() for i in entry["fields"]["delegates"]]
-        assert msg.parent.hex() == entry["fields"]["parent"]
+        assert msg.parent.hex() == entry["fields"]["parent"] and msg.nonce.hex() == entry["fields"]["nonce"]
+        # Exactly one of parent and nonce: the genesis has a 16-byte nonce, later revisions a parent.
+        if entry is chain[0]:
+            assert len(msg.nonce) == 16 and msg.parent == b""
+        else:
+            assert msg.nonce == b"" and len(msg.parent) == 34
     for previous, entry in zip(chain, chain[1:]):
         assert entry["fields"]["parent"] == previous["multihash"]
+    # The nonce is the last field of the genesis (8, length-delimited, 16 bytes), and it is in the RID.
+    nonce = bytes.fromhex(chain[0]["fields"]["nonce"])
+    assert nonce == bytes(range(16)) and genesis.endswith(b"\x42\x10" + nonce)
+    assert hashlib.sha256(genesis[:-18]).digest() != multihash[2:]
 
 
 def test_signatures_and_chain() -> None:
@@ -117,6 +127,7 @@ def test_chain_rebuilt_with_the_helpers() -> None:
     genesis = create_genesis(
         KEYS[0],
         name=first["name"],
+        nonce=bytes.fromhex(first["nonce"]),
         description=first["description"],
         default_branch=first["default_branch"],
         delegates=[KEYS[i].public_key for i in first["delegates"]],
