@@ -2,7 +2,8 @@
 host with TCP and WebSocket transports, identify, ping, the Kademlia DHT
 (which dials the bootstrap peers), gossipsub with the configured topics
 subscribed, and the repositories stored under ``GUTS_HOME/storage``
-(:class:`~guts.repo.state.Repositories`, opened and repaired at start).
+(:class:`~guts.repo.state.Repositories`, opened and repaired at start)
+served to peers by the sync protocol (:mod:`guts.sync`).
 
 The local control API sits one layer above and drives a node from outside:
 :func:`guts.control.open_controlled_node` runs a node with it.
@@ -28,6 +29,7 @@ from guts.identify import Identify
 from guts.multiaddr import Multiaddr
 from guts.ping import Ping
 from guts.repo.state import Repositories
+from guts.sync import SyncService
 from guts.transport import TcpTransport, Transport, WebSocketTransport
 
 __all__ = ["Node", "open_node", "expand_unspecified"]
@@ -48,6 +50,8 @@ class Node:
     #: The repositories in ``config.home / "storage"``; ``None`` on a node
     #: that persists nothing (a short-lived one answering one command).
     repos: Repositories | None = None
+    #: Serves ``/guts/sync/1.0.0`` from ``repos``; ``None`` when there are none.
+    sync: SyncService | None = None
     #: The subscriptions to ``config.topics``, by topic.
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
 
@@ -128,6 +132,7 @@ async def open_node(
                 dht=Dht(host, dht_config, store),
                 pubsub=Gossipsub(host),
                 repos=repos,
+                sync=None if repos is None else SyncService(host, repos),
             )
             await host.start(node.pubsub.run)
             for topic in config.topics:

@@ -110,6 +110,8 @@ CORES: list[str] = [
     "guts.repo.push_rules",
     "guts.repo.remote_helper",
     "guts.repo.layout",
+    "guts.sync._codec",
+    "guts.sync.upload_rules",
 ]
 
 

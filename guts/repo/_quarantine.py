@@ -4,7 +4,8 @@ order of calls)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,36 @@ class Quarantine:
             "GIT_ALTERNATE_OBJECT_DIRECTORIES": _alternate(self._repo / "objects"),
             "GIT_QUARANTINE_PATH": str(self.path),
         }
+
+    @asynccontextmanager
+    async def objects(self) -> AsyncIterator[ObjectReader]:
+        """An :class:`ObjectReader` of the repository and the quarantine's
+        objects, for the block: to check received objects before they
+        migrate."""
+        args = ["cat-file", "--batch"]
+        async with open_git(args, git_dir=self._repo, env=self.env, timeout=self._config.command_timeout) as git:
+            yield ObjectReader(git)
+            await git.close_stdin()
+            await git.read_stdout(1 << 20)
+
+    @asynccontextmanager
+    async def git(self, args: list[str], *, timeout: float | None = None) -> AsyncIterator[GitProcess]:
+        """``git <args>`` run in the quarantine, streaming (objects it writes
+        land here; ``git fetch-pack`` for the sync protocol), killed at
+        ``timeout`` (default: the pack deadline).
+
+        Raises:
+            PackRejected: git failed or passed its deadline.
+        """
+        if self._migrated:
+            raise StorageError("this quarantine was migrated already")
+        self._verified = False
+        limit = self._config.pack_timeout if timeout is None else timeout
+        try:
+            async with open_git(args, git_dir=self._repo, env=self.env, timeout=limit) as git:
+                yield git
+        except GitError as error:
+            raise PackRejected(f"git {args[-1] if args else ''}: {_why(error.stderr, str(error))}") from error
 
     async def ingest_pack(self, chunks: AsyncIterable[bytes], *, max_bytes: int | None = None) -> str:
         """Index a pack streamed as ``chunks`` into the quarantine; return its
@@ -113,13 +144,22 @@ class Quarantine:
 
     async def migrate(self) -> None:
         """Move the quarantined objects into the repository. Only after
-        :meth:`check_connected` succeeded (with no ingest since)."""
+        :meth:`check_connected` succeeded (with no ingest since).
+
+        ``.keep`` files (``git fetch-pack --lock-pack`` leaves one beside
+        its pack) are removed first: a kept pack would never be repacked."""
         if self._migrated:
             raise StorageError("this quarantine was migrated already")
         if not self._verified:
             raise StorageError("quarantined objects migrate only after check_connected")
         self._migrated = True
-        await trio.to_thread.run_sync(migrate_objects, self.path, self._repo / "objects")
+
+        def migrate() -> None:
+            for keep in (self.path / "pack").glob("*.keep"):
+                keep.unlink()
+            migrate_objects(self.path, self._repo / "objects")
+
+        await trio.to_thread.run_sync(migrate)
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,7 +46,7 @@ from __future__ import annotations
 import builtins
 import logging
 import os
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -59,6 +59,7 @@ from guts.repo.canonical import Canonical, ancestry_questions, compute_canonical
 from guts.repo.identity import Identity, IdentityLimits, SignedRevision, create_genesis
 from guts.repo.layout import (
     IDENTITY_REF,
+    LayoutCommit,
     RefKind,
     commit_parents,
     encode_pack,
@@ -72,9 +73,19 @@ from guts.repo.layout import (
 from guts.repo.refname import refname_problem
 from guts.repo.revisions import VerifiedIdentity, verify_chain
 from guts.repo.rid import Rid
-from guts.repo.sigrefs import RefsLimits, SignedStatement, Statement, next_statement, ref_problem, sign_statement
+from guts.repo.sigrefs import (
+    RefsLimits,
+    SignedStatement,
+    Statement,
+    Verdict,
+    judge,
+    next_statement,
+    ref_problem,
+    sign_statement,
+)
 from guts.repo.storage import (
     ObjectReader,
+    Quarantine,
     RefUpdate,
     RepositoryExists,
     RepositoryNotFound,
@@ -85,7 +96,7 @@ from guts.repo.storage import (
     check_rid,
 )
 
-__all__ = ["BrokenRepository", "Namespace", "RepoState", "Repositories", "RepositoriesConfig"]
+__all__ = ["BrokenRepository", "FetchObjects", "Namespace", "RepoState", "Repositories", "RepositoriesConfig"]
 
 log = logging.getLogger("guts.repo.state")
 
@@ -96,6 +107,12 @@ _COMMIT_BYTES = 4096  # a layout commit is about 250 bytes
 
 class BrokenRepository(StorageError):
     """A stored repository's identity chain is missing or does not verify."""
+
+
+#: What :meth:`Repositories.receive` calls to bring objects into a
+#: quarantine: the quarantine and the oids it lacks (the sync protocol's
+#: fetch, ``git fetch-pack`` run with the quarantine's environment).
+FetchObjects = Callable[[Quarantine, list[str]], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,7 +346,35 @@ class Repositories:
         canonical = await self._canonical(key, identity, statements, previous)
         return RepoState(rid, identity, identity_head, namespaces, canonical, refused)
 
+    async def revisions(self, rid: Rid | str) -> builtins.list[SignedRevision]:
+        """The identity chain of a repository this node serves, genesis
+        first, as read from git (what the sync protocol's ``Refs`` carries).
+
+        Raises:
+            RepositoryNotFound: this node does not serve ``rid``.
+            BrokenRepository: the chain no longer reads back (changed by hand).
+        """
+        state = self.show(rid)
+        key = str(state.rid)
+        async with self.storage.objects(key) as reader:
+            try:
+                chain = await self._read_chain(reader, state.identity_commit)
+            except (InvalidIdentity, ValueError) as exc:
+                raise BrokenRepository(f"repository {key}: {exc}") from None
+        return [revision for _, revision, _ in chain]
+
     async def _read_identity(self, reader: ObjectReader, rid: Rid, head: str) -> tuple[VerifiedIdentity, str]:
+        limits = self.config.identity
+        chain = await self._read_chain(reader, head)
+        for number, (oid, revision, parent) in enumerate(chain, 1):
+            if identity_commit(revision, number, parent).oid != oid:
+                raise InvalidIdentity(f"identity commit {oid} is not the layout's commit of revision {number}")
+        return verify_chain(rid, [revision for _, revision, _ in chain], limits), head
+
+    async def _read_chain(
+        self, reader: ObjectReader, head: str
+    ) -> builtins.list[tuple[str, SignedRevision, str | None]]:
+        """The identity chain's commits, revisions and parents, genesis first."""
         limits = self.config.identity
         chain: list[tuple[str, SignedRevision, str | None]] = []  # newest first
         oid: str | None = head
@@ -346,10 +391,7 @@ class Repositories:
             chain.append((oid, SignedRevision.decode(blob[2], limits), parents[0] if parents else None))
             oid = parents[0] if parents else None
         chain.reverse()
-        for number, (oid, revision, parent) in enumerate(chain, 1):
-            if identity_commit(revision, number, parent).oid != oid:
-                raise InvalidIdentity(f"identity commit {oid} is not the layout's commit of revision {number}")
-        return verify_chain(rid, [revision for _, revision, _ in chain], limits), head
+        return chain
 
     async def _read_namespace(self, reader: ObjectReader, rid: Rid, peer: PeerId, oid: str) -> Namespace:
         limits = self.config.refs
@@ -566,3 +608,139 @@ class Repositories:
             await self._write_refs(key, new.refs(), await self.storage.refs(key), expected=state.refs())
             self._states[key] = new
         return new
+
+    async def receive(
+        self,
+        rid: Rid | str,
+        identity: Sequence[SignedRevision],
+        statements: Sequence[tuple[SignedStatement, str]],
+        fetch: FetchObjects,
+    ) -> RepoState:
+        """Apply a peer's signed state of ``rid`` (the sync protocol's fetch),
+        creating the storage repository if this node does not hold it yet.
+
+        Everything is checked before anything moves, under the repository's
+        lock: the identity chain verifies against ``rid`` and extends the
+        one held (a shorter one that is a prefix of ours is ignored); each
+        statement is validly signed (a :class:`SignedStatement` is), is its
+        signer's namespace's, and :func:`~guts.repo.sigrefs.judge` accepts
+        it (newer) or finds it unchanged; a stale, equivocating or forked
+        statement refuses the whole state. Each statement comes with the
+        peer's sigrefs commit for it. The identity commits are rebuilt here
+        from the revisions; so is a sigrefs commit whose parent statement
+        we hold (it must then equal the peer's). Otherwise the peer's
+        sigrefs commit is fetched with the objects the accepted statements
+        list that we lack (``fetch`` into a quarantine), and read back from
+        the quarantine as :meth:`load` reads one: the layout's commit of
+        this very statement, its parent holding the statement before it.
+        Every listed oid and chain commit is checked connected,
+        the objects migrate, and every ref changes in one transaction. On
+        any failure no ref moves, no object leaves the quarantine, and a
+        repository created here is deleted again.
+
+        Returns:
+            The new state (the held one when nothing was newer).
+
+        Raises:
+            InvalidIdentity: the chain does not verify, or forks from ours.
+            InvalidRefs: a statement refused (its message says why).
+            BrokenRepository: the repository is stored but not served.
+            PackRejected, NotConnected: the objects did not arrive whole.
+        """
+        key = _key(rid)
+        parsed = Rid.parse(key)
+        async with self._lock(key):
+            held = self._states.get(key)
+            if held is None and await self.storage.exists(key):
+                raise BrokenRepository(f"repository {key} is stored but not served (see the log at start)")
+            chain = verify_chain(parsed, identity, self.config.identity)
+            commits: list[LayoutCommit] = []
+            for number, revision in enumerate(identity, 1):
+                commits.append(identity_commit(revision, number, commits[-1].oid if commits else None))
+            verified, identity_head, new_chain = chain, commits[-1].oid, True
+            if held is not None:
+                if chain.length < held.identity.length:
+                    if not await self._descends(key, held.identity_commit, identity_head):
+                        raise InvalidIdentity(f"the identity chain of {chain.length} revisions forks from ours")
+                    verified, identity_head, new_chain = held.identity, held.identity_commit, False
+                elif commits[held.identity.length - 1].oid != held.identity_commit:
+                    raise InvalidIdentity(
+                        f"the identity chain forks from ours at or before revision {held.identity.length}"
+                    )
+                elif chain.length == held.identity.length:
+                    new_chain = False
+            accepted: dict[PeerId, tuple[SignedStatement, LayoutCommit]] = {}
+            chains: dict[PeerId, tuple[SignedStatement, str]] = {}
+            for signed, commit_oid in statements:
+                peer = signed.statement.signer
+                if peer in accepted or peer in chains:
+                    raise InvalidRefs(f"two statements of namespace {peer}")
+                before = None if held is None else held.namespaces.get(peer)
+                stored = None if before is None else before.statement
+                verdict = judge(stored, signed.statement, rid=parsed, namespace=peer)
+                if verdict.refused:
+                    was = "" if stored is None else f", ours is seq {stored.seq}"
+                    raise InvalidRefs(f"namespace {peer}: {verdict.value} statement (seq {signed.statement.seq}{was})")
+                if verdict is Verdict.UNCHANGED:
+                    continue
+                try:
+                    _check_storable(peer, signed.statement)
+                except InputError as exc:
+                    raise InvalidRefs(f"namespace {peer}: {exc}") from None
+                after = before.commit if before is not None and signed.statement.parent == before.statement.id else None
+                if signed.statement.seq == 1 or after is not None:
+                    rebuilt = sigrefs_commit(signed, after)
+                    if rebuilt.oid != commit_oid:
+                        raise InvalidRefs(f"namespace {peer}: sigrefs commit {commit_oid} is not the layout's")
+                    accepted[peer] = (signed, rebuilt)
+                else:
+                    chains[peer] = (signed, commit_oid)
+            if held is not None and not accepted and not chains and not new_chain:
+                return held
+            listed = {oid for signed, _ in [*accepted.values(), *chains.values()] for _, oid in signed.statement.refs}
+            wanted = sorted(listed | {oid for _, oid in chains.values()})
+            layout = [commit for _, commit in accepted.values()] + (commits if new_chain else [])
+            created = False
+            if held is None:
+                await self.storage.create(key)
+                created = True
+            try:
+                async with self.storage.quarantine(key) as quarantine:
+                    missing = await self.storage.missing_objects(key, wanted)
+                    if missing:
+                        await fetch(quarantine, missing)
+                    objects = [obj for commit in layout for obj in commit.objects]
+                    if objects:
+                        await quarantine.ingest_pack(_once(encode_pack(objects)))
+                    await quarantine.check_connected([*wanted, *(commit.oid for commit in layout)])
+                    if chains:
+                        async with quarantine.objects() as reader:
+                            for peer, (signed, commit_oid) in chains.items():
+                                try:
+                                    read = await self._read_namespace(reader, parsed, peer, commit_oid)
+                                except (InvalidRefs, ValueError) as exc:
+                                    raise InvalidRefs(f"namespace {peer}: {exc}") from None
+                                if read.signed.id != signed.id:
+                                    raise InvalidRefs(
+                                        f"namespace {peer}: sigrefs commit {commit_oid} records another statement"
+                                    )
+                    await quarantine.migrate()
+                namespaces = {} if held is None else dict(held.namespaces)
+                namespaces.update((peer, Namespace(peer, s, c.oid)) for peer, (s, c) in accepted.items())
+                namespaces.update((peer, Namespace(peer, s, oid)) for peer, (s, oid) in chains.items())
+                statements_now = {peer: ns.statement for peer, ns in namespaces.items()}
+                previous = {} if held is None else held.canonical.ref_map()
+                canonical = await self._canonical(key, verified, statements_now, previous)
+                refused = {} if held is None else {p: w for p, w in held.refused.items() if p not in namespaces}
+                state = RepoState(parsed, verified, identity_head, namespaces, canonical, refused)
+                if held is None or new_chain:
+                    await self.storage.set_head(key, "refs/heads/" + verified.current.default_branch)
+                current = {} if held is None else await self.storage.refs(key)
+                await self._write_refs(key, state.refs(), current, expected={} if held is None else held.refs())
+            except BaseException:
+                if created:
+                    with trio.CancelScope(shield=True):
+                        await self.storage.delete(key)
+                raise
+            self._states[key] = state
+        return state

@@ -1,0 +1,245 @@
+"""The sync protocol's fetching side: bring a peer's signed state of a
+repository into this node's storage, verified before anything moves.
+
+Theory of operation
+-------------------
+1. ``GetRefs{rid}`` on a new stream: the peer's identity chain (genesis
+   first) and each namespace's latest statement, decoded strictly under
+   the repository limits (:class:`~guts.repo.identity.SignedRevision`,
+   :class:`~guts.repo.sigrefs.SignedStatement`: a bad signature stops
+   here).
+2. :meth:`Repositories.receive <guts.repo.state.Repositories.receive>`
+   judges it under the repository's lock (chain against the RID and ours,
+   each statement against the one we hold) and, for the accepted
+   statements' oids we lack, calls back into :func:`_fetch_pack` with a
+   quarantine.
+3. ``git fetch-pack --stateless-rpc`` runs in the quarantine (its objects
+   land there), with fsck on received objects (lenient only on
+   :data:`~guts.repo.storage.FSCK_LENIENT`), every pack kept as a pack
+   (``unpackLimit=1``, ``--lock-pack``, thin), the wanted oids read from
+   stdin. It first reads :data:`~guts.sync.upload_rules.ADVERTISEMENT`;
+   then each request it writes (pkt-lines up to a flush) goes to the peer
+   on a new stream as ``GetObjects``, and the peer's raw upload-pack
+   response comes back into fetch-pack's stdin, followed by ``0002`` once
+   it ended on a flush (:class:`~guts.repo.pktline.ResponseTracker`).
+   git's own negotiation sends our repository's refs as ``have``s, so a
+   fetch of one new commit moves about one commit.
+4. ``receive`` checks every wanted oid connected, migrates the objects
+   and moves every ref in one transaction.
+
+Bounds: the response bytes of one fetch (the storage's pack limit,
+counted here: fetch-pack has no input limit of its own), the idle timeout
+on every read from the peer (a stalled peer), and an overall deadline.
+Any failure leaves refs and objects as they were, raises a typed error
+(:class:`SyncError` and its kinds, or the repository's
+:class:`~guts.errors.InvalidIdentity`, :class:`~guts.errors.InvalidRefs`,
+:class:`~guts.repo.storage.PackRejected`), and logs one line naming the
+peer and the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from guts.errors import DecodeError, GutsError, InvalidIdentity
+from guts.host import Host
+from guts.multiaddr import Multiaddr
+from guts.peer import PeerId
+from guts.repo.identity import SignedRevision
+from guts.repo.pktline import FlushPacket, PktLineDecoder, ResponseTracker, encode_line, encode_packet
+from guts.repo.rid import Rid
+from guts.repo.sigrefs import SignedStatement
+from guts.repo.state import Repositories, RepoState
+from guts.repo.storage import FSCK_LENIENT, PackRejected, Quarantine
+from guts.sync._codec import (
+    SYNC_PROTOCOL,
+    GetObjects,
+    GetRefs,
+    Objects,
+    Refs,
+    Refused,
+    Request,
+    Response,
+    SyncConfig,
+    SyncError,
+    SyncRefused,
+    SyncStalled,
+    decode_response,
+    encode_request,
+)
+from guts.sync.upload_rules import ADVERTISEMENT
+from guts.wire import LengthPrefixedDecoder, NegotiatedStream, encode_length_prefixed
+
+__all__ = ["fetch"]
+
+log = logging.getLogger("guts.sync")
+
+_CHUNK = 64 * 1024
+_FETCH_PACK = [
+    "-c", "fetch.fsckObjects=true",
+    *(arg for msg in FSCK_LENIENT for arg in ("-c", f"fetch.fsck.{msg}=ignore")),
+    "-c", "fetch.unpackLimit=1",
+    "fetch-pack", "--stateless-rpc", "--stdin", "--lock-pack", "--thin", "--no-progress", "guts",
+]  # fmt: skip
+
+
+async def fetch(
+    host: Host, repos: Repositories, peer: PeerId | Multiaddr, rid: Rid | str, config: SyncConfig | None = None
+) -> RepoState:
+    """Fetch ``rid`` from ``peer`` and apply what verifies (module docstring).
+
+    Returns:
+        The repository's state afterwards (unchanged when the peer had
+        nothing newer).
+
+    Raises:
+        SyncRefused: the peer does not hold ``rid``, or refused a request.
+        SyncStalled: the peer stalled past the idle timeout, or the fetch
+            passed its deadline.
+        SyncError: the peer broke the protocol.
+        InvalidIdentity, InvalidRefs: its signed state does not verify or
+            is older than ours.
+        PackRejected: its objects were refused, over the limit, or missing.
+    """
+    cfg = config or SyncConfig()
+    key = str(rid) if isinstance(rid, Rid) else str(Rid.parse(rid))
+    try:
+        with trio.fail_after(cfg.deadline):
+            refs = await _get_refs(host, peer, key, cfg)
+            limits = repos.config
+            if len(refs.identity) > limits.identity.max_revisions or not refs.identity:
+                raise InvalidIdentity(f"an identity chain of {len(refs.identity)} revisions")
+            revisions = [SignedRevision.decode(data, limits.identity) for data in refs.identity]
+            statements = [
+                (SignedStatement.decode(data, limits.refs), oid) for data, oid in zip(refs.statements, refs.sigrefs)
+            ]
+            budget = [repos.storage.config.max_pack_bytes]
+
+            async def objects(quarantine: Quarantine, oids: list[str]) -> None:
+                await _fetch_pack(host, peer, key, quarantine, oids, cfg, budget)
+
+            return await repos.receive(key, revisions, statements, objects)
+    except trio.TooSlowError:
+        error: GutsError = SyncStalled(f"the fetch passed its deadline of {cfg.deadline:g} s")
+        log.warning("peer %s: fetch of %s failed: %s", peer, key, error)
+        raise error from None
+    except GutsError as exc:
+        log.warning("peer %s: fetch of %s failed: %s", peer, key, exc)
+        raise
+
+
+async def _exchange(
+    host: Host, peer: PeerId | Multiaddr, request: Request, cfg: SyncConfig
+) -> tuple[NegotiatedStream, Response, bytes]:
+    """Open a stream, send ``request``, read the answer message: the
+    stream (the caller closes it), the answer, and bytes past it."""
+    stream = await host.new_stream(peer, [SYNC_PROTOCOL])
+    try:
+        await stream.send_all(encode_length_prefixed(encode_request(request)))
+        decoder = LengthPrefixedDecoder(cfg.max_refs_message)
+        while (message := decoder.next_message()) is None:
+            data = await _receive(stream, cfg)
+            if not data:
+                raise SyncError("the peer closed the stream without an answer")
+            decoder.receive_data(data)
+        response = decode_response(message, cfg)
+        if isinstance(response, Refused):
+            raise SyncRefused(f"refused ({response.reason.name}): {response.message}", response.reason)
+        return stream, response, decoder.unused_data()
+    except DecodeError as exc:
+        await stream.aclose()
+        raise SyncError(f"bad answer: {exc}") from None
+    except BaseException:
+        await stream.aclose()
+        raise
+
+
+async def _receive(stream: trio.abc.Stream, cfg: SyncConfig) -> bytes:
+    with trio.move_on_after(cfg.idle_timeout):
+        return bytes(await stream.receive_some(_CHUNK))
+    raise SyncStalled(f"the peer sent nothing for {cfg.idle_timeout:g} s")
+
+
+async def _get_refs(host: Host, peer: PeerId | Multiaddr, rid: str, cfg: SyncConfig) -> Refs:
+    stream, response, extra = await _exchange(host, peer, GetRefs(rid), cfg)
+    await stream.aclose()
+    if not isinstance(response, Refs) or extra:
+        raise SyncError("GetRefs not answered with Refs alone")
+    return response
+
+
+async def _fetch_pack(
+    host: Host,
+    peer: PeerId | Multiaddr,
+    rid: str,
+    quarantine: Quarantine,
+    oids: list[str],
+    cfg: SyncConfig,
+    budget: list[int],
+) -> None:
+    """Run fetch-pack in ``quarantine`` for ``oids``, pumping its requests
+    to ``peer``; ``budget`` is the response bytes left for this fetch."""
+    wants = b"".join(encode_line(oid) for oid in oids) + b"0000"
+    async with quarantine.git(_FETCH_PACK, timeout=cfg.deadline) as git:
+        await git.stdin.send_all(wants + ADVERTISEMENT)
+        decoder, request, exchanges = PktLineDecoder(), bytearray(), 0
+        while chunk := await git.stdout.receive_some(_CHUNK):
+            decoder.receive_data(chunk)
+            while True:
+                try:
+                    packet = decoder.next_packet()
+                except DecodeError:
+                    if exchanges and not request:
+                        decoder = PktLineDecoder()  # fetch-pack's closing report ("lock <path>"): not a request
+                        break
+                    raise SyncError("git fetch-pack wrote what is not a request") from None
+                if packet is None:
+                    break
+                request += encode_packet(packet)
+                if len(request) > cfg.max_request:
+                    raise SyncError(f"git's request is over {cfg.max_request} bytes")
+                if isinstance(packet, FlushPacket):
+                    await _relay(host, peer, rid, bytes(request), git.stdin, cfg, budget)
+                    request.clear()
+                    exchanges += 1
+
+
+async def _relay(
+    host: Host,
+    peer: PeerId | Multiaddr,
+    rid: str,
+    request: bytes,
+    git: trio.abc.SendStream,
+    cfg: SyncConfig,
+    budget: list[int],
+) -> None:
+    """One ``GetObjects`` round: ``request`` to the peer, its response (and
+    ``0002``) to fetch-pack."""
+    stream, response, data = await _exchange(host, peer, GetObjects(rid, request), cfg)
+    async with stream:
+        if not isinstance(response, Objects):
+            raise SyncError("GetObjects not answered with Objects")
+        tracker = ResponseTracker()
+        while True:
+            if data:
+                budget[0] -= len(data)
+                if budget[0] < 0:
+                    raise PackRejected("the peer's packs are over the pack limit")
+                try:
+                    tracker.receive_data(data)
+                except DecodeError as exc:
+                    raise SyncError(f"bad upload-pack response: {exc}") from None
+                try:
+                    await git.send_all(data)
+                except trio.BrokenResourceError:
+                    raise PackRejected("git fetch-pack stopped reading the pack") from None
+            data = await _receive(stream, cfg)
+            if not data:
+                break
+        try:
+            end = tracker.end()
+        except DecodeError as exc:
+            raise SyncError(f"the upload-pack response was cut: {exc}") from None
+        await git.send_all(end)

@@ -1,0 +1,172 @@
+"""The sync protocol's serving side, ``/guts/sync/1.0.0`` on the host.
+
+One request per stream, as a length-prefixed ``Request``:
+
+- ``GetRefs{rid}``: answered by ``Refs`` (the identity chain, genesis
+  first, and every verified namespace's latest statement) or
+  ``Refused{NOT_FOUND}``; then the stream ends.
+- ``GetObjects{rid, request}``: ``request`` is one protocol v2 stateless
+  upload-pack request, checked by :func:`~guts.sync.upload_rules.check_upload_request`
+  against the repository's verified statements and their sigrefs commits (``Refused{BAD_REQUEST}``
+  when it breaks a rule). When it passes, ``Objects`` is sent, then
+  ``git upload-pack --stateless-rpc`` runs with the request and its raw
+  response is streamed as it comes, and the stream ends: the end of the
+  stream is the end of the response.
+
+Bounds: the request's size (:attr:`SyncConfig.max_request`), uploads at
+once per node and per peer (``Refused{BUSY}`` past them), the idle
+timeout on reading the request and on each write of the response (a peer
+that stops reading is dropped and upload-pack killed), and the storage's
+pack deadline on the whole upload. Bad input gets one log line naming the
+peer and the reason, at most once a minute per peer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, OrderedDict
+
+import trio
+
+from guts.errors import DecodeError, GutsError
+from guts.host import Host
+from guts.peer import PeerId
+from guts.repo.state import Repositories
+from guts.repo.storage import RepositoryNotFound
+from guts.sync._codec import (
+    SYNC_PROTOCOL,
+    GetObjects,
+    GetRefs,
+    Objects,
+    Refs,
+    Refused,
+    RefusedReason,
+    Response,
+    SyncConfig,
+    decode_request,
+    encode_response,
+)
+from guts.sync.upload_rules import check_upload_request
+from guts.wire import MessageStream, NegotiatedStream
+
+__all__ = ["BadInputLog", "SyncService"]
+
+log = logging.getLogger("guts.sync")
+
+_CHUNK = 64 * 1024
+
+
+class BadInputLog:
+    """One log line per peer per ``interval`` seconds for bad input; at
+    most ``max_peers`` remembered (the oldest forgotten)."""
+
+    def __init__(self, logger: logging.Logger, interval: float = 60.0, max_peers: int = 10_000) -> None:
+        self._log = logger
+        self.interval = interval
+        self.max_peers = max_peers
+        self._last: OrderedDict[PeerId, float] = OrderedDict()
+
+    def __call__(self, peer: PeerId, what: str, reason: object, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        last = self._last.pop(peer, None)
+        if last is not None and now - last < self.interval:
+            self._last[peer] = last
+            return
+        self._last[peer] = now
+        while len(self._last) > self.max_peers:
+            self._last.popitem(last=False)
+        self._log.warning("peer %s: %s: %s", peer, what, reason)
+
+
+class SyncService:
+    """Serves ``/guts/sync/1.0.0`` on ``host`` from ``repos``."""
+
+    def __init__(self, host: Host, repos: Repositories, config: SyncConfig | None = None) -> None:
+        self.host = host
+        self.repos = repos
+        self.config = config or SyncConfig()
+        self.bad_input = BadInputLog(log)
+        self._uploads: Counter[PeerId] = Counter()
+        host.set_handler(SYNC_PROTOCOL, self._serve)
+
+    async def _serve(self, stream: NegotiatedStream) -> None:
+        peer: PeerId = stream.connection.peer_id
+        cfg = self.config
+        async with stream:
+            messages = MessageStream(stream, cfg.max_request)
+            try:
+                with trio.fail_after(cfg.idle_timeout):
+                    data = await messages.receive()
+                if data is None:
+                    return
+                request = decode_request(data, cfg)
+            except (DecodeError, trio.TooSlowError) as exc:
+                self.bad_input(peer, "sync request refused", exc or "no request within the idle timeout")
+                return
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+            try:
+                if isinstance(request, GetRefs):
+                    await self._answer(messages, await self._refs(request.rid))
+                else:
+                    await self._objects(peer, stream, messages, request)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError) as exc:
+                log.info("peer %s: sync stream ended early: %s", peer, exc or "stopped reading")
+            except GutsError as exc:
+                log.warning("peer %s: sync request failed: %s", peer, exc)
+
+    async def _answer(self, messages: MessageStream, response: Response) -> None:
+        with trio.fail_after(self.config.idle_timeout):
+            await messages.send(encode_response(response))
+
+    async def _refs(self, rid: str) -> Response:
+        try:
+            state = self.repos.show(rid)
+            revisions = await self.repos.revisions(state.rid)
+        except (RepositoryNotFound, ValueError):
+            return Refused(RefusedReason.NOT_FOUND, f"no repository {rid[:80]} here")
+        namespaces = [state.namespaces[peer] for peer in sorted(state.namespaces, key=str)]
+        return Refs(
+            tuple(revision.encode() for revision in revisions),
+            tuple(ns.signed.encode() for ns in namespaces),
+            tuple(ns.commit for ns in namespaces),
+        )
+
+    async def _objects(
+        self, peer: PeerId, stream: NegotiatedStream, messages: MessageStream, request: GetObjects
+    ) -> None:
+        cfg = self.config
+        try:
+            state = self.repos.show(request.rid)
+        except (RepositoryNotFound, ValueError):
+            await self._answer(messages, Refused(RefusedReason.NOT_FOUND, f"no repository {request.rid[:80]} here"))
+            return
+        signed = {oid for ns in state.namespaces.values() for _, oid in ns.statement.refs}
+        signed.update(ns.commit for ns in state.namespaces.values())
+        try:
+            check_upload_request(request.request, signed, cfg.max_request)
+        except DecodeError as exc:
+            self.bad_input(peer, f"upload request for {state.rid} refused", exc)
+            await self._answer(messages, Refused(RefusedReason.BAD_REQUEST, str(exc)))
+            return
+        if sum(self._uploads.values()) >= cfg.max_uploads or self._uploads[peer] >= cfg.max_uploads_per_peer:
+            await self._answer(messages, Refused(RefusedReason.BUSY, "too many uploads at once; try later"))
+            return
+        self._uploads[peer] += 1
+        try:
+            idle = max(1, int(cfg.idle_timeout))
+            async with self.repos.storage.upload_pack(str(state.rid), idle_timeout=idle) as git:
+                await git.stdin.send_all(request.request)
+                await git.close_stdin()
+                await self._answer(messages, Objects())
+                out = stream.unwrap()
+                while chunk := await git.stdout.receive_some(_CHUNK):
+                    with trio.fail_after(cfg.idle_timeout):
+                        await out.send_all(chunk)
+            with trio.fail_after(cfg.idle_timeout):
+                await stream.send_eof()
+        finally:
+            self._uploads[peer] -= 1
+            if not self._uploads[peer]:
+                del self._uploads[peer]

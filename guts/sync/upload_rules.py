@@ -1,0 +1,135 @@
+"""What a peer may ask of our ``git upload-pack``: one protocol v2
+stateless request, checked before git sees it. Pure; no trio.
+
+git's protocol v2 ``upload-pack`` serves any object by its oid (it has no
+notion of which objects are signed), so the serving node checks every
+request itself:
+
+- capability lines: exactly one ``command=``, either ``fetch`` or
+  ``ls-refs``; ``agent=``, ``session-id=`` and ``object-format=sha1``
+  are allowed; anything else (``server-option``, another object format)
+  is refused.
+- ``fetch`` arguments: ``want <oid>`` only for an oid some verified
+  statement of the repository lists (its namespace refs; canonical refs
+  are among them) or a namespace's sigrefs commit (the chain of its
+  statements, for a node that lacks the earlier ones), ``have <oid>``, ``done``, ``thin-pack``,
+  ``no-progress``, ``include-tag``, ``ofs-delta``. Refused: ``want-ref``
+  (it names refs, not signed oids), ``shallow`` and ``deepen*`` (a
+  shallow copy cannot be checked for connectivity), ``filter``,
+  ``packfile-uris``, ``sideband-all``, and anything unknown.
+- ``ls-refs`` arguments: ``peel``, ``symrefs``, ``unborn``,
+  ``ref-prefix <prefix>`` (every ref of a storage repository is signed
+  state, so listing them reveals nothing unsigned).
+- the request ends with its flush, and nothing follows it.
+
+The identity chain's commits are not served: the fetching node rebuilds
+them byte for byte from the revisions ``GetRefs`` carries
+(:mod:`guts.repo.layout`), and a sigrefs commit too when it holds the
+statement before.
+
+The fetching side answers ``git fetch-pack``'s first read with
+:data:`ADVERTISEMENT`, a fixed capability advertisement of the features
+allowed here, instead of asking the peer for git's own: no round trip, and
+fetch-pack then asks only for what this module accepts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Container
+from dataclasses import dataclass
+
+from guts.errors import DecodeError
+from guts.repo.pktline import DataPacket, DelimPacket, FlushPacket, PktLineDecoder, encode_line, encode_packets
+
+__all__ = ["ADVERTISEMENT", "UploadRequest", "check_upload_request"]
+
+#: The protocol v2 capability advertisement fetch-pack reads first.
+ADVERTISEMENT: bytes = (
+    b"".join(encode_line(line) for line in ("version 2", "agent=guts/1", "ls-refs", "fetch", "object-format=sha1"))
+    + encode_packets([FlushPacket()])
+)
+
+_OID = re.compile(rb"[0-9a-f]{40}")
+_CAPABILITY = (b"agent=", b"session-id=")
+_FETCH_FLAGS = frozenset({b"done", b"thin-pack", b"no-progress", b"include-tag", b"ofs-delta"})
+_LS_REFS_FLAGS = frozenset({b"peel", b"symrefs", b"unborn"})
+
+
+@dataclass(frozen=True, slots=True)
+class UploadRequest:
+    """A request that passed: its command and the oids it wants."""
+
+    command: str
+    wants: tuple[str, ...]
+
+
+def check_upload_request(request: bytes, signed: Container[str], max_size: int) -> UploadRequest:
+    """Check one stateless upload-pack request (module docstring).
+
+    Args:
+        request: the pkt-lines, ending in a flush.
+        signed: the oids a ``want`` may name.
+        max_size: the largest request accepted.
+
+    Raises:
+        DecodeError: the request breaks a rule; its message says which.
+    """
+    if len(request) > max_size:
+        raise DecodeError(f"an upload request of {len(request)} bytes (limit {max_size})")
+    decoder = PktLineDecoder()
+    decoder.receive_data(request)
+    command: bytes | None = None
+    section = "capabilities"
+    wants: list[str] = []
+    while True:
+        packet = decoder.next_packet()
+        if packet is None:
+            raise DecodeError("the upload request does not end with a flush")
+        if isinstance(packet, FlushPacket):
+            break
+        if isinstance(packet, DelimPacket):
+            if section != "capabilities":
+                raise DecodeError("two delimiters in the upload request")
+            section = "arguments"
+            continue
+        if not isinstance(packet, DataPacket):
+            raise DecodeError("a response-end packet in the upload request")
+        line = packet.line()
+        if section == "capabilities":
+            if line.startswith(b"command="):
+                if command is not None:
+                    raise DecodeError("two commands in the upload request")
+                command = line[len(b"command="):]
+                if command not in (b"fetch", b"ls-refs"):
+                    raise DecodeError(f"command {command[:40]!r} is not served")
+            elif line == b"object-format=sha1" or line.startswith(_CAPABILITY):
+                pass
+            else:
+                raise DecodeError(f"capability {line[:60]!r} is not served")
+        elif command == b"fetch":
+            want = _fetch_argument(line)
+            if want is not None:
+                if want not in signed:
+                    raise DecodeError(f"want {want}: no signed statement lists it")
+                wants.append(want)
+        elif command == b"ls-refs":
+            if line not in _LS_REFS_FLAGS and not line.startswith(b"ref-prefix "):
+                raise DecodeError(f"ls-refs argument {line[:60]!r} is not served")
+        else:
+            raise DecodeError("arguments before a command")
+    if decoder.buffered:
+        raise DecodeError("bytes after the upload request's flush")
+    if command is None:
+        raise DecodeError("an upload request without a command")
+    return UploadRequest(command.decode(), tuple(wants))
+
+
+def _fetch_argument(line: bytes) -> str | None:
+    """The oid of a ``want`` line, ``None`` for another allowed argument."""
+    if line in _FETCH_FLAGS:
+        return None
+    verb, _, value = line.partition(b" ")
+    if verb in (b"want", b"have") and _OID.fullmatch(value):
+        return value.decode() if verb == b"want" else None
+    raise DecodeError(f"fetch argument {line[:60]!r} is not served")

@@ -1,0 +1,315 @@
+"""The sync protocol between two nodes on the memory transport, with real
+git: a full fetch of a repository with history, an incremental fetch of
+one commit, and bad input on both sides (each leaves the fetching node's
+repository as it was and logs a line naming the peer)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+import trio
+
+from guts.errors import InvalidRefs
+from guts.host import Host
+from guts.repo.layout import IDENTITY_REF, sigrefs_ref
+from guts.repo.pktline import Band, encode_line, encode_sideband
+from guts.repo.sigrefs import SignedStatement
+from guts.repo.state import Repositories
+from guts.repo.storage import PackRejected
+from guts.sync import (
+    SYNC_PROTOCOL,
+    GetObjects,
+    Objects,
+    Refs,
+    Refused,
+    RefusedReason,
+    SyncConfig,
+    SyncRefused,
+    SyncService,
+    SyncStalled,
+    decode_response,
+    encode_request,
+    encode_response,
+    fetch,
+)
+from guts.wire import MessageStream, encode_length_prefixed
+
+from .helpers import full_addr, memory_hosts
+from .repo_helpers import History, build_history, git, git_text, pack_objects, refs_of
+
+LOGGER = "guts.sync"
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> History:
+    """A work tree whose history has about 3,300 commits: topic branches,
+    merges, annotated and lightweight tags, a release branch."""
+    work_tree = tmp_path_factory.mktemp("source") / "project"
+    git("init", "--quiet", "--initial-branch=main", str(work_tree))
+    return build_history(work_tree / ".git", commits=3000)
+
+
+@dataclass
+class Pair:
+    a: Host
+    b: Host
+    repos_a: Repositories
+    repos_b: Repositories
+    rid: str
+    tmp: Path
+    service: SyncService
+
+
+@asynccontextmanager
+async def pair(
+    tmp_path: Path, source: History, config: SyncConfig | None = None, service: type[SyncService] = SyncService
+) -> AsyncIterator[Pair]:
+    async with memory_hosts(2) as (a, b):
+        repos_a = await Repositories.open(tmp_path / "a")
+        repos_b = await Repositories.open(tmp_path / "b")
+        state = await repos_a.init(source.path.parent, keypair=a.keypair)
+        serving = service(a, repos_a, config)
+        SyncService(b, repos_b, config)
+        await b.connect(full_addr(a))
+        yield Pair(a, b, repos_a, repos_b, str(state.rid), tmp_path, serving)
+
+
+def published(refs: dict[str, str]) -> dict[str, str]:
+    """Canonical and namespace refs: everything but the chains' own refs."""
+    return {n: o for n, o in refs.items() if n != IDENTITY_REF and not n.endswith("/sigrefs")}
+
+
+def fsck(path: Path) -> None:
+    git("fsck", "--strict", "--no-dangling", "--no-progress", git_dir=path)
+
+
+def add_commit(p: Pair, message: str) -> str:
+    """A new commit on A's main, stored in A's repository (as a push would)."""
+    path = p.repos_a.storage.path(p.rid)
+    main = git_text("rev-parse", "refs/heads/main", git_dir=path)
+    tree = git_text("rev-parse", f"{main}^{{tree}}", git_dir=path)
+    env_commit = subprocess.run(
+        ["git", "commit-tree", tree, "-p", main, "-m", message],
+        env={"GIT_DIR": str(path), "GIT_AUTHOR_NAME": "A", "GIT_AUTHOR_EMAIL": "a@example.com",
+             "GIT_COMMITTER_NAME": "A", "GIT_COMMITTER_EMAIL": "a@example.com", "PATH": "/usr/bin:/bin"},
+        capture_output=True, check=True,
+    )  # fmt: skip
+    return env_commit.stdout.decode().strip()
+
+
+def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == LOGGER and r.levelno >= logging.WARNING]
+
+
+# -- fetching ------------------------------------------------------------------------
+
+
+async def test_fetch_a_repository_then_one_new_commit(tmp_path: Path, source: History) -> None:
+    async with pair(tmp_path, source) as p:
+        started = time.perf_counter()
+        state = await fetch(p.b, p.repos_b, p.a.peer_id, p.rid)
+        took = time.perf_counter() - started
+        path_a, path_b = p.repos_a.storage.path(p.rid), p.repos_b.storage.path(p.rid)
+        assert published(refs_of(path_b)) == published(refs_of(path_a))
+        assert refs_of(path_b)[IDENTITY_REF] == refs_of(path_a)[IDENTITY_REF]
+        assert refs_of(path_b)[sigrefs_ref(p.a.peer_id)] == refs_of(path_a)[sigrefs_ref(p.a.peer_id)]
+        assert state.canonical.ref_map() == p.repos_a.show(p.rid).canonical.ref_map()
+        assert git_text("symbolic-ref", "HEAD", git_dir=path_b) == "refs/heads/main"
+        assert git_text("rev-list", "--count", "--all", git_dir=path_b) == git_text(
+            "rev-list", "--count", "--all", git_dir=path_a
+        )
+        fsck(path_b)
+        assert not list((path_b / "objects" / "pack").glob("*.keep"))
+        # The same state again: nothing to do.
+        again = await fetch(p.b, p.repos_b, p.a.peer_id, p.rid)
+        assert again == state
+        # B restarts: what it holds loads and verifies.
+        reopened = await Repositories.open(tmp_path / "b")
+        assert reopened.show(p.rid).canonical.ref_map() == state.canonical.ref_map()
+
+        mirror = tmp_path / "mirror.git"
+        started = time.perf_counter()
+        git("clone", "--quiet", "--mirror", f"file://{path_a}", str(mirror))
+        git_took = time.perf_counter() - started
+        print(f"\nfetch of {source.commits} commits: guts {took:.3f} s, git clone --mirror (file://) {git_took:.3f} s")
+
+        new = add_commit(p, "one more")
+        refs = dict(p.repos_a.show(p.rid).namespaces[p.a.peer_id].statement.refs)
+        refs["refs/heads/main"] = new
+        await p.repos_a.publish(p.rid, p.a.keypair, refs)
+        packs = set((path_b / "objects" / "pack").glob("*.pack"))
+        started = time.perf_counter()
+        await fetch(p.b, p.repos_b, p.a.peer_id, p.rid)
+        took = time.perf_counter() - started
+        assert refs_of(path_b)["refs/heads/main"] == new
+        assert published(refs_of(path_b)) == published(refs_of(path_a))
+        fsck(path_b)
+        # Two new packs: the one fetch-pack received, and the sigrefs commit
+        # built here from the statement (never sent as a pack).
+        sizes = sorted(f.stat().st_size for f in set((path_b / "objects" / "pack").glob("*.pack")) - packs)
+        mirror_packs = set((mirror / "objects" / "pack").glob("*.pack"))
+        started = time.perf_counter()
+        git("-c", "fetch.unpackLimit=1", "-C", str(mirror), "fetch", "--quiet", "origin", new)
+        git_took = time.perf_counter() - started
+        git_sizes = [f.stat().st_size for f in set((mirror / "objects" / "pack").glob("*.pack")) - mirror_packs]
+        statement = len(p.repos_a.show(p.rid).namespaces[p.a.peer_id].signed.encode())
+        print(
+            f"one-commit fetch: guts {took:.3f} s, fetched pack {sizes[0]} bytes (statement {statement} bytes, "
+            f"sigrefs pack built here {sizes[1]} bytes); git fetch of the commit {git_took:.3f} s, "
+            f"pack {git_sizes[0]} bytes"
+        )
+        assert len(sizes) == 2 and len(git_sizes) == 1
+        assert sizes[0] <= git_sizes[0] + 64
+
+
+async def test_fetch_of_a_repository_the_peer_lacks(
+    tmp_path: Path, source: History, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with pair(tmp_path, source) as p:
+        missing = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+        with pytest.raises(SyncRefused) as info:
+            await fetch(p.b, p.repos_b, p.a.peer_id, missing)
+        assert info.value.reason is RefusedReason.NOT_FOUND
+        assert await p.repos_b.storage.list() == []
+        assert any(str(p.a.peer_id) in line for line in warnings(caplog))
+
+
+# -- bad input -----------------------------------------------------------------------
+
+
+def tamper(refs: Refs, statement: bytes) -> Refs:
+    return replace(refs, statements=(statement,))
+
+
+class Serving(SyncService):
+    """A's service, with ``refs`` served instead of the real answer when set."""
+
+    refs: Refs | None = None
+
+    async def _refs(self, rid: str) -> Refs | Refused:  # type: ignore[override]
+        real = await super()._refs(rid)
+        return real if self.refs is None or not isinstance(real, Refs) else self.refs
+
+
+async def served(p: Pair) -> Refs:
+    real = await SyncService._refs(p.service, p.rid)
+    assert isinstance(real, Refs)
+    return real
+
+
+def service_of(p: Pair) -> Serving:
+    assert isinstance(p.service, Serving)
+    return p.service
+
+
+async def test_a_bad_signature_changes_nothing(
+    tmp_path: Path, source: History, caplog: pytest.LogCaptureFixture
+) -> None:
+    from guts.repo import _codec as repo_codec
+
+    async with pair(tmp_path, source, service=Serving) as p:
+        refs = await served(p)
+        signed = SignedStatement.decode(refs.statements[0])
+        bad = repo_codec.encode_signed_refs(signed.statement.canonical, bytes(64))
+        service_of(p).refs = tamper(refs, bad)
+        with pytest.raises(InvalidRefs, match="bad signature"):
+            await fetch(p.b, p.repos_b, p.a.peer_id, p.rid)
+        assert await p.repos_b.storage.list() == []
+        assert any(str(p.a.peer_id) in line and "bad signature" in line for line in warnings(caplog))
+
+
+async def test_a_stale_statement_changes_nothing(
+    tmp_path: Path, source: History, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with pair(tmp_path, source, service=Serving) as p:
+        old = await served(p)
+        new = add_commit(p, "newer")
+        refs = dict(p.repos_a.show(p.rid).namespaces[p.a.peer_id].statement.refs)
+        await p.repos_a.publish(p.rid, p.a.keypair, {**refs, "refs/heads/main": new})
+        await fetch(p.b, p.repos_b, p.a.peer_id, p.rid)
+        path_b = p.repos_b.storage.path(p.rid)
+        before = refs_of(path_b)
+        service_of(p).refs = old
+        with pytest.raises(InvalidRefs, match="stale"):
+            await fetch(p.b, p.repos_b, p.a.peer_id, p.rid)
+        assert refs_of(path_b) == before
+        assert any(str(p.a.peer_id) in line and "stale" in line for line in warnings(caplog))
+
+
+class MissingObject(SyncService):
+    """Answers every fetch with a pack of the wanted commits alone."""
+
+    async def _objects(self, peer, stream, messages, request):  # type: ignore[no-untyped-def]
+        if b"command=fetch" not in request.request:
+            return await super()._objects(peer, stream, messages, request)
+        wants = [oid.decode() for oid in re.findall(rb"want ([0-9a-f]{40})", request.request)]
+        path = self.repos.storage.path(request.rid)
+        pack = pack_objects(path, [git_text("rev-parse", f"{w}^{{commit}}", git_dir=path) for w in wants[:1]])
+        await messages.send(encode_response(Objects()))
+        await stream.send_all(encode_line(b"packfile") + encode_sideband(Band.PACK, pack) + b"0000")
+        await stream.send_eof()
+
+
+async def test_a_pack_missing_an_object_changes_nothing(
+    tmp_path: Path, source: History, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with pair(tmp_path, source, service=MissingObject) as p:
+        with pytest.raises(PackRejected):
+            await fetch(p.b, p.repos_b, p.a.peer_id, p.rid)
+        assert await p.repos_b.storage.list() == []
+        assert any(str(p.a.peer_id) in line for line in warnings(caplog))
+
+
+async def test_a_want_no_statement_lists_is_refused(
+    tmp_path: Path, source: History, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with pair(tmp_path, source) as p:
+        path_a = p.repos_a.storage.path(p.rid)
+        unlisted = git_text("rev-parse", "refs/heads/main~5", git_dir=path_a)
+        identity = refs_of(path_a)[IDENTITY_REF]
+        for oid in (unlisted, identity):
+            request = b"".join(encode_line(x) for x in (b"command=fetch", b"object-format=sha1")) + b"0001"
+            request += encode_line(b"want " + oid.encode()) + encode_line(b"done") + b"0000"
+            stream = await p.b.new_stream(p.a.peer_id, [SYNC_PROTOCOL])
+            async with stream:
+                await stream.send_all(encode_length_prefixed(encode_request(GetObjects(p.rid, request))))
+                answer = await MessageStream(stream, 1 << 20).receive()
+            assert answer is not None
+            response = decode_response(answer, SyncConfig())
+            assert isinstance(response, Refused) and response.reason is RefusedReason.BAD_REQUEST
+            assert "no signed statement lists it" in response.message
+        assert any(str(p.b.peer_id) in line and unlisted in line for line in warnings(caplog))
+        # A keeps serving.
+        await fetch(p.b, p.repos_b, p.a.peer_id, p.rid)
+
+
+class Stalling(SyncService):
+    """Answers GetRefs, then stalls in the middle of the first pack."""
+
+    async def _objects(self, peer, stream, messages, request):  # type: ignore[no-untyped-def]
+        if b"command=fetch" not in request.request:
+            return await super()._objects(peer, stream, messages, request)
+        await messages.send(encode_response(Objects()))
+        await stream.send_all(encode_line(b"packfile") + encode_sideband(Band.PACK, b"PACK\0\0\0\2"))
+        await trio.sleep_forever()
+
+
+async def test_a_stalled_peer_changes_nothing(
+    tmp_path: Path, source: History, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = SyncConfig(idle_timeout=0.5)
+    async with pair(tmp_path, source, config, service=Stalling) as p:
+        started = time.perf_counter()
+        with pytest.raises(SyncStalled):
+            await fetch(p.b, p.repos_b, p.a.peer_id, p.rid, config)
+        assert time.perf_counter() - started < 5
+        assert await p.repos_b.storage.list() == []
+        assert any(str(p.a.peer_id) in line and "nothing for" in line for line in warnings(caplog))
