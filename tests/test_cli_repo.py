@@ -12,7 +12,7 @@ from pathlib import Path
 
 from guts.crypto import KeyPair
 
-from .repo_helpers import History, build_history, git, git_text
+from .repo_helpers import History, build_history, git, git_text, refs_of
 from .test_cli import GUTS, _start, run
 
 UNKNOWN = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"  # a RID no node holds
@@ -115,3 +115,44 @@ def test_without_a_node_it_says_how_to_start_one(tmp_path: Path) -> None:
         assert "no node is running" in result.stderr and "guts start" in result.stderr
     as_json = run("repo", "list", "--json", home=tmp_path / "nobody")
     assert json.loads(as_json.stdout)["kind"] == "not_running"
+
+
+def test_sync_between_two_nodes(tmp_path: Path) -> None:
+    """B syncs A's repository from A's address (then from its connected
+    peers, up to date), and its refs equal A's; an unknown RID and a node
+    with no peer are refused with the reason."""
+    source = project(tmp_path / "source")
+    a = _start(tmp_path / "a")
+    b = None
+    try:
+        assert a.stdout is not None
+        ready_a = json.loads(a.stdout.readline())
+        made = run_in(tmp_path / "source", "repo", "init", "--json", home=tmp_path / "a")
+        assert made.returncode == 0, made.stderr
+        rid = json.loads(made.stdout)["rid"]
+        b = _start(tmp_path / "b")
+        assert b.stdout is not None
+        json.loads(b.stdout.readline())
+        alone = run("repo", "sync", rid, "--json", home=tmp_path / "b")
+        assert alone.returncode == 1 and json.loads(alone.stdout)["kind"] == "no_peers"
+
+        synced = run("repo", "sync", f"guts://{rid}", "--from", ready_a["addrs"][0], "--json", home=tmp_path / "b")
+        assert synced.returncode == 0, synced.stderr
+        answer = json.loads(synced.stdout)
+        assert answer["changed"] is True and answer["failures"] == []
+        assert answer["repository"]["refs"] == source.refs
+        storage_a, storage_b = tmp_path / "a" / "storage" / rid, tmp_path / "b" / "storage" / rid
+        assert refs_of(storage_b) == refs_of(storage_a)
+        git("fsck", "--strict", "--no-progress", git_dir=storage_b)
+
+        again = run("repo", "sync", rid, home=tmp_path / "b")  # from the connected peer: A
+        assert again.returncode == 0, again.stderr
+        assert "is up to date with" in again.stdout and "canonical refs:" in again.stdout
+
+        unknown = run("repo", "sync", UNKNOWN, home=tmp_path / "b")
+        assert unknown.returncode == 1 and "no peer completed the sync" in unknown.stderr
+        assert "NOT_FOUND" in unknown.stderr
+    finally:
+        for node in (a, b):
+            if node is not None:
+                stop(node)

@@ -1,5 +1,5 @@
-"""``guts repo ...``: make, list and show the repositories of the running
-node, through its control API.
+"""``guts repo ...``: make, list, show and sync the repositories of the
+running node, through its control API.
 
 ``init`` is the one command that also touches the person's repository:
 once the node has made the Guts repository, it adds a ``guts`` remote
@@ -19,7 +19,7 @@ import typer
 
 from guts._cli.common import HomeOption, call, run_control
 
-app = typer.Typer(help="Make, list and show repositories on this node.", no_args_is_help=True)
+app = typer.Typer(help="Make, list, show and sync repositories on this node.", no_args_is_help=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 REMOTE = "guts"
@@ -178,6 +178,39 @@ def show_text(info: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _rid(text: str) -> str:
+    return text[len("guts://"):].rstrip("/") if text.startswith("guts://") else text
+
+
+@app.command()
+def sync(
+    rid: Annotated[str, typer.Argument(help="The repository id (bafkrei...) or its guts:// URL.")],
+    source: Annotated[
+        Optional[str],
+        typer.Option("--from", help="The peer to fetch from (a multiaddr ending in /p2p/<peer id>, or a peer id)."),
+    ] = None,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Fetch a repository from a peer now: the one given, else each connected
+    peer in turn until one completes. Only what verifies is applied."""
+    body: dict[str, Any] = {"rid": _rid(rid)}
+    if source is not None:
+        body["peer"] = source
+    result: dict[str, Any] = run_control(call, home, "POST", "/v1/repo/sync", body, as_json=as_json, hint=_HINT)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    for failure in result["failures"]:
+        typer.echo(f"{failure['peer']}: {failure['error']}", err=True)
+    info = result["repository"]
+    if result["changed"]:
+        typer.echo(f"synced {info['name']!r} ({info['rid']}) from {result['peer']}")
+    else:
+        typer.echo(f"{info['name']!r} ({info['rid']}) is up to date with {result['peer']}")
+    typer.echo("\n".join(show_text(info)))
+
+
 @app.command()
 def show(
     rid: Annotated[str, typer.Argument(help="The repository id (bafkrei...) or its guts:// URL.")],
@@ -185,8 +218,7 @@ def show(
     as_json: JsonOption = False,
 ) -> None:
     """A repository's identity, delegates, canonical refs, namespaces and divergences."""
-    if rid.startswith("guts://"):
-        rid = rid[len("guts://"):].rstrip("/")
+    rid = _rid(rid)
     info: dict[str, Any] = run_control(
         call, home, "GET", f"/v1/repo/show?rid={quote(rid, safe='')}", as_json=as_json, hint=_HINT
     )

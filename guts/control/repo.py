@@ -1,10 +1,13 @@
 """The repositories' control routes: ``POST /v1/repo/init``,
-``GET /v1/repo/list`` and ``GET /v1/repo/show?rid=RID``.
+``GET /v1/repo/list``, ``GET /v1/repo/show?rid=RID`` and
+``POST /v1/repo/sync`` (fetch a repository from a peer now).
 
 What a person sent that Guts refuses (a path that is no git repository, a
 threshold above the delegates, a RID that is none) answers 400
 ``bad_request``; a repository this node does not hold, 404 ``not_found``;
-a failure of the storage itself, 500 ``internal`` with git's reason.
+a failure of the storage itself, 500 ``internal`` with git's reason. A
+sync that no peer completed answers 502 ``sync_failed`` with each peer's
+reason; one with no peer to ask, 409 ``no_peers``.
 """
 
 from __future__ import annotations
@@ -16,8 +19,13 @@ from guts.control._api import ApiError, ControlApi, require
 from guts.control._http import HttpRequest, HttpResponse
 from guts.crypto import KeyPair
 from guts.errors import GutsError, InputError
+from guts.host import Host
+from guts.multiaddr import Multiaddr
+from guts.peer import PeerId
+from guts.repo.rid import Rid
 from guts.repo.state import Repositories, RepoState
 from guts.repo.storage import PackRejected, RepositoryExists, RepositoryNotFound
+from guts.sync import fetch
 
 __all__ = ["add_repo_routes", "state_json", "summary_json"]
 
@@ -103,9 +111,23 @@ def _storage_error(exc: GutsError) -> ApiError:
     return ApiError(500, "internal", f"repository storage: {exc}")
 
 
-def add_repo_routes(api: ControlApi, repos: Repositories | None, keypair: KeyPair) -> None:
+def _targets(host: Host, text: str | None) -> list[PeerId | Multiaddr]:
+    """The peers a sync asks, in turn: the one given (a multiaddr ending in
+    ``/p2p/<peer id>``, or a connected peer's id), else every connected peer."""
+    if text is not None:
+        return [Multiaddr.parse(text) if text.startswith("/") else PeerId.from_string(text)]
+    peers = sorted({connection.peer_id for connection in host.connections}, key=str)
+    if not peers:
+        raise ApiError(409, "no_peers", "not connected to any peer: name one (guts repo sync RID --from MULTIADDR)")
+    return list(peers)
+
+
+def add_repo_routes(
+    api: ControlApi, repos: Repositories | None, keypair: KeyPair, host: Host | None = None
+) -> None:
     """Serve the repository routes of ``repos``; ``keypair`` (the node's)
-    signs what ``init`` makes."""
+    signs what ``init`` makes; ``host`` reaches the peers a sync fetches
+    from (without it, ``sync`` is unavailable)."""
 
     async def init(request: HttpRequest) -> HttpResponse:
         held = _repos(repos)
@@ -139,8 +161,31 @@ def add_repo_routes(api: ControlApi, repos: Repositories | None, keypair: KeyPai
             raise _storage_error(exc) from None
         return HttpResponse(200, state_json(state))
 
-    # An import takes as long as the history is large; git runs under the
-    # storage's own per-command and per-pack deadlines.
+    async def sync(request: HttpRequest) -> HttpResponse:
+        held = _repos(repos)
+        if host is None:
+            raise ApiError(409, "unavailable", "this node has no host to sync through")
+        body = request.json()
+        text = require(body, "rid")
+        rid = str(Rid.parse(text[len("guts://"):].rstrip("/") if text.startswith("guts://") else text))
+        targets = _targets(host, _optional(body, "peer", str))
+        before = next((state for state in held.list() if str(state.rid) == rid), None)
+        failures = []
+        for target in targets:
+            try:
+                state = await fetch(host, held, target, rid)
+            except GutsError as exc:
+                failures.append({"peer": str(target), "error": str(exc)})
+                continue
+            answer = {"peer": str(target), "changed": state != before, "failures": failures}
+            return HttpResponse(200, {**answer, "repository": state_json(state)})
+        reasons = "; ".join(f"{failure['peer']}: {failure['error']}" for failure in failures)
+        raise ApiError(502, "sync_failed", f"no peer completed the sync of {rid}: {reasons}")
+
+    # An import or a sync takes as long as the history is large; git runs
+    # under the storage's own per-command and per-pack deadlines, a sync
+    # under its idle timeout and overall deadline.
     api.route("POST", "/v1/repo/init", init, timeout=math.inf)
+    api.route("POST", "/v1/repo/sync", sync, timeout=math.inf)
     api.route("GET", "/v1/repo/list", list_)
     api.route("GET", "/v1/repo/show", show)
