@@ -23,7 +23,7 @@ from guts.repo.layout import IDENTITY_REF, sigrefs_ref
 from guts.repo.pktline import Band, encode_line, encode_sideband
 from guts.repo.sigrefs import SignedStatement
 from guts.repo.state import Repositories
-from guts.repo.storage import PackRejected
+from guts.repo.storage import NotConnected, PackRejected
 from guts.sync import (
     SYNC_PROTOCOL,
     GetObjects,
@@ -44,6 +44,7 @@ from guts.wire import MessageStream, encode_length_prefixed
 
 from .helpers import full_addr, memory_hosts
 from .repo_helpers import History, build_history, git, git_text, pack_objects, refs_of
+from .repo_helpers import pack as repo_pack
 
 LOGGER = "guts.sync"
 
@@ -245,14 +246,22 @@ async def test_a_stale_statement_changes_nothing(
 
 
 class MissingObject(SyncService):
-    """Answers every fetch with a pack of the wanted commits alone."""
+    """Answers every fetch with a pack of one wanted commit alone (its tree
+    missing: fetch-pack's index-pack refuses it), or with the whole history
+    of ``main~10`` (complete, but the wanted tips are missing: the
+    connectivity check refuses it)."""
+
+    whole = False
 
     async def _objects(self, peer, stream, messages, request):  # type: ignore[no-untyped-def]
         if b"command=fetch" not in request.request:
             return await super()._objects(peer, stream, messages, request)
         wants = [oid.decode() for oid in re.findall(rb"want ([0-9a-f]{40})", request.request)]
         path = self.repos.storage.path(request.rid)
-        pack = pack_objects(path, [git_text("rev-parse", f"{w}^{{commit}}", git_dir=path) for w in wants[:1]])
+        if self.whole:
+            pack = repo_pack(path, [git_text("rev-parse", "refs/heads/main~10", git_dir=path)])
+        else:
+            pack = pack_objects(path, [git_text("rev-parse", f"{w}^{{commit}}", git_dir=path) for w in wants[:1]])
         await messages.send(encode_response(Objects()))
         await stream.send_all(encode_line(b"packfile") + encode_sideband(Band.PACK, pack) + b"0000")
         await stream.send_eof()
@@ -262,10 +271,15 @@ async def test_a_pack_missing_an_object_changes_nothing(
     tmp_path: Path, source: History, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with pair(tmp_path, source, service=MissingObject) as p:
-        with pytest.raises(PackRejected):
+        with pytest.raises(PackRejected, match="fetch-pack"):
             await fetch(p.b, p.repos_b, p.a.peer_id, p.rid)
         assert await p.repos_b.storage.list() == []
-        assert any(str(p.a.peer_id) in line for line in warnings(caplog))
+        assert any(str(p.a.peer_id) in line and "fetch-pack" in line for line in warnings(caplog))
+        p.service.whole = True  # type: ignore[attr-defined]
+        with pytest.raises(NotConnected):
+            await fetch(p.b, p.repos_b, p.a.peer_id, p.rid)
+        assert await p.repos_b.storage.list() == []
+        assert any(str(p.a.peer_id) in line and "missing" in line for line in warnings(caplog))
 
 
 async def test_a_want_no_statement_lists_is_refused(
@@ -313,3 +327,32 @@ async def test_a_stalled_peer_changes_nothing(
         assert time.perf_counter() - started < 5
         assert await p.repos_b.storage.list() == []
         assert any(str(p.a.peer_id) in line and "nothing for" in line for line in warnings(caplog))
+
+
+async def test_packs_over_the_limit_change_nothing(
+    tmp_path: Path, source: History, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with pair(tmp_path, source) as p:
+        limited = replace(p.repos_b.storage.config, max_pack_bytes=20_000)
+        small = await Repositories.open(tmp_path / "small", replace(p.repos_b.config, storage=limited))
+        with pytest.raises(PackRejected, match="over the pack limit"):
+            await fetch(p.b, small, p.a.peer_id, p.rid)
+        assert await small.storage.list() == []
+        assert any(str(p.a.peer_id) in line and "limit" in line for line in warnings(caplog))
+
+
+async def test_garbage_requests_are_refused_and_a_keeps_serving(
+    tmp_path: Path, source: History, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with pair(tmp_path, source) as p:
+        for junk in (b"\x05junk!", encode_length_prefixed(b"\xff\xff\xff"), b"\xff" * 12):
+            stream = await p.b.new_stream(p.a.peer_id, [SYNC_PROTOCOL])
+            async with stream:
+                await stream.send_all(junk)
+                await stream.send_eof()
+                assert await stream.receive_some() == b""
+        assert any(str(p.b.peer_id) in line for line in warnings(caplog))
+        lines = len(warnings(caplog))
+        state = await fetch(p.b, p.repos_b, p.a.peer_id, p.rid)
+        assert state.canonical.ref_map() == p.repos_a.show(p.rid).canonical.ref_map()
+        assert len(warnings(caplog)) == lines

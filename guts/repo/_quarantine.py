@@ -35,6 +35,14 @@ def _alternate(path: Path) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
+def _command(args: list[str]) -> str:
+    """The git command ``args`` run, past any ``-c name=value``."""
+    i = 0
+    while i + 1 < len(args) and args[i] == "-c":
+        i += 2
+    return args[i] if i < len(args) else ""
+
+
 class Quarantine:
     """A temporary object directory of one repository (see the module
     docstring for the order of calls); made by :meth:`Storage.quarantine`."""
@@ -83,7 +91,7 @@ class Quarantine:
             async with open_git(args, git_dir=self._repo, env=self.env, timeout=limit) as git:
                 yield git
         except GitError as error:
-            raise PackRejected(f"git {args[-1] if args else ''}: {_why(error.stderr, str(error))}") from error
+            raise PackRejected(f"git {_command(args)}: {_why(error.stderr, str(error))}") from error
 
     async def ingest_pack(self, chunks: AsyncIterable[bytes], *, max_bytes: int | None = None) -> str:
         """Index a pack streamed as ``chunks`` into the quarantine; return its
