@@ -17,10 +17,12 @@ from pathlib import Path
 import pytest
 import trio
 
-from guts.errors import InvalidRefs
+from guts.errors import InvalidIdentity, InvalidRefs
 from guts.host import Host
+from guts.repo.identity import sign_revision
 from guts.repo.layout import IDENTITY_REF, sigrefs_ref
 from guts.repo.pktline import Band, encode_line, encode_sideband
+from guts.repo.revisions import propose_revision
 from guts.repo.sigrefs import SignedStatement
 from guts.repo.state import Repositories
 from guts.repo.storage import NotConnected, PackRejected
@@ -356,3 +358,40 @@ async def test_garbage_requests_are_refused_and_a_keeps_serving(
         state = await fetch(p.b, p.repos_b, p.a.peer_id, p.rid)
         assert state.canonical.ref_map() == p.repos_a.show(p.rid).canonical.ref_map()
         assert len(warnings(caplog)) == lines
+
+
+async def test_identity_chains_extend_fork_and_lack_signatures(
+    tmp_path: Path, source: History, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with pair(tmp_path, source, service=Serving) as p:
+        await fetch(p.b, p.repos_b, p.a.peer_id, p.rid)
+        real = await served(p)
+        rid = p.repos_a.show(p.rid).rid
+        head = p.repos_a.show(p.rid).identity
+        genesis = real.identity[0]
+        path_b = p.repos_b.storage.path(p.rid)
+
+        unsigned = propose_revision(head, description="unsigned")
+        service_of(p).refs = replace(real, identity=(genesis, unsigned.encode()))
+        before = refs_of(path_b)
+        with pytest.raises(InvalidIdentity):
+            await fetch(p.b, p.repos_b, p.a.peer_id, p.rid)
+        assert refs_of(path_b) == before
+        assert any(str(p.a.peer_id) in line for line in warnings(caplog))
+
+        second = sign_revision(propose_revision(head, description="second"), p.a.keypair, rid)
+        service_of(p).refs = replace(real, identity=(genesis, second.encode()))
+        state = await fetch(p.b, p.repos_b, p.a.peer_id, p.rid)
+        assert state.identity.length == 2 and state.document.description == "second"
+        assert refs_of(path_b)[IDENTITY_REF] != before[IDENTITY_REF]
+        assert (await Repositories.open(tmp_path / "b")).show(p.rid).identity.length == 2
+
+        service_of(p).refs = real  # the genesis alone: a prefix of ours, nothing to do
+        assert await fetch(p.b, p.repos_b, p.a.peer_id, p.rid) == state
+
+        fork = sign_revision(propose_revision(head, description="fork"), p.a.keypair, rid)
+        service_of(p).refs = replace(real, identity=(genesis, fork.encode()))
+        after = refs_of(path_b)
+        with pytest.raises(InvalidIdentity, match="forks"):
+            await fetch(p.b, p.repos_b, p.a.peer_id, p.rid)
+        assert refs_of(path_b) == after
