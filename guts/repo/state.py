@@ -46,198 +46,50 @@ from __future__ import annotations
 import builtins
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import trio
 
-from guts.crypto import KeyPair, PublicKey
+from guts.crypto import KeyPair
 from guts.errors import GutsError, InputError, InvalidIdentity, InvalidRefs
 from guts.peer import PeerId
+from guts.repo._state_base import (
+    BrokenRepository,
+    FetchObjects,
+    Namespace,
+    RepositoriesConfig,
+    RepoState,
+    _check_storable,
+    _default_branch,
+    _default_name,
+    _delegate_keys,
+    _key,
+    _once,
+    _source_path,
+)
+from guts.repo._state_read import read_chain, read_identity, read_namespace
 from guts.repo.canonical import Canonical, ancestry_questions, compute_canonical
-from guts.repo.identity import Identity, IdentityLimits, SignedRevision, create_genesis
+from guts.repo.identity import SignedRevision, create_genesis
 from guts.repo.layout import (
     IDENTITY_REF,
     LayoutCommit,
     RefKind,
-    commit_parents,
     encode_pack,
     identity_commit,
-    namespace_ref,
     parse_ref,
     sigrefs_commit,
-    sigrefs_ref,
-    state_refs,
 )
 from guts.repo.refname import refname_problem
 from guts.repo.revisions import VerifiedIdentity, verify_chain
 from guts.repo.rid import Rid
-from guts.repo.sigrefs import (
-    RefsLimits,
-    SignedStatement,
-    Statement,
-    Verdict,
-    judge,
-    next_statement,
-    ref_problem,
-    sign_statement,
-)
-from guts.repo.storage import (
-    ObjectReader,
-    Quarantine,
-    RefUpdate,
-    RepositoryExists,
-    RepositoryNotFound,
-    SourceRepository,
-    Storage,
-    StorageConfig,
-    StorageError,
-    check_rid,
-)
+from guts.repo.sigrefs import SignedStatement, Statement, Verdict, judge, next_statement, ref_problem, sign_statement
+from guts.repo.storage import RefUpdate, RepositoryExists, RepositoryNotFound, Storage, StorageError
 
 __all__ = ["BrokenRepository", "FetchObjects", "Namespace", "RepoState", "Repositories", "RepositoriesConfig"]
 
 log = logging.getLogger("guts.repo.state")
-
-#: Longest path ``init`` reads a repository from (Linux's PATH_MAX).
-MAX_PATH = 4096
-_COMMIT_BYTES = 4096  # a layout commit is about 250 bytes
-
-
-class BrokenRepository(StorageError):
-    """A stored repository's identity chain is missing or does not verify."""
-
-
-#: What :meth:`Repositories.receive` calls to bring objects into a
-#: quarantine: the quarantine and the oids it lacks (the sync protocol's
-#: fetch, ``git fetch-pack`` run with the quarantine's environment).
-FetchObjects = Callable[[Quarantine, list[str]], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class RepositoriesConfig:
-    """Limits: on identity documents and chains, on statements, and the
-    storage's (pack size, git deadlines)."""
-
-    identity: IdentityLimits = IdentityLimits()
-    refs: RefsLimits = RefsLimits()
-    storage: StorageConfig = StorageConfig()
-
-
-@dataclass(frozen=True, slots=True)
-class Namespace:
-    """One publisher's namespace: its latest verified statement and the
-    sigrefs commit that records it."""
-
-    peer: PeerId
-    signed: SignedStatement
-    commit: str
-
-    @property
-    def statement(self) -> Statement:
-        return self.signed.statement
-
-
-@dataclass(frozen=True, slots=True)
-class RepoState:
-    """A repository's verified signed state.
-
-    Args:
-        rid: the repository.
-        identity: the verified identity head (document, delegates,
-            threshold; ``length`` revisions).
-        identity_commit: the commit of the identity chain's head.
-        namespaces: the verified namespaces, by publisher.
-        canonical: the canonical refs, divergences and delegates' status.
-        refused: namespaces whose sigrefs did not verify: the sigrefs
-            commit as found, and why.
-    """
-
-    rid: Rid
-    identity: VerifiedIdentity
-    identity_commit: str
-    namespaces: Mapping[PeerId, Namespace]
-    canonical: Canonical
-    refused: Mapping[PeerId, tuple[str, str]] = field(default_factory=dict)
-
-    @property
-    def document(self) -> Identity:
-        return self.identity.current
-
-    def refs(self) -> dict[str, str]:
-        """Every ref this state implies in storage (see :mod:`guts.repo.layout`)."""
-        refs = state_refs(
-            self.identity_commit,
-            {peer: (ns.commit, ns.statement) for peer, ns in self.namespaces.items()},
-            self.canonical.refs,
-        )
-        refs.update((sigrefs_ref(peer), commit) for peer, (commit, _) in self.refused.items())
-        return refs
-
-
-async def _once(data: bytes) -> AsyncIterator[bytes]:
-    yield data
-
-
-def _key(rid: Rid | str) -> str:
-    return str(rid) if isinstance(rid, Rid) else check_rid(str(Rid.parse(rid)))
-
-
-def _source_path(path: Path | str) -> Path:
-    text = os.fspath(path)
-    if not isinstance(text, str) or not text or "\0" in text or len(text.encode("utf-8", "replace")) > MAX_PATH:
-        raise InputError(f"a repository path is 1 to {MAX_PATH} bytes of text")
-    if not os.path.isabs(text):
-        raise InputError(f"{text!r:.200}: the path must be absolute (the node does not know your working directory)")
-    return Path(os.path.normpath(text))
-
-
-def _default_name(source: SourceRepository) -> str:
-    if source.work_tree is not None:
-        return source.work_tree.name
-    if source.git_dir.name == ".git":
-        return source.git_dir.parent.name or "repository"
-    name = source.git_dir.name
-    return (name[:-4] if name.endswith(".git") else name) or "repository"
-
-
-def _default_branch(source: SourceRepository, given: str | None, where: Path) -> str:
-    branches = sorted(n[len("refs/heads/"):] for n in source.refs if n.startswith("refs/heads/"))
-    listed = ", ".join(branches[:10]) + (", ..." if len(branches) > 10 else "")
-    if given is not None:
-        short = given[len("refs/heads/"):] if given.startswith("refs/heads/") else given
-        if short not in branches:
-            raise InputError(f"{short!r:.200} is not a branch of {where} (its branches: {listed})")
-        return short
-    if source.head is not None and source.head.startswith("refs/heads/") and source.head[11:] in branches:
-        return source.head[11:]
-    for usual in ("main", "master"):
-        if usual in branches:
-            return usual
-    if len(branches) == 1:
-        return branches[0]
-    raise InputError(f"HEAD of {where} names no branch: pick the default branch with --default-branch ({listed})")
-
-
-def _delegate_keys(keypair: KeyPair, delegates: Iterable[PeerId | str]) -> list[PublicKey]:
-    keys = [keypair.public_key]
-    for item in delegates:
-        peer = item if isinstance(item, PeerId) else PeerId.from_string(str(item))
-        key = PublicKey.from_peer_id(peer)
-        if key is None:
-            raise InputError(f"delegate {peer}: a delegate's peer id inlines its Ed25519 key (12D3KooW...)")
-        if all(key.raw != known.raw for known in keys):
-            keys.append(key)
-    return keys
-
-
-def _check_storable(peer: PeerId, statement: Statement) -> None:
-    """Refuse a statement whose namespace refs git could not store."""
-    for name, _ in statement.refs:
-        problem = refname_problem(namespace_ref(peer, name))
-        if problem is not None:
-            raise InputError(f"{name!r:.120} cannot be stored in a namespace: {problem}")
 
 
 class Repositories:
@@ -321,7 +173,7 @@ class Repositories:
         refused: dict[PeerId, tuple[str, str]] = {}
         async with self.storage.objects(key) as reader:
             try:
-                identity, identity_head = await self._read_identity(reader, rid, head)
+                identity, identity_head = await read_identity(reader, rid, head, self.config.identity)
             except (InvalidIdentity, ValueError) as exc:
                 raise BrokenRepository(f"repository {key}: {exc}") from None
             for name, oid in current.items():
@@ -329,7 +181,7 @@ class Repositories:
                 if where is None or where.kind is not RefKind.SIGREFS or where.namespace is None:
                     continue
                 try:
-                    namespaces[where.namespace] = await self._read_namespace(reader, rid, where.namespace, oid)
+                    namespaces[where.namespace] = await read_namespace(reader, rid, where.namespace, oid, self.config.refs)
                 except (InvalidRefs, ValueError) as exc:
                     refused[where.namespace] = (oid, str(exc))
         listed = {oid for ns in namespaces.values() for _, oid in ns.statement.refs}
@@ -358,61 +210,10 @@ class Repositories:
         key = str(state.rid)
         async with self.storage.objects(key) as reader:
             try:
-                chain = await self._read_chain(reader, state.identity_commit)
+                chain = await read_chain(reader, state.identity_commit, self.config.identity)
             except (InvalidIdentity, ValueError) as exc:
                 raise BrokenRepository(f"repository {key}: {exc}") from None
         return [revision for _, revision, _ in chain]
-
-    async def _read_identity(self, reader: ObjectReader, rid: Rid, head: str) -> tuple[VerifiedIdentity, str]:
-        limits = self.config.identity
-        chain = await self._read_chain(reader, head)
-        for number, (oid, revision, parent) in enumerate(chain, 1):
-            if identity_commit(revision, number, parent).oid != oid:
-                raise InvalidIdentity(f"identity commit {oid} is not the layout's commit of revision {number}")
-        return verify_chain(rid, [revision for _, revision, _ in chain], limits), head
-
-    async def _read_chain(
-        self, reader: ObjectReader, head: str
-    ) -> builtins.list[tuple[str, SignedRevision, str | None]]:
-        """The identity chain's commits, revisions and parents, genesis first."""
-        limits = self.config.identity
-        chain: list[tuple[str, SignedRevision, str | None]] = []  # newest first
-        oid: str | None = head
-        while oid is not None:
-            if len(chain) >= limits.max_revisions:
-                raise InvalidIdentity(f"identity chain longer than {limits.max_revisions} revisions")
-            commit = await reader.read(oid, max_size=_COMMIT_BYTES)
-            blob = await reader.read(f"{oid}:revision", max_size=limits.max_document + limits.max_signatures * 110 + 16)
-            if commit is None or commit[1] != "commit" or blob is None or blob[1] != "blob":
-                raise InvalidIdentity(f"identity commit {oid} is missing or is not the layout's")
-            parents = commit_parents(commit[2])
-            if len(parents) > 1:
-                raise InvalidIdentity(f"identity commit {oid} has {len(parents)} parents")
-            chain.append((oid, SignedRevision.decode(blob[2], limits), parents[0] if parents else None))
-            oid = parents[0] if parents else None
-        chain.reverse()
-        return chain
-
-    async def _read_namespace(self, reader: ObjectReader, rid: Rid, peer: PeerId, oid: str) -> Namespace:
-        limits = self.config.refs
-        commit = await reader.read(oid, max_size=_COMMIT_BYTES)
-        text = await reader.read(f"{oid}:statement", max_size=limits.max_bytes)
-        signature = await reader.read(f"{oid}:signature", max_size=64)
-        if commit is None or commit[1] != "commit" or text is None or signature is None:
-            raise InvalidRefs(f"sigrefs commit {oid} is missing or is not the layout's")
-        signed = SignedStatement(Statement.parse(text[2], limits), signature[2])
-        statement = signed.statement
-        if statement.rid != rid or statement.signer != peer:
-            raise InvalidRefs(f"sigrefs commit {oid} holds a statement of {statement.signer} in {statement.rid}")
-        parents = commit_parents(commit[2])
-        parent = parents[0] if len(parents) == 1 else None
-        if len(parents) > 1 or sigrefs_commit(signed, parent).oid != oid:
-            raise InvalidRefs(f"sigrefs commit {oid} is not the layout's commit of seq {statement.seq}")
-        if parent is not None:
-            before = await reader.read(f"{parent}:statement", max_size=limits.max_bytes)
-            if before is None or Statement.parse(before[2], limits).id != statement.parent:
-                raise InvalidRefs(f"sigrefs commit {oid}: its parent does not hold the statement before it")
-        return Namespace(peer, signed, oid)
 
     async def _descends(self, key: str, a: str, b: str) -> bool:
         try:
@@ -717,7 +518,7 @@ class Repositories:
                         async with quarantine.objects() as reader:
                             for peer, (signed, commit_oid) in chains.items():
                                 try:
-                                    read = await self._read_namespace(reader, parsed, peer, commit_oid)
+                                    read = await read_namespace(reader, parsed, peer, commit_oid, self.config.refs)
                                 except (InvalidRefs, ValueError) as exc:
                                     raise InvalidRefs(f"namespace {peer}: {exc}") from None
                                 if read.signed.id != signed.id:
