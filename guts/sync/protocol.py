@@ -102,7 +102,7 @@ class SyncService:
                     return
                 request = decode_request(data, cfg)
             except (DecodeError, trio.TooSlowError) as exc:
-                self.bad_input(peer, "sync request refused", exc or "no request within the idle timeout")
+                self.bad_input(peer, "sync request refused", str(exc) or "no request within the idle timeout")
                 return
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
@@ -112,7 +112,7 @@ class SyncService:
                 else:
                     await self._objects(peer, stream, messages, request)
             except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError) as exc:
-                log.info("peer %s: sync stream ended early: %s", peer, exc or "stopped reading")
+                log.info("peer %s: sync stream ended early: %s", peer, str(exc) or "stopped reading")
             except GutsError as exc:
                 log.warning("peer %s: sync request failed: %s", peer, exc)
 
