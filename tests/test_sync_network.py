@@ -229,6 +229,24 @@ async def test_a_bad_signature_changes_nothing(
         assert any(str(p.a.peer_id) in line and "bad signature" in line for line in warnings(caplog))
 
 
+async def test_a_statement_on_a_foreign_identity_changes_nothing(
+    tmp_path: Path, source: History, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A statement validly signed by its namespace's key, but standing on an
+    identity revision that is not this repository's, is refused."""
+    from guts.repo.sigrefs import sign_statement
+
+    async with pair(tmp_path, source, service=Serving) as p:
+        refs = await served(p)
+        signed = SignedStatement.decode(refs.statements[0])
+        foreign = sign_statement(p.a.keypair, replace(signed.statement, identity=bytes(range(32))))
+        service_of(p).refs = tamper(refs, foreign.encode())
+        with pytest.raises(InvalidRefs, match="no revision of this repository"):
+            await fetch(p.b, p.repos_b, p.a.peer_id, p.rid)
+        assert await p.repos_b.storage.list() == []
+        assert any(str(p.a.peer_id) in line and "identity" in line for line in warnings(caplog))
+
+
 async def test_a_stale_statement_changes_nothing(
     tmp_path: Path, source: History, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -470,12 +470,21 @@ class Repositories:
                     )
                 elif chain.length == held.identity.length:
                     new_chain = False
+            # Each statement names the identity revision its signer stood on:
+            # one of this repository's, never one of another chain.
+            revisions = identity if held is None or len(identity) >= held.identity.length else await self.revisions(key)
+            known = {revision.document.digest for revision in revisions}
             accepted: dict[PeerId, tuple[SignedStatement, LayoutCommit]] = {}
             chains: dict[PeerId, tuple[SignedStatement, str]] = {}
             for signed, commit_oid in statements:
                 peer = signed.statement.signer
                 if peer in accepted or peer in chains:
                     raise InvalidRefs(f"two statements of namespace {peer}")
+                if signed.statement.identity not in known:
+                    raise InvalidRefs(
+                        f"namespace {peer}: its statement stands on identity {signed.statement.identity.hex()[:16]}..., "
+                        "no revision of this repository's chain"
+                    )
                 before = None if held is None else held.namespaces.get(peer)
                 stored = None if before is None else before.statement
                 verdict = judge(stored, signed.statement, rid=parsed, namespace=peer)
