@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from guts.control._http import HttpRequest, HttpResponse
+from guts.control._http import DEFAULT_LIMIT, BodyLimit, HttpRequest, HttpResponse
 from guts.errors import GutsError, InvalidRecord, LocalProtocolError, PeerNotFound, RecordNotFound
 
 if TYPE_CHECKING:  # only for types: a client loads no node
@@ -59,8 +59,11 @@ class ControlApi:
         self._routes: dict[tuple[str, str], tuple[Handler, float | None]] = {
             ("GET", "/v1/status"): (self._status, None),
         }
+        self._limits: dict[tuple[str, str], BodyLimit] = {}
 
-    def route(self, method: str, path: str, handler: Handler, *, timeout: float | None = None) -> None:
+    def route(
+        self, method: str, path: str, handler: Handler, *, timeout: float | None = None, body: BodyLimit | None = None
+    ) -> None:
         """Serve ``method path`` with ``handler`` (services add theirs).
 
         Args:
@@ -69,8 +72,16 @@ class ControlApi:
                 own deadlines (a repository's import runs git under
                 per-command and per-pack deadlines, for as long as a large
                 history takes).
+            body: how the route takes its request body, when not whole and
+                up to :data:`~guts.control._http.MAX_BODY` (git's packs).
         """
         self._routes[(method, path)] = (handler, timeout)
+        if body is not None:
+            self._limits[(method, path)] = body
+
+    def body_limit(self, method: str, path: str) -> BodyLimit:
+        """How ``method path`` takes its body (what :func:`serve_http` asks)."""
+        return self._limits.get((method, path), DEFAULT_LIMIT)
 
     @property
     def routes(self) -> list[tuple[str, str]]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
-from guts.control._http import http_request
+from guts.control._http import MAX_BODY, http_raw_request, http_request
 from guts.control._socket import connect_control
 from guts.errors import GutsError
 
@@ -66,6 +67,53 @@ class ControlClient:
                 _check(status, answer)
             async for item in items:
                 yield item
+
+
+    async def raw(self, method: str, path: str, body: bytes | AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        """One request with a raw body (whole, or streamed as ``body``
+        yields it); the answer's raw bytes as they arrive.
+
+        Raises:
+            NodeNotRunning: nothing listens on the socket.
+            ControlError: the node answered with an error (before any byte).
+            ValueError: the answer was cut before its end.
+        """
+        stream = await connect_control(self.path)
+        status, _, chunks = await http_raw_request(stream, method, path, body)
+        async with aclosing(chunks):  # type: ignore[type-var]
+            if status != 200:
+                _check(status, await _json_answer(chunks))
+            async for chunk in chunks:
+                yield chunk
+
+    async def send(self, method: str, path: str, body: bytes | AsyncIterable[bytes]) -> dict[str, Any]:
+        """One request with a raw body, one JSON answer.
+
+        Raises:
+            NodeNotRunning: nothing listens on the socket.
+            ControlError: the node answered with an error.
+        """
+        stream = await connect_control(self.path)
+        status, _, chunks = await http_raw_request(stream, method, path, body)
+        async with aclosing(chunks):  # type: ignore[type-var]
+            answer = await _json_answer(chunks)
+        _check(status, answer)
+        return answer
+
+
+async def _json_answer(chunks: AsyncIterator[bytes]) -> dict[str, Any]:
+    data = bytearray()
+    async for chunk in chunks:
+        data += chunk
+        if len(data) > MAX_BODY:
+            raise ValueError(f"answer from the node over {MAX_BODY} bytes")
+    try:
+        value = json.loads(data) if data.strip() else {}
+    except ValueError:
+        raise ValueError("the node answered with something that is not JSON") from None
+    if not isinstance(value, dict):
+        raise ValueError("the node answered with JSON that is not an object")
+    return value
 
 
 def _check(status: int, answer: dict[str, Any]) -> None:

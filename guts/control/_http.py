@@ -9,13 +9,24 @@ that sends one request and reads a JSON or JSON-lines answer.
 Everything is bounded: request heads (h11's ``max_incomplete_event_size``),
 bodies (:data:`MAX_BODY`), and the time a client may take to send its
 request (:data:`REQUEST_TIMEOUT`).
+
+Raw streams, for git's packs. A route may take a larger body than
+:data:`MAX_BODY` (its :class:`BodyLimit`), whole or as a stream of chunks
+it reads itself (:attr:`HttpRequest.chunks`): a pushed pack goes through
+the node to ``git index-pack`` a chunk at a time, and only an idle limit
+(:data:`STREAM_IDLE_TIMEOUT` between chunks) bounds its time. A route may
+answer :class:`RawStream`, bytes sent chunked as
+``application/octet-stream`` as they come (``git upload-pack``'s
+response). A raw answer that fails midway ends the connection without the
+chunked terminator, so the client sees a cut body, never a short one that
+looks whole.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -28,9 +39,12 @@ from guts.errors import GutsError, InputError
 __all__ = [
     "HttpRequest",
     "HttpResponse",
+    "BodyLimit",
     "JsonLines",
     "MAX_BODY",
+    "RawStream",
     "serve_http",
+    "http_raw_request",
     "http_request",
 ]
 
@@ -45,7 +59,28 @@ MAX_HEAD = 16 * 1024
 REQUEST_TIMEOUT = 10.0
 #: Seconds an idle keep-alive connection is kept.
 IDLE_TIMEOUT = 60.0
+#: Seconds a streamed body (either way) may go without a byte.
+STREAM_IDLE_TIMEOUT = 120.0
 _READ = 64 * 1024
+#: The content type of raw bodies.
+OCTETS = "application/octet-stream"
+
+
+@dataclass(frozen=True, slots=True)
+class BodyLimit:
+    """How a route takes its request body.
+
+    Attributes:
+        max_bytes: the largest body accepted (413 above it).
+        streamed: hand the body to the route as :attr:`HttpRequest.chunks`
+            rather than read it whole first.
+    """
+
+    max_bytes: int = MAX_BODY
+    streamed: bool = False
+
+
+DEFAULT_LIMIT = BodyLimit()
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +91,9 @@ class HttpRequest:
     path: str
     query: dict[str, str]
     body: bytes
+    #: The body as it arrives, for a route whose :class:`BodyLimit` streams
+    #: it (``body`` is then empty); bounded by that limit.
+    chunks: AsyncIterator[bytes] | None = None
 
     def json(self) -> dict[str, Any]:
         """The body as a JSON object (``{}`` when empty).
@@ -81,12 +119,23 @@ class JsonLines:
 
 
 @dataclass(frozen=True, slots=True)
+class RawStream:
+    """A streamed answer of raw bytes (``application/octet-stream``,
+    chunked): each chunk the iterator yields is sent as it comes. If the
+    iterator raises, the connection ends without the chunked terminator."""
+
+    chunks: AsyncIterator[bytes]
+
+
+@dataclass(frozen=True, slots=True)
 class HttpResponse:
     status: int
-    body: dict[str, Any] | JsonLines = field(default_factory=dict)
+    body: dict[str, Any] | JsonLines | RawStream = field(default_factory=dict)
 
 
 App = Callable[[HttpRequest], Awaitable[HttpResponse]]
+#: The body limit of each ``(method, path)``.
+Limits = Callable[[str, str], BodyLimit]
 
 
 def _headers(content_type: str, length: int | None) -> list[tuple[str, str]]:
@@ -96,25 +145,27 @@ def _headers(content_type: str, length: int | None) -> list[tuple[str, str]]:
     return headers
 
 
-async def serve_http(stream: trio.abc.Stream, app: App) -> None:
+async def serve_http(stream: trio.abc.Stream, app: App, limits: Limits | None = None) -> None:
     """Serve HTTP/1.1 requests on ``stream`` until the client is done.
 
     A malformed or oversized request gets a 400 or 413 answer and the
     connection is closed; the application's own errors are its business
     (it returns a response for each). Never raises for what the client does.
+    ``limits`` says how each route takes its body (default: whole, up to
+    :data:`MAX_BODY`).
     """
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
     try:
         while True:
             request = None
             with trio.move_on_after(IDLE_TIMEOUT):
-                request = await _read_request(stream, conn)
+                request = await _read_request(stream, conn, limits)
             if request is None:
                 return
             response = await app(request)
             await _send_response(stream, conn, response)
-            if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
-                return
+            if conn.our_state is h11.MUST_CLOSE or conn.their_state is not h11.DONE:
+                return  # closing, or the route left part of a streamed body unread
             conn.start_next_cycle()
     except _BadRequest as exc:
         log.info("control API: bad request: %s", exc)
@@ -155,39 +206,70 @@ async def _next_event(stream: trio.abc.Stream, conn: h11.Connection) -> Any:
             raise _BadRequest(str(exc)) from None
 
 
-async def _read_request(stream: trio.abc.Stream, conn: h11.Connection) -> HttpRequest | None:
-    """The next whole request, or ``None`` once the client closed."""
+async def _read_request(stream: trio.abc.Stream, conn: h11.Connection, limits: Limits | None) -> HttpRequest | None:
+    """The next request, or ``None`` once the client closed: its body read
+    whole, or left to the route as chunks if its limit says so."""
     event = await _next_event(stream, conn)
     if isinstance(event, h11.ConnectionClosed):
         return None
     if not isinstance(event, h11.Request):
         raise _BadRequest(f"unexpected {type(event).__name__}")
+    target = urlsplit(event.target.decode("ascii", "replace"))
+    method = event.method.decode("ascii", "replace")
+    limit = limits(method, target.path) if limits is not None else DEFAULT_LIMIT
+    query = dict(parse_qsl(target.query))
+    if limit.streamed:
+        return HttpRequest(method, target.path, query, b"", _body_chunks(stream, conn, limit.max_bytes))
     with trio.move_on_after(REQUEST_TIMEOUT) as scope:
         body = bytearray()
         while True:
             part = await _next_event(stream, conn)
             if isinstance(part, h11.Data):
                 body += part.data
-                if len(body) > MAX_BODY:
-                    raise _BadRequest(f"request body over {MAX_BODY} bytes", 413)
+                if len(body) > limit.max_bytes:
+                    raise _BadRequest(f"request body over {limit.max_bytes} bytes", 413)
             elif isinstance(part, h11.EndOfMessage):
                 break
             else:
                 raise _BadRequest(f"unexpected {type(part).__name__} in a request body")
     if scope.cancelled_caught:
         raise _BadRequest("request not completed in time", 408)
-    target = urlsplit(event.target.decode("ascii", "replace"))
-    return HttpRequest(
-        method=event.method.decode("ascii", "replace"),
-        path=target.path,
-        query=dict(parse_qsl(target.query)),
-        body=bytes(body),
-    )
+    return HttpRequest(method=method, path=target.path, query=query, body=bytes(body))
+
+
+async def _body_chunks(stream: trio.abc.Stream, conn: h11.Connection, max_bytes: int) -> AsyncIterator[bytes]:
+    """A streamed request body, chunk by chunk.
+
+    Raises:
+        InputError: over ``max_bytes``, no byte for
+            :data:`STREAM_IDLE_TIMEOUT` seconds, or broken framing (the
+            route answers its error; the connection then closes).
+    """
+    received = 0
+    while True:
+        try:
+            with trio.fail_after(STREAM_IDLE_TIMEOUT):
+                part = await _next_event(stream, conn)
+        except trio.TooSlowError:
+            raise InputError(f"no request body for {STREAM_IDLE_TIMEOUT:g} s") from None
+        except _BadRequest as exc:
+            raise InputError(f"request body: {exc}") from None
+        if isinstance(part, h11.EndOfMessage):
+            return
+        if not isinstance(part, h11.Data):
+            raise InputError(f"unexpected {type(part).__name__} in a request body")
+        received += len(part.data)
+        if received > max_bytes:
+            raise InputError(f"request body over {max_bytes} bytes")
+        yield bytes(part.data)
 
 
 async def _send_response(stream: trio.abc.Stream, conn: h11.Connection, response: HttpResponse) -> None:
     if isinstance(response.body, JsonLines):
         await _send_lines(stream, conn, response.status, response.body.items)
+        return
+    if isinstance(response.body, RawStream):
+        await _send_raw(stream, conn, response.status, response.body.chunks)
         return
     body = json.dumps(response.body).encode()
     await stream.send_all(
@@ -226,6 +308,26 @@ async def _send_lines(
                 await aclose()
 
 
+async def _send_raw(stream: trio.abc.Stream, conn: h11.Connection, status: int, chunks: AsyncIterator[bytes]) -> None:
+    """Stream raw ``chunks``; if they fail, close without the terminator."""
+    try:
+        await stream.send_all(conn.send(h11.Response(status_code=status, headers=_headers(OCTETS, None))))
+        try:
+            async for chunk in chunks:
+                if chunk:
+                    with trio.fail_after(STREAM_IDLE_TIMEOUT):
+                        await stream.send_all(conn.send(h11.Data(data=chunk)))
+        except (GutsError, trio.TooSlowError) as exc:
+            log.warning("control API: a raw answer failed midway: %s", str(exc) or type(exc).__name__)
+            raise trio.ClosedResourceError("raw answer cut") from None
+        await stream.send_all(conn.send(h11.EndOfMessage()))
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            with trio.CancelScope(shield=True):
+                await aclose()
+
+
 async def http_request(
     stream: trio.abc.Stream,
     method: str,
@@ -244,19 +346,72 @@ async def http_request(
     """
     conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
     payload = json.dumps(body).encode() if body is not None else b""
-    headers = [("Host", "guts"), ("Content-Length", str(len(payload))), ("Connection", "close")]
-    if body is not None:
-        headers.append(("Content-Type", "application/json"))
-    await stream.send_all(
-        conn.send(h11.Request(method=method, target=path, headers=headers))
-        + conn.send(h11.Data(data=payload))
-        + conn.send(h11.EndOfMessage())
-    )
+    content_type = "application/json" if body is not None else None
+    response = await _exchange(stream, conn, method, path, payload, content_type)
+    answer_type = dict(response.headers).get(b"content-type", b"").decode()
+    return response.status_code, _client_body(stream, conn, streamed="ndjson" in answer_type)
+
+
+async def http_raw_request(
+    stream: trio.abc.Stream,
+    method: str,
+    path: str,
+    body: bytes | AsyncIterable[bytes],
+) -> tuple[int, str, AsyncIterator[bytes]]:
+    """Send one request with a raw body (whole, or chunked as ``body``
+    yields it) on ``stream``; return the status, the answer's content type
+    and its bytes as they arrive (the iterator closes ``stream`` at its end).
+
+    If the server answers before it read the whole body (a refusal), the
+    rest is not sent and the answer is returned all the same.
+
+    Raises:
+        ValueError: the answer is not HTTP, or it was cut before its end.
+        trio.BrokenResourceError: the server went away.
+    """
+    conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
+    response = await _exchange(stream, conn, method, path, body, OCTETS)
+    answer_type = dict(response.headers).get(b"content-type", b"").decode()
+    return response.status_code, answer_type, _client_chunks(stream, conn)
+
+
+async def _exchange(
+    stream: trio.abc.Stream,
+    conn: h11.Connection,
+    method: str,
+    path: str,
+    body: bytes | AsyncIterable[bytes],
+    content_type: str | None,
+) -> h11.Response:
+    headers = [("Host", "guts"), ("Connection", "close")]
+    if content_type is not None:
+        headers.append(("Content-Type", content_type))
+    if isinstance(body, bytes):
+        headers.append(("Content-Length", str(len(body))))
+        await stream.send_all(
+            conn.send(h11.Request(method=method, target=path, headers=headers))
+            + conn.send(h11.Data(data=body))
+            + conn.send(h11.EndOfMessage())
+        )
+    else:
+        headers.append(("Transfer-Encoding", "chunked"))
+        await stream.send_all(conn.send(h11.Request(method=method, target=path, headers=headers)))
+        try:
+            async for chunk in body:
+                if chunk:
+                    await stream.send_all(conn.send(h11.Data(data=chunk)))
+            await stream.send_all(conn.send(h11.EndOfMessage()))
+        except trio.BrokenResourceError:
+            pass  # the server answered early and stopped reading: its answer says why
+        finally:
+            aclose = getattr(body, "aclose", None)  # a generator's cleanup (a pack-objects) runs now
+            if aclose is not None:
+                with trio.CancelScope(shield=True):
+                    await aclose()
     response = await _client_event(stream, conn)
     if not isinstance(response, h11.Response):
         raise ValueError(f"unexpected answer from the node: {response!r}")
-    content_type = dict(response.headers).get(b"content-type", b"").decode()
-    return response.status_code, _client_body(stream, conn, streamed="ndjson" in content_type)
+    return response
 
 
 async def _client_event(stream: trio.abc.Stream, conn: h11.Connection) -> Any:
@@ -268,6 +423,20 @@ async def _client_event(stream: trio.abc.Stream, conn: h11.Connection) -> Any:
         if event is not h11.NEED_DATA:
             return event
         conn.receive_data(bytes(await stream.receive_some(_READ)))
+
+
+async def _client_chunks(stream: trio.abc.Stream, conn: h11.Connection) -> AsyncIterator[bytes]:
+    try:
+        while True:
+            event = await _client_event(stream, conn)
+            if isinstance(event, h11.Data):
+                yield bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                return
+            elif isinstance(event, h11.ConnectionClosed):
+                raise ValueError("the node's answer was cut before its end")
+    finally:
+        await trio.aclose_forcefully(stream)
 
 
 async def _client_body(stream: trio.abc.Stream, conn: h11.Connection, *, streamed: bool) -> AsyncIterator[dict[str, Any]]:

@@ -34,7 +34,7 @@ async def serve_control(
 
     async def serve_one(stream: trio.SocketStream) -> None:
         async with limit:
-            await serve_http(stream, api)
+            await serve_http(stream, api, api.body_limit)
 
     try:
         async with trio.open_nursery() as nursery:

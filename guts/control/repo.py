@@ -8,26 +8,64 @@ threshold above the delegates, a RID that is none) answers 400
 a failure of the storage itself, 500 ``internal`` with git's reason. A
 sync that no peer completed answers 502 ``sync_failed`` with each peer's
 reason; one with no peer to ask, 409 ``no_peers``.
+
+git's routes, for ``git-remote-guts`` (:mod:`guts._cli.remote`):
+
+- ``GET /v1/repo/refs?rid=RID[&for_push=1]``: what the helper's ``list``
+  shows. Without ``for_push``, the canonical refs; with it, this node's own
+  namespace (its latest signed statement), because that is what a push
+  changes. Both with ``HEAD``'s branch and the object format.
+- ``POST /v1/repo/upload-pack?rid=RID``: one protocol v2 stateless request
+  (at most :data:`MAX_UPLOAD_REQUEST` bytes), checked by
+  :func:`~guts.sync.upload_rules.check_upload_request` against the
+  verified state (a ``want`` must be an oid a verified statement or the
+  canonical refs name), answered with ``git upload-pack``'s raw response,
+  streamed. A response cut midway ends the connection without HTTP's
+  end, so the helper never gives git a short response as a whole one.
+- ``POST /v1/repo/push?rid=RID``: one JSON line (the updates, at most
+  :data:`MAX_PUSH_HEADER` bytes), then a thin pack (at most the storage's
+  pack limit), streamed into a quarantine. Each ref is judged with git's
+  rules (:func:`~guts.repo.push_rules.judge_update`) against this node's
+  namespace, what is accepted is checked connected, migrates, and is
+  signed as the namespace's next statement
+  (:meth:`~guts.repo.state.Repositories.publish`): the canonical refs
+  follow when the delegates' statements agree (at once for a delegate of
+  a threshold-1 repository). The answer names each ref's result.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
+import trio
+
 from guts.control._api import ApiError, ControlApi, require
-from guts.control._http import HttpRequest, HttpResponse
+from guts.control._http import BodyLimit, HttpRequest, HttpResponse, RawStream
 from guts.crypto import KeyPair
-from guts.errors import GutsError, InputError
+from guts.errors import DecodeError, GutsError, InputError
 from guts.host import Host
 from guts.multiaddr import Multiaddr
 from guts.peer import PeerId
+from guts.repo.helper_commands import PushSpec
+from guts.repo.sigrefs import PUBLISHED_PREFIXES
+from guts.repo.push_rules import PushResult, RefRejected, RefUnchanged, RefUpdated, judge_update
 from guts.repo.rid import Rid
 from guts.repo.state import Repositories, RepoState
-from guts.repo.storage import PackRejected, RepositoryExists, RepositoryNotFound
-from guts.sync import fetch
+from guts.repo.storage import NotConnected, PackRejected, Quarantine, RepositoryExists, RepositoryNotFound
+from guts.sync import check_upload_request, fetch
 
 __all__ = ["add_repo_routes", "state_json", "summary_json"]
+
+#: Largest upload-pack request: git repeats every common ``have`` in each
+#: round of a negotiation, so a long one grows (the helper's own bound).
+MAX_UPLOAD_REQUEST = 32 * 1024 * 1024
+#: Largest JSON line before a pushed pack (a ``--mirror`` push names
+#: every ref).
+MAX_PUSH_HEADER = 16 * 1024 * 1024
+_CHUNK = 64 * 1024
 
 
 def summary_json(state: RepoState) -> dict[str, Any]:
@@ -122,6 +160,84 @@ def _targets(host: Host, text: str | None) -> list[PeerId | Multiaddr]:
     return list(peers)
 
 
+def _rid(text: str) -> str:
+    """A RID, given bare or as its ``guts://`` URL."""
+    return str(Rid.parse(text[len("guts://"):].rstrip("/") if text.startswith("guts://") else text))
+
+
+def _signed_oids(state: RepoState) -> set[str]:
+    """What a local git may fetch: every oid a verified statement lists,
+    each namespace's sigrefs commit, and the canonical refs."""
+    signed = {oid for ns in state.namespaces.values() for _, oid in ns.statement.refs}
+    signed.update(ns.commit for ns in state.namespaces.values())
+    signed.update(oid for _, oid in state.canonical.refs)
+    return signed
+
+
+async def _push_header(chunks: AsyncIterator[bytes]) -> tuple[dict[str, Any], bytes]:
+    """The JSON line before a pushed pack, and the pack bytes read with it."""
+    data = bytearray()
+    async for chunk in chunks:
+        data += chunk
+        end = data.find(b"\n")
+        if end >= 0:
+            header = json.loads(bytes(data[:end]))
+            if not isinstance(header, dict):
+                raise InputError("a push begins with a JSON object")
+            return header, bytes(data[end + 1 :])
+        if len(data) > MAX_PUSH_HEADER:
+            raise InputError(f"a push header over {MAX_PUSH_HEADER} bytes")
+    raise InputError("the push ended before its header")
+
+
+async def _rest(first: bytes, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if first:
+        yield first
+    async for chunk in chunks:
+        yield chunk
+
+
+def _specs(header: dict[str, Any]) -> list[tuple[PushSpec, str | None, str | None]]:
+    """The pushed updates: each as (spec, new oid or None, lease or None)."""
+    updates = header.get("updates")
+    if not isinstance(updates, list) or not updates:
+        raise InputError("'updates' must be a non-empty list")
+    out = []
+    seen = set()
+    for update in updates:
+        if not isinstance(update, dict):
+            raise InputError("each update is an object")
+        dst, new, lease = update.get("dst"), update.get("new"), update.get("lease")
+        if not isinstance(dst, str) or dst in seen:
+            raise InputError("each update names its 'dst' ref, once")
+        seen.add(dst)
+        for value in (new, lease):
+            if value is not None and (not isinstance(value, str) or len(value) != 40):
+                raise InputError(f"{dst}: an oid is 40 hex digits")
+        out.append((PushSpec(new, dst, bool(update.get("force"))), new, lease))
+    return out
+
+
+async def _relation(quarantine: Quarantine, current: str, new: str) -> tuple[bool, bool]:
+    """(both peel to commits, ``current`` is an ancestor of ``new``), asked
+    with the quarantined objects in view."""
+    try:
+        async with quarantine.git(["rev-list", "--max-count=1", current, "--not", new], timeout=600) as git:
+            await git.close_stdin()
+            out = await git.read_stdout(4096)
+    except PackRejected:
+        return False, False
+    return True, not out.strip()
+
+
+def _result_json(result: PushResult) -> dict[str, Any]:
+    if isinstance(result, RefUpdated):
+        return {"ref": result.ref, "status": "ok", "forced": result.forced}
+    if isinstance(result, RefUnchanged):
+        return {"ref": result.ref, "status": "up to date"}
+    return {"ref": result.ref, "status": "error", "reason": str(result.reason)}
+
+
 def add_repo_routes(
     api: ControlApi, repos: Repositories | None, keypair: KeyPair, host: Host | None = None
 ) -> None:
@@ -182,10 +298,151 @@ def add_repo_routes(
         reasons = "; ".join(f"{failure['peer']}: {failure['error']}" for failure in failures)
         raise ApiError(502, "sync_failed", f"no peer completed the sync of {rid}: {reasons}")
 
+    def held_state(request: HttpRequest) -> tuple[Repositories, RepoState]:
+        held = _repos(repos)
+        try:
+            return held, held.show(_rid(require(request.query, "rid")))
+        except GutsError as exc:
+            raise _storage_error(exc) from None
+
+    async def refs(request: HttpRequest) -> HttpResponse:
+        _, state = held_state(request)
+        me = keypair.peer_id
+        if request.query.get("for_push") in ("1", "true"):
+            ns = state.namespaces.get(me)
+            shown = dict(ns.statement.refs) if ns is not None else {}
+        else:
+            shown = dict(state.canonical.refs)
+        head = f"refs/heads/{state.document.default_branch}"
+        return HttpResponse(
+            200,
+            {
+                "rid": str(state.rid),
+                "refs": shown,
+                "head": head if head in shown else None,
+                "object_format": "sha1",
+                "namespace": str(me),
+                "delegate": me in state.document.delegate_ids,
+            },
+        )
+
+    async def upload_pack(request: HttpRequest) -> HttpResponse:
+        held, state = held_state(request)
+        try:
+            check_upload_request(request.body, _signed_oids(state), MAX_UPLOAD_REQUEST)
+        except DecodeError as exc:
+            raise ApiError(400, "bad_request", f"upload request refused: {exc}") from None
+        rid, body = str(state.rid), request.body
+
+        async def relay() -> AsyncIterator[bytes]:
+            async with held.storage.upload_pack(rid) as git:
+                await git.stdin.send_all(body)
+                await git.close_stdin()
+                while chunk := await git.stdout.receive_some(_CHUNK):
+                    yield bytes(chunk)
+
+        return HttpResponse(200, RawStream(relay()))
+
+    pushing: dict[str, trio.Lock] = {}
+
+    async def push(request: HttpRequest) -> HttpResponse:
+        held, state = held_state(request)
+        assert request.chunks is not None
+        header, first = await _push_header(request.chunks)
+        specs = _specs(header)
+        known = header.get("known") or []
+        if not isinstance(known, list):
+            raise InputError("'known' is a list of oids")
+        rid = str(state.rid)
+        async with pushing.setdefault(rid, trio.Lock()):
+            try:
+                results, refs = await _receive(held, rid, specs, set(known), header, _rest(first, request.chunks))
+            except GutsError as exc:
+                raise _storage_error(exc) from None
+            state = held.show(rid)
+            me = keypair.peer_id
+            if refs is not None:
+                try:
+                    state = await held.publish(rid, keypair, refs)
+                except GutsError as exc:
+                    why = f"not published: {exc}"
+                    results = [RefRejected(r.ref, why) if isinstance(r, RefUpdated) else r for r in results]
+        canonical = state.canonical.ref_map()
+        return HttpResponse(
+            200,
+            {
+                "results": [_result_json(result) for result in results],
+                "namespace": str(me),
+                "delegate": me in state.document.delegate_ids,
+                "canonical": {spec.dst: canonical.get(spec.dst) for spec, _, _ in specs},
+            },
+        )
+
+    async def _receive(
+        held: Repositories,
+        rid: str,
+        specs: list[tuple[PushSpec, str | None, str | None]],
+        known: set[str],
+        header: dict[str, Any],
+        pack: AsyncIterable[bytes],
+    ) -> tuple[list[PushResult], dict[str, str] | None]:
+        """Judge the updates with the pack in a quarantine; migrate what is
+        accepted. The new ref set of the namespace, or ``None`` when
+        nothing is to be published."""
+        ns = held.show(rid).namespaces.get(keypair.peer_id)
+        current = dict(ns.statement.refs) if ns is not None else {}
+        async with held.storage.quarantine(rid) as quarantine:
+            if header.get("pack"):
+                await quarantine.ingest_pack(pack)
+            results: list[PushResult] = []
+            for spec, new, lease in specs:
+                if not spec.dst.startswith(PUBLISHED_PREFIXES):
+                    results.append(RefRejected(spec.dst, "guts publishes refs/heads/* and refs/tags/* only"))
+                    continue
+                old = current.get(spec.dst)
+                commits, fast_forward = True, False
+                if old is not None and new is not None and old != new:
+                    commits, fast_forward = await _relation(quarantine, old, new)
+                results.append(
+                    judge_update(
+                        spec, current=old, new=new, lease=lease, commits=commits, fast_forward=fast_forward,
+                        known_locally=old is None or old in known,
+                    )
+                )  # fmt: skip
+            accepted = [result for result in results if isinstance(result, RefUpdated)]
+            if header.get("atomic") and len(accepted) != len(results):
+                results = [r if isinstance(r, RefRejected) else RefRejected(r.ref, "atomic push failed") for r in results]
+                accepted = []
+            news = {spec.dst: new for spec, new, _ in specs}
+            wanted = sorted({oid for r in accepted if (oid := news[r.ref]) is not None})
+            try:
+                await quarantine.check_connected(wanted)
+            except NotConnected as exc:
+                return [RefRejected(r.ref, f"missing objects: {exc}") if isinstance(r, RefUpdated) else r
+                        for r in results], None  # fmt: skip
+            if header.get("dry_run") or not accepted:
+                return results, None
+            await quarantine.migrate()
+        refs = dict(current)
+        for result in accepted:
+            new = news[result.ref]
+            if new is None:
+                refs.pop(result.ref, None)
+            else:
+                refs[result.ref] = new
+        return results, refs
+
     # An import or a sync takes as long as the history is large; git runs
     # under the storage's own per-command and per-pack deadlines, a sync
-    # under its idle timeout and overall deadline.
+    # under its idle timeout and overall deadline; so do a push's pack and
+    # an upload-pack's response.
     api.route("POST", "/v1/repo/init", init, timeout=math.inf)
     api.route("POST", "/v1/repo/sync", sync, timeout=math.inf)
+    api.route("GET", "/v1/repo/refs", refs)
+    api.route("POST", "/v1/repo/upload-pack", upload_pack, body=BodyLimit(MAX_UPLOAD_REQUEST))
+    max_pack = repos.storage.config.max_pack_bytes if repos is not None else 0
+    api.route(
+        "POST", "/v1/repo/push", push, timeout=math.inf, body=BodyLimit(max_pack + MAX_PUSH_HEADER, streamed=True)
+    )
     api.route("GET", "/v1/repo/list", list_)
     api.route("GET", "/v1/repo/show", show)

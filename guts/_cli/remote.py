@@ -1,0 +1,311 @@
+"""``git-remote-guts``: git's remote helper for ``guts://<RID>`` URLs.
+
+git runs ``git-remote-guts <remote> guts://<RID>`` for ``git clone``,
+``fetch``, ``pull`` and ``push``, and speaks the remote-helper protocol on
+its stdin and stdout (gitremote-helpers(7)); the sans-IO
+:class:`~guts.repo.remote_helper.RemoteHelper` reads and answers it. What
+the helper does, it asks of the local node (the node of ``GUTS_HOME``,
+through its control socket), which must hold the repository: made there by
+``guts repo init``, or fetched by ``guts repo sync RID``.
+
+Fetch: ``stateless-connect git-upload-pack``. The helper answers with the
+fixed protocol v2 advertisement of what the node serves
+(:data:`guts.sync.ADVERTISEMENT`: ``ls-refs``, ``fetch``, sha1), then
+passes each request git makes to ``POST /v1/repo/upload-pack``, which
+checks it against the verified signed state (only signed oids may be
+wanted) and streams ``git upload-pack``'s response back; the helper relays
+it and adds ``0002`` only after a whole response
+(:class:`~guts.repo.pktline.ResponseTracker`). git's progress and its
+``no-progress`` come through unchanged.
+
+Push: the ``push`` capability. ``list for-push`` shows this node's own
+namespace (``GET /v1/repo/refs?for_push=1``): a push changes the node's
+signed refs, and the canonical refs follow when enough delegates agree
+(at once for a delegate of a threshold-1 repository). The helper builds
+one thin pack of the new tips minus every namespace tip the local
+repository has (``git pack-objects --revs --thin``, its progress on
+stderr when git asked for progress), and streams it to ``POST
+/v1/repo/push`` behind one JSON line of updates; the node judges each ref
+with git's rules and answers per ref, which becomes git's push report.
+A push by a node that is no delegate is said so on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote
+
+import trio
+
+from guts._cli.common import control_path
+from guts.control import ControlClient, ControlError
+from guts.errors import DecodeError, GutsError, NodeNotRunning
+from guts.repo.pktline import ResponseTracker
+from guts.repo.push_rules import HelperOptions, PushResult, RefRejected, RefUnchanged, RefUpdated
+from guts.repo.remote_helper import (
+    Capabilities,
+    Connect,
+    InputEnded,
+    List,
+    Option,
+    Push,
+    RemoteHelper,
+    ServiceData,
+    StatelessConnect,
+    StatelessRequest,
+)
+from guts.repo.rid import Rid
+from guts.sync import ADVERTISEMENT
+
+__all__ = ["main"]
+
+_CHUNK = 64 * 1024
+_HINT = "start one with `guts start` (it keeps running), then run git again"
+
+
+class Fatal(GutsError):
+    """Stop with ``fatal: guts: <message>`` on stderr and exit 128, as git's
+    own helpers do."""
+
+
+def _rid(url: str) -> str:
+    text = url[len("guts://"):] if url.startswith("guts://") else url
+    try:
+        return str(Rid.parse(text.rstrip("/")))
+    except (GutsError, ValueError):
+        raise Fatal(f"{url!r} is not a guts:// URL (guts://<RID>)") from None
+
+
+async def _git(args: list[str], stdin: bytes = b"") -> str:
+    """git in the local repository (git set ``GIT_DIR`` for us)."""
+    done = await trio.run_process(
+        ["git", *args], stdin=stdin, capture_stdout=True, capture_stderr=True, check=False
+    )
+    if done.returncode != 0:
+        raise Fatal(f"git {args[0]}: {done.stderr.decode(errors='replace').strip()}")
+    return str(done.stdout.decode())
+
+
+async def _resolve(names: list[str]) -> dict[str, str]:
+    """Each name (a ref, ``HEAD`` or an oid) the local repository has, to its oid."""
+    if not names:
+        return {}
+    out = await _git(["cat-file", "--batch-check=%(objectname) %(objecttype)"], "".join(f"{n}\n" for n in names).encode())
+    found = {}
+    for name, line in zip(names, out.splitlines()):
+        parts = line.split(" ")
+        if len(parts) == 2 and parts[1] != "missing":
+            found[name] = parts[0]
+    return found
+
+
+class Helper:
+    """One session with git: commands in, answers out (module docstring)."""
+
+    def __init__(self, rid: str, client: ControlClient) -> None:
+        self.rid = rid
+        self.client = client
+        self.core = RemoteHelper()
+        self.options = HelperOptions()
+        self.stdin = trio.lowlevel.FdStream(os.dup(0))
+        self.stdout = trio.lowlevel.FdStream(os.dup(1))
+
+    def note(self, text: str) -> None:
+        if self.options.verbosity > 0:
+            print(f"guts: {text}", file=sys.stderr, flush=True)
+
+    async def run(self) -> None:
+        while True:
+            command = self.core.next_command()
+            if command is None:
+                data = await self.stdin.receive_some(_CHUNK)
+                if data:
+                    self.core.receive_data(data)
+                else:
+                    self.core.receive_eof()
+                continue
+            if isinstance(command, InputEnded):
+                return
+            await self.dispatch(command)
+
+    async def dispatch(self, command: object) -> None:
+        core, write = self.core, self.stdout.send_all
+        if isinstance(command, Capabilities):
+            await write(core.capabilities())
+        elif isinstance(command, Option):
+            await write(core.option_reply(self.options.apply(command)))
+        elif isinstance(command, List):
+            if not command.for_push:
+                raise Fatal("guts:// needs git's protocol version 2 to fetch (git -c protocol.version=2)")
+            answer = await self.refs(for_push=True)
+            await write(
+                core.ref_list(
+                    answer["refs"],
+                    head=answer["head"],
+                    object_format=answer["object_format"] if self.options.object_format else None,
+                )
+            )
+        elif isinstance(command, StatelessConnect):
+            if command.service != "git-upload-pack":
+                await write(core.fall_back())  # a push: git goes on with list for-push and push
+                return
+            await self.refs(for_push=False)  # the node holds the repository, or say so now
+            await write(core.accept() + ADVERTISEMENT)
+        elif isinstance(command, StatelessRequest):
+            await self.serve(command)
+        elif isinstance(command, Push):
+            await write(core.push_report(await self.push(command)))
+        elif isinstance(command, (Connect, ServiceData)):
+            raise Fatal("connect is not advertised")
+        else:
+            raise Fatal(f"unexpected {command!r}")
+
+    def path(self, route: str, **query: str) -> str:
+        args = "".join(f"&{key}={quote(value)}" for key, value in query.items())
+        return f"/v1/repo/{route}?rid={self.rid}{args}"
+
+    async def refs(self, *, for_push: bool) -> dict[str, Any]:
+        try:
+            return await self.client.call("GET", self.path("refs", **({"for_push": "1"} if for_push else {})))
+        except ControlError as exc:
+            if exc.kind == "not_found":
+                raise Fatal(
+                    f"the node of this GUTS_HOME does not hold {self.rid}: "
+                    f"`guts repo sync {self.rid} --from <peer address>` fetches it"
+                ) from None
+            raise
+
+    # -- fetch -------------------------------------------------------------
+
+    async def serve(self, request: StatelessRequest) -> None:
+        """One stateless request through the node; its response to git."""
+        if request.command not in ("ls-refs", "fetch"):
+            raise Fatal(f"the v2 command {request.command!r} is not served")
+        tracker = ResponseTracker()
+        try:
+            async for chunk in self.client.raw("POST", self.path("upload-pack"), request.data):
+                tracker.receive_data(chunk)
+                await self.stdout.send_all(chunk)
+            end = tracker.end()
+        except (ValueError, DecodeError) as exc:
+            raise Fatal(f"the node's response to {request.command} was cut: {exc}") from None
+        await self.stdout.send_all(end)
+
+    # -- push --------------------------------------------------------------
+
+    async def push(self, batch: Push) -> list[PushResult]:
+        specs = batch.specs
+        sources = sorted({spec.src for spec in specs if spec.src is not None})
+        resolved = await _resolve(sources)
+        unknown = [spec.src for spec in specs if spec.src is not None and spec.src not in resolved]
+        if unknown:
+            return [RefRejected(spec.dst, f"src {unknown[0]} does not resolve here") for spec in specs]
+        news = {spec.dst: resolved[spec.src] if spec.src else None for spec in specs}
+        before = await self.refs(for_push=True)
+        remote = before["refs"]
+        assert isinstance(remote, dict)
+        known = sorted(set((await _resolve(sorted(set(remote.values())))).values()))
+        tips = sorted({oid for oid in news.values() if oid is not None})
+        header = {
+            "updates": [
+                {"dst": spec.dst, "new": news[spec.dst], "force": spec.force, "lease": self.options.leases.get(spec.dst)}
+                for spec in specs
+            ],
+            "known": known,
+            "atomic": self.options.atomic,
+            "dry_run": self.options.dry_run,
+            "pack": bool(tips),
+        }
+
+        async def body() -> AsyncIterator[bytes]:
+            yield json.dumps(header).encode() + b"\n"
+            if tips:
+                async for chunk in self.pack(tips, known):
+                    yield chunk
+
+        answer = await self.client.send("POST", self.path("push"), body())
+        results: list[PushResult] = []
+        for item in answer["results"]:
+            ref, status = item["ref"], item["status"]
+            if status == "ok":
+                results.append(RefUpdated(ref, forced=bool(item.get("forced"))))
+            elif status == "up to date":
+                results.append(RefUnchanged(ref))
+            else:
+                results.append(RefRejected(ref, str(item.get("reason") or "rejected")))
+        self.explain(answer, results, news)
+        return results
+
+    def explain(self, answer: dict[str, Any], results: list[PushResult], news: dict[str, str | None]) -> None:
+        """Say where an accepted push went, when it is not the canonical refs."""
+        moved = [r.ref for r in results if isinstance(r, RefUpdated)]
+        if not moved or self.options.dry_run:
+            return
+        namespace = answer["namespace"]
+        if not answer["delegate"]:
+            self.note(
+                f"this node ({namespace}) is no delegate of {self.rid}: the push is in its own namespace "
+                f"(refs/guts/{namespace}/...), for a delegate to fetch and merge; the canonical refs did not move"
+            )
+            return
+        canonical = answer["canonical"]
+        assert isinstance(canonical, dict)
+        waiting = [ref for ref in moved if canonical.get(ref) != news[ref]]
+        if waiting:
+            self.note(
+                f"signed in this node's namespace; {', '.join(waiting)} becomes canonical once enough delegates "
+                "sign the same"
+            )
+
+    async def pack(self, tips: list[str], known: list[str]) -> AsyncIterator[bytes]:
+        """A thin pack of ``tips`` minus what the node has, as send-pack
+        would send it to receive-pack."""
+        progress = ["--progress", "--all-progress-implied"] if self.options.progress else ["-q"]
+        args = ["git", "pack-objects", "--revs", "--stdout", "--thin", "--delta-base-offset", *progress]
+        process = await trio.lowlevel.open_process(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert process.stdin is not None and process.stdout is not None
+        try:
+            revs = "".join(f"{oid}\n" for oid in tips) + "".join(f"^{oid}\n" for oid in known)
+            await process.stdin.send_all(revs.encode())
+            await process.stdin.aclose()
+            while chunk := await process.stdout.receive_some(_CHUNK):
+                yield bytes(chunk)
+            if await process.wait() != 0:
+                raise Fatal(f"git pack-objects exited with {process.returncode}")
+        finally:
+            if process.returncode is None:
+                process.kill()
+                with trio.CancelScope(shield=True):
+                    await process.wait()
+
+
+async def _session(rid: str) -> None:
+    helper = Helper(rid, ControlClient(control_path(None)))
+    try:
+        await helper.run()
+    finally:
+        await helper.stdin.aclose()
+        await helper.stdout.aclose()
+
+
+def main() -> None:
+    """``git-remote-guts <remote> <url>``, as git runs it."""
+    if len(sys.argv) < 3:
+        print("usage: git-remote-guts <remote> guts://<RID> (git runs it for guts:// URLs)", file=sys.stderr)
+        sys.exit(1)
+    try:
+        trio.run(_session, _rid(sys.argv[2]))
+    except NodeNotRunning as exc:
+        print(f"fatal: guts: {exc}: {_HINT}", file=sys.stderr)
+        sys.exit(128)
+    except (BrokenPipeError, trio.BrokenResourceError):
+        sys.exit(128)  # git went away
+    except (GutsError, ValueError, OSError) as exc:  # DecodeError and ControlError included
+        print(f"fatal: guts: {exc}", file=sys.stderr)
+        sys.exit(128)
+    sys.exit(0)
