@@ -9,13 +9,17 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from guts.config import CONTROL_SOCKET
 from guts.control import ControlClient, ControlError
+from guts.control._http import BodyLimit, HttpRequest, HttpResponse, RawStream, http_raw_request, serve_http
+from guts.errors import GutsError, InputError
 from guts.repo.pktline import DataPacket, DelimPacket, FlushPacket, encode_packets
 
 from .repo_helpers import build_history, git
@@ -279,3 +283,56 @@ def test_the_node_serves_only_signed_objects_and_publishable_refs(tmp_path: Path
         )
     finally:
         stop(node)
+
+
+# -- the control API's raw streams, over a memory stream pair ---------------
+
+
+async def test_a_streamed_body_reaches_the_route_in_chunks_and_its_limit_holds() -> None:
+    seen: list[int] = []
+
+    async def app(request: HttpRequest) -> HttpResponse:
+        assert request.chunks is not None and request.body == b""
+        try:
+            async for chunk in request.chunks:
+                seen.append(len(chunk))
+        except InputError as exc:
+            return HttpResponse(400, {"error": str(exc), "kind": "bad_request"})
+        return HttpResponse(200, {"bytes": sum(seen)})
+
+    async def body(total: int) -> AsyncIterator[bytes]:
+        for _ in range(total // 1000):
+            yield b"x" * 1000
+
+    for total, status in ((50_000, 200), (200_000, 400)):
+        seen.clear()
+        client, server = trio.testing.memory_stream_pair()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve_http, server, app, lambda method, path: BodyLimit(100_000, streamed=True))
+            code, _, chunks = await http_raw_request(client, "POST", "/x", body(total))
+            answer = json.loads(b"".join([chunk async for chunk in chunks]))
+        assert code == status
+        if status == 200:
+            assert answer == {"bytes": total} and len(seen) > 1
+        else:
+            assert "over 100000 bytes" in answer["error"] and sum(seen) <= 100_000
+
+
+async def test_a_raw_answer_that_fails_midway_is_cut_not_ended() -> None:
+    async def app(request: HttpRequest) -> HttpResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"0008abcd"
+            raise GutsError("git died")
+
+        return HttpResponse(200, RawStream(chunks()))
+
+    client, server = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_http, server, app)
+        status, kind, chunks = await http_raw_request(client, "POST", "/x", b"request")
+        assert (status, kind) == (200, "application/octet-stream")
+        got = []
+        with pytest.raises(ValueError):
+            async for chunk in chunks:
+                got.append(chunk)
+    assert got == [b"0008abcd"]
