@@ -222,8 +222,8 @@ def test_clone_and_push_through_a_node_that_synced_it(tmp_path: Path) -> None:
         assert heads["refs/remotes/origin/main"] == history.refs["refs/heads/main"]
 
         mine = commit(env, clone, "mine.txt")
-        pushed = sh(env, "push", "origin", "main", cwd=clone)
-        assert "main -> main" in pushed.stderr
+        pushed = sh(env, "push", "--progress", "origin", "main", cwd=clone)
+        assert "main -> main" in pushed.stderr and "Total 3 " in pushed.stderr  # the new commit only
         assert f"this node ({me}) is no delegate" in pushed.stderr and "canonical refs did not move" in pushed.stderr
         state = json.loads(run("repo", "show", rid, "--json", home=tmp_path / "b").stdout)
         assert state["refs"]["refs/heads/main"] == history.refs["refs/heads/main"]

@@ -22,8 +22,8 @@ Push: the ``push`` capability. ``list for-push`` shows this node's own
 namespace (``GET /v1/repo/refs?for_push=1``): a push changes the node's
 signed refs, and the canonical refs follow when enough delegates agree
 (at once for a delegate of a threshold-1 repository). The helper builds
-one thin pack of the new tips minus every namespace tip the local
-repository has (``git pack-objects --revs --thin``, its progress on
+one thin pack of the new tips minus every tip of the node's signed refs
+that the local repository has (``git pack-objects --revs --thin``, its progress on
 stderr when git asked for progress), and streams it to ``POST
 /v1/repo/push`` behind one JSON line of updates; the node judges each ref
 with git's rules and answers per ref, which becomes git's push report.
@@ -207,9 +207,8 @@ class Helper:
             return [RefRejected(spec.dst, f"src {unknown[0]} does not resolve here") for spec in specs]
         news = {spec.dst: resolved[spec.src] if spec.src else None for spec in specs}
         before = await self.refs(for_push=True)
-        remote = before["refs"]
-        assert isinstance(remote, dict)
-        known = sorted(set((await _resolve(sorted(set(remote.values())))).values()))
+        held = set(before["refs"].values()) | set(before.get("tips", ()))
+        known = sorted(set((await _resolve(sorted(held))).values()))
         tips = sorted({oid for oid in news.values() if oid is not None})
         header = {
             "updates": [

@@ -14,7 +14,9 @@ git's routes, for ``git-remote-guts`` (:mod:`guts._cli.remote`):
 - ``GET /v1/repo/refs?rid=RID[&for_push=1]``: what the helper's ``list``
   shows. Without ``for_push``, the canonical refs; with it, this node's own
   namespace (its latest signed statement), because that is what a push
-  changes. Both with ``HEAD``'s branch and the object format.
+  changes. Both with ``HEAD``'s branch, the object format, and ``tips``:
+  every oid the node's signed refs name, which a pusher leaves out of its
+  pack (a contributor's first push sends its new commits, not the history).
 - ``POST /v1/repo/upload-pack?rid=RID``: one protocol v2 stateless request
   (at most :data:`MAX_UPLOAD_REQUEST` bytes), checked by
   :func:`~guts.sync.upload_rules.check_upload_request` against the
@@ -323,6 +325,9 @@ def add_repo_routes(
                 "object_format": "sha1",
                 "namespace": str(me),
                 "delegate": me in state.document.delegate_ids,
+                "tips": sorted({oid for _, oid in state.canonical.refs} | {
+                    oid for ns in state.namespaces.values() for _, oid in ns.statement.refs
+                }),
             },
         )
 
