@@ -327,6 +327,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--write", action="store_true", help="rewrite the results section of BENCHMARKS.md")
     parser.add_argument("--runs", type=int, help="override the number of runs per figure")
     parser.add_argument(
+        "--no-repo", action="store_true",
+        help="skip the repository rows (Guts beside git, python -m bench.repo); they also stay out of"
+        " runs limited by --only libp2p, --metric or --profile",
+    )
+    parser.add_argument(
         "--profile", action="store_true",
         help="run every server and client under cProfile; summaries land in .bench/profiles/",
     )
@@ -418,6 +423,12 @@ def main(argv: list[str] | None = None) -> int:
         path = _report.write_benchmarks_md(record)
         print(f"wrote {path.relative_to(ROOT)}")
     failed = any("error" in r for stack in results.values() for r in stack.values())
+    if not (args.no_repo or args.metric or args.profile or args.only == "libp2p"):
+        from bench import repo  # the repository rows: Guts beside git itself
+
+        print()
+        status = repo.main([*(["--quick"] if args.quick else []), *(["--write"] if args.write else [])])
+        failed = failed or status != 0
     return 1 if failed else 0
 
 
