@@ -247,6 +247,20 @@ async def test_a_statement_on_a_foreign_identity_changes_nothing(
         assert any(str(p.a.peer_id) in line and "identity" in line for line in warnings(caplog))
 
 
+async def test_a_server_stops_an_upload_past_its_pack_limit(
+    tmp_path: Path, source: History, caplog: pytest.LogCaptureFixture
+) -> None:
+    from guts.errors import GutsError
+    from guts.repo.storage import StorageConfig
+
+    async with pair(tmp_path, source) as p:
+        p.repos_a.storage.config = StorageConfig(max_pack_bytes=64 * 1024)
+        with pytest.raises(GutsError):
+            await fetch(p.b, p.repos_b, p.a.peer_id, p.rid)
+        assert await p.repos_b.storage.list() == []
+        assert any(str(p.b.peer_id) in line and "stopped past 65536 bytes" in line for line in warnings(caplog))
+
+
 async def test_a_stale_statement_changes_nothing(
     tmp_path: Path, source: History, caplog: pytest.LogCaptureFixture
 ) -> None:

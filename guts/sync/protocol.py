@@ -50,7 +50,7 @@ from guts.sync._codec import (
 from guts.sync.upload_rules import check_upload_request
 from guts.wire import MessageStream, NegotiatedStream
 
-__all__ = ["BadInputLog", "SyncService"]
+__all__ = ["BadInputLog", "SyncService", "UploadTooLarge"]
 
 log = logging.getLogger("guts.sync")
 
@@ -77,6 +77,10 @@ class BadInputLog:
         while len(self._last) > self.max_peers:
             self._last.popitem(last=False)
         self._log.warning("peer %s: %s: %s", peer, what, reason)
+
+
+class UploadTooLarge(GutsError):
+    """An upload grew past the largest pack this node would accept itself."""
 
 
 class SyncService:
@@ -154,14 +158,22 @@ class SyncService:
             await self._answer(messages, Refused(RefusedReason.BUSY, "too many uploads at once; try later"))
             return
         self._uploads[peer] += 1
+        limit = self.repos.storage.config.max_pack_bytes
         try:
             idle = max(1, int(cfg.idle_timeout))
-            async with self.repos.storage.upload_pack(str(state.rid), idle_timeout=idle) as git:
+            async with self.repos.storage.upload_pack(str(state.rid), idle_timeout=idle, timeout=cfg.deadline) as git:
                 await git.stdin.send_all(request.request)
                 await git.close_stdin()
                 await self._answer(messages, Objects())
                 out = stream.unwrap()
+                sent = 0
                 while chunk := await git.stdout.receive_some(_CHUNK):
+                    sent += len(chunk)
+                    if sent > limit:
+                        # No repository this node accepts is larger; the
+                        # fetcher stops at its own limit too. Raising kills
+                        # upload-pack rather than waiting for it to finish.
+                        raise UploadTooLarge(f"upload of {state.rid} stopped past {limit} bytes")
                     with trio.fail_after(cfg.idle_timeout):
                         await out.send_all(chunk)
             with trio.fail_after(cfg.idle_timeout):
