@@ -45,7 +45,7 @@ PUBLIC = {
     'guts.repo.state': ['BrokenRepository', 'FetchObjects', 'Namespace', 'RepoState', 'Repositories', 'RepositoriesConfig'],
     'guts.sync': ['ADVERTISEMENT', 'GetObjects', 'GetRefs', 'Objects', 'Refs', 'Refused', 'RefusedReason', 'SYNC_PROTOCOL', 'SyncConfig', 'SyncError', 'SyncRefused', 'SyncService', 'SyncStalled', 'UploadRequest', 'check_upload_request', 'decode_request', 'decode_response', 'encode_request', 'encode_response', 'fetch'],
     'guts.sync.fetch': ['fetch'],
-    'guts.sync.protocol': ['BadInputLog', 'SyncService'],
+    'guts.sync.protocol': ['BadInputLog', 'SyncService', 'UploadTooLarge'],
     'guts.sync.upload_rules': ['ADVERTISEMENT', 'UploadRequest', 'check_upload_request'],
 }
 
