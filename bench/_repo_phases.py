@@ -10,7 +10,8 @@ functions that do them (for this measurement only):
   into ``git fetch-pack`` (which runs ``index-pack --strict``);
 * ``connectivity``: ``rev-list --objects`` over the new objects;
 * ``migrate``: the objects moving out of the quarantine;
-* ``refs``: the canonical refs and the one ``update-ref`` transaction.
+* ``canonical``: the canonical refs from the delegates' statements;
+* ``write_refs``: the one ``update-ref`` transaction.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ async def main(home: Path, addr: str, rid: str) -> None:
         (fetch_module, "_fetch_pack", "fetch_pack"),
         (Quarantine, "check_connected", "connectivity"),
         (Quarantine, "migrate", "migrate"),
-        (Repositories, "_canonical", "refs"),
-        (Repositories, "_write_refs", "refs"),
+        (Repositories, "_canonical", "canonical"),
+        (Repositories, "_write_refs", "write_refs"),
     ]
     for owner, attr, label in wrapped:  # module globals and methods, looked up at each call
         setattr(owner, attr, timed(label, getattr(owner, attr)))

@@ -416,7 +416,8 @@ PHASES = (
     ("fetch_pack", "the pack (A's upload-pack through Noise and yamux into B's fetch-pack and index-pack --strict)"),
     ("connectivity", "the connectivity check (rev-list --objects)"),
     ("migrate", "moving the objects out of the quarantine"),
-    ("refs", "canonical refs and the update-ref transaction"),
+    ("canonical", "the canonical refs"),
+    ("write_refs", "the update-ref transaction"),
 )
 
 HEADER = ("figure", "Guts", "git", "Guts / git", "target")
