@@ -9,9 +9,9 @@ through its control socket), which must hold the repository: made there by
 ``guts repo init``, or fetched by ``guts repo sync RID``.
 
 Fetch: ``stateless-connect git-upload-pack``. The helper answers with the
-fixed protocol v2 advertisement of what the node serves
-(:data:`guts.sync.ADVERTISEMENT`: ``ls-refs``, ``fetch``, sha1), then
-passes each request git makes to ``POST /v1/repo/upload-pack``, which
+protocol v2 advertisement of what the node serves (``GET
+/v1/repo/upload-pack``: ``ls-refs``, ``fetch``, sha1, as smart HTTP's
+``info/refs``), then passes each request git makes to ``POST /v1/repo/upload-pack``, which
 checks it against the verified signed state (only signed oids may be
 wanted) and streams ``git upload-pack``'s response back; the helper relays
 it and adds ``0002`` only after a whole response
@@ -42,7 +42,7 @@ from urllib.parse import quote
 
 import trio
 
-from guts._cli.common import control_path
+from guts.config import CONTROL_SOCKET, default_home
 from guts.control import ControlClient, ControlError
 from guts.errors import DecodeError, GutsError, NodeNotRunning
 from guts.repo.pktline import ResponseTracker
@@ -60,7 +60,6 @@ from guts.repo.remote_helper import (
     StatelessRequest,
 )
 from guts.repo.rid import Rid
-from guts.sync import ADVERTISEMENT
 
 __all__ = ["main"]
 
@@ -95,7 +94,8 @@ async def _resolve(names: list[str]) -> dict[str, str]:
     """Each name (a ref, ``HEAD`` or an oid) the local repository has, to its oid."""
     if not names:
         return {}
-    out = await _git(["cat-file", "--batch-check=%(objectname) %(objecttype)"], "".join(f"{n}\n" for n in names).encode())
+    query = "".join(f"{name}\n" for name in names).encode()
+    out = await _git(["cat-file", "--batch-check=%(objectname) %(objecttype)"], query)
     found = {}
     for name, line in zip(names, out.splitlines()):
         parts = line.split(" ")
@@ -154,8 +154,9 @@ class Helper:
             if command.service != "git-upload-pack":
                 await write(core.fall_back())  # a push: git goes on with list for-push and push
                 return
-            await self.refs(for_push=False)  # the node holds the repository, or say so now
-            await write(core.accept() + ADVERTISEMENT)
+            offer = self.ask(self.client.raw("GET", self.path("upload-pack"), b""))
+            advertisement = b"".join([chunk async for chunk in offer])
+            await write(core.accept() + advertisement)
         elif isinstance(command, StatelessRequest):
             await self.serve(command)
         elif isinstance(command, Push):
@@ -173,12 +174,22 @@ class Helper:
         try:
             return await self.client.call("GET", self.path("refs", **({"for_push": "1"} if for_push else {})))
         except ControlError as exc:
-            if exc.kind == "not_found":
-                raise Fatal(
-                    f"the node of this GUTS_HOME does not hold {self.rid}: "
-                    f"`guts repo sync {self.rid} --from <peer address>` fetches it"
-                ) from None
-            raise
+            raise self.why(exc) from None
+
+    async def ask(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in chunks:
+                yield chunk
+        except ControlError as exc:
+            raise self.why(exc) from None
+
+    def why(self, exc: ControlError) -> Exception:
+        if exc.kind == "not_found":
+            return Fatal(
+                f"the node of this GUTS_HOME does not hold {self.rid}: "
+                f"`guts repo sync {self.rid} --from <peer address>` fetches it"
+            )
+        return exc
 
     # -- fetch -------------------------------------------------------------
 
@@ -212,7 +223,12 @@ class Helper:
         tips = sorted({oid for oid in news.values() if oid is not None})
         header = {
             "updates": [
-                {"dst": spec.dst, "new": news[spec.dst], "force": spec.force, "lease": self.options.leases.get(spec.dst)}
+                {
+                    "dst": spec.dst,
+                    "new": news[spec.dst],
+                    "force": spec.force,
+                    "lease": self.options.leases.get(spec.dst),
+                }
                 for spec in specs
             ],
             "known": known,
@@ -284,7 +300,7 @@ class Helper:
 
 
 async def _session(rid: str) -> None:
-    helper = Helper(rid, ControlClient(control_path(None)))
+    helper = Helper(rid, ControlClient(default_home() / CONTROL_SOCKET))
     try:
         await helper.run()
     finally:

@@ -17,6 +17,10 @@ git's routes, for ``git-remote-guts`` (:mod:`guts._cli.remote`):
   changes. Both with ``HEAD``'s branch, the object format, and ``tips``:
   every oid the node's signed refs name, which a pusher leaves out of its
   pack (a contributor's first push sends its new commits, not the history).
+- ``GET /v1/repo/upload-pack?rid=RID``: the protocol v2 capability
+  advertisement of what the node serves
+  (:data:`~guts.sync.upload_rules.ADVERTISEMENT`), raw, as smart HTTP's
+  ``info/refs`` gives it; 404 for a repository the node does not hold.
 - ``POST /v1/repo/upload-pack?rid=RID``: one protocol v2 stateless request
   (at most :data:`MAX_UPLOAD_REQUEST` bytes), checked by
   :func:`~guts.sync.upload_rules.check_upload_request` against the
@@ -57,7 +61,7 @@ from guts.repo.push_rules import PushResult, RefRejected, RefUnchanged, RefUpdat
 from guts.repo.rid import Rid
 from guts.repo.state import Repositories, RepoState
 from guts.repo.storage import NotConnected, PackRejected, Quarantine, RepositoryExists, RepositoryNotFound
-from guts.sync import check_upload_request, fetch
+from guts.sync import ADVERTISEMENT, check_upload_request, fetch
 
 __all__ = ["add_repo_routes", "state_json", "summary_json"]
 
@@ -331,6 +335,14 @@ def add_repo_routes(
             },
         )
 
+    async def advertise(request: HttpRequest) -> HttpResponse:
+        held_state(request)  # 404 for a repository this node does not hold
+
+        async def one() -> AsyncIterator[bytes]:
+            yield ADVERTISEMENT
+
+        return HttpResponse(200, RawStream(one()))
+
     async def upload_pack(request: HttpRequest) -> HttpResponse:
         held, state = held_state(request)
         try:
@@ -416,7 +428,8 @@ def add_repo_routes(
                 )  # fmt: skip
             accepted = [result for result in results if isinstance(result, RefUpdated)]
             if header.get("atomic") and len(accepted) != len(results):
-                results = [r if isinstance(r, RefRejected) else RefRejected(r.ref, "atomic push failed") for r in results]
+                failed = "atomic push failed"
+                results = [r if isinstance(r, RefRejected) else RefRejected(r.ref, failed) for r in results]
                 accepted = []
             news = {spec.dst: new for spec, new, _ in specs}
             wanted = sorted({oid for r in accepted if (oid := news[r.ref]) is not None})
@@ -444,6 +457,7 @@ def add_repo_routes(
     api.route("POST", "/v1/repo/init", init, timeout=math.inf)
     api.route("POST", "/v1/repo/sync", sync, timeout=math.inf)
     api.route("GET", "/v1/repo/refs", refs)
+    api.route("GET", "/v1/repo/upload-pack", advertise)
     api.route("POST", "/v1/repo/upload-pack", upload_pack, body=BodyLimit(MAX_UPLOAD_REQUEST))
     max_pack = repos.storage.config.max_pack_bytes if repos is not None else 0
     api.route(
