@@ -63,7 +63,7 @@ def test_init_list_show_and_restart(tmp_path: Path) -> None:
         out = text.stdout
         assert "made repository 'tool': bafkrei" in out and "default branch: release" in out
         assert "delegates:      2 (threshold 1)" in out and "added the remote 'guts'" in out
-        assert "next:" in out and "guts repo show bafkrei" in out and "git push" not in out
+        assert "next:" in out and "guts repo show bafkrei" in out and "git push guts" in out and "git clone guts://" in out
         # A remote named guts for something else is left alone, and said so.
         kept = run("repo", "init", str(tmp_path / "taken"), home=home)
         assert kept.returncode == 0, kept.stderr

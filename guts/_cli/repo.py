@@ -102,10 +102,10 @@ def init(
     typer.echo(f"  delegates:      {len(result['delegates'])} (threshold {result['threshold']})")
     typer.echo(f"  refs:           {_count(branches, 'branch', 'branches')}, {_count(tags, 'tag', 'tags')}")
     typer.echo(_remote_text(remote, where))
-    # Only what works today: git push and git clone through guts:// need the
-    # git remote helper, which this version does not have yet.
     steps = [
         (f"guts repo show {result['rid']}", "what the node holds"),
+        (f"git push {REMOTE} {result['default_branch']}", "sign and publish new commits through this node"),
+        (f"git clone {result['url']}", "here, or on a node that ran `guts repo sync` of it"),
     ]
     width = max(len(command) for command, _ in steps)
     typer.echo("\nnext:")
