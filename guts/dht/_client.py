@@ -22,7 +22,7 @@ from guts.dht._config import DhtConfig
 from guts.errors import GutsError, RemoteProtocolError
 from guts.host import Host
 from guts.peer import PeerId
-from guts.wire import MessageStream
+from guts.wire import MessageStream, NegotiatedStream
 
 __all__ = ["KadClient", "RequestFailed"]
 
@@ -36,6 +36,10 @@ class RequestFailed(GutsError):
         super().__init__(f"{peer}: {reason}")
         self.peer = peer
         self.reason = reason
+
+
+#: Seconds after a trim that left connections in use before trying again.
+_RETRIM_DELAY = 0.5
 
 
 class KadClient:
@@ -53,6 +57,7 @@ class KadClient:
         self._spawn = spawn
         self._dialed: OrderedDict[PeerId, None] = OrderedDict()  # least recently used first
         self._busy: Counter[PeerId] = Counter()  # our requests in flight per peer
+        self._retrim_pending = False
 
     @property
     def dialed(self) -> int:
@@ -94,13 +99,39 @@ class KadClient:
             elif conn.muxer.stream_count == 0:
                 del self._dialed[peer]
                 self._spawn(conn.aclose)
+        if len(self._dialed) > cap and not self._retrim_pending:
+            # Connections still in use (the peer's streams, our requests)
+            # are trimmed once they have had time to go idle, even if no
+            # request of ours ends meanwhile.
+            self._retrim_pending = True
+            self._spawn(self._retrim)
+
+    async def _retrim(self) -> None:
+        await trio.sleep(_RETRIM_DELAY)
+        self._retrim_pending = False
+        self._trim()
+
+    async def _new_stream(self, peer: PeerId) -> NegotiatedStream:
+        """A negotiated stream to ``peer``; once more, on a new connection,
+        when the one found closed between our look and our use (either side
+        may trim an idle connection it dialled, at any moment)."""
+        protocols = [self.config.protocol]
+        conn = await self.host.connect(peer)
+        try:
+            return await conn.new_stream(protocols)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            if not conn.is_closed:
+                raise
+        self._dialed[peer] = None  # ours now, trimmed like any we dial
+        self._dialed.move_to_end(peer)
+        return await self.host.new_stream(peer, protocols)
 
     async def _request(self, peer: PeerId, message: KadMessage, expect_response: bool) -> KadMessage | None:
         cfg = self.config
         kind = message.type.name
         try:
             with trio.fail_after(cfg.request_timeout):
-                stream = await self.host.new_stream(peer, [cfg.protocol])
+                stream = await self._new_stream(peer)
                 try:
                     messages = MessageStream(stream, cfg.codec.max_message)
                     await messages.send(encode_message(message))
