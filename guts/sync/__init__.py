@@ -32,7 +32,7 @@ from guts.sync._codec import (
     encode_request,
     encode_response,
 )
-from guts.sync.fetch import fetch
+from guts.sync.fetch import SyncProgress, fetch
 from guts.sync.protocol import SyncService
 from guts.sync.upload_rules import ADVERTISEMENT, UploadRequest, check_upload_request
 
@@ -47,6 +47,7 @@ __all__ = [
     "RefusedReason",
     "SyncConfig",
     "SyncError",
+    "SyncProgress",
     "SyncRefused",
     "SyncStalled",
     "SyncService",

@@ -40,6 +40,8 @@ peer and the reason.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import trio
 
@@ -72,7 +74,7 @@ from guts.sync._codec import (
 from guts.sync.upload_rules import ADVERTISEMENT
 from guts.wire import LengthPrefixedDecoder, NegotiatedStream, encode_length_prefixed
 
-__all__ = ["fetch"]
+__all__ = ["SyncProgress", "fetch"]
 
 log = logging.getLogger("guts.sync")
 
@@ -85,10 +87,34 @@ _FETCH_PACK = [
 ]  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class SyncProgress:
+    """Where a fetch is, for a progress display.
+
+    Attributes:
+        phase: ``refs`` (the peer's signed state arrived), ``objects``
+            (pack bytes are arriving), ``applying`` (the pack is whole: the
+            connectivity check, the objects' move and the ref transaction).
+        received: response bytes received from the peer so far.
+        namespaces: statements the peer sent (0 before ``refs``).
+    """
+
+    phase: str
+    received: int = 0
+    namespaces: int = 0
+
+
 async def fetch(
-    host: Host, repos: Repositories, peer: PeerId | Multiaddr, rid: Rid | str, config: SyncConfig | None = None
+    host: Host,
+    repos: Repositories,
+    peer: PeerId | Multiaddr,
+    rid: Rid | str,
+    config: SyncConfig | None = None,
+    progress: Callable[[SyncProgress], None] | None = None,
 ) -> RepoState:
-    """Fetch ``rid`` from ``peer`` and apply what verifies (module docstring).
+    """Fetch ``rid`` from ``peer`` and apply what verifies (module docstring);
+    ``progress``, when given, is told of each step and of pack bytes as
+    they arrive (it must not block).
 
     Returns:
         The repository's state afterwards (unchanged when the peer had
@@ -115,10 +141,17 @@ async def fetch(
             statements = [
                 (SignedStatement.decode(data, limits.refs), oid) for data, oid in zip(refs.statements, refs.sigrefs)
             ]
-            budget = [repos.storage.config.max_pack_bytes]
+            limit = repos.storage.config.max_pack_bytes
+            budget = [limit]
+            report = progress or (lambda _: None)
+            report(SyncProgress("refs", namespaces=len(statements)))
+
+            def received() -> None:
+                report(SyncProgress("objects", limit - budget[0], len(statements)))
 
             async def objects(quarantine: Quarantine, oids: list[str]) -> None:
-                await _fetch_pack(host, peer, key, quarantine, oids, cfg, budget)
+                await _fetch_pack(host, peer, key, quarantine, oids, cfg, budget, received)
+                report(SyncProgress("applying", limit - budget[0], len(statements)))
 
             return await repos.receive(key, revisions, statements, objects)
     except trio.TooSlowError:
@@ -178,9 +211,11 @@ async def _fetch_pack(
     oids: list[str],
     cfg: SyncConfig,
     budget: list[int],
+    received: Callable[[], None],
 ) -> None:
     """Run fetch-pack in ``quarantine`` for ``oids``, pumping its requests
-    to ``peer``; ``budget`` is the response bytes left for this fetch."""
+    to ``peer``; ``budget`` is the response bytes left for this fetch,
+    ``received`` is called after each piece of a response."""
     wants = b"".join(encode_line(oid) for oid in oids) + b"0000"
     async with quarantine.git(_FETCH_PACK, timeout=cfg.deadline) as git:
         await git.stdin.send_all(wants + ADVERTISEMENT)
@@ -201,7 +236,7 @@ async def _fetch_pack(
                 if len(request) > cfg.max_request:
                     raise SyncError(f"git's request is over {cfg.max_request} bytes")
                 if isinstance(packet, FlushPacket):
-                    await _relay(host, peer, rid, bytes(request), git.stdin, cfg, budget)
+                    await _relay(host, peer, rid, bytes(request), git.stdin, cfg, budget, received)
                     request.clear()
                     exchanges += 1
 
@@ -214,6 +249,7 @@ async def _relay(
     git: trio.abc.SendStream,
     cfg: SyncConfig,
     budget: list[int],
+    received: Callable[[], None],
 ) -> None:
     """One ``GetObjects`` round: ``request`` to the peer, its response (and
     ``0002``) to fetch-pack."""
@@ -227,6 +263,7 @@ async def _relay(
                 budget[0] -= len(data)
                 if budget[0] < 0:
                     raise PackRejected("the peer's packs are over the pack limit")
+                received()
                 try:
                     tracker.receive_data(data)
                 except DecodeError as exc:
