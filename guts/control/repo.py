@@ -7,7 +7,10 @@ threshold above the delegates, a RID that is none) answers 400
 ``bad_request``; a repository this node does not hold, 404 ``not_found``;
 a failure of the storage itself, 500 ``internal`` with git's reason. A
 sync that no peer completed answers 502 ``sync_failed`` with each peer's
-reason; one with no peer to ask, 409 ``no_peers``.
+reason; one with no peer to ask, 409 ``no_peers``. A sync with
+``"progress": true`` answers a stream of JSON lines instead
+(:mod:`guts.control._repo_sync`): the peer asked, its progress, each
+failure, and last the answer (``done``) or the error (``error``).
 
 git's routes, for ``git-remote-guts`` (:mod:`guts._cli.remote`):
 
@@ -49,7 +52,8 @@ from typing import Any
 import trio
 
 from guts.control._api import ApiError, ControlApi, require
-from guts.control._http import BodyLimit, HttpRequest, HttpResponse, RawStream
+from guts.control._http import BodyLimit, HttpRequest, HttpResponse, JsonLines, RawStream
+from guts.control._repo_sync import event_lines, sync_answer, sync_events
 from guts.crypto import KeyPair
 from guts.errors import DecodeError, GutsError, InputError
 from guts.host import Host
@@ -61,7 +65,7 @@ from guts.repo.push_rules import PushResult, RefRejected, RefUnchanged, RefUpdat
 from guts.repo.rid import Rid
 from guts.repo.state import Repositories, RepoState
 from guts.repo.storage import NotConnected, PackRejected, Quarantine, RepositoryExists, RepositoryNotFound
-from guts.sync import ADVERTISEMENT, check_upload_request, fetch
+from guts.sync import ADVERTISEMENT, SyncConfig, check_upload_request
 
 __all__ = ["add_repo_routes", "state_json", "summary_json"]
 
@@ -162,7 +166,9 @@ def _targets(host: Host, text: str | None) -> list[PeerId | Multiaddr]:
         return [Multiaddr.parse(text) if text.startswith("/") else PeerId.from_string(text)]
     peers = sorted({connection.peer_id for connection in host.connections}, key=str)
     if not peers:
-        raise ApiError(409, "no_peers", "not connected to any peer: name one (guts repo sync RID --from MULTIADDR)")
+        raise ApiError(
+            409, "no_peers", "not connected to any peer that could have it: name one with --from MULTIADDR"
+        )
     return list(peers)
 
 
@@ -245,11 +251,16 @@ def _result_json(result: PushResult) -> dict[str, Any]:
 
 
 def add_repo_routes(
-    api: ControlApi, repos: Repositories | None, keypair: KeyPair, host: Host | None = None
+    api: ControlApi,
+    repos: Repositories | None,
+    keypair: KeyPair,
+    host: Host | None = None,
+    sync_config: SyncConfig | None = None,
 ) -> None:
     """Serve the repository routes of ``repos``; ``keypair`` (the node's)
     signs what ``init`` makes; ``host`` reaches the peers a sync fetches
-    from (without it, ``sync`` is unavailable)."""
+    from (without it, ``sync`` is unavailable), under ``sync_config``'s
+    limits (the node's)."""
 
     async def init(request: HttpRequest) -> HttpResponse:
         held = _repos(repos)
@@ -288,21 +299,15 @@ def add_repo_routes(
         if host is None:
             raise ApiError(409, "unavailable", "this node has no host to sync through")
         body = request.json()
-        text = require(body, "rid")
-        rid = str(Rid.parse(text[len("guts://"):].rstrip("/") if text.startswith("guts://") else text))
+        rid = _rid(require(body, "rid"))
         targets = _targets(host, _optional(body, "peer", str))
-        before = next((state for state in held.list() if str(state.rid) == rid), None)
-        failures = []
-        for target in targets:
-            try:
-                state = await fetch(host, held, target, rid)
-            except GutsError as exc:
-                failures.append({"peer": str(target), "error": str(exc)})
-                continue
-            answer = {"peer": str(target), "changed": state != before, "failures": failures}
-            return HttpResponse(200, {**answer, "repository": state_json(state)})
-        reasons = "; ".join(f"{failure['peer']}: {failure['error']}" for failure in failures)
-        raise ApiError(502, "sync_failed", f"no peer completed the sync of {rid}: {reasons}")
+        config = sync_config or SyncConfig()
+        progress = body.get("progress", False)
+        if not isinstance(progress, bool):
+            raise InputError("'progress' must be true or false")
+        if progress:
+            return HttpResponse(200, JsonLines(event_lines(sync_events(host, held, rid, targets, config, state_json))))
+        return HttpResponse(200, await sync_answer(host, held, rid, targets, config, state_json))
 
     def held_state(request: HttpRequest) -> tuple[Repositories, RepoState]:
         held = _repos(repos)

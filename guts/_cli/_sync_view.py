@@ -1,0 +1,118 @@
+"""A sync as people watch it: ``POST /v1/repo/sync`` with ``"progress":
+true``, its events shown on stderr as they come.
+
+On a terminal, a rich progress bar per peer asked (bytes received, rate,
+the phase); elsewhere (``--progress`` into a pipe or a file), one plain
+line per step, no line per chunk.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["sync_with_progress"]
+
+
+def _short(peer: str) -> str:
+    """A peer id or multiaddr, short enough for a progress line."""
+    peer_id = peer.rsplit("/p2p/", 1)[-1]
+    return peer_id if len(peer_id) <= 20 else f"{peer_id[:8]}…{peer_id[-6:]}"
+
+
+def _mib(n: int) -> str:
+    return f"{n / 1024 / 1024:.2f} MiB"
+
+
+class _Lines:
+    """One line per step, for a pipe or a file."""
+
+    def __init__(self) -> None:
+        self.phase: str | None = None
+
+    def __enter__(self) -> _Lines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def show(self, event: dict[str, Any]) -> None:
+        kind, peer = event["event"], _short(event.get("peer", ""))
+        if kind == "peer":
+            self.phase = None
+            print(f"asking {peer}", file=sys.stderr, flush=True)
+        elif kind == "progress" and event["phase"] != self.phase:
+            self.phase = event["phase"]
+            text = {
+                "refs": f"{event['namespaces']} signed namespaces from {peer}, verified",
+                "objects": f"receiving objects from {peer}",
+                "applying": f"received {_mib(event['received'])}; checking and applying",
+            }.get(event["phase"], event["phase"])
+            print(text, file=sys.stderr, flush=True)
+        elif kind == "failed":
+            print(f"{peer}: {event['error']}", file=sys.stderr, flush=True)
+
+
+class _Bar:
+    """A rich progress bar on a terminal's stderr."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import DownloadColumn, Progress, SpinnerColumn, TextColumn, TransferSpeedColumn
+
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self.task: Any = None
+        self.peer = ""
+
+    def __enter__(self) -> _Bar:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def show(self, event: dict[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "peer":
+            self.peer = _short(event["peer"])
+            self.task = self.progress.add_task(f"asking {self.peer}", total=None)
+        elif kind == "progress" and self.task is not None:
+            phase = {"refs": "signed refs verified", "objects": "receiving", "applying": "checking, applying"}
+            self.progress.update(
+                self.task,
+                completed=event["received"],
+                description=f"{self.peer}: {phase.get(event['phase'], event['phase'])}",
+            )
+        elif kind == "failed" and self.task is not None:
+            self.progress.update(self.task, description=f"{self.peer}: failed")
+            self.progress.console.print(f"{self.peer}: {event['error']}")
+        elif kind == "done" and self.task is not None:
+            self.progress.update(self.task, description=f"{self.peer}: done", total=self.progress.tasks[-1].completed)
+
+
+async def sync_with_progress(socket: Path, body: dict[str, Any], *, terminal: bool) -> dict[str, Any]:
+    """Run a sync through the node at ``socket``, showing its progress;
+    the answer (as ``POST /v1/repo/sync`` without progress answers).
+
+    Raises:
+        ControlError: no peer completed it, or the node refused it.
+    """
+    from guts.control import ControlClient, ControlError
+
+    view = _Bar() if terminal else _Lines()
+    with view:
+        async for event in ControlClient(socket).stream("POST", "/v1/repo/sync", {**body, "progress": True}):
+            view.show(event)
+            if event["event"] == "done":
+                return {key: value for key, value in event.items() if key != "event"}
+            if event["event"] == "error":
+                raise ControlError(int(event["status"]), str(event["kind"]), str(event["message"]))
+    raise ValueError("the node ended the sync without saying how it ended")
