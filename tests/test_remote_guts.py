@@ -23,7 +23,7 @@ from guts.errors import GutsError, InputError
 from guts.repo.pktline import DataPacket, DelimPacket, FlushPacket, encode_packets
 
 from .repo_helpers import build_history, git
-from .test_cli import _start, run
+from .test_cli import _events_until, _start, run
 from .test_cli_repo import UNKNOWN, run_in, stop
 
 BIN = str(Path(sys.executable).parent)
@@ -336,3 +336,77 @@ async def test_a_raw_answer_that_fails_midway_is_cut_not_ended() -> None:
             async for chunk in chunks:
                 got.append(chunk)
     assert got == [b"0008abcd"]
+
+
+def test_clone_by_rid_on_a_node_that_never_saw_it(tmp_path: Path) -> None:
+    """``git clone guts://<RID>`` through B, connected to A but never told of
+    the repository: B fetches it from its peers first (progress on stderr,
+    the peer named), and git gets exactly A's canonical refs. ``guts repo
+    clone`` does the same through a node that names its peer, and says what
+    to do on a node with no peer at all."""
+    source = tmp_path / "source"
+    git("init", "--quiet", "--initial-branch=main", str(source))
+    history = build_history(source / ".git", commits=300, topic_every=60)
+    a = _start(tmp_path / "a")
+    b = c = None
+    try:
+        assert a.stdout is not None
+        ready_a = json.loads(a.stdout.readline())
+        made = run_in(source, "repo", "init", "--json", home=tmp_path / "a")
+        assert made.returncode == 0, made.stderr
+        rid = json.loads(made.stdout)["rid"]
+        b = _start(tmp_path / "b", "--bootstrap", ready_a["addrs"][0])
+        assert b.stdout is not None
+        json.loads(b.stdout.readline())
+        _events_until(b, "peer_identified", ready_a["peer_id"])
+
+        env = person(tmp_path / "b")
+        clone = tmp_path / "clone"
+        cloned = sh(env, "clone", "--progress", f"guts://{rid}", str(clone))
+        assert f"guts: fetching from {ready_a['peer_id']}" in cloned.stderr
+        assert "guts: received " in cloned.stderr and "verified; applying" in cloned.stderr
+        assert f"guts: fetched 'source' from {ready_a['peer_id']}" in cloned.stderr
+        assert "Receiving objects: 100%" in cloned.stderr  # git's own progress, from B
+        sh(env, "fsck", "--strict", "--no-progress", cwd=clone)
+        heads = refs(env, clone, "refs/remotes/origin/", "refs/tags/")
+        expected = {
+            name.replace("refs/heads/", "refs/remotes/origin/"): oid for name, oid in history.refs.items()
+        }
+        assert {k: v for k, v in heads.items() if k != "refs/remotes/origin/HEAD"} == expected
+        assert shown(tmp_path / "b", rid) == shown(tmp_path / "a", rid)
+        # Held now: a quiet clone asks no peer.
+        again = sh(env, "clone", "--quiet", f"guts://{rid}", str(tmp_path / "again"))
+        assert again.stderr == ""
+
+        # A node with no peer says how to name one; --from names it.
+        c = _start(tmp_path / "c")
+        assert c.stdout is not None
+        json.loads(c.stdout.readline())
+        lonely = run_in(tmp_path, "repo", "clone", rid, home=tmp_path / "c")
+        assert lonely.returncode == 1 and "--from" in lonely.stderr
+        done = run_in(
+            tmp_path, "repo", "clone", f"guts://{rid}", "third", "--from", ready_a["addrs"][0], "--json",
+            home=tmp_path / "c",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        answer = json.loads(done.stdout)
+        assert answer["synced"] is True and answer["path"] == str(tmp_path / "third")
+        assert answer["peer"] == ready_a["addrs"][0]
+        third = refs(env, tmp_path / "third", "refs/remotes/origin/main")
+        assert third["refs/remotes/origin/main"] == history.refs["refs/heads/main"]
+        # For people: --progress shows each step of a sync (here from the
+        # peer C dialled, up to date), and a clone's directory is named
+        # after the repository.
+        people = run_in(tmp_path, "repo", "sync", rid, "--progress", home=tmp_path / "c")
+        assert people.returncode == 0, people.stderr
+        assert f"asking {ready_a['peer_id'][:8]}" in people.stderr and "signed namespaces from" in people.stderr
+        assert "is up to date with" in people.stdout
+        (tmp_path / "work").mkdir()
+        named = run_in(tmp_path / "work", "repo", "clone", rid, home=tmp_path / "c")
+        assert named.returncode == 0, named.stderr
+        assert "cloned 'source' into source" in named.stdout
+        assert (tmp_path / "work" / "source" / ".git").is_dir()
+    finally:
+        for node in (a, b, c):
+            if node is not None:
+                stop(node)

@@ -112,6 +112,7 @@ class Helper:
         self.client = client
         self.core = RemoteHelper()
         self.options = HelperOptions()
+        self.fetched = False
         self.stdin = trio.lowlevel.FdStream(os.dup(0))
         self.stdout = trio.lowlevel.FdStream(os.dup(1))
 
@@ -154,9 +155,7 @@ class Helper:
             if command.service != "git-upload-pack":
                 await write(core.fall_back())  # a push: git goes on with list for-push and push
                 return
-            offer = self.ask(self.client.raw("GET", self.path("upload-pack"), b""))
-            advertisement = b"".join([chunk async for chunk in offer])
-            await write(core.accept() + advertisement)
+            await write(core.accept() + await self.advertisement())
         elif isinstance(command, StatelessRequest):
             await self.serve(command)
         elif isinstance(command, Push):
@@ -171,17 +170,37 @@ class Helper:
         return f"/v1/repo/{route}?rid={self.rid}{args}"
 
     async def refs(self, *, for_push: bool) -> dict[str, Any]:
-        try:
-            return await self.client.call("GET", self.path("refs", **({"for_push": "1"} if for_push else {})))
-        except ControlError as exc:
-            raise self.why(exc) from None
+        while True:
+            try:
+                return await self.client.call("GET", self.path("refs", **({"for_push": "1"} if for_push else {})))
+            except ControlError as exc:
+                await self.fetch_if_unheld(exc)
 
-    async def ask(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in chunks:
-                yield chunk
-        except ControlError as exc:
+    async def advertisement(self) -> bytes:
+        """The node's protocol v2 advertisement for the repository."""
+        while True:
+            try:
+                return b"".join([chunk async for chunk in self.client.raw("GET", self.path("upload-pack"), b"")])
+            except ControlError as exc:
+                await self.fetch_if_unheld(exc)
+
+    async def fetch_if_unheld(self, exc: ControlError) -> None:
+        """After ``exc``: when it says the node does not hold the
+        repository (and it has not been fetched in this session yet), have
+        the node fetch it from its connected peers, showing progress as
+        git asked; otherwise raise."""
+        if exc.kind != "not_found" or self.fetched:
             raise self.why(exc) from None
+        self.fetched = True
+        view = _SyncLines(self.options.progress, self.options.verbosity)
+        try:
+            async for event in self.client.stream("POST", "/v1/repo/sync", {"rid": self.rid, "progress": True}):
+                view.show(event)
+                if event["event"] == "error":
+                    raise Fatal(f"this node does not hold {self.rid} and could not fetch it: {event['message']}")
+        except ControlError as exc:
+            hint = f"`guts repo sync {self.rid} --from <peer address>` fetches it from a peer you name"
+            raise Fatal(f"this node does not hold {self.rid} and could not fetch it: {exc}; {hint}") from None
 
     def why(self, exc: ControlError) -> Exception:
         if exc.kind == "not_found":
@@ -297,6 +316,44 @@ class Helper:
                 process.kill()
                 with trio.CancelScope(shield=True):
                     await process.wait()
+
+
+class _SyncLines:
+    """A node's sync (its JSON-line events) on stderr, as git shows its own
+    progress: a line rewritten in place while bytes arrive, when git asked
+    for progress; only the outcome otherwise."""
+
+    def __init__(self, progress: bool, verbosity: int) -> None:
+        self.progress = progress
+        self.verbosity = verbosity
+        self.open = False  # a progress line without its newline yet
+
+    def write(self, text: str, *, end: str = "\n") -> None:
+        sys.stderr.write(text + end)
+        sys.stderr.flush()
+        self.open = end == "\r"
+
+    def close_line(self) -> None:
+        if self.open:
+            self.write("")
+
+    def show(self, event: dict[str, Any]) -> None:
+        kind, peer = event["event"], str(event.get("peer", "")).rsplit("/p2p/", 1)[-1]
+        if kind == "peer" and self.progress:
+            self.write(f"guts: fetching from {peer}")
+        elif kind == "progress" and self.progress:
+            received = f"{event['received'] / 1024 / 1024:.2f} MiB"
+            if event["phase"] == "objects":
+                self.write(f"guts: receiving: {received}", end="\r")
+            elif event["phase"] == "applying":
+                self.close_line()
+                self.write(f"guts: received {received}, verified; applying")
+        elif kind == "failed" and self.verbosity > 0:
+            self.close_line()
+            self.write(f"guts: {peer}: {event['error']}")
+        elif kind == "done" and self.verbosity > 0:
+            self.close_line()
+            self.write(f"guts: fetched {event['repository']['name']!r} from {peer}")
 
 
 async def _session(rid: str) -> None:

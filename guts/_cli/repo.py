@@ -1,5 +1,5 @@
-"""``guts repo ...``: make, list, show and sync the repositories of the
-running node, through its control API.
+"""``guts repo ...``: make, list, show, sync and clone the repositories of
+the running node, through its control API.
 
 ``init`` is the one command that also touches the person's repository:
 once the node has made the Guts repository, it adds a ``guts`` remote
@@ -8,18 +8,20 @@ once the node has made the Guts repository, it adds a ``guts`` remote
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 from urllib.parse import quote
 
 import typer
 
-from guts._cli.common import HomeOption, call, run_control
+from guts._cli.common import HomeOption, call, control_path, home_dir, run_control
 
-app = typer.Typer(help="Make, list, show and sync repositories on this node.", no_args_is_help=True)
+app = typer.Typer(help="Make, list, show, sync and clone repositories on this node.", no_args_is_help=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 REMOTE = "guts"
@@ -182,33 +184,108 @@ def _rid(text: str) -> str:
     return text[len("guts://"):].rstrip("/") if text.startswith("guts://") else text
 
 
+ProgressOption = Annotated[
+    Optional[bool],
+    typer.Option("--progress/--no-progress", help="Show progress on stderr (default: when stderr is a terminal)."),
+]
+FromOption = Annotated[
+    Optional[str],
+    typer.Option("--from", help="The peer to fetch from (a multiaddr ending in /p2p/<peer id>, or a peer id)."),
+]
+
+
+def _sync(home: Path | None, rid: str, source: str | None, progress: bool | None, as_json: bool) -> dict[str, Any]:
+    """Run a sync through the node, with progress on stderr when asked (or
+    when stderr is a terminal and the output is for people)."""
+    body: dict[str, Any] = {"rid": rid}
+    if source is not None:
+        body["peer"] = source
+    terminal = sys.stderr.isatty()
+    if progress is None:
+        progress = terminal and not as_json
+    if not progress:
+        return run_control(call, home, "POST", "/v1/repo/sync", body, as_json=as_json, hint=_HINT)  # type: ignore[no-any-return]
+    from guts._cli._sync_view import sync_with_progress
+
+    return run_control(  # type: ignore[no-any-return]
+        functools.partial(sync_with_progress, terminal=terminal), control_path(home), body, as_json=as_json, hint=_HINT
+    )
+
+
 @app.command()
 def sync(
     rid: Annotated[str, typer.Argument(help="The repository id (bafkrei...) or its guts:// URL.")],
-    source: Annotated[
-        Optional[str],
-        typer.Option("--from", help="The peer to fetch from (a multiaddr ending in /p2p/<peer id>, or a peer id)."),
-    ] = None,
+    source: FromOption = None,
+    progress: ProgressOption = None,
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Fetch a repository from a peer now: the one given, else each connected
     peer in turn until one completes. Only what verifies is applied."""
-    body: dict[str, Any] = {"rid": _rid(rid)}
-    if source is not None:
-        body["peer"] = source
-    result: dict[str, Any] = run_control(call, home, "POST", "/v1/repo/sync", body, as_json=as_json, hint=_HINT)
+    result = _sync(home, _rid(rid), source, progress, as_json)
     if as_json:
         print(json.dumps(result, indent=2))
         return
-    for failure in result["failures"]:
-        typer.echo(f"{failure['peer']}: {failure['error']}", err=True)
+    if not progress:
+        for failure in result["failures"]:
+            typer.echo(f"{failure['peer']}: {failure['error']}", err=True)
     info = result["repository"]
     if result["changed"]:
         typer.echo(f"synced {info['name']!r} ({info['rid']}) from {result['peer']}")
     else:
         typer.echo(f"{info['name']!r} ({info['rid']}) is up to date with {result['peer']}")
     typer.echo("\n".join(show_text(info)))
+
+
+@app.command()
+def clone(
+    rid: Annotated[str, typer.Argument(help="The repository id (bafkrei...) or its guts:// URL.")],
+    directory: Annotated[
+        Optional[Path], typer.Argument(help="Where to clone it (default: a directory named after the repository).")
+    ] = None,
+    source: FromOption = None,
+    progress: ProgressOption = None,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Clone a repository with git through this node: fetched from peers
+    first when the node does not hold it (as `guts repo sync`), then
+    `git clone guts://RID DIR`."""
+    rid = _rid(rid)
+    held: dict[str, Any] = run_control(call, home, "GET", "/v1/repo/list", as_json=as_json, hint=_HINT)
+    info = next((repo for repo in held["repositories"] if repo["rid"] == rid), None)
+    synced = None
+    if info is None or source is not None:
+        synced = _sync(home, rid, source, progress, as_json)
+        info = synced["repository"]
+        if not as_json:
+            typer.echo(f"fetched {info['name']!r} from {synced['peer']}", err=True)
+    where = (directory or Path(info["name"])).expanduser()
+    quiet = as_json or progress is False or (progress is None and not sys.stderr.isatty())
+    args = ["git", "clone", *(["--quiet"] if quiet else ["--progress"] if progress else []), f"guts://{rid}", str(where)]
+    done = subprocess.run(args, env=_git_env(home), stdout=subprocess.DEVNULL if as_json else None, check=False)
+    if done.returncode != 0:
+        if as_json:
+            print(json.dumps({"error": f"git clone exited with {done.returncode}", "kind": "git"}))
+        else:
+            typer.echo(f"error: git clone exited with {done.returncode}", err=True)
+        raise typer.Exit(1)
+    answer = {"rid": rid, "path": os.path.abspath(where), "synced": synced is not None}
+    if as_json:
+        print(json.dumps({**answer, "peer": synced["peer"] if synced else None}, indent=2))
+    else:
+        typer.echo(f"cloned {info['name']!r} into {where}: `git push` there publishes through this node")
+
+
+def _git_env(home: Path | None) -> dict[str, str]:
+    """The person's environment for git, with this node's home and with
+    git-remote-guts (installed beside this command) on ``PATH``."""
+    env = dict(os.environ)
+    env["GUTS_HOME"] = str(home_dir(home))
+    scripts = str(Path(sys.argv[0]).resolve().parent) if sys.argv and sys.argv[0] else ""
+    here = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join(p for p in (scripts, here, env.get("PATH", "")) if p)
+    return env
 
 
 @app.command()
