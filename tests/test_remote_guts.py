@@ -406,6 +406,8 @@ def test_clone_by_rid_on_a_node_that_never_saw_it(tmp_path: Path) -> None:
         assert named.returncode == 0, named.stderr
         assert "cloned 'source' into source" in named.stdout
         assert (tmp_path / "work" / "source" / ".git").is_dir()
+        taken = run_in(tmp_path / "work", "repo", "clone", rid, home=tmp_path / "c")
+        assert taken.returncode == 1 and "already exists and is not an empty directory" in taken.stderr
     finally:
         for node in (a, b, c):
             if node is not None:

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import typer
 
-from guts._cli.common import HomeOption, call, control_path, home_dir, run_control
+from guts._cli.common import HomeOption, call, control_path, fail, home_dir, run_control
 
 app = typer.Typer(help="Make, list, show, sync and clone repositories on this node.", no_args_is_help=True)
 
@@ -254,6 +254,8 @@ def clone(
     rid = _rid(rid)
     held: dict[str, Any] = run_control(call, home, "GET", "/v1/repo/list", as_json=as_json, hint=_HINT)
     info = next((repo for repo in held["repositories"] if repo["rid"] == rid), None)
+    if directory is not None:
+        _check_destination(directory.expanduser(), as_json)
     synced = None
     if info is None or source is not None:
         synced = _sync(home, rid, source, progress, as_json)
@@ -261,6 +263,7 @@ def clone(
         if not as_json:
             typer.echo(f"fetched {info['name']!r} from {synced['peer']}", err=True)
     where = (directory or Path(info["name"])).expanduser()
+    _check_destination(where, as_json)
     quiet = as_json or progress is False or (progress is None and not sys.stderr.isatty())
     args = ["git", "clone", *(["--quiet"] if quiet else ["--progress"] if progress else []), f"guts://{rid}", str(where)]
     done = subprocess.run(args, env=_git_env(home), stdout=subprocess.DEVNULL if as_json else None, check=False)
@@ -275,6 +278,16 @@ def clone(
         print(json.dumps({**answer, "peer": synced["peer"] if synced else None}, indent=2))
     else:
         typer.echo(f"cloned {info['name']!r} into {where}: `git push` there publishes through this node")
+
+
+def _check_destination(where: Path, as_json: bool) -> None:
+    """Refuse, before any fetch, a destination git clone would refuse."""
+    if where.exists() and (not where.is_dir() or any(where.iterdir())):
+        message = f"destination path '{where}' already exists and is not an empty directory"
+        if as_json:
+            print(json.dumps({"error": message, "kind": "bad_request"}))
+            raise typer.Exit(1)
+        fail(message)
 
 
 def _git_env(home: Path | None) -> dict[str, str]:
