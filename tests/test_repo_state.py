@@ -74,6 +74,10 @@ async def test_init_leaves_the_layout(repos: Repositories, source: History) -> N
     sigrefs = sigrefs_ref(K1.peer_id)
     assert refs == {**layout_refs(source.refs, K1), IDENTITY_REF: state.identity_commit, sigrefs: refs[sigrefs]}
     assert git_text("symbolic-ref", "HEAD", git_dir=path) == "refs/heads/main"
+    # A new repository's refs are one packed-refs file, as a clone's are.
+    assert [p for p in (path / "refs").rglob("*") if p.is_file()] == []
+    lines = (path / "packed-refs").read_text().splitlines()
+    assert len(lines) == 1 + len(refs) + 2  # the header, the refs, v2 peeled (canonical and in the namespace)
     assert git_text("cat-file", "-t", source.refs["refs/tags/v2"], git_dir=path) == "tag"  # the tag itself came
     assert git_text("rev-list", "--count", "--branches", "--tags", git_dir=path) == git_text(
         "rev-list", "--count", "--all", git_dir=source.path

@@ -302,6 +302,51 @@ async def test_ref_transaction_is_all_or_nothing(storage: Storage, history: Hist
     assert await storage.refs(RID) == {"refs/heads/main": release, "refs/tags/v1": v1}
 
 
+async def test_a_new_repository_gets_its_refs_as_one_packed_refs_file(
+    storage: Storage, history: History, tmp_path: Path
+) -> None:
+    refs = history.refs
+    main, release, v1, v2 = (refs[n] for n in ("refs/heads/main", "refs/heads/release", "refs/tags/v1", "refs/tags/v2"))
+    await storage.create(RID)
+    await receive(storage, RID, pack(history.path, refs.values()), list(refs.values()))
+    path = storage.path(RID)
+    refused = [
+        {"refs/heads/main": main, "refs/heads/ghost": "1" * 40},  # an object the repository does not have
+        {"refs/heads/main": v2},  # a tag object as a branch
+        {"refs/heads/a": main, "refs/heads/a/b": main},  # a ref and a directory of one name
+    ]
+    for bad in refused:
+        with pytest.raises(RefUpdateRejected):
+            await storage.create_refs(RID, bad)
+        assert await storage.refs(RID) == {}
+        assert not (path / "packed-refs").exists() and not (path / "packed-refs.lock").exists()
+    with pytest.raises(InvalidRefName):
+        await storage.create_refs(RID, {"refs/heads/main": main, "refs/heads/a..b": main})
+    await storage.create_refs(RID, refs)
+    assert await storage.refs(RID) == refs
+    assert [p for p in (path / "refs").rglob("*") if p.is_file()] == []
+    fsck(path)
+    git("show-ref", "--verify", "refs/heads/main", "refs/tags/v2", git_dir=path)
+    # the file git itself writes from the same refs, loose at first, is the same file
+    mirror = init_bare(tmp_path / "mirror.git")
+    git("fetch", "--quiet", str(history.path), "refs/*:refs/*", git_dir=mirror)
+    git("pack-refs", "--all", git_dir=mirror)
+    assert (path / "packed-refs").read_bytes() == (mirror / "packed-refs").read_bytes()
+    assert b"\n^" in (path / "packed-refs").read_bytes()  # annotated tags peeled
+    with pytest.raises(RefUpdateRejected):  # only for a repository without refs
+        await storage.create_refs(RID, {"refs/heads/other": main})
+    # later transactions change and delete packed refs as usual
+    await storage.update_refs(
+        RID, [RefUpdate("refs/heads/main", main, release), RefUpdate("refs/tags/v1", v1, None)]
+    )
+    after = {**refs, "refs/heads/main": release}
+    del after["refs/tags/v1"]
+    assert await storage.refs(RID) == after
+    with pytest.raises(RefUpdateRejected):
+        await storage.update_refs(RID, [RefUpdate("refs/heads/release", main, None)])
+    fsck(path)
+
+
 async def test_crash_leftovers_removed_at_open(storage: Storage, history: History) -> None:
     main = history.refs["refs/heads/main"]
     path = await storage.create(RID)

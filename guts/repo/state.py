@@ -19,7 +19,10 @@ after each write) and is the only writer of their refs:
   are checked for connectivity, and migrate; then every ref change of the
   operation (identity, sigrefs, namespace refs, canonical refs) is one
   ``update-ref`` transaction, computed as the difference between the refs
-  git holds and the refs the new state implies.
+  git holds and the refs the new state implies. A repository made by the
+  operation (``init``, the first ``receive``) has no refs to differ from:
+  its refs are written at once as one ``packed-refs`` file
+  (:meth:`~guts.repo.storage.Storage.create_refs`).
 - **Reads.** :meth:`Repositories.load` reads the identity chain and every
   namespace's sigrefs from git and verifies them with the pure cores
   (:func:`~guts.repo.revisions.verify_chain`, strict statement parsing,
@@ -247,11 +250,19 @@ class Repositories:
     # -- writing -------------------------------------------------------------
 
     async def _write_refs(
-        self, key: str, target: Mapping[str, str], current: Mapping[str, str], *, expected: Mapping[str, str] | None
+        self,
+        key: str,
+        target: Mapping[str, str],
+        current: Mapping[str, str],
+        *,
+        expected: Mapping[str, str] | None,
+        fresh: bool = False,
     ) -> None:
         """Move the refs from ``current`` to ``target`` in one transaction,
         warning about each ref that was not what Guts left (``expected``;
-        ``None``: every difference is a repair)."""
+        ``None``: every difference is a repair). ``fresh``: the repository
+        was made by this operation and has no ref yet (``current`` is
+        empty), so the refs are written as one ``packed-refs`` file."""
         updates = []
         for name in sorted(set(current) | set(target)):
             old, new = current.get(name), target.get(name)
@@ -267,7 +278,10 @@ class Repositories:
                     key, name, old or "absent", new or "absent",
                 )  # fmt: skip
             updates.append(RefUpdate(name, old, new))
-        await self.storage.update_refs(key, updates)
+        if fresh:
+            await self.storage.create_refs(key, {u.name: u.new for u in updates if u.new is not None})
+        else:
+            await self.storage.update_refs(key, updates)
 
     async def init(
         self,
@@ -359,7 +373,7 @@ class Repositories:
                 canonical = await self._canonical(key, identity, {me: statement}, {})
                 state = RepoState(rid, identity, chain.oid, {me: Namespace(me, signed, sigrefs.oid)}, canonical)
                 await self.storage.set_head(key, "refs/heads/" + genesis.document.default_branch)
-                await self._write_refs(key, state.refs(), {}, expected={})
+                await self._write_refs(key, state.refs(), {}, expected={}, fresh=True)
             except BaseException:
                 with trio.CancelScope(shield=True):
                     await self.storage.delete(key)
@@ -545,8 +559,10 @@ class Repositories:
                 state = RepoState(parsed, verified, identity_head, namespaces, canonical, refused)
                 if held is None or new_chain:
                     await self.storage.set_head(key, "refs/heads/" + verified.current.default_branch)
-                current = {} if held is None else await self.storage.refs(key)
-                await self._write_refs(key, state.refs(), current, expected={} if held is None else held.refs())
+                if held is None:
+                    await self._write_refs(key, state.refs(), {}, expected={}, fresh=True)
+                else:
+                    await self._write_refs(key, state.refs(), await self.storage.refs(key), expected=held.refs())
             except BaseException:
                 if created:
                     with trio.CancelScope(shield=True):

@@ -27,7 +27,10 @@ order is always:
    directories are fsynced.
 5. ``await storage.update_refs(rid, updates)``: every ref change of the
    repository in one ``git update-ref --stdin`` transaction, each with its
-   expected old value, all or nothing.
+   expected old value, all or nothing. A repository that has no ref yet
+   (made by this operation) gets all of them at once instead:
+   :meth:`Storage.create_refs` writes one ``packed-refs`` file, as ``git
+   clone`` does, one rename instead of a fsynced file per ref.
 
 A new repository's objects come from a person's repository the same way:
 :meth:`Storage.read_source` looks at it, :meth:`Storage.pack_source`
@@ -62,7 +65,7 @@ import errno
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -95,6 +98,35 @@ __all__ = [
     "RefUpdate", "RefUpdateRejected", "RepositoryExists", "RepositoryNotFound", "SourceRepository", "Storage",
     "StorageConfig", "StorageError", "check_rid",
 ]  # fmt: skip
+#: What git 2.39 writes at the top of ``packed-refs``: every annotated
+#: tag's line is followed by ``^<oid>``, the object it peels to (refs
+#: without one do not peel), and lines are sorted by name.
+PACKED_REFS_HEADER = "# pack-refs with: peeled fully-peeled sorted \n"
+
+
+def _write_packed_refs(repo: Path, data: bytes) -> None:
+    """Write ``packed-refs`` of a repository without refs: under git's
+    lock file, fsynced, renamed, the directory fsynced."""
+    target = repo / "packed-refs"
+    if target.exists() or any(path.is_file() for path in (repo / "refs").rglob("*")):
+        raise RefUpdateRejected(f"{repo.name}: the repository has refs already")
+    lock = repo / "packed-refs.lock"
+    try:
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        raise RefUpdateRejected(f"{repo.name}: packed-refs is locked") from None
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.rename(lock, target)
+    except BaseException:
+        lock.unlink(missing_ok=True)
+        raise
+    fsync_dir(repo)
+
+
 class Storage:
     """The repositories under one root; :meth:`open` also repairs what a
     crash left, and is how a node starts it."""
@@ -253,6 +285,63 @@ class Storage:
             )
         if result.returncode != 0:
             raise RefUpdateRejected(f"{rid}: ref transaction refused: {_why(result.stderr, 'update-ref failed')}")
+
+    async def create_refs(self, rid: str, refs: Mapping[str, str]) -> None:
+        """Give the repository ``rid``, which has no ref yet, every ref of
+        ``refs`` at once: one ``packed-refs`` file (annotated tags peeled),
+        written as git writes it (``packed-refs.lock``, fsynced, renamed).
+        ``git clone`` stores a new repository's refs the same way; loose
+        refs would cost a fsynced file each.
+
+        The checks are ``update-ref``'s: every object exists, a branch
+        (``refs/heads/``) names a commit, no name is a directory of another
+        (``refs/a`` and ``refs/a/b``).
+
+        Raises:
+            RefUpdateRejected: the repository has refs already, or a check
+                failed (nothing changed).
+            InvalidRefName: a name is refused (before git runs).
+        """
+        names = sorted(refs, key=lambda name: name.encode())
+        for name in names:
+            _check_ref(name)
+            _check_oid(refs[name])
+        for before, after in zip(names, names[1:]):
+            if after.startswith(before + "/"):
+                raise RefUpdateRejected(f"{rid}: {before!r} and {after!r} cannot both exist")
+        if not names:
+            return
+        repo = await self._repo(rid)
+        oids = sorted(set(refs.values()))
+        out = await run_git(
+            ["cat-file", "--batch-check=%(objectname) %(objecttype)"],
+            git_dir=repo,
+            stdin="".join(f"{oid}\n{oid}^{{}}\n" for oid in oids).encode(),
+            timeout=self.config.command_timeout,
+            max_output=128 * len(oids),
+        )
+        lines = out.decode("ascii", "replace").splitlines()
+        kinds: dict[str, str] = {}
+        peeled: dict[str, str] = {}
+        if len(lines) != 2 * len(oids):
+            raise StorageError(f"{rid}: git cat-file answered {len(lines)} lines for {2 * len(oids)} objects")
+        for oid, line, peel in zip(oids, lines[::2], lines[1::2]):
+            found, target = line.split(), peel.split()
+            if found[1:] not in (["commit"], ["tree"], ["blob"], ["tag"]) or target[1:] in ([], ["missing"]):
+                raise RefUpdateRejected(f"{rid}: ref transaction refused: object {oid} is missing")
+            kinds[oid] = found[1]
+            if target[0] != oid:
+                peeled[oid] = target[0]
+        for name in names:
+            if name.startswith("refs/heads/") and kinds[refs[name]] != "commit":
+                raise RefUpdateRejected(f"{rid}: branch {name} would name a {kinds[refs[name]]}, not a commit")
+        text = [PACKED_REFS_HEADER]
+        for name in names:
+            text.append(f"{refs[name]} {name}\n")
+            if refs[name] in peeled:
+                text.append(f"^{peeled[refs[name]]}\n")
+        async with self._lock(rid):
+            await trio.to_thread.run_sync(_write_packed_refs, repo, "".join(text).encode())
 
     async def set_head(self, rid: str, ref: str) -> None:
         """Point ``HEAD`` at the branch ``ref`` (``refs/heads/...``), which
