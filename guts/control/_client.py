@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
-from guts.control._http import MAX_BODY, http_raw_request, http_request
+from guts.control._common import MAX_BODY, ControlError, check_answer, decode_object
+from guts.control._http import http_raw_request, http_request
 from guts.control._socket import connect_control
-from guts.errors import GutsError
 
-__all__ = ["ControlClient", "ControlError"]
-
-
-class ControlError(GutsError):
-    """The node answered a control request with an error.
-
-    Attributes:
-        status: the HTTP status.
-        kind: ``bad_request``, ``not_found``, ``unavailable``, ``timeout``,
-            ``network`` or ``internal``.
-    """
-
-    def __init__(self, status: int, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.kind = kind
+__all__ = ["ControlClient", "ControlError"]  # ControlError: from _common, re-exported
 
 
 class ControlClient:
@@ -52,7 +36,7 @@ class ControlClient:
             answer = {}
             async for item in items:
                 answer = item
-        _check(status, answer)
+        check_answer(status, answer)
         return answer
 
     async def stream(self, method: str, path: str, body: dict[str, Any] | None = None) -> AsyncIterator[dict[str, Any]]:
@@ -64,7 +48,7 @@ class ControlClient:
                 answer = {}
                 async for item in items:
                     answer = item
-                _check(status, answer)
+                check_answer(status, answer)
             async for item in items:
                 yield item
 
@@ -82,7 +66,7 @@ class ControlClient:
         status, _, chunks = await http_raw_request(stream, method, path, body)
         async with aclosing(chunks):  # type: ignore[type-var]
             if status != 200:
-                _check(status, await _json_answer(chunks))
+                check_answer(status, await _json_answer(chunks))
             async for chunk in chunks:
                 yield chunk
 
@@ -97,7 +81,7 @@ class ControlClient:
         status, _, chunks = await http_raw_request(stream, method, path, body)
         async with aclosing(chunks):  # type: ignore[type-var]
             answer = await _json_answer(chunks)
-        _check(status, answer)
+        check_answer(status, answer)
         return answer
 
 
@@ -107,15 +91,4 @@ async def _json_answer(chunks: AsyncIterator[bytes]) -> dict[str, Any]:
         data += chunk
         if len(data) > MAX_BODY:
             raise ValueError(f"answer from the node over {MAX_BODY} bytes")
-    try:
-        value = json.loads(data) if data.strip() else {}
-    except ValueError:
-        raise ValueError("the node answered with something that is not JSON") from None
-    if not isinstance(value, dict):
-        raise ValueError("the node answered with JSON that is not an object")
-    return value
-
-
-def _check(status: int, answer: dict[str, Any]) -> None:
-    if status != 200:
-        raise ControlError(status, str(answer.get("kind", "internal")), str(answer.get("error", f"HTTP {status}")))
+    return decode_object(bytes(data)) if data.strip() else {}

@@ -34,6 +34,7 @@ from urllib.parse import parse_qsl, urlsplit
 import h11
 import trio
 
+from guts.control._common import MAX_BODY, MAX_HEAD, decode_object
 from guts.errors import GutsError, InputError
 
 __all__ = [
@@ -50,11 +51,6 @@ __all__ = [
 
 log = logging.getLogger("guts.control")
 
-#: Largest request or response body accepted: a gossip message of the
-#: largest size (1 MiB) as hex in JSON, with room to spare.
-MAX_BODY = 4 * 1024 * 1024
-#: Largest request or response head (h11 raises above it).
-MAX_HEAD = 16 * 1024
 #: Seconds a client has to deliver a whole request once it started one.
 REQUEST_TIMEOUT = 10.0
 #: Seconds an idle keep-alive connection is kept.
@@ -451,22 +447,12 @@ async def _client_body(stream: trio.abc.Stream, conn: h11.Connection, *, streame
                         line, _, rest = bytes(buffer).partition(b"\n")
                         buffer[:] = rest
                         if line.strip():
-                            yield _decode(line)
+                            yield decode_object(line)
                 if len(buffer) > MAX_BODY:
                     raise ValueError(f"answer from the node over {MAX_BODY} bytes")
             elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
                 break
         if buffer.strip():
-            yield _decode(bytes(buffer))
+            yield decode_object(bytes(buffer))
     finally:
         await trio.aclose_forcefully(stream)
-
-
-def _decode(data: bytes) -> dict[str, Any]:
-    try:
-        value = json.loads(data)
-    except ValueError:
-        raise ValueError("the node answered with something that is not JSON") from None
-    if not isinstance(value, dict):
-        raise ValueError("the node answered with JSON that is not an object")
-    return value

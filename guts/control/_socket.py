@@ -10,7 +10,6 @@ already running with this home, and a second one refuses to start.
 
 from __future__ import annotations
 
-import errno
 import os
 import socket
 import stat
@@ -18,21 +17,10 @@ from pathlib import Path
 
 import trio
 
-from guts.errors import ConfigError, NodeNotRunning
+from guts.control._common import check_socket_path, connect_failure
+from guts.errors import ConfigError
 
 __all__ = ["ControlSocket", "bind_control_socket", "connect_control"]
-
-#: sockaddr_un holds 108 bytes, the terminating NUL included.
-_MAX_PATH = 107
-
-
-def _check_length(path: Path) -> None:
-    if len(os.fsencode(path)) > _MAX_PATH:
-        raise ConfigError(
-            f"control socket path {path} is longer than {_MAX_PATH} bytes, the limit of a Unix "
-            "socket address: use a shorter GUTS_HOME"
-        )
-
 
 def _answers(path: Path) -> bool:
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -78,7 +66,7 @@ def bind_control_socket(path: Path) -> ControlSocket:
         ConfigError: a node already answers there, the path is taken by
             something that is not a socket, or it cannot be bound.
     """
-    _check_length(path)
+    check_socket_path(path)
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         info = os.lstat(path)
@@ -91,7 +79,7 @@ def bind_control_socket(path: Path) -> ControlSocket:
             raise ConfigError(f"a node is already running with home {path.parent} (it answers on {path})")
         os.unlink(path)  # left behind by a node that is gone
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    _check_length(tmp)
+    check_socket_path(tmp)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         try:
@@ -121,14 +109,8 @@ async def connect_control(path: Path) -> trio.SocketStream:
         NodeNotRunning: nothing listens there.
         ConfigError: the path is unusable.
     """
-    _check_length(path)
+    check_socket_path(path)
     try:
         return await trio.open_unix_socket(os.fspath(path))
-    except FileNotFoundError:
-        raise NodeNotRunning(f"no node is running with home {path.parent}") from None
     except OSError as exc:
-        if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
-            raise NodeNotRunning(f"no node is running with home {path.parent} (stale {path})") from None
-        if exc.errno == errno.EACCES:
-            raise ConfigError(f"cannot use {path}: permission denied (it belongs to another user)") from None
-        raise ConfigError(f"cannot connect to {path}: {exc.strerror or exc}") from None
+        raise connect_failure(path, exc) from None
