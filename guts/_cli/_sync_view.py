@@ -98,18 +98,18 @@ class _Bar:
             self.progress.update(self.task, description=f"{self.peer}: done", total=self.progress.tasks[-1].completed)
 
 
-async def sync_with_progress(socket: Path, body: dict[str, Any], *, terminal: bool) -> dict[str, Any]:
+def sync_with_progress(socket: Path, body: dict[str, Any], *, terminal: bool) -> dict[str, Any]:
     """Run a sync through the node at ``socket``, showing its progress;
     the answer (as ``POST /v1/repo/sync`` without progress answers).
 
     Raises:
         ControlError: no peer completed it, or the node refused it.
     """
-    from guts.control import ControlClient, ControlError
+    from guts.control.blocking import BlockingControlClient, ControlError
 
     view = _Bar() if terminal else _Lines()
     with view:
-        async for event in ControlClient(socket).stream("POST", "/v1/repo/sync", {**body, "progress": True}):
+        for event in BlockingControlClient(socket).stream("POST", "/v1/repo/sync", {**body, "progress": True}):
             view.show(event)
             if event["event"] == "done":
                 return {key: value for key, value in event.items() if key != "event"}

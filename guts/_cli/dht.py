@@ -16,7 +16,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from guts._cli.common import HomeOption, call, fail, run_control
+from guts._cli.common import HomeOption, acall, fail, run_control
 
 app = typer.Typer(
     help=(
@@ -76,7 +76,7 @@ async def _operate(
         try:
             if protocol is not None:
                 await _check_running_protocol(home, protocol)
-            return await call(home, "POST", f"/v1/dht/{name}", body)
+            return await acall(home, "POST", f"/v1/dht/{name}", body)
         except NodeNotRunning:
             if not bootstrap:
                 raise
@@ -87,7 +87,7 @@ async def _check_running_protocol(home: Path | None, protocol: str) -> None:
     """Refuse ``--dht-protocol`` when the running node speaks another protocol."""
     from guts.errors import InputError
 
-    status = await call(home, "GET", "/v1/status")
+    status = await acall(home, "GET", "/v1/status")
     running = (status.get("dht") or {}).get("protocol")
     if running is not None and running != protocol:
         raise InputError(

@@ -36,10 +36,10 @@ def publish(
     )
 
 
-async def _subscribe(home: Path | None, topic: str, as_json: bool) -> None:
-    from guts.control import ControlClient
+def _subscribe(home: Path | None, topic: str, as_json: bool) -> None:
+    from guts.control.blocking import BlockingControlClient
 
-    async for event in ControlClient(control_path(home)).stream("GET", f"/v1/pubsub/subscribe?topic={quote(topic)}"):
+    for event in BlockingControlClient(control_path(home)).stream("GET", f"/v1/pubsub/subscribe?topic={quote(topic)}"):
         if as_json:
             print(json.dumps(event), flush=True)
         elif event.get("event") == "subscribed":

@@ -36,14 +36,12 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
-import trio
-
 from guts.config import CONTROL_SOCKET, default_home
-from guts.control import ControlClient, ControlError
+from guts.control.blocking import BlockingControlClient, ControlError
 from guts.errors import DecodeError, GutsError, NodeNotRunning
 from guts.repo.pktline import ResponseTracker
 from guts.repo.push_rules import HelperOptions, PushResult, RefRejected, RefUnchanged, RefUpdated
@@ -80,22 +78,20 @@ def _rid(url: str) -> str:
         raise Fatal(f"{url!r} is not a guts:// URL (guts://<RID>)") from None
 
 
-async def _git(args: list[str], stdin: bytes = b"") -> str:
+def _git(args: list[str], stdin: bytes = b"") -> str:
     """git in the local repository (git set ``GIT_DIR`` for us)."""
-    done = await trio.run_process(
-        ["git", *args], stdin=stdin, capture_stdout=True, capture_stderr=True, check=False
-    )
+    done = subprocess.run(["git", *args], input=stdin, capture_output=True, check=False)
     if done.returncode != 0:
         raise Fatal(f"git {args[0]}: {done.stderr.decode(errors='replace').strip()}")
     return str(done.stdout.decode())
 
 
-async def _resolve(names: list[str]) -> dict[str, str]:
+def _resolve(names: list[str]) -> dict[str, str]:
     """Each name (a ref, ``HEAD`` or an oid) the local repository has, to its oid."""
     if not names:
         return {}
     query = "".join(f"{name}\n" for name in names).encode()
-    out = await _git(["cat-file", "--batch-check=%(objectname) %(objecttype)"], query)
+    out = _git(["cat-file", "--batch-check=%(objectname) %(objecttype)"], query)
     found = {}
     for name, line in zip(names, out.splitlines()):
         parts = line.split(" ")
@@ -107,24 +103,27 @@ async def _resolve(names: list[str]) -> dict[str, str]:
 class Helper:
     """One session with git: commands in, answers out (module docstring)."""
 
-    def __init__(self, rid: str, client: ControlClient) -> None:
+    def __init__(self, rid: str, client: BlockingControlClient) -> None:
         self.rid = rid
         self.client = client
         self.core = RemoteHelper()
         self.options = HelperOptions()
         self.fetched = False
-        self.stdin = trio.lowlevel.FdStream(os.dup(0))
-        self.stdout = trio.lowlevel.FdStream(os.dup(1))
+        self.out = sys.stdout.buffer
+
+    def write(self, data: bytes) -> None:
+        self.out.write(data)
+        self.out.flush()
 
     def note(self, text: str) -> None:
         if self.options.verbosity > 0:
             print(f"guts: {text}", file=sys.stderr, flush=True)
 
-    async def run(self) -> None:
+    def run(self) -> None:
         while True:
             command = self.core.next_command()
             if command is None:
-                data = await self.stdin.receive_some(_CHUNK)
+                data = os.read(0, _CHUNK)
                 if data:
                     self.core.receive_data(data)
                 else:
@@ -132,19 +131,19 @@ class Helper:
                 continue
             if isinstance(command, InputEnded):
                 return
-            await self.dispatch(command)
+            self.dispatch(command)
 
-    async def dispatch(self, command: object) -> None:
-        core, write = self.core, self.stdout.send_all
+    def dispatch(self, command: object) -> None:
+        core, write = self.core, self.write
         if isinstance(command, Capabilities):
-            await write(core.capabilities())
+            write(core.capabilities())
         elif isinstance(command, Option):
-            await write(core.option_reply(self.options.apply(command)))
+            write(core.option_reply(self.options.apply(command)))
         elif isinstance(command, List):
             if not command.for_push:
                 raise Fatal("guts:// needs git's protocol version 2 to fetch (git -c protocol.version=2)")
-            answer = await self.refs(for_push=True)
-            await write(
+            answer = self.refs(for_push=True)
+            write(
                 core.ref_list(
                     answer["refs"],
                     head=answer["head"],
@@ -153,13 +152,13 @@ class Helper:
             )
         elif isinstance(command, StatelessConnect):
             if command.service != "git-upload-pack":
-                await write(core.fall_back())  # a push: git goes on with list for-push and push
+                write(core.fall_back())  # a push: git goes on with list for-push and push
                 return
-            await write(core.accept() + await self.advertisement())
+            write(core.accept() + self.advertisement())
         elif isinstance(command, StatelessRequest):
-            await self.serve(command)
+            self.serve(command)
         elif isinstance(command, Push):
-            await write(core.push_report(await self.push(command)))
+            write(core.push_report(self.push(command)))
         elif isinstance(command, (Connect, ServiceData)):
             raise Fatal("connect is not advertised")
         else:
@@ -169,22 +168,22 @@ class Helper:
         args = "".join(f"&{key}={quote(value)}" for key, value in query.items())
         return f"/v1/repo/{route}?rid={self.rid}{args}"
 
-    async def refs(self, *, for_push: bool) -> dict[str, Any]:
+    def refs(self, *, for_push: bool) -> dict[str, Any]:
         while True:
             try:
-                return await self.client.call("GET", self.path("refs", **({"for_push": "1"} if for_push else {})))
+                return self.client.call("GET", self.path("refs", **({"for_push": "1"} if for_push else {})))
             except ControlError as exc:
-                await self.fetch_if_unheld(exc)
+                self.fetch_if_unheld(exc)
 
-    async def advertisement(self) -> bytes:
+    def advertisement(self) -> bytes:
         """The node's protocol v2 advertisement for the repository."""
         while True:
             try:
-                return b"".join([chunk async for chunk in self.client.raw("GET", self.path("upload-pack"), b"")])
+                return b"".join(self.client.raw("GET", self.path("upload-pack"), b""))
             except ControlError as exc:
-                await self.fetch_if_unheld(exc)
+                self.fetch_if_unheld(exc)
 
-    async def fetch_if_unheld(self, exc: ControlError) -> None:
+    def fetch_if_unheld(self, exc: ControlError) -> None:
         """After ``exc``: when it says the node does not hold the
         repository (and it has not been fetched in this session yet), have
         the node fetch it from its connected peers, showing progress as
@@ -194,7 +193,7 @@ class Helper:
         self.fetched = True
         view = _SyncLines(self.options.progress, self.options.verbosity)
         try:
-            async for event in self.client.stream("POST", "/v1/repo/sync", {"rid": self.rid, "progress": True}):
+            for event in self.client.stream("POST", "/v1/repo/sync", {"rid": self.rid, "progress": True}):
                 view.show(event)
                 if event["event"] == "error":
                     raise Fatal(f"this node does not hold {self.rid} and could not fetch it: {event['message']}")
@@ -212,33 +211,33 @@ class Helper:
 
     # -- fetch -------------------------------------------------------------
 
-    async def serve(self, request: StatelessRequest) -> None:
+    def serve(self, request: StatelessRequest) -> None:
         """One stateless request through the node; its response to git."""
         if request.command not in ("ls-refs", "fetch"):
             raise Fatal(f"the v2 command {request.command!r} is not served")
         tracker = ResponseTracker()
         try:
-            async for chunk in self.client.raw("POST", self.path("upload-pack"), request.data):
+            for chunk in self.client.raw("POST", self.path("upload-pack"), request.data):
                 tracker.receive_data(chunk)
-                await self.stdout.send_all(chunk)
+                self.write(chunk)
             end = tracker.end()
         except (ValueError, DecodeError) as exc:
             raise Fatal(f"the node's response to {request.command} was cut: {exc}") from None
-        await self.stdout.send_all(end)
+        self.write(end)
 
     # -- push --------------------------------------------------------------
 
-    async def push(self, batch: Push) -> list[PushResult]:
+    def push(self, batch: Push) -> list[PushResult]:
         specs = batch.specs
         sources = sorted({spec.src for spec in specs if spec.src is not None})
-        resolved = await _resolve(sources)
+        resolved = _resolve(sources)
         unknown = [spec.src for spec in specs if spec.src is not None and spec.src not in resolved]
         if unknown:
             return [RefRejected(spec.dst, f"src {unknown[0]} does not resolve here") for spec in specs]
         news = {spec.dst: resolved[spec.src] if spec.src else None for spec in specs}
-        before = await self.refs(for_push=True)
+        before = self.refs(for_push=True)
         held = set(before["refs"].values()) | set(before.get("tips", ()))
-        known = sorted(set((await _resolve(sorted(held))).values()))
+        known = sorted(set((_resolve(sorted(held))).values()))
         tips = sorted({oid for oid in news.values() if oid is not None})
         header = {
             "updates": [
@@ -256,13 +255,12 @@ class Helper:
             "pack": bool(tips),
         }
 
-        async def body() -> AsyncIterator[bytes]:
+        def body() -> Iterator[bytes]:
             yield json.dumps(header).encode() + b"\n"
             if tips:
-                async for chunk in self.pack(tips, known):
-                    yield chunk
+                yield from self.pack(tips, known)
 
-        answer = await self.client.send("POST", self.path("push"), body())
+        answer = self.client.send("POST", self.path("push"), body())
         results: list[PushResult] = []
         for item in answer["results"]:
             ref, status = item["ref"], item["status"]
@@ -296,26 +294,26 @@ class Helper:
                 "sign the same"
             )
 
-    async def pack(self, tips: list[str], known: list[str]) -> AsyncIterator[bytes]:
+    def pack(self, tips: list[str], known: list[str]) -> Iterator[bytes]:
         """A thin pack of ``tips`` minus what the node has, as send-pack
         would send it to receive-pack."""
         progress = ["--progress", "--all-progress-implied"] if self.options.progress else ["-q"]
         args = ["git", "pack-objects", "--revs", "--stdout", "--thin", "--delta-base-offset", *progress]
-        process = await trio.lowlevel.open_process(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         assert process.stdin is not None and process.stdout is not None
         try:
             revs = "".join(f"{oid}\n" for oid in tips) + "".join(f"^{oid}\n" for oid in known)
-            await process.stdin.send_all(revs.encode())
-            await process.stdin.aclose()
-            while chunk := await process.stdout.receive_some(_CHUNK):
-                yield bytes(chunk)
-            if await process.wait() != 0:
+            process.stdin.write(revs.encode())
+            process.stdin.close()
+            while chunk := os.read(process.stdout.fileno(), _CHUNK):
+                yield chunk
+            if process.wait() != 0:
                 raise Fatal(f"git pack-objects exited with {process.returncode}")
         finally:
             if process.returncode is None:
                 process.kill()
-                with trio.CancelScope(shield=True):
-                    await process.wait()
+                process.wait()
+            process.stdout.close()
 
 
 class _SyncLines:
@@ -356,13 +354,8 @@ class _SyncLines:
             self.write(f"guts: fetched {event['repository']['name']!r} from {peer}")
 
 
-async def _session(rid: str) -> None:
-    helper = Helper(rid, ControlClient(default_home() / CONTROL_SOCKET))
-    try:
-        await helper.run()
-    finally:
-        await helper.stdin.aclose()
-        await helper.stdout.aclose()
+def _session(rid: str) -> None:
+    Helper(rid, BlockingControlClient(default_home() / CONTROL_SOCKET)).run()
 
 
 def main() -> None:
@@ -371,11 +364,11 @@ def main() -> None:
         print("usage: git-remote-guts <remote> guts://<RID> (git runs it for guts:// URLs)", file=sys.stderr)
         sys.exit(1)
     try:
-        trio.run(_session, _rid(sys.argv[2]))
+        _session(_rid(sys.argv[2]))
     except NodeNotRunning as exc:
         print(f"fatal: guts: {exc}: {_HINT}", file=sys.stderr)
         sys.exit(128)
-    except (BrokenPipeError, trio.BrokenResourceError):
+    except BrokenPipeError:
         sys.exit(128)  # git went away
     except (GutsError, ValueError, OSError) as exc:  # DecodeError and ControlError included
         print(f"fatal: guts: {exc}", file=sys.stderr)
