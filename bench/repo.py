@@ -10,7 +10,10 @@ Guts beside git itself, in the same run, on a synthesized history of
   objects on (as Guts always does) and off;
 * one new commit: A publishes it, B syncs it, against ``git fetch`` into
   the mirror: time and pack bytes;
-* a sync with nothing new against a ``git fetch`` with nothing new.
+* a sync with nothing new against a ``git fetch`` with nothing new;
+* ``git clone guts://<RID>`` through a node that never saw the repository
+  (cold) and through one that holds it (warm), against ``git clone
+  git://`` (``bench/_repo_clone.py``).
 
 See bench/README.md. ``--write`` rewrites the ``bench:repo`` section of
 BENCHMARKS.md.
@@ -35,6 +38,7 @@ from typing import Any
 
 from bench import _procs, _report
 from bench._procs import ROOT, STATE_DIR, MeasureError
+from bench._repo_clone import clones
 from bench._repo_history import add_commit, copy_project, git, git_env, refs_of, synthesize
 from bench._sections import write_section
 from bench._wire import median
@@ -122,8 +126,8 @@ def git_daemon(base: Path) -> Iterator[str]:
         _procs._stop(proc, grace=0.1)
 
 
-def _node(home: Path, name: str) -> Any:
-    command = [*GUTS, "start", "--listen", "/ip4/127.0.0.1/tcp/0", "--json", "--home", str(home)]
+def _node(home: Path, name: str, *extra: str) -> Any:
+    command = [*GUTS, "start", "--listen", "/ip4/127.0.0.1/tcp/0", "--json", "--home", str(home), *extra]
     # grace: ``guts start`` stops on SIGTERM (sent after it), not at the end of its stdin
     return _procs.server(Path(sys.executable), "", name, command=command, grace=0.1)
 
@@ -338,6 +342,11 @@ def measure(p: Profile, tmp: Path) -> dict[str, Any]:
                                        "refs": len(made["refs"]), "init_s": init_s}  # fmt: skip
                 print(f"  [{source.title}] replication (init on A took {init_s:.2f} s) ...", flush=True)
                 results[source.key]["replication"] = replicate(source, made["rid"], a_addr, url, tmp, p)
+                print(f"  [{source.title}] git clone guts:// ...", flush=True)
+                want = refs_of(source.path, "refs/heads/", "refs/tags/")
+                results[source.key]["clone"] = clones(
+                    source.key, made["rid"], want, a_addr, url, tmp, p.runs, _node, _api
+                )
                 try:
                     results[source.key]["phases"] = phases(source, made["rid"], a_addr, tmp, p)
                 except (MeasureError, ValueError, KeyError) as exc:  # a note less, the figures stay
@@ -378,6 +387,15 @@ def table_rows(record: dict[str, Any], *, markdown: bool) -> list[tuple[str, ...
             rows.append(("… the node alone (control API, no command start-up)", _s(rep["guts_api_s"]),
                          _s(rep["git_fsck_s"]), f"{rep['guts_api_s'] / rep['git_fsck_s']:.2f}×", ""))
             rows.append(("… git without fsck", "", _s(rep["git_s"]), f"{rep['guts_s'] / rep['git_s']:.2f}×", ""))
+        cl = res.get("clone")
+        if cl:
+            ratio = cl["cold_s"] / cl["git_fsck_s"]
+            rows.append((
+                f"cold clone, {title}: `git clone guts://` (a node that never saw it) / `git clone git://` (fsck on)",
+                _s(cl["cold_s"]), _s(cl["git_fsck_s"]), f"{ratio:.2f}×", f"≤ 1.3× {ok if ratio <= 1.3 else bad}",
+            ))  # fmt: skip
+            rows.append(("… warm: `git clone guts://` through a node that holds it / `git clone git://`",
+                         _s(cl["warm_s"]), _s(cl["git_s"]), f"{cl['warm_s'] / cl['git_s']:.2f}×", ""))
         if one:
             gap = one["guts_s"] - one["git_s"]
             rows.append((
