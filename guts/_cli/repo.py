@@ -107,7 +107,7 @@ def init(
     steps = [
         (f"guts repo show {result['rid']}", "what the node holds"),
         (f"git push {REMOTE} {result['default_branch']}", "sign and publish new commits through this node"),
-        (f"git clone {result['url']}", "here, or on a node that ran `guts repo sync` of it"),
+        (f"git clone {result['url']}", "through this node, or one connected to it"),
     ]
     width = max(len(command) for command, _ in steps)
     typer.echo("\nnext:")
