@@ -412,3 +412,52 @@ def test_clone_by_rid_on_a_node_that_never_saw_it(tmp_path: Path) -> None:
         for node in (a, b, c):
             if node is not None:
                 stop(node)
+
+
+def test_the_readme_walk_through(tmp_path: Path) -> None:
+    """The README's walk-through, step by step: Alice inits, Bob (connected)
+    clones by RID and pushes a fix into his namespace, Alice syncs it from
+    Bob's node, fetches his branch, merges and pushes, and Bob's node and
+    git then have the new canonical main."""
+    project = tmp_path / "project"
+    git("init", "--quiet", "--initial-branch=main", str(project))
+    build_history(project / ".git", commits=60, topic_every=20)
+    git("checkout", "--quiet", "-f", "main", git_dir=project / ".git")
+    alice = bob = None
+    try:
+        alice = _start(tmp_path / "alice")
+        assert alice.stdout is not None
+        ready = json.loads(alice.stdout.readline())
+        made = run_in(project, "repo", "init", "--json", home=tmp_path / "alice")
+        assert made.returncode == 0, made.stderr
+        rid = json.loads(made.stdout)["rid"]
+        bob = _start(tmp_path / "bob", "--bootstrap", ready["addrs"][0])
+        assert bob.stdout is not None
+        bob_id = json.loads(bob.stdout.readline())["peer_id"]
+        _events_until(bob, "peer_identified", ready["peer_id"])
+
+        bobs = person(tmp_path / "bob")
+        clone = tmp_path / "project-bob"
+        sh(bobs, "clone", "--quiet", f"guts://{rid}", str(clone))
+        fix = commit(bobs, clone, "fix.txt")
+        pushed = sh(bobs, "push", "origin", "main", cwd=clone)
+        assert "is no delegate" in pushed.stderr
+
+        synced = run("repo", "sync", rid, home=tmp_path / "alice")  # from her connected peer: Bob
+        assert synced.returncode == 0, synced.stderr
+        alices = person(tmp_path / "alice")
+        sh(alices, "fetch", "--quiet", "guts", f"refs/guts/{bob_id}/heads/main:refs/remotes/bob/main", cwd=project)
+        assert "add fix.txt" in sh(alices, "log", "--oneline", "main..bob/main", cwd=project).stdout
+        sh(alices, "merge", "--quiet", "--ff-only", "bob/main", cwd=project)
+        sh(alices, "push", "--quiet", "guts", "main", cwd=project)
+        assert shown(tmp_path / "alice", rid)["refs/heads/main"] == fix
+
+        again = run("repo", "sync", rid, home=tmp_path / "bob")
+        assert again.returncode == 0, again.stderr
+        assert shown(tmp_path / "bob", rid)["refs/heads/main"] == fix
+        sh(bobs, "pull", "--quiet", cwd=clone)
+        assert refs(bobs, clone, "refs/remotes/origin/main")["refs/remotes/origin/main"] == fix
+    finally:
+        for node in (alice, bob):
+            if node is not None:
+                stop(node)
