@@ -11,11 +11,14 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 
 from guts.errors import InvalidRid
+from guts.repo import _quarantine
+from guts.repo._objdir import unlisted
 from guts.repo._git import GitProcess, git_env, open_git
 from guts.repo.storage import (
     InvalidRefName,
@@ -45,6 +48,7 @@ from .repo_helpers import (
 )
 
 RID = make_rid("storage tests")
+RID2 = make_rid("storage tests, a second repository")
 
 
 @pytest.fixture(scope="module")
@@ -245,6 +249,79 @@ async def test_thin_pack_completed_from_the_repository(storage: Storage, history
     await storage.update_refs(RID, [RefUpdate("refs/heads/main", base, main)])
     assert await storage.resolve(RID, "refs/heads/main") == main
     fsck(storage.path(RID))
+
+
+def count_walks(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The oids of each connectivity walk (``rev-list --objects``) a quarantine runs."""
+    walks: list[list[str]] = []
+    real = _quarantine.run_git_status
+
+    async def counted(args: list[str], **kwargs: Any) -> Any:
+        if args[0] == "rev-list":
+            walks.append(kwargs["stdin"].decode().split())
+        return await real(args, **kwargs)
+
+    monkeypatch.setattr(_quarantine, "run_git_status", counted)
+    return walks
+
+
+async def test_the_walk_is_spared_only_where_everything_quarantined_is_complete(
+    storage: Storage, history: History, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    walks = count_walks(monkeypatch)
+    main = history.refs["refs/heads/main"]
+    base = git_text("rev-parse", main + "~10", git_dir=history.path)
+    await storage.create(RID)
+    async with storage.quarantine(RID) as q:
+        # A repository without objects, a pack index-pack --strict took:
+        # what the pack holds is complete, what it lacks is walked (and missing).
+        await q.ingest_pack(chunks(pack(history.path, [base])))
+        await q.check_connected([base])
+        assert walks == []
+        with pytest.raises(NotConnected):
+            await q.check_connected([base, main])
+        assert walks == [[main]]
+        # After a git command not known to index strictly, everything is walked.
+        async with q.git(["count-objects"]) as git_process:
+            await git_process.read_stdout(4096)
+        await q.check_connected([base])
+        assert walks[-1] == [base]
+        await q.migrate()
+    await storage.update_refs(RID, [RefUpdate("refs/heads/main", None, base)])
+    # The repository holds objects now: a strict pack's objects are walked
+    # (its links may end in the repository's objects).
+    async with storage.quarantine(RID) as q:
+        await q.ingest_pack(chunks(pack(history.path, [main], [base])))
+        await q.check_connected([main])
+        assert walks[-1] == [main]
+    # A loose object in the quarantine was not indexed: walked too; and so
+    # after one appeared in the repository.
+    await storage.create(RID2)
+    async with storage.quarantine(RID2) as q:
+        await q.ingest_pack(chunks(pack(history.path, [base])))
+        env = git_env({"GIT_DIR": str(storage.path(RID2)), "GIT_OBJECT_DIRECTORY": str(q.path)})
+        subprocess.run(["git", "hash-object", "-w", "--stdin"], input=b"loose\n", env=env, check=True)
+        await q.check_connected([base])
+        assert walks[-1] == [base]
+    async with storage.quarantine(RID2) as q:
+        await q.ingest_pack(chunks(pack(history.path, [base])))
+        await q.check_connected([base])
+        assert len(walks) == 4  # spared: nothing loose, nothing in the repository
+        git("hash-object", "-w", "--stdin", git_dir=storage.path(RID2), input=b"loose\n")
+        await q.check_connected([base])
+        assert len(walks) == 5
+
+
+def test_unlisted_reads_pack_indexes(history: History, tmp_path: Path) -> None:
+    packs = sorted((history.path / "objects" / "pack").glob("pack-*.idx"))
+    shown = [git("show-index", input=idx.read_bytes()).decode() for idx in packs]
+    listed = [line.split()[1] for text in shown for line in text.splitlines()]
+    assert len(listed) > 1000
+    absent = ["0" * 40, "f" * 40, listed[0][:-1] + ("0" if listed[0][-1] != "0" else "1")]
+    assert unlisted(packs, [*listed, *absent]) == [a for a in absent if a not in listed]
+    assert unlisted([tmp_path / "none.idx"], listed[:3]) == listed[:3]
+    (tmp_path / "v1.idx").write_bytes(b"\0" * 2048)  # not version 2: lists nothing
+    assert unlisted([tmp_path / "v1.idx"], listed[:3]) == listed[:3]
 
 
 async def test_migrate_only_after_verification(storage: Storage, history: History) -> None:

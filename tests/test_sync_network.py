@@ -13,12 +13,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 
 from guts.errors import InvalidIdentity, InvalidRefs
 from guts.host import Host
+from guts.repo import _quarantine
 from guts.repo.identity import sign_revision
 from guts.repo.layout import IDENTITY_REF, sigrefs_ref
 from guts.repo.pktline import Band, encode_line, encode_sideband
@@ -115,11 +117,33 @@ def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 # -- fetching ------------------------------------------------------------------------
 
 
-async def test_fetch_a_repository_then_one_new_commit(tmp_path: Path, source: History) -> None:
+def count_walks(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The oids of each connectivity walk (``rev-list --objects``) a quarantine runs."""
+    walks: list[list[str]] = []
+    real = _quarantine.run_git_status
+
+    async def counted(args: list[str], **kwargs: Any) -> Any:
+        if args[0] == "rev-list":
+            walks.append(kwargs["stdin"].decode().split())
+        return await real(args, **kwargs)
+
+    monkeypatch.setattr(_quarantine, "run_git_status", counted)
+    return walks
+
+
+async def test_fetch_a_repository_then_one_new_commit(
+    tmp_path: Path, source: History, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async with pair(tmp_path, source) as p:
+        walks = count_walks(monkeypatch)
         started = time.perf_counter()
         state = await fetch(p.b, p.repos_b, p.a.peer_id, p.rid)
         took = time.perf_counter() - started
+        # B had no objects, and index-pack --strict checked every link of
+        # what came: no walk (as git clone), refs as one packed-refs file.
+        assert walks == []
+        path_b = p.repos_b.storage.path(p.rid)
+        assert (path_b / "packed-refs").is_file() and not [f for f in (path_b / "refs").rglob("*") if f.is_file()]
         path_a, path_b = p.repos_a.storage.path(p.rid), p.repos_b.storage.path(p.rid)
         assert published(refs_of(path_b)) == published(refs_of(path_a))
         assert refs_of(path_b)[IDENTITY_REF] == refs_of(path_a)[IDENTITY_REF]
@@ -149,10 +173,12 @@ async def test_fetch_a_repository_then_one_new_commit(tmp_path: Path, source: Hi
         refs["refs/heads/main"] = new
         await p.repos_a.publish(p.rid, p.a.keypair, refs)
         packs = set((path_b / "objects" / "pack").glob("*.pack"))
+        walks.clear()  # (A's publish walked its new sigrefs commit)
         started = time.perf_counter()
         await fetch(p.b, p.repos_b, p.a.peer_id, p.rid)
         took = time.perf_counter() - started
         assert refs_of(path_b)["refs/heads/main"] == new
+        assert len(walks) == 1 and new in walks[0]  # B holds objects now: the new ones are walked
         assert published(refs_of(path_b)) == published(refs_of(path_a))
         fsck(path_b)
         # Two new packs: the one fetch-pack received, and the sigrefs commit

@@ -1,5 +1,5 @@
-"""Object directories on disk: quarantined objects moving in, and what a
-crash leaves behind.
+"""Object directories on disk: quarantined objects moving in, which
+objects a pack index lists, and what a crash leaves behind.
 
 Blocking file-system work, run by :mod:`guts.repo.storage` on a worker
 thread. Nothing here runs git: git never learns of a file until it is
@@ -11,10 +11,14 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Callable
+import struct
+from bisect import bisect_left
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-__all__ = ["CREATING", "QUARANTINE", "fsync_dir", "migrate_objects", "recover"]
+__all__ = [
+    "CREATING", "QUARANTINE", "fsync_dir", "has_objects", "loose_objects", "migrate_objects", "recover", "unlisted",
+]  # fmt: skip
 
 log = logging.getLogger("guts.repo.storage")
 
@@ -73,6 +77,83 @@ def migrate_objects(quarantine: Path, objects: Path) -> None:
                 changed.add(objects / "pack")
     for directory in sorted(changed) + ([objects] if changed else []):
         fsync_dir(directory)
+
+
+#: A version 2 pack index starts with these 8 bytes (git's default since 1.5.2).
+_IDX_V2 = b"\xfftOc\x00\x00\x00\x02"
+
+
+class _Names:
+    """The sorted object names of one pack index, as a sequence for
+    :func:`bisect_left` (the 20-byte slice at each position)."""
+
+    def __init__(self, table: bytes) -> None:
+        self._table = table
+
+    def __len__(self) -> int:
+        return len(self._table) // 20
+
+    def __getitem__(self, i: int) -> bytes:
+        return self._table[20 * i : 20 * i + 20]
+
+
+def unlisted(indexes: Iterable[Path], oids: Iterable[str]) -> list[str]:
+    """The oids (full sha1 hex) that none of the version 2 pack indexes
+    ``indexes`` lists, in order. An index that is missing, of another
+    version, or cut short lists nothing: its oids stay unlisted (the
+    caller then looks further, never less far)."""
+    rest = list(oids)
+    for idx in indexes:
+        if not rest:
+            break
+        try:
+            with open(idx, "rb") as file:
+                head = file.read(8 + 256 * 4)
+                if len(head) != 8 + 256 * 4 or head[:8] != _IDX_V2:
+                    continue
+                fanout = struct.unpack(">256I", head[8:])
+                table = file.read(20 * fanout[255])
+        except FileNotFoundError:
+            continue
+        if len(table) != 20 * fanout[255]:
+            continue
+        names = _Names(table)
+        kept = []
+        for oid in rest:
+            raw = bytes.fromhex(oid)
+            lo, hi = (fanout[raw[0] - 1] if raw[0] else 0), fanout[raw[0]]
+            i = bisect_left(names, raw, lo, hi)
+            if i >= hi or names[i] != raw:
+                kept.append(oid)
+        rest = kept
+    return rest
+
+
+def loose_objects(objects: Path) -> bool:
+    """Whether the object directory ``objects`` holds a loose object (a
+    fan-out directory that is not empty)."""
+    return any(
+        sub.is_dir() and len(sub.name) == 2 and any(True for _ in sub.iterdir()) for sub in objects.iterdir()
+    )
+
+
+def has_objects(objects: Path) -> bool:
+    """Whether a repository's object directory ``objects`` holds or lends
+    any object: a loose one, a pack file, an alternate, or anything this
+    module does not know (counted as objects). Quarantines (``incoming-*``)
+    do not count: git sees them only when told to."""
+    for entry in objects.iterdir():
+        if entry.name.startswith(QUARANTINE):
+            continue
+        if entry.name == "info" and entry.is_dir():
+            if any(name.startswith("alternates") for name in os.listdir(entry)):
+                return True
+        elif entry.name == "pack" and entry.is_dir():
+            if any(True for _ in entry.iterdir()):
+                return True
+        elif not (len(entry.name) == 2 and entry.is_dir() and not any(True for _ in entry.iterdir())):
+            return True
+    return False
 
 
 def _remove(path: Path, what: str) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import trio
 
 from guts.repo._git import CHUNK, GitError, GitProcess, open_git, run_git_status
-from guts.repo._objdir import migrate_objects
+from guts.repo._objdir import has_objects, loose_objects, migrate_objects, unlisted
 from guts.repo._storage_base import (
     _STRICT,
     NotConnected,
@@ -53,6 +53,8 @@ class Quarantine:
         self._config = config
         self._verified = False
         self._migrated = False
+        # Whether every pack here was indexed by ``index-pack --strict``.
+        self._strict = True
 
     @property
     def env(self) -> dict[str, str]:
@@ -75,10 +77,14 @@ class Quarantine:
             await git.read_stdout(1 << 20)
 
     @asynccontextmanager
-    async def git(self, args: list[str], *, timeout: float | None = None) -> AsyncIterator[GitProcess]:
+    async def git(
+        self, args: list[str], *, timeout: float | None = None, strict: bool = False
+    ) -> AsyncIterator[GitProcess]:
         """``git <args>`` run in the quarantine, streaming (objects it writes
         land here; ``git fetch-pack`` for the sync protocol), killed at
-        ``timeout`` (default: the pack deadline).
+        ``timeout`` (default: the pack deadline). ``strict``: every pack it
+        writes is indexed by ``index-pack --strict`` (``git fetch-pack``
+        with ``fetch.fsckObjects``), as :meth:`ingest_pack` indexes one.
 
         Raises:
             PackRejected: git failed or passed its deadline.
@@ -86,6 +92,7 @@ class Quarantine:
         if self._migrated:
             raise StorageError("this quarantine was migrated already")
         self._verified = False
+        self._strict = self._strict and strict
         limit = self._config.pack_timeout if timeout is None else timeout
         try:
             async with open_git(args, git_dir=self._repo, env=self.env, timeout=limit) as git:
@@ -131,12 +138,22 @@ class Quarantine:
         it reaches are in the quarantine or reached by the repository's
         refs. Required before :meth:`migrate`.
 
+        The walk (``git rev-list --objects``) is spared for the oids the
+        quarantine's packs hold when the repository itself holds no object
+        (one made by this operation) and every pack here was indexed by
+        ``index-pack --strict``: that checks that every object a pack's
+        objects link to exists, and with nothing outside the quarantine,
+        it exists here, so everything here is complete. ``git clone``
+        skips its walk for the same reason (its pack is self-contained).
+
         Raises:
             NotConnected: an oid or an object it reaches is missing.
         """
         if self._migrated:
             raise StorageError("this quarantine was migrated already")
         wanted = [_check_oid(oid) for oid in oids]
+        if wanted and self._strict:
+            wanted = await trio.to_thread.run_sync(self._unlisted_unless_complete, wanted)
         if wanted:
             result = await run_git_status(
                 ["rev-list", "--objects", "--stdin", "--not", "--all", "--quiet"],
@@ -149,6 +166,13 @@ class Quarantine:
             if result.returncode != 0:
                 raise NotConnected(f"objects missing: {_why(result.stderr, 'rev-list failed')}")
         self._verified = True
+
+    def _unlisted_unless_complete(self, oids: list[str]) -> list[str]:
+        """``oids`` less those a pack here holds, when everything here is
+        complete (see :meth:`check_connected`); else ``oids``."""
+        if has_objects(self._repo / "objects") or loose_objects(self.path):
+            return oids
+        return unlisted(sorted((self.path / "pack").glob("pack-*.idx")), oids)
 
     async def migrate(self) -> None:
         """Move the quarantined objects into the repository. Only after

@@ -21,7 +21,10 @@ order is always:
    makes must resolve.
 3. ``await q.check_connected(oids)``: what refs will name is present and
    complete down to what the refs already reach (``git rev-list --objects
-   --not --all``).
+   --not --all``). In a repository without objects (a new one), whose
+   quarantined packs were all indexed ``--strict``, every link resolved
+   inside the quarantine: oids its packs hold need no walk (``git clone``
+   skips its walk likewise).
 4. ``await q.migrate()``: the objects move in (loose ones, then each pack's
    ``.pack`` before its ``.idx``: git finds packs by their index), and the
    directories are fsynced.

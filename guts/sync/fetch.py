@@ -217,7 +217,8 @@ async def _fetch_pack(
     to ``peer``; ``budget`` is the response bytes left for this fetch,
     ``received`` is called after each piece of a response."""
     wants = b"".join(encode_line(oid) for oid in oids) + b"0000"
-    async with quarantine.git(_FETCH_PACK, timeout=cfg.deadline) as git:
+    # strict: with fetch.fsckObjects, fetch-pack runs index-pack --strict (see Quarantine.check_connected)
+    async with quarantine.git(_FETCH_PACK, timeout=cfg.deadline, strict=True) as git:
         await git.stdin.send_all(wants + ADVERTISEMENT)
         decoder, request, exchanges = PktLineDecoder(), bytearray(), 0
         while chunk := await git.stdout.receive_some(_CHUNK):
