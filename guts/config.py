@@ -12,15 +12,39 @@ The config file is TOML::
     dht_protocol = "/guts/kad/1.0.0"
     topics = ["guts/announce"]
 
+    # Repositories and sync (each a bound on what peers may send or ask):
+    repo_max_pack_bytes = "16GiB"     # or a number of bytes
+    repo_max_refs = 10000             # refs in one signed statement
+    repo_max_identity_bytes = 16384   # bytes of one identity document
+    repo_max_namespaces = 1024        # statements in one sync answer
+    sync_idle_timeout = 60.0          # seconds without progress
+    sync_deadline = 21600.0           # seconds for one whole fetch
+    sync_max_uploads = 16             # upload-packs served at once
+    sync_max_uploads_per_peer = 4     # of those, for one peer
+
 Environment variables: ``GUTS_HOME``, ``GUTS_LISTEN`` and ``GUTS_BOOTSTRAP``
 (comma-separated multiaddrs), ``GUTS_MAX_CONNECTIONS``,
 ``GUTS_CONNECTION_TIMEOUT``, ``GUTS_KEEP_ALIVE``, ``GUTS_DHT_MODE``,
-``GUTS_DHT_PROTOCOL``, ``GUTS_TOPICS`` (comma-separated).
+``GUTS_DHT_PROTOCOL``, ``GUTS_TOPICS`` (comma-separated), and each
+repository and sync limit as ``GUTS_`` and its name in capitals
+(``GUTS_REPO_MAX_PACK_BYTES=500MiB``, ``GUTS_SYNC_DEADLINE=3600``).
+
+The limits are checked here, each against a range
+(:data:`LIMIT_RANGES`): a value outside it is a :class:`ConfigError`
+naming the file, variable or flag it came from, and so is an idle timeout
+longer than the deadline. :func:`guts.node.repositories_config` and
+:func:`guts.node.sync_config` turn them into the repository and sync
+configs (built there, not here: this module stays light for
+``git-remote-guts``, which reads only where the node's socket is). A pack
+size is a whole number of bytes or a number with a binary unit: ``B``,
+``KiB``, ``MiB``, ``GiB``, ``TiB`` (``"1.5GiB"``; any case, a space
+allowed); decimal units (``GB``) are refused, being ambiguous.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -40,6 +64,7 @@ __all__ = [
     "CONTROL_SOCKET",
     "DEFAULT_DHT_PROTOCOL",
     "DHT_MODES",
+    "LIMIT_RANGES",
 ]
 
 DEFAULT_LISTEN = ("/ip4/0.0.0.0/tcp/9000", "/ip4/0.0.0.0/tcp/9001/ws")
@@ -48,6 +73,28 @@ KEY_FILE = "identity.key"
 CONTROL_SOCKET = "control.sock"
 DHT_MODES = ("auto", "client", "server")
 DEFAULT_DHT_PROTOCOL = "/guts/kad/1.0.0"
+
+_KIB, _MIB, _GIB, _TIB = 1024, 1024**2, 1024**3, 1024**4
+
+#: The range each limit must fall in, both ends included. The lower ends
+#: are what the protocols need to work at all: a pack holds at least a
+#: repository's own layout commits (a few KiB) and a push's framing; a
+#: statement lists at least one ref, a sync answer carries at least one
+#: namespace; an identity document of one delegate, a short name and
+#: description fits in 1 KiB; git's upload-pack counts its idle timeout in
+#: whole seconds. The upper ends catch a slip of the keyboard (``16e12``)
+#: and keep one statement within one sync answer (64 MiB, about 210 bytes
+#: a ref).
+LIMIT_RANGES: dict[str, tuple[float, float]] = {
+    "repo_max_pack_bytes": (_MIB, _TIB),
+    "repo_max_refs": (1, 250_000),
+    "repo_max_identity_bytes": (_KIB, _MIB),
+    "repo_max_namespaces": (1, 100_000),
+    "sync_idle_timeout": (1.0, 86_400.0),
+    "sync_deadline": (1.0, 7 * 86_400.0),
+    "sync_max_uploads": (1, 1024),
+    "sync_max_uploads_per_peer": (1, 1024),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +115,22 @@ class NodeConfig:
         dht_protocol: the kad-dht protocol id; ``/guts/kad/1.0.0`` keeps a
             Guts network apart from IPFS's ``/ipfs/kad/1.0.0``.
         topics: gossip topics to subscribe to at start.
+        repo_max_pack_bytes: the largest pack received (a fetch's response
+            bytes, a push's pack, an import) or served (an upload stops
+            past it). 16 GiB: a Linux clone is 5.65 GiB; Radicle's limit
+            is 500 MiB.
+        repo_max_refs: refs in one signed statement, ours or a peer's (the
+            statement's bytes are allowed about 210 a ref, at least 2 MiB).
+        repo_max_identity_bytes: bytes of one identity document.
+        repo_max_namespaces: namespaces (statements) in one sync answer.
+        sync_idle_timeout: seconds a transfer may make no progress (a
+            stalled peer, a pack that stopped flowing) before it is abandoned.
+        sync_deadline: seconds one whole fetch may take, pack included; an
+            upload-pack served is killed past it too.
+        sync_max_uploads: upload-packs this node runs at once for peers
+            (``BUSY`` past it).
+        sync_max_uploads_per_peer: of those, for one peer (in effect at
+            most ``sync_max_uploads``).
     """
 
     home: Path
@@ -80,6 +143,14 @@ class NodeConfig:
     dht_mode: str = "auto"
     dht_protocol: str = DEFAULT_DHT_PROTOCOL
     topics: tuple[str, ...] = ()
+    repo_max_pack_bytes: int = 16 * _GIB
+    repo_max_refs: int = 10_000
+    repo_max_identity_bytes: int = 16 * _KIB
+    repo_max_namespaces: int = 1024
+    sync_idle_timeout: float = 60.0
+    sync_deadline: float = 6 * 3600.0
+    sync_max_uploads: int = 16
+    sync_max_uploads_per_peer: int = 4
 
     @property
     def key_file(self) -> Path:
@@ -139,6 +210,65 @@ def _topics(value: Any, where: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))
 
 
+_UNITS = {"": 1, "b": 1, "kib": _KIB, "mib": _MIB, "gib": _GIB, "tib": _TIB}
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", re.IGNORECASE | re.ASCII)
+
+
+def _size(value: Any, where: str) -> int:
+    """A byte count: an int, or text like ``"16GiB"`` or ``"1.5 MiB"``.
+
+    Raises:
+        ConfigError: anything else (a decimal unit like ``GB``, a fraction
+            of a byte, a negative number, a bool); the message begins with
+            ``where``.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ConfigError(f"{where}: must not be negative")
+        return value
+    match = _SIZE.fullmatch(value) if isinstance(value, str) else None
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _UNITS:
+        raise ConfigError(f"{where}: expected bytes, or a size like '16GiB' (B, KiB, MiB, GiB, TiB), got {value!r}")
+    # Exact arithmetic: "1.1GiB" is no whole number of bytes.
+    whole, _, fraction = str(match.group(1)).partition(".")
+    numerator = int(whole + fraction) * _UNITS[unit]
+    denominator: int = 10 ** len(fraction)
+    if numerator % denominator:
+        raise ConfigError(f"{where}: {value!r} is not a whole number of bytes")
+    return numerator // denominator
+
+
+def _whole(value: Any, where: str) -> int:
+    if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+        raise ConfigError(f"{where}: expected a whole number, got {value!r}")
+    if isinstance(value, str) and not (value.strip().isascii() and value.strip().isdigit()):
+        raise ConfigError(f"{where}: expected a whole number, got {value!r}")
+    return int(_number(value, where, int))
+
+
+def _seconds(value: Any, where: str) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a number of seconds, got {value!r}")
+    return float(_number(value, where, float))
+
+
+def _shown(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
+
+
+def _limit(key: str, parse: Any) -> Any:
+    low, high = LIMIT_RANGES[key]
+
+    def check(value: Any, where: str) -> Any:
+        number = parse(value, where)
+        if not low <= number <= high:
+            raise ConfigError(f"{where}: {_shown(number)} is outside {_shown(low)} to {_shown(high)}")
+        return number
+
+    return check
+
+
 _FIELDS: dict[str, Any] = {
     "listen": lambda v, w: _addrs(v, w),
     "bootstrap": lambda v, w: _addrs(v, w),
@@ -148,6 +278,14 @@ _FIELDS: dict[str, Any] = {
     "dht_mode": lambda v, w: _choice(v, w, DHT_MODES),
     "dht_protocol": _protocol_id,
     "topics": _topics,
+    "repo_max_pack_bytes": _limit("repo_max_pack_bytes", _size),
+    "repo_max_refs": _limit("repo_max_refs", _whole),
+    "repo_max_identity_bytes": _limit("repo_max_identity_bytes", _whole),
+    "repo_max_namespaces": _limit("repo_max_namespaces", _whole),
+    "sync_idle_timeout": _limit("sync_idle_timeout", _seconds),
+    "sync_deadline": _limit("sync_deadline", _seconds),
+    "sync_max_uploads": _limit("sync_max_uploads", _whole),
+    "sync_max_uploads_per_peer": _limit("sync_max_uploads_per_peer", _whole),
 }
 
 
@@ -171,11 +309,14 @@ def load_config(
         overrides: other flags (``max_connections=...``); ``None`` values are ignored.
 
     Raises:
-        ConfigError: a value does not parse; the message names where it came from.
+        ConfigError: a value does not parse or is out of its range, or the
+            sync idle timeout is longer than the sync deadline; the message
+            names where the value came from.
     """
     env = os.environ if env is None else env
     home = (home or default_home(env)).expanduser()
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}  # where each value came from, for errors between settings
     path = home / CONFIG_FILE
     if path.exists():
         try:
@@ -185,10 +326,12 @@ def load_config(
         for key, value in data.items():
             if key not in _FIELDS:
                 raise ConfigError(f"{path}: unknown setting {key!r}")
-            values[key] = _FIELDS[key](value, f"{path}: {key}")
+            sources[key] = f"{path}: {key}"
+            values[key] = _FIELDS[key](value, sources[key])
     for key, parse in _FIELDS.items():
         name = f"GUTS_{key.upper()}"
         if env.get(name):
+            sources[key] = name
             values[key] = parse(env[name], name)
     if listen:
         values["listen"] = _addrs(list(listen), "--listen")
@@ -198,5 +341,18 @@ def load_config(
         values["topics"] = _topics(list(topics), "--topic")
     for key, value in overrides.items():
         if value is not None:
-            values[key] = _FIELDS[key](value, f"--{key.replace('_', '-')}")
-    return replace(NodeConfig(home=home), **values)
+            sources[key] = f"--{key.replace('_', '-')}"
+            values[key] = _FIELDS[key](value, sources[key])
+    config = replace(NodeConfig(home=home), **values)
+    idle, deadline = config.sync_idle_timeout, config.sync_deadline
+    if idle > deadline:  # the idle timeout would never fire; one of the two is a mistake
+        if "sync_deadline" in sources:
+            raise ConfigError(
+                f"{sources['sync_deadline']}: sync_deadline ({_shown(deadline)} s) is shorter than "
+                f"sync_idle_timeout ({_shown(idle)} s, from {sources.get('sync_idle_timeout', 'the default')})"
+            )
+        raise ConfigError(
+            f"{sources['sync_idle_timeout']}: sync_idle_timeout ({_shown(idle)} s) is longer than "
+            f"sync_deadline ({_shown(deadline)} s, the default)"
+        )
+    return config

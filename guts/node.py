@@ -3,7 +3,8 @@ host with TCP and WebSocket transports, identify, ping, the Kademlia DHT
 (which dials the bootstrap peers), gossipsub with the configured topics
 subscribed, and the repositories stored under ``GUTS_HOME/storage``
 (:class:`~guts.repo.state.Repositories`, opened and repaired at start)
-served to peers by the sync protocol (:mod:`guts.sync`).
+served to peers by the sync protocol (:mod:`guts.sync`), both under the
+limits the config sets (:func:`repositories_config`, :func:`sync_config`).
 
 The local control API sits one layer above and drives a node from outside:
 :func:`guts.control.open_controlled_node` runs a node with it.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import trio
@@ -28,13 +29,48 @@ from guts.host import Host, HostConfig, open_host
 from guts.identify import Identify
 from guts.multiaddr import Multiaddr
 from guts.ping import Ping
-from guts.repo.state import Repositories
-from guts.sync import SyncService
+from guts.repo.identity import IdentityLimits
+from guts.repo.sigrefs import RefsLimits
+from guts.repo.state import Repositories, RepositoriesConfig
+from guts.repo.storage import StorageConfig
+from guts.sync import SyncConfig, SyncService
 from guts.transport import TcpTransport, Transport, WebSocketTransport
 
-__all__ = ["Node", "open_node", "expand_unspecified"]
+__all__ = ["Node", "open_node", "expand_unspecified", "repositories_config", "sync_config"]
 
 log = logging.getLogger("guts.node")
+
+# A statement's bytes are allowed what the defaults allow a ref (about 210:
+# an oid and a name of a usual length), never less than the default total.
+_REFS = RefsLimits()
+_BYTES_PER_REF = _REFS.max_bytes // _REFS.max_refs
+
+
+def repositories_config(config: NodeConfig) -> RepositoriesConfig:
+    """The repository limits ``config`` sets; every other bound (name and
+    description sizes, delegates, revisions, git's deadlines) keeps its
+    default."""
+    refs = RefsLimits(
+        max_refs=config.repo_max_refs,
+        max_bytes=max(_REFS.max_bytes, config.repo_max_refs * _BYTES_PER_REF),
+    )
+    return RepositoriesConfig(
+        identity=replace(IdentityLimits(), max_document=config.repo_max_identity_bytes),
+        refs=refs,
+        storage=replace(StorageConfig(), max_pack_bytes=config.repo_max_pack_bytes),
+    )
+
+
+def sync_config(config: NodeConfig) -> SyncConfig:
+    """The sync limits ``config`` sets; the message sizes keep their defaults."""
+    return replace(
+        SyncConfig(),
+        max_namespaces=config.repo_max_namespaces,
+        idle_timeout=config.sync_idle_timeout,
+        deadline=config.sync_deadline,
+        max_uploads=config.sync_max_uploads,
+        max_uploads_per_peer=config.sync_max_uploads_per_peer,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +86,10 @@ class Node:
     #: The repositories in ``config.home / "storage"``; ``None`` on a node
     #: that persists nothing (a short-lived one answering one command).
     repos: Repositories | None = None
-    #: Serves ``/guts/sync/1.0.0`` from ``repos``; ``None`` when there are none.
+    #: Serves ``/guts/sync/1.0.0`` from ``repos``; ``None`` when there are
+    #: none. ``sync.config`` is the :class:`SyncConfig` in force, for
+    #: serving and for the fetches this node makes (pass it to
+    #: :func:`guts.sync.fetch`).
     sync: SyncService | None = None
     #: The subscriptions to ``config.topics``, by topic.
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
@@ -121,7 +160,7 @@ async def open_node(
             transports = [TcpTransport(), WebSocketTransport()]
         store = DhtStore.in_home(config.home) if persist else None
         # Before the host: repositories are verified and repaired before any peer can ask for one.
-        repos = await Repositories.open(config.home / "storage") if persist else None
+        repos = await Repositories.open(config.home / "storage", repositories_config(config)) if persist else None
         dht_config = DhtConfig(protocol=config.dht_protocol, mode=DhtMode(config.dht_mode), bootstrap=config.bootstrap)
         async with open_host(keypair, transports, host_config) as host:
             node = Node(
@@ -132,7 +171,7 @@ async def open_node(
                 dht=Dht(host, dht_config, store),
                 pubsub=Gossipsub(host),
                 repos=repos,
-                sync=None if repos is None else SyncService(host, repos),
+                sync=None if repos is None else SyncService(host, repos, sync_config(config)),
             )
             await host.start(node.pubsub.run)
             for topic in config.topics:

@@ -1,9 +1,21 @@
+import os
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
 
-from guts.config import DEFAULT_LISTEN, load_config
+from guts.config import DEFAULT_LISTEN, NodeConfig, load_config
+from guts.crypto import KeyPair
 from guts.errors import ConfigError
+from guts.node import open_node, repositories_config, sync_config
+from guts.repo.identity import IdentityLimits
+from guts.repo.sigrefs import RefsLimits
+from guts.repo.state import RepositoriesConfig
+from guts.repo.storage import PackRejected, StorageConfig
+from guts.sync import SyncConfig, fetch
+from guts.transport import MemoryNetwork, MemoryTransport
+
+from .repo_helpers import _Stream, init_bare
 
 
 def test_defaults(tmp_path: Path) -> None:
@@ -72,3 +84,205 @@ def test_bad_dht_and_topic_settings(tmp_path: Path, text: str, where: str) -> No
     (tmp_path / "config.toml").write_text(text + "\n")
     with pytest.raises(ConfigError, match=where):
         load_config(tmp_path, env={})
+
+
+# -- repository and sync limits ------------------------------------------------------
+
+#: Each limit as the file writes it and what that parses to, as the
+#: environment writes it and what that parses to, and a flag's value.
+LIMITS: dict[str, tuple[str, object, str, object, object]] = {
+    "repo_max_pack_bytes": ('"500MiB"', 500 * 1024**2, "2GiB", 2 * 1024**3, 3 * 1024**2),
+    "repo_max_refs": ("20000", 20_000, "50", 50, 3),
+    "repo_max_identity_bytes": ("32768", 32 * 1024, "4096", 4096, 2048),
+    "repo_max_namespaces": ("64", 64, "8", 8, 3),
+    "sync_idle_timeout": ("30.5", 30.5, "10", 10.0, 5.0),
+    "sync_deadline": ("3600", 3600.0, "7200.5", 7200.5, 60.0),
+    "sync_max_uploads": ("8", 8, "32", 32, 3),
+    "sync_max_uploads_per_peer": ("2", 2, "1", 1, 3),
+}
+
+
+def test_limit_defaults_are_the_protocols_defaults(tmp_path: Path) -> None:
+    cfg = load_config(tmp_path, env={})
+    assert cfg.repo_max_pack_bytes == 16 * 1024**3  # far above Radicle's 500 MiB; a Linux clone is 5.65 GiB
+    assert repositories_config(cfg) == RepositoriesConfig()
+    assert sync_config(cfg) == SyncConfig()
+
+
+@pytest.mark.parametrize("key", sorted(LIMITS))
+def test_each_limit_from_file_env_and_flag(tmp_path: Path, key: str) -> None:
+    in_file, from_file, in_env, from_env, flag = LIMITS[key]
+    (tmp_path / "config.toml").write_text(f"{key} = {in_file}\n")
+    assert getattr(load_config(tmp_path, env={}), key) == from_file
+    # The environment beats the file, a flag beats both.
+    env = {f"GUTS_{key.upper()}": in_env}
+    assert getattr(load_config(tmp_path, env=env), key) == from_env
+    assert getattr(load_config(tmp_path, env=env, **{key: flag}), key) == flag
+    # An empty variable is no setting, as for the others.
+    assert getattr(load_config(tmp_path, env={f"GUTS_{key.upper()}": ""}), key) == from_file
+
+
+def test_limits_from_the_environment_reach_the_configs(tmp_path: Path) -> None:
+    env = {f"GUTS_{key.upper()}": text for key, (_, _, text, _, _) in LIMITS.items()}
+    cfg = load_config(tmp_path, env=env)
+    repos = repositories_config(cfg)
+    assert repos.storage.max_pack_bytes == 2 * 1024**3
+    assert (repos.refs.max_refs, repos.identity.max_document) == (50, 4096)
+    assert repos.storage.pack_timeout == StorageConfig().pack_timeout  # what is not a setting keeps its default
+    assert repos.identity.max_delegates == IdentityLimits().max_delegates
+    sync = sync_config(cfg)
+    assert (sync.max_namespaces, sync.idle_timeout, sync.deadline) == (8, 10.0, 7200.5)
+    assert (sync.max_uploads, sync.max_uploads_per_peer) == (32, 1)
+    assert (sync.max_request, sync.max_refs_message) == (SyncConfig().max_request, SyncConfig().max_refs_message)
+
+
+def test_a_statements_bytes_grow_with_its_refs(tmp_path: Path) -> None:
+    default = RefsLimits()
+    few = repositories_config(load_config(tmp_path, env={}, repo_max_refs=10)).refs
+    assert few == RefsLimits(max_refs=10, max_bytes=default.max_bytes)  # never below the default total
+    many = repositories_config(load_config(tmp_path, env={}, repo_max_refs=250_000)).refs
+    assert many.max_bytes == 250_000 * (default.max_bytes // default.max_refs)
+    assert many.max_bytes < SyncConfig().max_refs_message  # one statement still fits in one sync answer
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("1048576", 1024**2),
+        ("1MiB", 1024**2),
+        ("16GiB", 16 * 1024**3),
+        ("16 gib", 16 * 1024**3),
+        ("1.5GiB", 3 * 512 * 1024**2),
+        ("1024KiB", 1024**2),
+        ("1TiB", 1024**4),
+        ("2097152B", 2 * 1024**2),
+    ],
+)
+def test_pack_sizes_with_units(tmp_path: Path, text: str, size: int) -> None:
+    assert load_config(tmp_path, env={"GUTS_REPO_MAX_PACK_BYTES": text}).repo_max_pack_bytes == size
+    (tmp_path / "config.toml").write_text(f'repo_max_pack_bytes = "{text}"\n')
+    assert load_config(tmp_path, env={}).repo_max_pack_bytes == size
+
+
+def test_a_pack_size_as_a_toml_integer(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text("repo_max_pack_bytes = 8_589_934_592\n")
+    assert load_config(tmp_path, env={}).repo_max_pack_bytes == 8 * 1024**3
+
+
+BAD_LIMITS = [
+    ("repo_max_pack_bytes", '"16GB"', "16GB", "KiB, MiB, GiB"),  # decimal units are ambiguous
+    ("repo_max_pack_bytes", '"lots"', "lots", "a size like"),
+    ("repo_max_pack_bytes", '"1.0000001MiB"', "1.0000001MiB", "not a whole number of bytes"),
+    ("repo_max_pack_bytes", "1000", "1000", "outside 1048576 to 1099511627776"),  # under the smallest pack
+    ("repo_max_pack_bytes", '"2TiB"', "2TiB", "outside"),
+    ("repo_max_pack_bytes", "-5", "-5", "negative|a size like"),
+    ("repo_max_pack_bytes", "true", "true", "a size like"),
+    ("repo_max_refs", "0", "0", "outside 1 to 250000"),
+    ("repo_max_refs", "1000000", "1000000", "outside"),
+    ("repo_max_refs", "1.5", "1.5", "whole number"),
+    ("repo_max_identity_bytes", "100", "100", "outside 1024 to 1048576"),  # a document needs more
+    ("repo_max_namespaces", "0", "0", "outside 1 to"),
+    ("repo_max_namespaces", '"many"', "many", "whole number"),
+    ("sync_idle_timeout", "0", "0", "outside 1 to 86400"),  # git counts its timeout in whole seconds
+    ("sync_idle_timeout", "0.5", "0.5", "outside"),
+    ("sync_idle_timeout", '"soon"', "soon", "a number"),
+    ("sync_deadline", "0", "0", "outside 1 to 604800"),
+    ("sync_deadline", "1e9", "inf", "outside"),
+    ("sync_max_uploads", "0", "0", "outside 1 to 1024"),
+    ("sync_max_uploads", "true", "yes", "whole number"),
+    ("sync_max_uploads_per_peer", "0", "0", "outside 1 to 1024"),
+    ("sync_max_uploads_per_peer", "-1", "-1", "negative|whole number"),
+]
+
+
+@pytest.mark.parametrize(("key", "toml", "env", "why"), BAD_LIMITS)
+def test_bad_limits_name_their_source(tmp_path: Path, key: str, toml: str, env: str, why: str) -> None:
+    (tmp_path / "config.toml").write_text(f"{key} = {toml}\n")
+    with pytest.raises(ConfigError, match=why) as info:
+        load_config(tmp_path, env={})
+    assert str(info.value).startswith(f"{tmp_path / 'config.toml'}: {key}: ")
+    (tmp_path / "config.toml").unlink()
+    name = f"GUTS_{key.upper()}"
+    with pytest.raises(ConfigError, match=why) as info:
+        load_config(tmp_path, env={name: env})
+    assert str(info.value).startswith(f"{name}: ")
+
+
+def test_a_bad_limit_flag_names_the_flag(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="^--sync-max-uploads: 0 is outside"):
+        load_config(tmp_path, env={}, sync_max_uploads=0)
+
+
+def test_a_deadline_shorter_than_the_idle_timeout_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text("sync_idle_timeout = 120\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path, env={"GUTS_SYNC_DEADLINE": "90"})
+    message = str(info.value)
+    assert message.startswith("GUTS_SYNC_DEADLINE: sync_deadline (90 s) is shorter than sync_idle_timeout (120 s")
+    assert f"from {tmp_path / 'config.toml'}: sync_idle_timeout" in message
+    with pytest.raises(ConfigError, match="^--sync-deadline: .*from the default"):
+        load_config(tmp_path / "elsewhere", env={}, sync_deadline=30)
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "elsewhere", env={"GUTS_SYNC_IDLE_TIMEOUT": "30000"})
+    assert str(info.value) == (
+        "GUTS_SYNC_IDLE_TIMEOUT: sync_idle_timeout (30000 s) is longer than sync_deadline (21600 s, the default)"
+    )
+    # Equal is fine; so is more uploads per peer than in all (the node's cap binds first).
+    cfg = load_config(tmp_path, env={"GUTS_SYNC_DEADLINE": "120", "GUTS_SYNC_MAX_UPLOADS": "2"})
+    assert (cfg.sync_deadline, cfg.sync_max_uploads, cfg.sync_max_uploads_per_peer) == (120.0, 2, 4)
+
+
+# -- a node under small limits ---------------------------------------------------------
+
+
+def big_repository(path: Path) -> Path:
+    """A bare repository of one commit holding 2 MiB of random bytes: a
+    pack git cannot compress below 2 MiB."""
+    init_bare(path)
+    stream = _Stream()
+    stream.commit("refs/heads/main", "big", {"big.bin": os.urandom(2 * 1024**2)})
+    stream.run(path)
+    return path
+
+
+def memory_node_config(home: Path, env: dict[str, str]) -> NodeConfig:
+    return load_config(home, env=env, listen=["/memory/0"], keep_alive=0)
+
+
+async def test_a_node_enforces_its_configured_pack_limit(tmp_path: Path) -> None:
+    source = big_repository(tmp_path / "big.git")
+    net = MemoryNetwork()
+    configs = {
+        "a": memory_node_config(tmp_path / "a", {}),
+        "small": memory_node_config(
+            tmp_path / "small", {"GUTS_REPO_MAX_PACK_BYTES": "1MiB", "GUTS_SYNC_MAX_UPLOADS": "3"}
+        ),
+        "large": memory_node_config(tmp_path / "large", {"GUTS_REPO_MAX_PACK_BYTES": "4 MiB"}),
+    }
+    async with AsyncExitStack() as stack:
+        nodes = {
+            name: await stack.enter_async_context(
+                open_node(cfg, keypair=KeyPair.generate(), transports=[MemoryTransport(net)])
+            )
+            for name, cfg in configs.items()
+        }
+        for name, node in nodes.items():
+            assert node.repos is not None and node.sync is not None
+            assert node.repos.config == repositories_config(configs[name])
+            assert node.repos.storage.config.max_pack_bytes == configs[name].repo_max_pack_bytes
+            assert node.sync.config == sync_config(configs[name])
+        assert nodes["small"].sync is not None and nodes["small"].sync.config.max_uploads == 3
+        a = nodes["a"]
+        assert a.repos is not None
+        rid = str((await a.repos.init(source, keypair=a.host.keypair)).rid)
+        for name in ("small", "large"):
+            await nodes[name].host.connect(a.addrs[0])
+        small = nodes["small"]
+        assert small.repos is not None and small.sync is not None
+        with pytest.raises(PackRejected, match="over the pack limit"):
+            await fetch(small.host, small.repos, a.host.peer_id, rid, small.sync.config)
+        assert await small.repos.storage.list() == []
+        large = nodes["large"]
+        assert large.repos is not None and large.sync is not None
+        state = await fetch(large.host, large.repos, a.host.peer_id, rid, large.sync.config)
+        assert str(state.rid) == rid
