@@ -39,6 +39,7 @@ from typing import Any
 from bench import _procs, _report
 from bench._procs import ROOT, STATE_DIR, MeasureError
 from bench._repo_clone import clones
+from bench._repo_memory import growth_mib, memory
 from bench._repo_history import add_commit, copy_project, git, git_env, refs_of, synthesize
 from bench._sections import write_section
 from bench._wire import median
@@ -53,10 +54,11 @@ class Profile:
     commits: int
     runs: int  # cold replications per source (each on a fresh node B)
     fetch_runs: int  # one-commit fetches per source
+    memory_mib: int = 1024  # the history whose sync the memory row watches
 
 
 FULL = Profile(commits=10_000, runs=3, fetch_runs=5)
-QUICK = Profile(commits=2_000, runs=1, fetch_runs=2)
+QUICK = Profile(commits=2_000, runs=1, fetch_runs=2, memory_mib=64)
 
 
 def _timed(cmd: list[str], *, env: dict[str, str] | None = None, timeout: float = 600) -> tuple[float, str]:
@@ -358,6 +360,11 @@ def measure(p: Profile, tmp: Path) -> dict[str, Any]:
                 results[source.key]["one_commit"] = one_commit(source, rids[source.key], node_a, url, tmp, p)
         finally:
             node_a.close()
+    print(f"  [{p.memory_mib:,} MiB of random blobs] memory while it syncs ...", flush=True)
+    try:
+        results["memory"] = memory(p.memory_mib, tmp, _node, _guts)
+    except (MeasureError, OSError, KeyError, ValueError, subprocess.SubprocessError) as exc:
+        results["memory"] = {"error": str(exc)}
     return results
 
 
@@ -374,6 +381,15 @@ def table_rows(record: dict[str, Any], *, markdown: bool) -> list[tuple[str, ...
     for key, res in record["results"].items():
         if "error" in res:
             rows.append((f"{key}: failed", "—", "—", "—", "—"))
+            continue
+        if key == "memory":
+            worst = max(growth_mib(res, "a"), growth_mib(res, "b"))
+            rows.append((
+                f"RSS growth while a {res['pack_bytes'] / 2**20:,.0f} MiB pack syncs (`guts repo sync`, "
+                f"{_s(res['seconds'])}): A (serving) / B (fetching)",
+                f"{growth_mib(res, 'a'):.1f} / {growth_mib(res, 'b'):.1f} MiB", "", "",
+                f"≤ 50 MiB {ok if worst <= 50 else bad}",
+            ))  # fmt: skip
             continue
         rep, one = res.get("replication"), res.get("one_commit")
         title = res["title"]
