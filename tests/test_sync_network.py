@@ -5,6 +5,7 @@ repository as it was and logs a line naming the peer)."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import re
 import subprocess
@@ -51,6 +52,7 @@ from .repo_helpers import History, build_history, git, git_text, pack_objects, r
 from .repo_helpers import pack as repo_pack
 
 LOGGER = "guts.sync"
+fetch_module = importlib.import_module("guts.sync.fetch")  # (guts.sync re-exports the function as ``fetch``)
 
 
 @pytest.fixture(scope="module")
@@ -136,12 +138,22 @@ async def test_fetch_a_repository_then_one_new_commit(
 ) -> None:
     async with pair(tmp_path, source) as p:
         walks = count_walks(monkeypatch)
+        relayed: list[bytes] = []
+        relay = fetch_module._relay
+
+        async def counted_relay(*args: Any) -> None:
+            relayed.append(args[3])
+            await relay(*args)
+
+        monkeypatch.setattr(fetch_module, "_relay", counted_relay)
         started = time.perf_counter()
         state = await fetch(p.b, p.repos_b, p.a.peer_id, p.rid)
         took = time.perf_counter() - started
         # B had no objects, and index-pack --strict checked every link of
         # what came: no walk (as git clone), refs as one packed-refs file.
         assert walks == []
+        # fetch-pack's ls-refs was answered locally: one request went to A, its fetch.
+        assert len(relayed) == 1 and b"command=fetch" in relayed[0]
         path_b = p.repos_b.storage.path(p.rid)
         assert (path_b / "packed-refs").is_file() and not [f for f in (path_b / "refs").rglob("*") if f.is_file()]
         path_a, path_b = p.repos_a.storage.path(p.rid), p.repos_b.storage.path(p.rid)

@@ -18,6 +18,7 @@ Theory of operation
    :data:`~guts.repo.storage.FSCK_LENIENT`), every pack kept as a pack
    (``unpackLimit=1``, ``--lock-pack``, thin), the wanted oids read from
    stdin. It first reads :data:`~guts.sync.upload_rules.ADVERTISEMENT`;
+   its ``ls-refs`` is answered here (no refs: we want oids, not names);
    then each request it writes (pkt-lines up to a flush) goes to the peer
    on a new stream as ``GetObjects``, and the peer's raw upload-pack
    response comes back into fetch-pack's stdin, followed by ``0002`` once
@@ -50,7 +51,14 @@ from guts.host import Host
 from guts.multiaddr import Multiaddr
 from guts.peer import PeerId
 from guts.repo.identity import SignedRevision
-from guts.repo.pktline import FlushPacket, PktLineDecoder, ResponseTracker, encode_line, encode_packet
+from guts.repo.pktline import (
+    RESPONSE_END_PKT,
+    FlushPacket,
+    PktLineDecoder,
+    ResponseTracker,
+    encode_line,
+    encode_packet,
+)
 from guts.repo.rid import Rid
 from guts.repo.sigrefs import SignedStatement
 from guts.repo.state import Repositories, RepoState
@@ -85,6 +93,11 @@ _FETCH_PACK = [
     "-c", "fetch.unpackLimit=1",
     "fetch-pack", "--stateless-rpc", "--stdin", "--lock-pack", "--thin", "--no-progress", "guts",
 ]  # fmt: skip
+#: fetch-pack's ``ls-refs`` request, and the answer given here: no refs.
+#: Our wants are oids the signed statements list, never ref names, and
+#: protocol v2 lets fetch-pack want any oid; its haves come from our refs.
+_LS_REFS = encode_line("command=ls-refs")
+_NO_REFS = b"0000" + RESPONSE_END_PKT
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +250,10 @@ async def _fetch_pack(
                 if len(request) > cfg.max_request:
                     raise SyncError(f"git's request is over {cfg.max_request} bytes")
                 if isinstance(packet, FlushPacket):
-                    await _relay(host, peer, rid, bytes(request), git.stdin, cfg, budget, received)
+                    if request.startswith(_LS_REFS):
+                        await git.stdin.send_all(_NO_REFS)  # no round trip to the peer for its refs
+                    else:
+                        await _relay(host, peer, rid, bytes(request), git.stdin, cfg, budget, received)
                     request.clear()
                     exchanges += 1
 
