@@ -530,7 +530,8 @@ class Repositories:
                 created = True
             try:
                 async with self.storage.quarantine(key) as quarantine:
-                    missing = await self.storage.missing_objects(key, wanted)
+                    # (a repository made just now has no object to look up)
+                    missing = wanted if created else await self.storage.missing_objects(key, wanted)
                     if missing:
                         await fetch(quarantine, missing)
                     objects = [obj for commit in layout for obj in commit.objects]
