@@ -29,6 +29,7 @@ from guts.repo.remote_helper import (
     CAPABILITIES,
     Capabilities,
     Connect,
+    Fetch,
     HelperLimits,
     HelperOptions,
     HelperState,
@@ -87,6 +88,8 @@ def answer(helper: RemoteHelper, command: object) -> bytes:
         return helper.accept()
     if isinstance(command, Push):
         return helper.push_report(RefUpdated(spec.dst) for spec in command.specs)
+    if isinstance(command, Fetch):
+        return helper.fetch_done()
     raise AssertionError(command)
 
 
@@ -130,6 +133,34 @@ def test_a_push_session_as_git_sends_it() -> None:
     assert commands(SESSION) == SESSION_COMMANDS
 
 
+def test_a_clone_after_a_fallback_as_git_sends_it() -> None:
+    """git 2.39 cloning through a helper that fell back: the service asked
+    twice, ``list``, the fetch options, then one batch."""
+    helper = RemoteHelper()
+    helper.receive_data(
+        b"capabilities\nstateless-connect git-upload-pack\nlist\nstateless-connect git-upload-pack\n"
+        b"option check-connectivity true\noption cloning true\n"
+        b"fetch " + A.encode() + b" refs/heads/main\nfetch " + B.encode() + b" refs/tags/v1\n\n\n"
+    )
+    assert helper.next_command() == Capabilities()
+    assert b"fetch\ncheck-connectivity\n" in helper.capabilities()
+    assert helper.next_command() == StatelessConnect("git-upload-pack")
+    assert helper.fall_back() == b"fallback\n"
+    assert helper.next_command() == List(for_push=False)
+    assert helper.ref_list({"refs/heads/main": A, "refs/tags/v1": B}, head="refs/heads/main")
+    assert helper.next_command() == StatelessConnect("git-upload-pack")
+    assert helper.fall_back() == b"fallback\n"
+    assert helper.next_command() == Option("check-connectivity", "true")
+    helper.option_reply(OK)
+    assert helper.next_command() == Option("cloning", "true")
+    helper.option_reply(OK)
+    assert helper.next_command() == Fetch(((A, "refs/heads/main"), (B, "refs/tags/v1")))
+    with pytest.raises(LocalProtocolError):
+        helper.push_report([])
+    assert helper.fetch_done(connectivity_ok=True) == b"connectivity-ok\n\n"
+    assert helper.next_command() == InputEnded()
+
+
 def test_every_split_of_the_input_gives_the_same_commands() -> None:
     for cut in range(1, len(SESSION)):
         helper = RemoteHelper()
@@ -160,7 +191,7 @@ def test_capabilities_answer() -> None:
     helper = RemoteHelper()
     helper.receive_data(b"capabilities\n")
     assert helper.next_command() == Capabilities()
-    assert helper.capabilities() == b"stateless-connect\npush\noption\nobject-format\n\n"
+    assert helper.capabilities() == b"stateless-connect\npush\nfetch\ncheck-connectivity\noption\nobject-format\n\n"
     assert "connect" not in CAPABILITIES  # it would take fetches off v2
 
 
@@ -205,7 +236,10 @@ def test_end_of_input() -> None:
         (b"push a:refs/heads/a\n", True),  # cut inside a push batch
         (b"frobnicate\n", False),
         (b"list all\n", False),
-        (b"fetch " + A.encode() + b" refs/heads/main\n", False),  # not advertised
+        (b"fetch " + A.encode() + b" refs/heads/main\n", True),  # cut inside a fetch batch
+        (b"fetch " + A.encode() + b" main\n\n", False),  # not a full ref name
+        (b"fetch " + A[:39].encode() + b" refs/heads/main\n\n", False),
+        (b"fetch " + A.encode() + b" refs/heads/main\npush a:refs/heads/a\n", False),
         (b"stateless-connect\n", False),
         (b"stateless-connect git upload-pack\n", False),
         (b"option Progress true\n", False),
@@ -421,6 +455,8 @@ def test_helper_options() -> None:
         ("push-option", "a\nb", OptionStatus.ERROR),
         ("pushcert", "true", OptionStatus.UNSUPPORTED),  # git then refuses --signed
         ("depth", "1", OptionStatus.UNSUPPORTED),  # only on the list/fetch path
+        ("check-connectivity", "true", OptionStatus.OK),
+        ("cloning", "true", OptionStatus.OK),
         ("servpath", "/x", OptionStatus.UNSUPPORTED),
     ]:
         assert options.apply(Option(name, value)).status is status, (name, value)

@@ -12,6 +12,7 @@ __all__ = [
     "Capabilities",
     "Command",
     "Connect",
+    "Fetch",
     "HelperLimits",
     "InputEnded",
     "List",
@@ -113,6 +114,19 @@ class Push:
 
 
 @dataclass(frozen=True, slots=True)
+class Fetch:
+    """A batch of ``fetch <oid> <name>`` lines (after a ``fallback`` and a
+    ``list``): put the objects in the local repository, then answer with
+    :meth:`RemoteHelper.fetch_done`.
+
+    Attributes:
+        refs: each ``(oid, name)``, in git's order.
+    """
+
+    refs: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class StatelessRequest:
     """One request on a stateless connection, to pass on whole.
 
@@ -139,7 +153,16 @@ class InputEnded:
 
 
 Command: TypeAlias = (
-    Capabilities | Option | List | StatelessConnect | Connect | Push | StatelessRequest | ServiceData | InputEnded
+    Capabilities
+    | Option
+    | List
+    | StatelessConnect
+    | Connect
+    | Push
+    | Fetch
+    | StatelessRequest
+    | ServiceData
+    | InputEnded
 )
 
 

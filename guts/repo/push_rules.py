@@ -102,7 +102,9 @@ def _bool(value: str) -> bool | None:
     return {"true": True, "false": False}.get(value)
 
 
-_FLAGS: Final = frozenset({"progress", "dry-run", "atomic", "object-format", "force-if-includes"})
+_FLAGS: Final = frozenset(
+    {"progress", "dry-run", "atomic", "object-format", "force-if-includes", "check-connectivity", "cloning"}
+)
 
 
 class HelperOptions:
@@ -113,10 +115,11 @@ class HelperOptions:
     ``cas`` arrives once per leased ref, and copying a frozen record per
     option would cost quadratic time on a ``--mirror`` push.
 
-    The options git only sends when it fetches through ``list``/``fetch``
-    (``depth``, ``followtags``, ``cloning``, ...) never arrive on the v2
-    path and are ``unsupported``; so are ``pushcert`` (git then refuses
-    ``--signed`` itself), ``servpath`` and ``family``.
+    Of the options git only sends when it fetches through ``list``/``fetch``
+    (after a ``fallback``), ``check-connectivity`` and ``cloning`` are
+    kept; ``depth``, ``followtags`` and the rest are ``unsupported``; so
+    are ``pushcert`` (git then refuses ``--signed`` itself), ``servpath``
+    and ``family``.
 
     Attributes:
         progress: show progress on stderr.
@@ -124,15 +127,23 @@ class HelperOptions:
         dry_run: report what a push would do, change nothing.
         atomic: every ref of the push or none.
         object_format: git asked for ``:object-format`` in ``list`` output.
+        check_connectivity: git asks a ``fetch`` to say ``connectivity-ok``
+            when the objects it put in place are complete.
+        cloning: the fetch is a clone's (the repository is empty).
         push_options: the ``-o`` strings, in order.
         leases: ``--force-with-lease`` expectations, ref to expected oid
             (an all-zero oid: the ref must not exist).
     """
 
-    __slots__ = ("progress", "verbosity", "dry_run", "atomic", "object_format", "push_options", "leases")
+    __slots__ = (
+        "progress", "verbosity", "dry_run", "atomic", "object_format", "check_connectivity", "cloning",
+        "push_options", "leases",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.progress = False
+        self.check_connectivity = False
+        self.cloning = False
         self.verbosity = 1
         self.dry_run = False
         self.atomic = False
@@ -155,6 +166,10 @@ class HelperOptions:
                 self.atomic = flag
             elif name == "object-format":
                 self.object_format = flag
+            elif name == "check-connectivity":
+                self.check_connectivity = flag
+            elif name == "cloning":
+                self.cloning = flag
             # force-if-includes needs nothing from us: git checks it itself,
             # against the remote-tracking ref's reflog, before the batch.
             return _OK

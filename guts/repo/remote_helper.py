@@ -23,7 +23,9 @@ first is answered.
     Always first. We answer :data:`CAPABILITIES`, one per line, then a
     blank line: ``stateless-connect`` (git fetches with protocol v2
     through us), ``push`` (we run the push ourselves; why below),
-    ``option`` and ``object-format``. ``connect`` is deliberately absent:
+    ``fetch`` and ``check-connectivity`` (a clone's objects put in place
+    by the helper, after a ``fallback``), ``option`` and
+    ``object-format``. ``connect`` is deliberately absent:
     git prefers ``connect`` over ``stateless-connect`` for *every*
     service when both are advertised (transport-helper.c tries
     ``connect`` first), so advertising it for pushes would also take
@@ -43,8 +45,7 @@ first is answered.
     blank line (:meth:`RemoteHelper.ref_list`). git sends ``list for-push``
     before a push. A plain ``list`` only comes when git will not use
     ``stateless-connect``: with ``protocol.version`` 0 or 1 configured, or
-    after a ``fallback``. We do not advertise ``fetch``, so a helper
-    should then fail with a message saying protocol v2 is needed.
+    after a ``fallback``; a ``fetch`` batch may follow.
     Without the keyword, git parses the oids with the local repository's
     hash (sha1 outside a repository): ``git ls-remote`` of a sha256
     repository then shows oids cut to 40 digits. Send the keyword.
@@ -101,6 +102,16 @@ first is answered.
     after ``ok`` is dropped by git (only ``forced update`` and
     ``up to date`` mean something), so a note to the person, such as
     "your push went to your own namespace", belongs on stderr.
+``fetch <oid> <name>`` ...
+    After a ``fallback`` to ``stateless-connect git-upload-pack`` (git
+    asks twice: for the refs, then for the fetch; the helper must answer
+    alike) and a ``list``: a batch of lines ended by a blank line
+    (:class:`Fetch`), each naming a ref of the ``list`` answer. The helper
+    writes the objects into the local repository itself; the answer
+    (:meth:`RemoteHelper.fetch_done`) is a blank line, after
+    ``connectivity-ok`` when git set ``option check-connectivity`` and the
+    objects are complete (git then skips its own connectivity walk, as a
+    clone does after a self-contained pack).
 blank line
     End of input (:class:`InputEnded`); git closes the pipe after it.
 
@@ -145,6 +156,7 @@ from guts.repo.helper_commands import (
     Capabilities,
     Command,
     Connect,
+    Fetch,
     HelperLimits,
     InputEnded,
     List,
@@ -174,6 +186,7 @@ __all__ = [
     "Capabilities",
     "Command",
     "Connect",
+    "Fetch",
     "HelperLimits",
     "HelperOptions",
     "HelperState",
@@ -200,7 +213,7 @@ __all__ = [
 ]
 
 #: What we answer to ``capabilities`` (see the module docstring).
-CAPABILITIES: Final = ("stateless-connect", "push", "option", "object-format")
+CAPABILITIES: Final = ("stateless-connect", "push", "fetch", "check-connectivity", "option", "object-format")
 
 _OID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
@@ -216,6 +229,7 @@ class HelperState(enum.Enum):
     ======================  ===========================================
     COMMANDS                command lines
     PUSH_BATCH              ``push`` lines (and options) until a blank
+    FETCH_BATCH             ``fetch`` lines until a blank
     STATELESS               pkt-line requests, after ``accept()`` of a
                             ``stateless-connect``
     CONNECTED               raw service bytes, after ``accept()`` of a
@@ -226,6 +240,7 @@ class HelperState(enum.Enum):
 
     COMMANDS = "commands"
     PUSH_BATCH = "push batch"
+    FETCH_BATCH = "fetch batch"
     STATELESS = "stateless"
     CONNECTED = "connected"
     ENDED = "ended"
@@ -277,6 +292,7 @@ class RemoteHelper:
         self._eof = False
         self._pending: Command | None = None
         self._batch: list[PushSpec] = []
+        self._fetches: list[tuple[str, str]] = []
         self._batch_refs: set[str] = set()
         self._options = 0
         self._pkt: PktLineDecoder | None = None
@@ -336,8 +352,8 @@ class RemoteHelper:
                     return None
                 if self._buf:
                     raise DecodeError("input ended inside a command line")
-                if self._state is HelperState.PUSH_BATCH:
-                    raise DecodeError("input ended inside a push batch")
+                if self._state in (HelperState.PUSH_BATCH, HelperState.FETCH_BATCH):
+                    raise DecodeError(f"input ended inside a {self._state.value}")
                 # The pipe closed without the blank line: git is gone.
                 self._state = HelperState.ENDED
                 return InputEnded()
@@ -364,6 +380,8 @@ class RemoteHelper:
         """One line to a command (``None``: a push line, kept in the batch)."""
         text = _line_text(raw)
         batch = self._state is HelperState.PUSH_BATCH
+        if self._state is HelperState.FETCH_BATCH:
+            return self._fetch_line(text)
         if not text:
             if batch:
                 self._state = HelperState.COMMANDS
@@ -398,8 +416,24 @@ class RemoteHelper:
                 raise DecodeError(f"{verb} names no service: {text[:80]!r}")
             return self._hold(StatelessConnect(rest) if verb == "stateless-connect" else Connect(rest))
         if verb == "fetch":
-            raise DecodeError("git sent 'fetch', which this helper does not advertise (protocol v2 is needed)")
+            self._fetches = []
+            self._state = HelperState.FETCH_BATCH
+            return self._fetch_line(text)
         raise DecodeError(f"unknown command {text[:80]!r}")
+
+    def _fetch_line(self, text: str) -> Command | None:
+        """One line of a fetch batch (``None``: kept in the batch)."""
+        if not text:
+            self._state = HelperState.COMMANDS
+            return self._hold(Fetch(tuple(self._fetches)))
+        verb, _, rest = text.partition(" ")
+        oid, _, name = rest.partition(" ")
+        if verb != "fetch" or not _OID.fullmatch(oid) or (name != "HEAD" and refname_problem(name) is not None):
+            raise DecodeError(f"a fetch batch holds 'fetch <oid> <ref>' lines, not {text[:120]!r}")
+        if len(self._fetches) >= self.limits.max_push_refs:
+            raise DecodeError(f"more than {self.limits.max_push_refs} refs in one fetch")
+        self._fetches.append((oid, name))
+        return None
 
     def _option(self, rest: str) -> Command:
         self._options += 1
@@ -533,6 +567,13 @@ class RemoteHelper:
         this way (git then tries ``list`` and ``fetch``)."""
         self._answer((StatelessConnect, Connect))
         return b"fallback\n"
+
+    def fetch_done(self, *, connectivity_ok: bool = False) -> bytes:
+        """The answer to :class:`Fetch`: the objects are in place;
+        ``connectivity_ok`` says they are complete and connected (only
+        when git set ``option check-connectivity``)."""
+        self._answer(Fetch)
+        return (b"connectivity-ok\n" if connectivity_ok else b"") + b"\n"
 
     def push_report(self, results: Iterable[PushResult]) -> bytes:
         """The answer to :class:`Push`: one result per ref, in any order.
