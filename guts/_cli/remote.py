@@ -34,9 +34,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -48,6 +50,7 @@ from guts.repo.push_rules import HelperOptions, PushResult, RefRejected, RefUnch
 from guts.repo.remote_helper import (
     Capabilities,
     Connect,
+    Fetch,
     InputEnded,
     List,
     Option,
@@ -109,6 +112,7 @@ class Helper:
         self.core = RemoteHelper()
         self.options = HelperOptions()
         self.fetched = False
+        self.packs: list[dict[str, Any]] | None = None  # decided at the first stateless-connect
         self.out = sys.stdout.buffer
 
     def write(self, data: bytes) -> None:
@@ -140,9 +144,9 @@ class Helper:
         elif isinstance(command, Option):
             write(core.option_reply(self.options.apply(command)))
         elif isinstance(command, List):
-            if not command.for_push:
+            if not command.for_push and not self.packs:
                 raise Fatal("guts:// needs git's protocol version 2 to fetch (git -c protocol.version=2)")
-            answer = self.refs(for_push=True)
+            answer = self.refs(for_push=command.for_push, every=not command.for_push)
             write(
                 core.ref_list(
                     answer["refs"],
@@ -153,8 +157,13 @@ class Helper:
         elif isinstance(command, StatelessConnect):
             if command.service != "git-upload-pack":
                 write(core.fall_back())  # a push: git goes on with list for-push and push
-                return
-            write(core.accept() + self.advertisement())
+            elif self.use_pack_files():
+                write(core.fall_back())  # a clone: git goes on with list and fetch
+            else:
+                write(core.accept() + self.advertisement())
+        elif isinstance(command, Fetch):
+            self.put_packs()
+            write(core.fetch_done(connectivity_ok=self.options.check_connectivity))
         elif isinstance(command, StatelessRequest):
             self.serve(command)
         elif isinstance(command, Push):
@@ -168,10 +177,11 @@ class Helper:
         args = "".join(f"&{key}={quote(value)}" for key, value in query.items())
         return f"/v1/repo/{route}?rid={self.rid}{args}"
 
-    def refs(self, *, for_push: bool) -> dict[str, Any]:
+    def refs(self, *, for_push: bool, every: bool = False) -> dict[str, Any]:
+        query = {"for_push": "1"} if for_push else {"all": "1"} if every else {}
         while True:
             try:
-                return self.client.call("GET", self.path("refs", **({"for_push": "1"} if for_push else {})))
+                return self.client.call("GET", self.path("refs", **query))
             except ControlError as exc:
                 self.fetch_if_unheld(exc)
 
@@ -210,6 +220,54 @@ class Helper:
         return exc
 
     # -- fetch -------------------------------------------------------------
+
+    def use_pack_files(self) -> bool:
+        """Whether this fetch is a clone that takes the node's packs as they
+        are (module docstring); decided once, since git asks twice."""
+        if self.packs is None:
+            self.packs = self.clone_packs()
+        return bool(self.packs)
+
+    def clone_packs(self) -> list[dict[str, Any]]:
+        """The node's packs of the repository, when the local repository
+        has no ref yet (a clone) and lives on this machine; else none."""
+        if not os.environ.get("GIT_DIR") or _git(["for-each-ref", "--count=1"]).strip():
+            return []
+        while True:
+            try:
+                answer = self.client.call("GET", self.path("pack-files"))
+            except ControlError as exc:
+                self.fetch_if_unheld(exc)
+                continue
+            packs: list[dict[str, Any]] = answer["packs"]
+            return packs
+
+    def put_packs(self) -> None:
+        """Hard-link (else copy) the node's packs into the local
+        repository, each ``.pack`` before its ``.idx``: git finds a pack by
+        its index, so it never sees half of one."""
+        assert self.packs is not None
+        objects = Path(os.environ.get("GIT_OBJECT_DIRECTORY") or Path(os.environ["GIT_DIR"]) / "objects")
+        (objects / "pack").mkdir(parents=True, exist_ok=True)
+        total, linked = 0, 0
+        for entry in self.packs:
+            for source in (Path(entry["pack"]), Path(entry["index"])):
+                target = objects / "pack" / source.name
+                if target.exists():
+                    continue
+                partial = target.with_name(f"tmp_guts_{source.name}")
+                partial.unlink(missing_ok=True)
+                try:
+                    os.link(source, partial)
+                    linked += 1
+                except OSError:
+                    shutil.copyfile(source, partial)
+                os.replace(partial, target)
+            total += int(entry["bytes"])
+        how = "linked" if linked else "copied"
+        if self.options.progress:
+            self.note(f"{how} {len(self.packs)} verified pack{'s' if len(self.packs) != 1 else ''} "
+                      f"({total / 1024 / 1024:.2f} MiB) from the node")  # fmt: skip
 
     def serve(self, request: StatelessRequest) -> None:
         """One stateless request through the node; its response to git."""

@@ -17,7 +17,10 @@ git's routes, for ``git-remote-guts`` (:mod:`guts._cli.remote`):
 - ``GET /v1/repo/refs?rid=RID[&for_push=1]``: what the helper's ``list``
   shows. Without ``for_push``, the canonical refs; with it, this node's own
   namespace (its latest signed statement), because that is what a push
-  changes. Both with ``HEAD``'s branch, the object format, and ``tips``:
+  changes; with ``all``, every ref the verified state implies (the
+  canonical refs, each namespace's refs and signed refs chain, the
+  identity chain: what ``ls-refs`` lists). Each with ``HEAD``'s branch,
+  the object format, and ``tips``:
   every oid the node's signed refs name, which a pusher leaves out of its
   pack (a contributor's first push sends its new commits, not the history).
 - ``GET /v1/repo/upload-pack?rid=RID``: the protocol v2 capability
@@ -31,6 +34,12 @@ git's routes, for ``git-remote-guts`` (:mod:`guts._cli.remote`):
   canonical refs name), answered with ``git upload-pack``'s raw response,
   streamed. A response cut midway ends the connection without HTTP's
   end, so the helper never gives git a short response as a whole one.
+- ``GET /v1/repo/pack-files?rid=RID``: the storage repository's packs
+  (absolute paths of each ``.pack`` and ``.idx``, and the pack's bytes)
+  after its loose objects are packed (:func:`~guts.repo.packfiles.pack_files`):
+  a clone on this machine hard-links or copies them instead of
+  negotiating and indexing a pack (the control socket is the node
+  owner's only, so the files are theirs to read).
 - ``POST /v1/repo/push?rid=RID``: one JSON line (the updates, at most
   :data:`MAX_PUSH_HEADER` bytes), then a thin pack (at most the storage's
   pack limit), streamed into a quarantine. Each ref is judged with git's
@@ -60,6 +69,7 @@ from guts.host import Host
 from guts.multiaddr import Multiaddr
 from guts.peer import PeerId
 from guts.repo.helper_commands import PushSpec
+from guts.repo.packfiles import pack_files
 from guts.repo.sigrefs import PUBLISHED_PREFIXES
 from guts.repo.push_rules import PushResult, RefRejected, RefUnchanged, RefUpdated, judge_update
 from guts.repo.rid import Rid
@@ -322,6 +332,8 @@ def add_repo_routes(
         if request.query.get("for_push") in ("1", "true"):
             ns = state.namespaces.get(me)
             shown = dict(ns.statement.refs) if ns is not None else {}
+        elif request.query.get("all") in ("1", "true"):
+            shown = state.refs()
         else:
             shown = dict(state.canonical.refs)
         head = f"refs/heads/{state.document.default_branch}"
@@ -339,6 +351,15 @@ def add_repo_routes(
                 }),
             },
         )
+
+    async def packs(request: HttpRequest) -> HttpResponse:
+        held, state = held_state(request)
+        try:
+            files = await pack_files(held.storage, str(state.rid))
+        except GutsError as exc:
+            raise _storage_error(exc) from None
+        listed = [{"pack": str(f.pack), "index": str(f.index), "bytes": f.size} for f in files]
+        return HttpResponse(200, {"rid": str(state.rid), "object_format": "sha1", "packs": listed})
 
     async def advertise(request: HttpRequest) -> HttpResponse:
         held_state(request)  # 404 for a repository this node does not hold
@@ -463,6 +484,7 @@ def add_repo_routes(
     api.route("POST", "/v1/repo/sync", sync, timeout=math.inf)
     api.route("GET", "/v1/repo/refs", refs)
     api.route("GET", "/v1/repo/upload-pack", advertise)
+    api.route("GET", "/v1/repo/pack-files", packs, timeout=math.inf)
     api.route("POST", "/v1/repo/upload-pack", upload_pack, body=BodyLimit(MAX_UPLOAD_REQUEST))
     max_pack = repos.storage.config.max_pack_bytes if repos is not None else 0
     api.route(
