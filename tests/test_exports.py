@@ -45,10 +45,10 @@ PUBLIC = {
     'guts.repo.storage': ['FSCK_LENIENT', 'InvalidRefName', 'NotConnected', 'ObjectReader', 'PackRejected', 'Quarantine', 'RID_PATTERN', 'RefUpdate', 'RefUpdateRejected', 'RepositoryExists', 'RepositoryNotFound', 'SourceRepository', 'Storage', 'StorageConfig', 'StorageError', 'check_rid'],
     'guts.repo.layout': ['AUTHOR', 'GitObject', 'IDENTITY_REF', 'LayoutCommit', 'LayoutRef', 'MAX_DATE', 'NAMESPACES', 'RefKind', 'commit_parents', 'encode_pack', 'identity_commit', 'namespace_prefix', 'namespace_ref', 'parse_ref', 'sigrefs_commit', 'sigrefs_ref', 'state_refs'],
     'guts.repo.state': ['BrokenRepository', 'FetchObjects', 'Namespace', 'RepoState', 'Repositories', 'RepositoriesConfig'],
-    'guts.sync': ['ADVERTISEMENT', 'GetObjects', 'GetRefs', 'Objects', 'Refs', 'Refused', 'RefusedReason', 'SYNC_PROTOCOL', 'SyncConfig', 'SyncError', 'SyncProgress', 'SyncRefused', 'SyncService', 'SyncStalled', 'UploadRequest', 'check_upload_request', 'decode_request', 'decode_response', 'encode_request', 'encode_response', 'fetch'],
+    'guts.sync': ['ADVERTISEMENT', 'GetObjects', 'GetRefs', 'Objects', 'Refs', 'Refused', 'RefusedReason', 'SYNC_PROTOCOL', 'SyncConfig', 'SyncError', 'SyncProgress', 'SyncRefused', 'SyncService', 'SyncStalled', 'UploadRequest', 'check_upload_request', 'decode_request', 'decode_response', 'encode_request', 'encode_response', 'fetch', 'filter_ls_refs'],
     'guts.sync.fetch': ['SyncProgress', 'fetch'],
     'guts.sync.protocol': ['BadInputLog', 'SyncService', 'UploadTooLarge'],
-    'guts.sync.upload_rules': ['ADVERTISEMENT', 'UploadRequest', 'check_upload_request'],
+    'guts.sync.upload_rules': ['ADVERTISEMENT', 'UploadRequest', 'check_upload_request', 'filter_ls_refs'],
 }
 
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from guts.errors import DecodeError
 from guts.repo.pktline import encode_line
 from guts.sync import (
+    filter_ls_refs,
     ADVERTISEMENT,
     GetObjects,
     GetRefs,
@@ -127,3 +128,34 @@ def test_check_raises_only_decode_error(data: bytes) -> None:
         check_upload_request(data, {A}, 4096)
     except DecodeError:
         pass
+
+
+def test_ls_refs_says_what_the_verified_state_says() -> None:
+    a, b, c = "a" * 40, "b" * 40, "c" * 40
+    response = b"".join(
+        encode_line(line)
+        for line in (
+            f"{a} HEAD symref-target:refs/heads/main",
+            f"{a} refs/heads/main",
+            f"{c} refs/heads/moved-by-hand",  # no signature covers it
+            f"{b} refs/tags/v1 peeled:{c}",
+            f"{c} refs/heads/topic",  # on disk c, signed b
+        )
+    ) + b"0000"
+    refs = {"refs/heads/main": a, "refs/tags/v1": b, "refs/heads/topic": b}
+    assert filter_ls_refs(response, refs) == b"".join(
+        encode_line(line)
+        for line in (
+            f"{a} HEAD symref-target:refs/heads/main",
+            f"{a} refs/heads/main",
+            f"{b} refs/tags/v1 peeled:{c}",
+            f"{b} refs/heads/topic",
+        )
+    ) + b"0000"
+    # HEAD follows its branch's signed value; an unborn HEAD stays.
+    moved = encode_line(f"{c} HEAD symref-target:refs/heads/main") + b"0000"
+    assert filter_ls_refs(moved, refs) == encode_line(f"{a} HEAD symref-target:refs/heads/main") + b"0000"
+    unborn = encode_line("unborn HEAD symref-target:refs/heads/main") + b"0000"
+    assert filter_ls_refs(unborn, {}) == unborn
+    with pytest.raises(DecodeError):
+        filter_ls_refs(encode_line(f"{a} refs/heads/main"), refs)  # no flush

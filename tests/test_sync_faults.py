@@ -373,7 +373,7 @@ def test_refs_moved_by_hand_on_the_serving_node_never_reach_the_fetching_one(tmp
         clone = tmp_path / "clone"
         sh(env, "clone", "--quiet", f"guts://{rid}", str(clone))
         assert sh(env, "rev-parse", "refs/remotes/origin/main", cwd=clone).stdout.strip() == signed
-        assert sh(env, "cat-file", "-e", hand, cwd=clone, ok=False).returncode != 0
+        assert refs_of(clone / ".git")["refs/remotes/origin/main"] == signed
         # A's next start moves it back, and says so.
         stop_node(a)
         a = start_node(a.home)
@@ -411,3 +411,29 @@ def test_refs_moved_by_hand_on_the_serving_node_never_reach_the_fetching_one(tmp
             if node is not None:
                 stop_node(node)
     print(f"\nwhole test {time.monotonic() - started:.1f} s")
+
+
+def test_a_node_lists_only_its_signed_refs_while_one_is_moved_by_hand(tmp_path: Path) -> None:
+    """git ls-remote and git clone through the node whose ``main`` was moved
+    on disk by hand: both see the signed ``main``, never the hand-made one."""
+    source = tmp_path / "source"
+    git("init", "--quiet", "--initial-branch=main", str(source))
+    history = build_history(source / ".git", commits=50, topic_every=20)
+    a = start_node(tmp_path / "a")
+    try:
+        made = run_in(source, "repo", "init", "--json", home=a.home)
+        assert made.returncode == 0, made.stderr
+        rid = json.loads(made.stdout)["rid"]
+        repo_a = a.home / "storage" / rid
+        signed = history.refs["refs/heads/main"]
+        hand = _commit_by_hand(repo_a, signed, "made by hand")
+        git("update-ref", "refs/heads/main", hand, signed, git_dir=repo_a)
+        env = person(a.home)
+        listed = sh(env, "ls-remote", f"guts://{rid}").stdout
+        assert hand not in listed and f"{signed}\trefs/heads/main" in listed
+        clone = tmp_path / "clone"
+        sh(env, "clone", "--quiet", f"guts://{rid}", str(clone))
+        assert sh(env, "rev-parse", "HEAD", cwd=clone).stdout.strip() == signed
+        assert refs_of(clone / ".git")["refs/remotes/origin/main"] == signed
+    finally:
+        stop_node(a)

@@ -32,7 +32,8 @@ git's routes, for ``git-remote-guts`` (:mod:`guts._cli.remote`):
   :func:`~guts.sync.upload_rules.check_upload_request` against the
   verified state (a ``want`` must be an oid a verified statement or the
   canonical refs name), answered with ``git upload-pack``'s raw response,
-  streamed. A response cut midway ends the connection without HTTP's
+  streamed; an ``ls-refs`` answer keeps only the refs the verified state
+  implies (:func:`~guts.sync.upload_rules.filter_ls_refs`). A response cut midway ends the connection without HTTP's
   end, so the helper never gives git a short response as a whole one.
 - ``GET /v1/repo/pack-files?rid=RID``: the storage repository's packs
   (absolute paths of each ``.pack`` and ``.idx``, and the pack's bytes)
@@ -75,7 +76,7 @@ from guts.repo.push_rules import PushResult, RefRejected, RefUnchanged, RefUpdat
 from guts.repo.rid import Rid
 from guts.repo.state import Repositories, RepoState
 from guts.repo.storage import NotConnected, PackRejected, Quarantine, RepositoryExists, RepositoryNotFound
-from guts.sync import ADVERTISEMENT, SyncConfig, check_upload_request
+from guts.sync import ADVERTISEMENT, SyncConfig, check_upload_request, filter_ls_refs
 
 __all__ = ["add_repo_routes", "state_json", "summary_json"]
 
@@ -372,17 +373,27 @@ def add_repo_routes(
     async def upload_pack(request: HttpRequest) -> HttpResponse:
         held, state = held_state(request)
         try:
-            check_upload_request(request.body, _signed_oids(state), MAX_UPLOAD_REQUEST)
+            checked = check_upload_request(request.body, _signed_oids(state), MAX_UPLOAD_REQUEST)
         except DecodeError as exc:
             raise ApiError(400, "bad_request", f"upload request refused: {exc}") from None
         rid, body = str(state.rid), request.body
+        listing = checked.command == "ls-refs"
+        limit = held.storage.config.max_refs_output
 
         async def relay() -> AsyncIterator[bytes]:
+            listed = bytearray()
             async with held.storage.upload_pack(rid) as git:
                 await git.stdin.send_all(body)
                 await git.close_stdin()
                 while chunk := await git.stdout.receive_some(_CHUNK):
-                    yield bytes(chunk)
+                    if not listing:
+                        yield bytes(chunk)
+                        continue
+                    listed += chunk
+                    if len(listed) > limit:
+                        raise GutsError(f"an ls-refs answer over {limit} bytes")
+            if listing:  # only what the verified state implies, never a ref moved on disk
+                yield filter_ls_refs(bytes(listed), state.refs())
 
         return HttpResponse(200, RawStream(relay()))
 

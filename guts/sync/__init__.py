@@ -34,7 +34,7 @@ from guts.sync._codec import (
 )
 from guts.sync.fetch import SyncProgress, fetch
 from guts.sync.protocol import SyncService
-from guts.sync.upload_rules import ADVERTISEMENT, UploadRequest, check_upload_request
+from guts.sync.upload_rules import ADVERTISEMENT, UploadRequest, check_upload_request, filter_ls_refs
 
 __all__ = [
     "ADVERTISEMENT",
@@ -58,4 +58,5 @@ __all__ = [
     "encode_request",
     "encode_response",
     "fetch",
+    "filter_ls_refs",
 ]

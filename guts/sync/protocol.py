@@ -47,7 +47,7 @@ from guts.sync._codec import (
     decode_request,
     encode_response,
 )
-from guts.sync.upload_rules import check_upload_request
+from guts.sync.upload_rules import check_upload_request, filter_ls_refs
 from guts.wire import MessageStream, NegotiatedStream
 
 __all__ = ["BadInputLog", "SyncService", "UploadTooLarge"]
@@ -149,12 +149,13 @@ class SyncService:
         signed = {oid for ns in state.namespaces.values() for _, oid in ns.statement.refs}
         signed.update(ns.commit for ns in state.namespaces.values())
         try:
-            check_upload_request(request.request, signed, cfg.max_request)
+            checked = check_upload_request(request.request, signed, cfg.max_request)
         except DecodeError as exc:
             self.bad_input(peer, f"upload request for {state.rid} refused", exc)
             await self._answer(messages, Refused(RefusedReason.BAD_REQUEST, str(exc)))
             return
         if sum(self._uploads.values()) >= cfg.max_uploads or self._uploads[peer] >= cfg.max_uploads_per_peer:
+            self.bad_input(peer, f"upload of {state.rid} refused", "BUSY: too many uploads at once")
             await self._answer(messages, Refused(RefusedReason.BUSY, "too many uploads at once; try later"))
             return
         self._uploads[peer] += 1
@@ -167,6 +168,10 @@ class SyncService:
                 await self._answer(messages, Objects())
                 out = stream.unwrap()
                 sent = 0
+                if checked.command == "ls-refs":  # only what the verified state implies
+                    listed = await git.read_stdout(self.repos.storage.config.max_refs_output)
+                    with trio.fail_after(cfg.idle_timeout):
+                        await out.send_all(filter_ls_refs(listed, state.refs()))
                 while chunk := await git.stdout.receive_some(_CHUNK):
                     sent += len(chunk)
                     if sent > limit:

@@ -18,8 +18,10 @@ request itself:
   shallow copy cannot be checked for connectivity), ``filter``,
   ``packfile-uris``, ``sideband-all``, and anything unknown.
 - ``ls-refs`` arguments: ``peel``, ``symrefs``, ``unborn``,
-  ``ref-prefix <prefix>`` (every ref of a storage repository is signed
-  state, so listing them reveals nothing unsigned).
+  ``ref-prefix <prefix>``. git answers ``ls-refs`` from the refs on disk,
+  which a hand edit (or a crash the next start repairs) can move away
+  from the verified state; :func:`filter_ls_refs` makes the answer say
+  what the verified state says, so nothing unsigned is ever listed.
 - the request ends with its flush, and nothing follows it.
 
 The identity chain's commits are not served: the fetching node rebuilds
@@ -36,13 +38,21 @@ fetch-pack then asks only for what this module accepts.
 from __future__ import annotations
 
 import re
-from collections.abc import Container
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
 
 from guts.errors import DecodeError
-from guts.repo.pktline import DataPacket, DelimPacket, FlushPacket, PktLineDecoder, encode_line, encode_packets
+from guts.repo.pktline import (
+    DataPacket,
+    DelimPacket,
+    FlushPacket,
+    Packet,
+    PktLineDecoder,
+    encode_line,
+    encode_packets,
+)
 
-__all__ = ["ADVERTISEMENT", "UploadRequest", "check_upload_request"]
+__all__ = ["ADVERTISEMENT", "UploadRequest", "check_upload_request", "filter_ls_refs"]
 
 #: The protocol v2 capability advertisement fetch-pack reads first.
 ADVERTISEMENT: bytes = (
@@ -133,3 +143,45 @@ def _fetch_argument(line: bytes) -> str | None:
     if verb in (b"want", b"have") and _OID.fullmatch(value):
         return value.decode() if verb == b"want" else None
     raise DecodeError(f"fetch argument {line[:60]!r} is not served")
+
+
+def filter_ls_refs(response: bytes, refs: Mapping[str, str]) -> bytes:
+    """git's ``ls-refs`` response made to say what the verified state says.
+
+    Args:
+        response: upload-pack's whole response (pkt-lines, ending in a flush).
+        refs: every ref of the verified state, name to oid.
+
+    A line whose ref has that oid in ``refs`` stays as git wrote it. A ref
+    whose oid on disk differs (moved by hand) is listed with its verified
+    oid and no attribute (its ``peeled:`` would be the disk value's); one
+    the verified state lacks is left out. ``HEAD`` is treated as the ref
+    its ``symref-target:`` names; an unborn ``HEAD`` stays.
+
+    Raises:
+        DecodeError: the response is not pkt-lines ending in a flush.
+    """
+    decoder = PktLineDecoder()
+    decoder.receive_data(response)
+    kept: list[Packet] = []
+    while True:
+        packet = decoder.next_packet()
+        if packet is None:
+            raise DecodeError("an ls-refs response without its flush")
+        if isinstance(packet, FlushPacket):
+            break
+        if not isinstance(packet, DataPacket):
+            raise DecodeError("an ls-refs response holds data lines only")
+        oid, _, rest = packet.line().decode("utf-8", "replace").partition(" ")
+        name, *attributes = rest.split(" ")
+        if name == "HEAD":
+            target = next((a[len("symref-target:"):] for a in attributes if a.startswith("symref-target:")), None)
+            if oid == "unborn":
+                kept.append(packet)
+            elif target is not None and target in refs:
+                signed = refs[target]
+                kept.append(packet if signed == oid else DataPacket(f"{signed} HEAD symref-target:{target}\n".encode()))
+        elif name in refs:
+            signed = refs[name]
+            kept.append(packet if signed == oid else DataPacket(f"{signed} {name}\n".encode()))
+    return encode_packets([*kept, FlushPacket()])
