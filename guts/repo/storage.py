@@ -353,8 +353,6 @@ class Storage:
             raise InvalidRefName(f"HEAD names a branch, not {ref!r:.80}")
         repo = await self._repo(rid)
         async with self._lock(rid):
-            if await trio.Path(repo, "HEAD").read_bytes() == f"ref: {ref}\n".encode():
-                return  # as git writes a symbolic HEAD: nothing to change
             await run_git(["symbolic-ref", "HEAD", ref], git_dir=repo, timeout=self.config.command_timeout)
 
     async def delete(self, rid: str) -> None:
