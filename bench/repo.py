@@ -297,6 +297,7 @@ def one_commit(
                 "git_pack_bytes": sum(_packs(mirror / "objects")[n] for n in mirror_fresh),
                 "git_pack_objects": _pack_objects(mirror / "objects", mirror_fresh),
                 "git_wire_bytes": trace.stat().st_size if trace.exists() else 0,
+                "guts_wire_bytes": int(answer.get("received", 0)),
             })  # fmt: skip
             trace.unlink(missing_ok=True)
             r = runs[-1]
@@ -430,6 +431,12 @@ def table_rows(record: dict[str, Any], *, markdown: bool) -> list[tuple[str, ...
                 f"{one['guts_pack_bytes'] / max(1, one['git_pack_bytes']):.2f}×",
                 f"same size {ok if same else bad}",
             ))  # fmt: skip
+            if "guts_wire_bytes" in one:
+                rows.append((
+                    "… on the wire (Guts: upload-pack's whole responses, pkt-line framing included; git: the pack)",
+                    f"{one['guts_wire_bytes']:,.0f} B", f"{one['git_wire_bytes']:,.0f} B",
+                    f"{one['guts_wire_bytes'] / max(1, one['git_wire_bytes']):.2f}×", "",
+                ))  # fmt: skip
             if "guts_shared_bytes" in one:
                 rows.append((
                     "… of which the same objects / Guts's signed refs",

@@ -55,13 +55,19 @@ async def sync_answer(
     before = _before(held, rid)
     failures: list[dict[str, str]] = []
     for target in targets:
+        latest = _Latest()
         try:
-            state = await fetch(host, held, target, rid, config)
+            state = await fetch(host, held, target, rid, config, latest.set)
         except GutsError as exc:
             failures.append({"peer": str(target), "error": str(exc)})
             continue
-        return {"peer": str(target), "changed": state != before, "failures": failures, "repository": state_json(state)}
+        answer = {"peer": str(target), "changed": state != before, "received": _received(latest), "failures": failures}
+        return {**answer, "repository": state_json(state)}
     raise _failed(rid, failures)
+
+
+def _received(latest: _Latest) -> int:
+    return latest.value.received if latest.value is not None else 0
 
 
 class _Latest:
@@ -132,7 +138,7 @@ async def sync_events(
             continue
         if latest.value is not None and latest.value != sent:
             yield _progress_json(target, latest.value)
-        answer = {"peer": str(target), "changed": result != before, "failures": failures}
+        answer = {"peer": str(target), "changed": result != before, "received": _received(latest), "failures": failures}
         yield {"event": "done", **answer, "repository": state_json(result)}
         return
     error = _failed(rid, failures)
