@@ -378,6 +378,10 @@ def test_clone_by_rid_on_a_node_that_never_saw_it(tmp_path: Path) -> None:
         # Held now: a quiet clone asks no peer.
         again = sh(env, "clone", "--quiet", f"guts://{rid}", str(tmp_path / "again"))
         assert again.stderr == ""
+        # A shallow clone is not served: git is told, and the clone is whole.
+        shallow = sh(env, "clone", "--depth", "1", f"guts://{rid}", str(tmp_path / "shallow"))
+        assert "--depth is not served through guts://" in shallow.stderr
+        assert not (tmp_path / "shallow" / ".git" / "shallow").exists()
 
         # A node with no peer says how to name one; --from names it.
         c = _start(tmp_path / "c")

@@ -142,6 +142,8 @@ class Helper:
         if isinstance(command, Capabilities):
             write(core.capabilities())
         elif isinstance(command, Option):
+            if command.name in ("depth", "deepen-since", "deepen-not", "filter"):
+                self.note(f"--{command.name} is not served through guts://: this fetch is whole")
             write(core.option_reply(self.options.apply(command)))
         elif isinstance(command, List):
             if not command.for_push and not self.packs:
