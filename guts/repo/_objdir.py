@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 __all__ = [
-    "CREATING", "QUARANTINE", "fsync_dir", "has_objects", "loose_objects", "migrate_objects", "recover", "unlisted",
+    "CREATING", "QUARANTINE", "fsync_dir", "has_loose_objects", "has_objects", "migrate_objects", "recover",
+    "unlisted",
 ]  # fmt: skip
 
 log = logging.getLogger("guts.repo.storage")
@@ -129,7 +130,7 @@ def unlisted(indexes: Iterable[Path], oids: Iterable[str]) -> list[str]:
     return rest
 
 
-def loose_objects(objects: Path) -> bool:
+def has_loose_objects(objects: Path) -> bool:
     """Whether the object directory ``objects`` holds a loose object (a
     fan-out directory that is not empty)."""
     return any(

@@ -12,7 +12,7 @@ from pathlib import Path
 import trio
 
 from guts.repo._git import CHUNK, GitError, GitProcess, open_git, run_git_status
-from guts.repo._objdir import has_objects, loose_objects, migrate_objects, unlisted
+from guts.repo._objdir import has_loose_objects, has_objects, migrate_objects, unlisted
 from guts.repo._storage_base import (
     _STRICT,
     NotConnected,
@@ -170,7 +170,7 @@ class Quarantine:
     def _unlisted_unless_complete(self, oids: list[str]) -> list[str]:
         """``oids`` less those a pack here holds, when everything here is
         complete (see :meth:`check_connected`); else ``oids``."""
-        if has_objects(self._repo / "objects") or loose_objects(self.path):
+        if has_objects(self._repo / "objects") or has_loose_objects(self.path):
             return oids
         return unlisted(sorted((self.path / "pack").glob("pack-*.idx")), oids)
 
