@@ -37,6 +37,7 @@ from guts.sync import (
     Refused,
     RefusedReason,
     SyncConfig,
+    SyncError,
     SyncRefused,
     SyncService,
     SyncStalled,
@@ -352,6 +353,38 @@ async def test_a_pack_missing_an_object_changes_nothing(
             await fetch(p.b, p.repos_b, p.a.peer_id, p.rid)
         assert await p.repos_b.storage.list() == []
         assert any(str(p.a.peer_id) in line and "missing" in line for line in warnings(caplog))
+
+
+class ShallowHistory(SyncService):
+    """Answers every fetch with everything the wants reach but the root
+    commit, and a ``shallow-info`` section naming the root's child: a
+    shallow peer's answer. fetch-pack then hands index-pack a shallow file,
+    and index-pack --strict takes the child without its parent."""
+
+    async def _objects(self, peer, stream, messages, request):  # type: ignore[no-untyped-def]
+        if b"command=fetch" not in request.request:
+            return await super()._objects(peer, stream, messages, request)
+        wants = [oid.decode() for oid in re.findall(rb"want ([0-9a-f]{40})", request.request)]
+        path = self.repos.storage.path(request.rid)
+        listing = git_text("rev-list", "--objects", *wants, git_dir=path).splitlines()
+        root = git_text("rev-list", "--max-parents=0", "refs/heads/main", git_dir=path)
+        child = git_text("rev-list", "--reverse", "--ancestry-path", f"{root}..refs/heads/main", git_dir=path)
+        objects = [line.split()[0] for line in listing if line.split()[0] != root]
+        answer = encode_line(b"shallow-info") + encode_line(b"shallow " + child.split()[0].encode()) + b"0001"
+        answer += encode_line(b"packfile") + encode_sideband(Band.PACK, pack_objects(path, objects)) + b"0000"
+        await messages.send(encode_response(Objects()))
+        await stream.send_all(answer)
+        await stream.send_eof()
+
+
+async def test_a_shallow_answer_changes_nothing(
+    tmp_path: Path, source: History, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with pair(tmp_path, source, service=ShallowHistory) as p:
+        with pytest.raises(SyncError, match="shallow-info"):
+            await fetch(p.b, p.repos_b, p.a.peer_id, p.rid)
+        assert await p.repos_b.storage.list() == []
+        assert any(str(p.a.peer_id) in line and "shallow-info" in line for line in warnings(caplog))
 
 
 async def test_a_want_no_statement_lists_is_refused(

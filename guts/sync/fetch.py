@@ -22,7 +22,10 @@ Theory of operation
    then each request it writes (pkt-lines up to a flush) goes to the peer
    on a new stream as ``GetObjects``, and the peer's raw upload-pack
    response comes back into fetch-pack's stdin, followed by ``0002`` once
-   it ended on a flush (:class:`~guts.repo.pktline.ResponseTracker`).
+   it ended on a flush (:class:`~guts.repo.pktline.ResponseTracker`). A
+   response may hold only the sections such a fetch asks for
+   (``acknowledgments``, ``packfile``): a ``shallow-info`` section would
+   let index-pack take commits without their parents.
    git's own negotiation sends our repository's refs as ``have``s, so a
    fetch of one new commit moves about one commit.
 4. ``receive`` checks every wanted oid connected, migrates the objects
@@ -53,6 +56,7 @@ from guts.peer import PeerId
 from guts.repo.identity import SignedRevision
 from guts.repo.pktline import (
     RESPONSE_END_PKT,
+    DataPacket,
     FlushPacket,
     PktLineDecoder,
     ResponseTracker,
@@ -274,7 +278,7 @@ async def _relay(
     async with stream:
         if not isinstance(response, Objects):
             raise SyncError("GetObjects not answered with Objects")
-        tracker = ResponseTracker()
+        tracker, sections = ResponseTracker(), _Sections()
         while True:
             if data:
                 budget[0] -= len(data)
@@ -283,6 +287,7 @@ async def _relay(
                 received()
                 try:
                     tracker.receive_data(data)
+                    sections.receive_data(data)
                 except DecodeError as exc:
                     raise SyncError(f"bad upload-pack response: {exc}") from None
                 try:
@@ -297,3 +302,41 @@ async def _relay(
         except DecodeError as exc:
             raise SyncError(f"the upload-pack response was cut: {exc}") from None
         await git.send_all(end)
+
+
+class _Sections:
+    """The sections of one upload-pack response, checked up to its
+    ``packfile``: a fetch of oids, without depth, without packfile URIs,
+    is answered with ``acknowledgments`` and ``packfile`` only (an ``ERR``
+    line passes, for fetch-pack to report). A ``shallow-info`` section
+    would make fetch-pack treat the peer as shallow and run index-pack
+    with a shallow file, under which ``--strict`` takes commits without
+    their parents; the checks of the quarantine count on every link
+    having been resolved."""
+
+    __slots__ = ("_decoder", "_header", "_done")
+
+    def __init__(self) -> None:
+        self._decoder = PktLineDecoder()
+        self._header = True
+        self._done = False
+
+    def receive_data(self, data: bytes) -> None:
+        """Follow the next bytes of the response.
+
+        Raises:
+            DecodeError: a section this fetch never asks for, or a broken packet.
+        """
+        if self._done:
+            return
+        self._decoder.receive_data(data)
+        while not self._done and (packet := self._decoder.next_packet()) is not None:
+            if not isinstance(packet, DataPacket):
+                self._header = True  # a delimiter (or the end): a section header next
+            elif self._header:
+                name = packet.payload.rstrip(b"\n")
+                if name == b"packfile" or name.startswith(b"ERR "):
+                    self._done = True  # the pack follows: nothing more to check
+                elif name != b"acknowledgments":
+                    raise DecodeError(f"a {name[:40]!r} section, which this fetch does not ask for")
+                self._header = False
