@@ -310,6 +310,14 @@ async def test_the_walk_is_spared_only_where_everything_quarantined_is_complete(
         git("hash-object", "-w", "--stdin", git_dir=storage.path(RID2), input=b"loose\n")
         await q.check_connected([base])
         assert len(walks) == 5
+    # A shallow file (or grafts) lets index-pack take commits without parents: walked.
+    await storage.delete(RID2)
+    await storage.create(RID2)
+    (storage.path(RID2) / "shallow").write_text(base + "\n")
+    async with storage.quarantine(RID2) as q:
+        await q.ingest_pack(chunks(pack(history.path, [base])))
+        await q.check_connected([base])
+        assert len(walks) == 6
 
 
 def test_unlisted_reads_pack_indexes(history: History, tmp_path: Path) -> None:

@@ -170,7 +170,8 @@ class Quarantine:
     def _unlisted_unless_complete(self, oids: list[str]) -> list[str]:
         """``oids`` less those a pack here holds, when everything here is
         complete (see :meth:`check_connected`); else ``oids``."""
-        if has_objects(self._repo / "objects") or has_loose_objects(self.path):
+        cut = [self._repo / "shallow", self._repo / "info" / "grafts"]  # parents git would not require
+        if has_objects(self._repo / "objects") or has_loose_objects(self.path) or any(p.exists() for p in cut):
             return oids
         return unlisted(sorted((self.path / "pack").glob("pack-*.idx")), oids)
 
