@@ -399,6 +399,7 @@ async def test_a_new_repository_gets_its_refs_as_one_packed_refs_file(
         {"refs/heads/main": main, "refs/heads/ghost": "1" * 40},  # an object the repository does not have
         {"refs/heads/main": v2},  # a tag object as a branch
         {"refs/heads/a": main, "refs/heads/a/b": main},  # a ref and a directory of one name
+        {"refs/heads/a": main, "refs/heads/a-x": main, "refs/heads/a/b/c": main},  # (not neighbours once sorted)
     ]
     for bad in refused:
         with pytest.raises(RefUpdateRejected):

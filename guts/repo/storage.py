@@ -101,10 +101,11 @@ __all__ = [
     "RefUpdate", "RefUpdateRejected", "RepositoryExists", "RepositoryNotFound", "SourceRepository", "Storage",
     "StorageConfig", "StorageError", "check_rid",
 ]  # fmt: skip
+
 #: What git 2.39 writes at the top of ``packed-refs``: every annotated
 #: tag's line is followed by ``^<oid>``, the object it peels to (refs
 #: without one do not peel), and lines are sorted by name.
-PACKED_REFS_HEADER = "# pack-refs with: peeled fully-peeled sorted \n"
+_PACKED_REFS_HEADER = "# pack-refs with: peeled fully-peeled sorted \n"
 
 
 def _write_packed_refs(repo: Path, data: bytes) -> None:
@@ -309,9 +310,11 @@ class Storage:
         for name in names:
             _check_ref(name)
             _check_oid(refs[name])
-        for before, after in zip(names, names[1:]):
-            if after.startswith(before + "/"):
-                raise RefUpdateRejected(f"{rid}: {before!r} and {after!r} cannot both exist")
+        for name in names:
+            parts = name.split("/")
+            directory = next((d for d in ("/".join(parts[:n]) for n in range(2, len(parts))) if d in refs), None)
+            if directory is not None:
+                raise RefUpdateRejected(f"{rid}: {directory!r} and {name!r} cannot both exist")
         if not names:
             return
         repo = await self._repo(rid)
@@ -338,7 +341,7 @@ class Storage:
         for name in names:
             if name.startswith("refs/heads/") and kinds[refs[name]] != "commit":
                 raise RefUpdateRejected(f"{rid}: branch {name} would name a {kinds[refs[name]]}, not a commit")
-        text = [PACKED_REFS_HEADER]
+        text = [_PACKED_REFS_HEADER]
         for name in names:
             text.append(f"{refs[name]} {name}\n")
             if refs[name] in peeled:
