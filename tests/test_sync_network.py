@@ -192,6 +192,10 @@ async def test_fetch_a_repository_then_one_new_commit(
         took = time.perf_counter() - started
         assert refs_of(path_b)["refs/heads/main"] == new
         assert len(walks) == 1 and new in walks[0]  # B holds objects now: the new ones are walked
+        # ... and of the sigrefs commit built here, its tree (its parent is B's
+        # sigrefs ref; its 1970 date would have rev-list paint all history first)
+        sigrefs = refs_of(path_b)[sigrefs_ref(p.a.peer_id)]
+        assert sigrefs not in walks[0] and git_text("rev-parse", f"{sigrefs}^{{tree}}", git_dir=path_b) in walks[0]
         assert published(refs_of(path_b)) == published(refs_of(path_a))
         fsck(path_b)
         # Two new packs: the one fetch-pack received, and the sigrefs commit

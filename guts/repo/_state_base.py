@@ -14,7 +14,7 @@ from guts.errors import InputError
 from guts.peer import PeerId
 from guts.repo.canonical import Canonical
 from guts.repo.identity import Identity, IdentityLimits
-from guts.repo.layout import namespace_ref, sigrefs_ref, state_refs
+from guts.repo.layout import LayoutCommit, namespace_ref, sigrefs_ref, state_refs
 from guts.repo.refname import refname_problem
 from guts.repo.revisions import VerifiedIdentity
 from guts.repo.rid import Rid
@@ -101,6 +101,16 @@ class RepoState:
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
     yield data
+
+
+def _checked(commits: Iterable[LayoutCommit]) -> list[str]:
+    """What the connectivity check needs of layout commits built here: their
+    trees. Each commit is ours, byte for byte, and its parent is a chain
+    head a ref of this repository names or another of these commits, so
+    only its tree can be incomplete; and its date (a sequence number, near
+    1970) would have ``rev-list`` paint the whole history, newer than it,
+    before reaching it (30 ms of a one-commit fetch of 10,000 commits)."""
+    return [next(obj.oid for obj in commit.objects if obj.kind == "tree") for commit in commits]
 
 
 def _key(rid: Rid | str) -> str:

@@ -65,6 +65,7 @@ from guts.repo._state_base import (
     RepositoriesConfig,
     RepoState,
     _check_storable,
+    _checked,
     _default_branch,
     _default_name,
     _delegate_keys,
@@ -413,7 +414,7 @@ class Repositories:
             commit = sigrefs_commit(signed, None if before is None else before.commit)
             async with self.storage.quarantine(key) as quarantine:
                 await quarantine.ingest_pack(_once(encode_pack(commit.objects)))
-                await quarantine.check_connected([*sorted({oid for _, oid in statement.refs}), commit.oid])
+                await quarantine.check_connected([*sorted({oid for _, oid in statement.refs}), *_checked([commit])])
                 await quarantine.migrate()
             statements = {peer: ns.statement for peer, ns in state.namespaces.items()} | {me: statement}
             canonical = await self._canonical(key, state.identity, statements, state.canonical.ref_map())
@@ -537,7 +538,7 @@ class Repositories:
                     objects = [obj for commit in layout for obj in commit.objects]
                     if objects:
                         await quarantine.ingest_pack(_once(encode_pack(objects)))
-                    await quarantine.check_connected([*wanted, *(commit.oid for commit in layout)])
+                    await quarantine.check_connected([*wanted, *_checked(layout)])
                     if chains:
                         async with quarantine.objects() as reader:
                             for peer, (signed, commit_oid) in chains.items():
