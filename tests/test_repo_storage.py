@@ -406,8 +406,9 @@ async def test_a_new_repository_gets_its_refs_as_one_packed_refs_file(
             await storage.create_refs(RID, bad)
         assert await storage.refs(RID) == {}
         assert not (path / "packed-refs").exists() and not (path / "packed-refs.lock").exists()
-    with pytest.raises(InvalidRefName):
-        await storage.create_refs(RID, {"refs/heads/main": main, "refs/heads/a..b": main})
+    for name in ["refs/heads/a..b", "refs/heads/\udcff", "HEAD"]:
+        with pytest.raises(InvalidRefName):
+            await storage.create_refs(RID, {"refs/heads/main": main, name: main})
     await storage.create_refs(RID, refs)
     assert await storage.refs(RID) == refs
     assert [p for p in (path / "refs").rglob("*") if p.is_file()] == []

@@ -306,10 +306,10 @@ class Storage:
                 failed (nothing changed).
             InvalidRefName: a name is refused (before git runs).
         """
-        names = sorted(refs, key=lambda name: name.encode())
-        for name in names:
+        for name, oid in refs.items():
             _check_ref(name)
-            _check_oid(refs[name])
+            _check_oid(oid)
+        names = sorted(refs, key=lambda name: name.encode())  # git's order: bytes
         for name in names:
             parts = name.split("/")
             directory = next((d for d in ("/".join(parts[:n]) for n in range(2, len(parts))) if d in refs), None)
