@@ -58,6 +58,7 @@ def repositories_config(config: NodeConfig) -> RepositoriesConfig:
         identity=replace(IdentityLimits(), max_document=config.repo_max_identity_bytes),
         refs=refs,
         storage=replace(StorageConfig(), max_pack_bytes=config.repo_max_pack_bytes),
+        max_namespaces=config.repo_max_namespaces,
     )
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import trio
 
+from guts.crypto import KeyPair
 from guts.errors import InvalidIdentity, InvalidRefs
 from guts.host import Host
 from guts.repo import _quarantine
@@ -27,7 +28,7 @@ from guts.repo.layout import IDENTITY_REF, sigrefs_ref
 from guts.repo.pktline import Band, encode_line, encode_sideband
 from guts.repo.revisions import propose_revision
 from guts.repo.sigrefs import SignedStatement
-from guts.repo.state import Repositories
+from guts.repo.state import Repositories, RepositoriesConfig
 from guts.repo.storage import NotConnected, PackRejected
 from guts.sync import (
     SYNC_PROTOCOL,
@@ -502,3 +503,29 @@ async def test_identity_chains_extend_fork_and_lack_signatures(
         with pytest.raises(InvalidIdentity, match="forks"):
             await fetch(p.b, p.repos_b, p.a.peer_id, p.rid)
         assert refs_of(path_b) == after
+
+
+async def test_namespaces_past_the_limit_are_left_out(
+    tmp_path: Path, source: History, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A repository with the delegate's namespace and three contributors';
+    B keeps two namespaces: the delegate's, always, and the contributor
+    whose peer id sorts first; the others are left out with a warning, and
+    a later fetch keeps the same."""
+    contributors = sorted((KeyPair.generate() for _ in range(3)), key=lambda k: str(k.peer_id))
+    async with memory_hosts(2) as (a, b):
+        repos_a = await Repositories.open(tmp_path / "a")
+        repos_b = await Repositories.open(tmp_path / "b", RepositoriesConfig(max_namespaces=2))
+        state = await repos_a.init(source.path.parent, keypair=a.keypair)
+        rid = str(state.rid)
+        main = state.canonical.ref_map()["refs/heads/main"]
+        for contributor in contributors:
+            await repos_a.publish(rid, contributor, {"refs/heads/main": main})
+        SyncService(a, repos_a)
+        await b.connect(full_addr(a))
+        with caplog.at_level(logging.WARNING):
+            got = await fetch(b, repos_b, a.peer_id, rid)
+        assert set(got.namespaces) == {a.peer_id, contributors[0].peer_id}
+        assert any("2 new namespace(s) left out, past the limit of 2" in r.getMessage() for r in caplog.records)
+        assert set((await fetch(b, repos_b, a.peer_id, rid)).namespaces) == {a.peer_id, contributors[0].peer_id}
+        fsck(repos_b.storage.path(rid))

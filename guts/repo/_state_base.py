@@ -46,6 +46,9 @@ class RepositoriesConfig:
     identity: IdentityLimits = IdentityLimits()
     refs: RefsLimits = RefsLimits()
     storage: StorageConfig = StorageConfig()
+    #: Namespaces one repository keeps: a received statement that would
+    #: open one more is left out (the delegates' are always kept).
+    max_namespaces: int = 1024
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,6 +52,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -425,6 +426,31 @@ class Repositories:
             self._states[key] = new
         return new
 
+    def _bound_namespaces(
+        self,
+        key: str,
+        held: RepoState | None,
+        verified: VerifiedIdentity,
+        accepted: dict[PeerId, Any],
+        chains: dict[PeerId, Any],
+    ) -> None:
+        """Leave out of ``accepted`` and ``chains`` the new contributors'
+        namespaces past :attr:`RepositoriesConfig.max_namespaces` (in peer
+        id order, so every node keeps the same ones); delegates' always stay."""
+        current = set() if held is None else set(held.namespaces)
+        delegates = set(verified.delegate_ids)
+        room = self.config.max_namespaces - len(current | delegates)
+        newcomers = sorted((p for p in [*accepted, *chains] if p not in current and p not in delegates), key=str)
+        dropped = newcomers[max(room, 0):]
+        for peer in dropped:
+            accepted.pop(peer, None)
+            chains.pop(peer, None)
+        if dropped:
+            log.warning(
+                "repository %s: %d new namespace(s) left out, past the limit of %d (first: %s)",
+                key, len(dropped), self.config.max_namespaces, dropped[0],
+            )  # fmt: skip
+
     async def receive(
         self,
         rid: Rid | str,
@@ -520,6 +546,7 @@ class Repositories:
                     accepted[peer] = (signed, rebuilt)
                 else:
                     chains[peer] = (signed, commit_oid)
+            self._bound_namespaces(key, held, verified, accepted, chains)
             if held is not None and not accepted and not chains and not new_chain:
                 return held
             listed = {oid for signed, _ in [*accepted.values(), *chains.values()] for _, oid in signed.statement.refs}
