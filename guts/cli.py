@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import statistics
 import sys
 from contextlib import aclosing
 from typing import Annotated, Any, Optional
@@ -41,7 +40,7 @@ def version() -> None:
 @app.command("id")
 def id_(home: HomeOption = None) -> None:
     """Print this node's peer id (creating the identity on first use)."""
-    from guts.config import default_home, KEY_FILE
+    from guts.home import KEY_FILE, default_home
     from guts.crypto import load_or_create_keypair
     from guts.errors import GutsError
 
@@ -212,6 +211,8 @@ def ping(
         _fail(str(exc))
     if rtts:
         ms = [r * 1000 for r in rtts]
+        import statistics
+
         typer.echo(f"{len(ms)} pings: min {min(ms):.3f} ms, median {statistics.median(ms):.3f} ms, max {max(ms):.3f} ms")
 
 

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from guts.errors import ConfigError, DecodeError
+from guts.home import CONFIG_FILE, CONTROL_SOCKET, KEY_FILE, default_home
 from guts.multiaddr import Multiaddr
 
 __all__ = [
@@ -68,9 +69,6 @@ __all__ = [
 ]
 
 DEFAULT_LISTEN = ("/ip4/0.0.0.0/tcp/9000", "/ip4/0.0.0.0/tcp/9001/ws")
-CONFIG_FILE = "config.toml"
-KEY_FILE = "identity.key"
-CONTROL_SOCKET = "control.sock"
 DHT_MODES = ("auto", "client", "server")
 DEFAULT_DHT_PROTOCOL = "/guts/kad/1.0.0"
 
@@ -159,11 +157,6 @@ class NodeConfig:
     @property
     def control_socket(self) -> Path:
         return self.home / CONTROL_SOCKET
-
-
-def default_home(env: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if env is None else env
-    return Path(env.get("GUTS_HOME") or Path.home() / ".guts").expanduser()
 
 
 def _addrs(values: Any, where: str) -> tuple[Multiaddr, ...]:

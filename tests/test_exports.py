@@ -22,6 +22,7 @@ PUBLIC = {
     'guts.identify': ['AGENT_VERSION', 'IDENTIFY', 'IDENTIFY_PUSH', 'Identify', 'IdentifyInfo', 'PROTOCOL_VERSION', 'decode_identify', 'encode_identify'],
     'guts.gossip': ['ControlMessage', 'GossipConfig', 'GossipMessage', 'GossipRouter', 'Gossipsub', 'InvalidMessage', 'MESHSUB_V10', 'MESHSUB_V11', 'MESHSUB_V12', 'PROTOCOLS', 'RPC', 'RawMessage', 'Rejection', 'RouterStats', 'RpcLimits', 'ScoreParams', 'ScoreThresholds', 'SignaturePolicy', 'Subscription', 'TopicScoreParams', 'ValidationResult', 'Validator', 'decode_rpc', 'default_message_id', 'encode_rpc', 'hash_message_id', 'open_gossipsub'],
     'guts.ping': ['PING', 'PING_SIZE', 'Ping', 'ping'],
+    'guts.home': ['CONFIG_FILE', 'CONTROL_SOCKET', 'KEY_FILE', 'default_home'],
     'guts.config': ['CONFIG_FILE', 'CONTROL_SOCKET', 'DEFAULT_DHT_PROTOCOL', 'DEFAULT_LISTEN', 'DHT_MODES', 'KEY_FILE', 'LIMIT_RANGES', 'NodeConfig', 'default_home', 'load_config'],
     'guts.control': ['ApiError', 'ControlApi', 'ControlClient', 'ControlError', 'ControlSocket', 'bind_control_socket', 'connect_control', 'serve_control'],
     'guts.control.blocking': ['BlockingControlClient', 'ControlError'],

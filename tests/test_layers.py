@@ -39,7 +39,7 @@ PACKAGE = ROOT / "guts"
 #: code are the foundation every layer stands on.
 LAYERS: list[tuple[str, ...]] = [
     # 0: foundation
-    ("guts", "guts.errors", "guts.crypto", "guts.peer", "guts.cid", "guts.multiaddr", "guts.pb", "guts._netaddrs"),
+    ("guts", "guts.errors", "guts.crypto", "guts.peer", "guts.cid", "guts.multiaddr", "guts.pb", "guts._netaddrs", "guts.home"),
     # 1: framing and negotiation
     ("guts.wire",),
     # 2: security and muxers

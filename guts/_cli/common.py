@@ -29,13 +29,13 @@ def fail(message: str) -> NoReturn:
 
 
 def home_dir(home: Path | None) -> Path:
-    from guts.config import default_home
+    from guts.home import default_home
 
     return (home or default_home()).expanduser()
 
 
 def control_path(home: Path | None) -> Path:
-    from guts.config import CONTROL_SOCKET
+    from guts.home import CONTROL_SOCKET
 
     return home_dir(home) / CONTROL_SOCKET
 

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from guts.config import CONTROL_SOCKET, default_home
+from guts.home import CONTROL_SOCKET, default_home
 from guts.control.blocking import BlockingControlClient, ControlError
 from guts.errors import DecodeError, GutsError, NodeNotRunning
 from guts.repo.pktline import ResponseTracker
