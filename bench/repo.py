@@ -444,7 +444,7 @@ def table_rows(record: dict[str, Any], *, markdown: bool) -> list[tuple[str, ...
                     f"{one['git_shared_bytes']:,.0f} B", "", "",
                 ))  # fmt: skip
             rows.append(("… nothing new: sync / fetch", _s(one["noop_guts_s"]), _s(one["noop_git_s"]),
-                         f"+{(one['noop_guts_s'] - one['noop_git_s']) * 1000:.0f} ms", ""))  # fmt: skip
+                         f"{(one['noop_guts_s'] - one['noop_git_s']) * 1000:+.0f} ms", ""))  # fmt: skip
             rows.append(("… nothing new, the node alone (control API)", _s(one["noop_guts_api_s"]),
                          _s(one["noop_git_s"]), f"{(one['noop_guts_api_s'] - one['noop_git_s']) * 1000:+.0f} ms", ""))
     if not markdown:

@@ -77,6 +77,7 @@ class _Latest:
         self.value: SyncProgress | None = None
         self.finished = False
         self._moved = trio.Event()
+        self._done = trio.Event()
 
     def set(self, value: SyncProgress) -> None:
         self.value = value
@@ -85,10 +86,16 @@ class _Latest:
     def finish(self) -> None:
         self.finished = True
         self._moved.set()
+        self._done.set()
 
     async def moved(self) -> None:
         await self._moved.wait()
         self._moved = trio.Event()
+
+    async def pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if the fetch finishes meanwhile."""
+        with trio.move_on_after(seconds):
+            await self._done.wait()
 
 
 def _progress_json(target: Target, progress: SyncProgress) -> dict[str, Any]:
@@ -129,7 +136,7 @@ async def sync_events(
                 if latest.value is not None and latest.value != sent and not latest.finished:
                     sent = latest.value
                     yield _progress_json(target, sent)
-                    await trio.sleep(PROGRESS_INTERVAL)
+                    await latest.pause(PROGRESS_INTERVAL)  # not past the fetch's end
         [result] = outcome
         if isinstance(result, GutsError):
             failure = {"peer": str(target), "error": str(result)}
