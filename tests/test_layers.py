@@ -52,11 +52,13 @@ LAYERS: list[tuple[str, ...]] = [
     ("guts.host", "guts.peerstore"),
     # 6: protocols on the host
     ("guts.identify", "guts.ping", "guts.dht", "guts.gossip", "guts.sync", "guts.repo"),
-    # 7: a node composed from its config
+    # 7: replication, composed of the protocols (announcements, seeding)
+    ("guts.replicate",),
+    # 8: a node composed from its config
     ("guts.config", "guts.node"),
-    # 8: the control API (above the node it drives)
+    # 9: the control API (above the node it drives)
     ("guts.control",),
-    # 9: the command line
+    # 10: the command line
     ("guts.cli", "guts._cli"),
 ]
 
