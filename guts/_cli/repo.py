@@ -194,22 +194,27 @@ FromOption = Annotated[
 ]
 
 
-def _sync(home: Path | None, rid: str, source: str | None, progress: bool | None, as_json: bool) -> dict[str, Any]:
+def _sync(
+    home: Path | None, rid: str, source: str | None, progress: bool | None, as_json: bool
+) -> tuple[dict[str, Any], bool]:
     """Run a sync through the node, with progress on stderr when asked (or
-    when stderr is a terminal and the output is for people)."""
+    when stderr is a terminal and the output is for people); the answer,
+    and whether progress (each peer's failure included) was shown."""
     body: dict[str, Any] = {"rid": rid}
     if source is not None:
         body["peer"] = source
     terminal = sys.stderr.isatty()
     if progress is None:
         progress = terminal and not as_json
+    answer: dict[str, Any]
     if not progress:
-        return run_control(call, home, "POST", "/v1/repo/sync", body, as_json=as_json, hint=_HINT)  # type: ignore[no-any-return]
+        answer = run_control(call, home, "POST", "/v1/repo/sync", body, as_json=as_json, hint=_HINT)
+        return answer, False
     from guts._cli._sync_view import sync_with_progress
 
-    return run_control(  # type: ignore[no-any-return]
-        functools.partial(sync_with_progress, terminal=terminal), control_path(home), body, as_json=as_json, hint=_HINT
-    )
+    show = functools.partial(sync_with_progress, terminal=terminal)
+    answer = run_control(show, control_path(home), body, as_json=as_json, hint=_HINT)
+    return answer, True
 
 
 @app.command()
@@ -222,11 +227,11 @@ def sync(
 ) -> None:
     """Fetch a repository from a peer now: the one given, else each connected
     peer in turn until one completes. Only what verifies is applied."""
-    result = _sync(home, _rid(rid), source, progress, as_json)
+    result, shown = _sync(home, _rid(rid), source, progress, as_json)
     if as_json:
         print(json.dumps(result, indent=2))
         return
-    if not progress:
+    if not shown:
         for failure in result["failures"]:
             typer.echo(f"{failure['peer']}: {failure['error']}", err=True)
     info = result["repository"]
@@ -258,7 +263,7 @@ def clone(
         _check_destination(directory.expanduser(), as_json)
     synced = None
     if info is None or source is not None:
-        synced = _sync(home, rid, source, progress, as_json)
+        synced, _ = _sync(home, rid, source, progress, as_json)
         info = synced["repository"]
         if not as_json:
             typer.echo(f"fetched {info['name']!r} from {synced['peer']}", err=True)
