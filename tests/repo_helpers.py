@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -198,3 +199,19 @@ def objects_of(path: Path) -> set[str]:
     """Every object of the repository (loose and packed), by listing."""
     out = git_text("cat-file", "--batch-all-objects", "--batch-check=%(objectname)", git_dir=path)
     return set(out.split())
+
+
+def random_blobs(git_dir: Path, mib: int) -> str:
+    """One commit on ``main`` of ``git_dir`` (an existing repository) holding
+    ``mib`` incompressible 1 MiB blobs, streamed into fast-import a blob at
+    a time and kept as one pack, stored undeflated (quick to make); its oid."""
+    fast = ["git", "-c", "core.compression=0", "-c", "fastimport.unpackLimit=0", "fast-import", "--quiet"]
+    importer = subprocess.Popen(fast, stdin=subprocess.PIPE, env=git_env({"GIT_DIR": str(git_dir)}))
+    assert importer.stdin is not None
+    for i in range(mib):
+        importer.stdin.write(b"blob\nmark :%d\ndata %d\n%s\n" % (i + 1, 1 << 20, os.urandom(1 << 20)))
+    importer.stdin.write(b"commit refs/heads/main\ncommitter A <a@b> 0 +0000\ndata 0\n")
+    importer.stdin.write(b"".join(b"M 100644 :%d f%d\n" % (i + 1, i) for i in range(mib)))
+    importer.stdin.close()
+    assert importer.wait() == 0
+    return git_text("rev-parse", "refs/heads/main", git_dir=git_dir)

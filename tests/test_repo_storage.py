@@ -45,6 +45,7 @@ from .repo_helpers import (
     objects_of,
     pack,
     pack_objects,
+    random_blobs,
 )
 
 RID = make_rid("storage tests")
@@ -574,20 +575,11 @@ async def test_upload_pack_answers_ls_refs(storage: Storage, history: History) -
 
 def random_blobs_pack(path: Path, mib: int) -> tuple[Path, str]:
     """A repository of ``mib`` incompressible 1 MiB blobs in one commit,
-    streamed into fast-import a blob at a time and kept as one pack
-    (stored, not deflated: quick to make). Returns the pack and the commit."""
+    kept as one pack. Returns the pack and the commit."""
     init_bare(path)
-    fast = ["-c", "core.compression=0", "-c", "fastimport.unpackLimit=0", "fast-import", "--quiet"]
-    importer = subprocess.Popen(["git", *fast], stdin=subprocess.PIPE, env=git_env({"GIT_DIR": str(path)}))
-    assert importer.stdin is not None
-    for i in range(mib):
-        importer.stdin.write(b"blob\nmark :%d\ndata %d\n%s\n" % (i + 1, 1 << 20, os.urandom(1 << 20)))
-    importer.stdin.write(b"commit refs/heads/main\ncommitter A <a@b> 0 +0000\ndata 0\n")
-    importer.stdin.write(b"".join(b"M 100644 :%d f%d\n" % (i + 1, i) for i in range(mib)))
-    importer.stdin.close()
-    assert importer.wait() == 0
+    main = random_blobs(path, mib)
     (packfile,) = (path / "objects" / "pack").glob("*.pack")
-    return packfile, git_text("rev-parse", "refs/heads/main", git_dir=path)
+    return packfile, main
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,11 @@ measures the same with 1 GiB.)"""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import threading
 import time
 from pathlib import Path
 
-from .repo_helpers import git, git_env, git_text
+from .repo_helpers import git, random_blobs
 from .test_cli import _start, run
 from .test_cli_repo import run_in, stop
 
@@ -21,18 +19,9 @@ MIB = 128
 
 def random_work_tree(path: Path, mib: int) -> str:
     """A work tree whose ``main`` is one commit of ``mib`` incompressible
-    1 MiB blobs (fast-import, stored undeflated); its oid."""
+    1 MiB blobs; its oid."""
     git("init", "--quiet", "--initial-branch=main", str(path))
-    fast = ["git", "-c", "core.compression=0", "-c", "fastimport.unpackLimit=0", "fast-import", "--quiet"]
-    importer = subprocess.Popen(fast, stdin=subprocess.PIPE, env=git_env({"GIT_DIR": str(path / ".git")}))
-    assert importer.stdin is not None
-    for i in range(mib):
-        importer.stdin.write(b"blob\nmark :%d\ndata %d\n%s\n" % (i + 1, 1 << 20, os.urandom(1 << 20)))
-    importer.stdin.write(b"commit refs/heads/main\ncommitter A <a@b> 0 +0000\ndata 0\n")
-    importer.stdin.write(b"".join(b"M 100644 :%d f%d\n" % (i + 1, i) for i in range(mib)))
-    importer.stdin.close()
-    assert importer.wait() == 0
-    return git_text("rev-parse", "refs/heads/main", git_dir=path / ".git")
+    return random_blobs(path / ".git", mib)
 
 
 def rss_kib(pid: int) -> int:
