@@ -33,6 +33,7 @@ from guts.repo.identity import IdentityLimits
 from guts.repo.sigrefs import RefsLimits
 from guts.repo.state import Repositories, RepositoriesConfig
 from guts.repo.storage import StorageConfig
+from guts.replicate.providing import RepoProvider
 from guts.sync import SyncConfig, SyncService
 from guts.transport import TcpTransport, Transport, WebSocketTransport
 
@@ -92,6 +93,10 @@ class Node:
     #: serving and for the fetches this node makes (pass it to
     #: :func:`guts.sync.fetch`).
     sync: SyncService | None = None
+    #: Keeps the RIDs of ``repos`` provided in the DHT; ``None`` when there
+    #: are no repositories. Wake it (``providing.wake()``) after a
+    #: repository is made or fetched.
+    providing: RepoProvider | None = None
     #: The subscriptions to ``config.topics``, by topic.
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
 
@@ -164,15 +169,17 @@ async def open_node(
         repos = await Repositories.open(config.home / "storage", repositories_config(config)) if persist else None
         dht_config = DhtConfig(protocol=config.dht_protocol, mode=DhtMode(config.dht_mode), bootstrap=config.bootstrap)
         async with open_host(keypair, transports, host_config) as host:
+            dht = Dht(host, dht_config, store)
             node = Node(
                 config=config,
                 host=host,
                 identify=Identify(host),
                 ping=Ping(host),
-                dht=Dht(host, dht_config, store),
+                dht=dht,
                 pubsub=Gossipsub(host),
                 repos=repos,
                 sync=None if repos is None else SyncService(host, repos, sync_config(config)),
+                providing=None if repos is None else RepoProvider(dht, repos),
             )
             await host.start(node.pubsub.run)
             for topic in config.topics:
@@ -181,6 +188,8 @@ async def open_node(
                 await host.listen(*config.listen)
             node.dht.update_mode()  # AUTO decides from the addresses just bound
             await host.start(node.dht.run)
+            if node.providing is not None:
+                await host.start(node.providing.run)
             yield node
     finally:
         if store is not None:

@@ -33,6 +33,7 @@ PUBLIC = {
     'guts.control.keys': ['DhtKey', 'SHA2_256', 'dht_key', 'read_dht_key', 'record_key'],
     'guts.node': ['Node', 'expand_unspecified', 'open_node', 'repositories_config', 'sync_config'],
     'guts.repo.packfiles': ['PackFile', 'pack_files'],
+    'guts.replicate.providing': ['RepoProvider', 'find_seeds'],
     'guts.repo.rid': ['RID_CODEC', 'Rid', 'URL_SCHEME'],
     'guts.repo.identity': ['IDENTITY_VERSION', 'Identity', 'IdentityLimits', 'SIGNING_DOMAIN', 'Signature', 'SignedRevision', 'create_genesis', 'sign_revision', 'signing_payload'],
     'guts.repo.revisions': ['VerifiedIdentity', 'propose_revision', 'verify_chain', 'verify_genesis', 'verify_revision'],

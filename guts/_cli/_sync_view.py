@@ -42,6 +42,8 @@ class _Lines:
         if kind == "peer":
             self.phase = None
             print(f"asking {peer}", file=sys.stderr, flush=True)
+        elif kind == "lookup":
+            print(f"the DHT knows {event['seeds']} more seed(s) of it", file=sys.stderr, flush=True)
         elif kind == "progress" and event["phase"] != self.phase:
             self.phase = event["phase"]
             text = {
@@ -91,6 +93,8 @@ class _Bar:
                 completed=event["received"],
                 description=f"{self.peer}: {phase.get(event['phase'], event['phase'])}",
             )
+        elif kind == "lookup":
+            self.progress.console.print(f"the DHT knows {event['seeds']} more seed(s) of it")
         elif kind == "failed" and self.task is not None:
             self.progress.update(self.task, description=f"{self.peer}: failed")
             self.progress.console.print(f"{self.peer}: {event['error']}")

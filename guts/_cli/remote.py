@@ -399,6 +399,8 @@ class _SyncLines:
         kind, peer = event["event"], str(event.get("peer", "")).rsplit("/p2p/", 1)[-1]
         if kind == "peer" and self.progress:
             self.write(f"guts: fetching from {peer}")
+        elif kind == "lookup" and self.progress:
+            self.write(f"guts: the DHT knows {event['seeds']} more seed{'s' if event['seeds'] != 1 else ''} of it")
         elif kind == "progress" and self.progress:
             received = f"{event['received'] / 1024 / 1024:.2f} MiB"
             if event["phase"] == "objects":

@@ -1,7 +1,9 @@
 """``POST /v1/repo/sync``: fetch a repository from peers now, answered
 whole or, with ``"progress": true``, as a stream of JSON lines.
 
-The stream says which peer is being asked (``{"event": "peer"}``), where
+The peers asked are the one named, else the connected peers, then the
+seeds a DHT lookup finds (``{"event": "lookup", "seeds": n}`` when it
+ran). The stream says which peer is being asked (``{"event": "peer"}``), where
 its fetch is (``{"event": "progress"}``: the phase, response bytes so
 far, at most every :data:`PROGRESS_INTERVAL` seconds), why a peer failed
 (``{"event": "failed"}``), and ends with ``{"event": "done", ...}``
@@ -12,7 +14,8 @@ the outcome was known, so the outcome is the last line.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -32,6 +35,8 @@ PROGRESS_INTERVAL = 0.25
 
 Target = PeerId | Multiaddr
 StateJson = Callable[[RepoState], dict[str, Any]]
+#: Seeds of the repository beyond the peers already tried (a DHT lookup).
+Seeds = Callable[[Collection[PeerId]], Awaitable[list[PeerId]]]
 
 
 def _before(held: Repositories, rid: str) -> RepoState | None:
@@ -39,22 +44,59 @@ def _before(held: Repositories, rid: str) -> RepoState | None:
 
 
 def _failed(rid: str, failures: list[dict[str, str]]) -> ApiError:
+    if not failures:
+        return ApiError(
+            409, "no_peers", f"no connected peer to ask for {rid}, and the DHT knows no seed of it: "
+            "name one with --from MULTIADDR"
+        )  # fmt: skip
     reasons = "; ".join(f"{failure['peer']}: {failure['error']}" for failure in failures)
     return ApiError(502, "sync_failed", f"no peer completed the sync of {rid}: {reasons}")
 
 
+@dataclass(frozen=True, slots=True)
+class _Lookup:
+    """The DHT was asked for seeds: ``found`` of them to try."""
+
+    found: int
+
+
+async def _each(targets: Sequence[Target], seeds: Seeds | None) -> AsyncIterator[Target | _Lookup]:
+    """``targets``, then (when given) the seeds the DHT finds beyond them."""
+    tried: set[PeerId] = set()
+    for target in targets:
+        if isinstance(target, PeerId):
+            tried.add(target)
+        elif (named := target.peer_id) is not None:
+            tried.add(PeerId.from_string(named))
+        yield target
+    if seeds is not None:
+        found = await seeds(tried)
+        yield _Lookup(len(found))
+        for target in found:
+            yield target
+
+
 async def sync_answer(
-    host: Host, held: Repositories, rid: str, targets: Sequence[Target], config: SyncConfig, state_json: StateJson
+    host: Host,
+    held: Repositories,
+    rid: str,
+    targets: Sequence[Target],
+    config: SyncConfig,
+    state_json: StateJson,
+    seeds: Seeds | None = None,
 ) -> dict[str, Any]:
-    """Ask each target in turn until one completes; the answer of the
-    first that did.
+    """Ask each target in turn until one completes, then the seeds
+    ``seeds`` finds; the answer of the first that completed.
 
     Raises:
-        ApiError: 502 ``sync_failed`` with every peer's reason.
+        ApiError: 502 ``sync_failed`` with every peer's reason; 409
+            ``no_peers`` when there was nobody to ask.
     """
     before = _before(held, rid)
     failures: list[dict[str, str]] = []
-    for target in targets:
+    async for target in _each(targets, seeds):
+        if isinstance(target, _Lookup):
+            continue
         latest = _Latest()
         try:
             state = await fetch(host, held, target, rid, config, latest.set)
@@ -110,12 +152,21 @@ def _progress_json(target: Target, progress: SyncProgress) -> dict[str, Any]:
 
 @trio.as_safe_channel
 async def sync_events(
-    host: Host, held: Repositories, rid: str, targets: Sequence[Target], config: SyncConfig, state_json: StateJson
+    host: Host,
+    held: Repositories,
+    rid: str,
+    targets: Sequence[Target],
+    config: SyncConfig,
+    state_json: StateJson,
+    seeds: Seeds | None = None,
 ) -> AsyncGenerator[dict[str, Any], None]:
     """:func:`sync_answer` as a stream of events (module docstring)."""
     before = _before(held, rid)
     failures: list[dict[str, str]] = []
-    for target in targets:
+    async for target in _each(targets, seeds):
+        if isinstance(target, _Lookup):
+            yield {"event": "lookup", "seeds": target.found}
+            continue
         yield {"event": "peer", "peer": str(target)}
         latest = _Latest()
         outcome: list[RepoState | GutsError] = []

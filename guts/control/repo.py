@@ -54,9 +54,10 @@ git's routes, for ``git-remote-guts`` (:mod:`guts._cli.remote`):
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Collection
 from typing import Any
 
 import trio
@@ -65,6 +66,7 @@ from guts.control._api import ApiError, ControlApi, require
 from guts.control._http import BodyLimit, HttpRequest, HttpResponse, JsonLines, RawStream
 from guts.control._repo_sync import event_lines, sync_answer, sync_events
 from guts.crypto import KeyPair
+from guts.dht import Dht
 from guts.errors import DecodeError, GutsError, InputError
 from guts.host import Host
 from guts.multiaddr import Multiaddr
@@ -75,6 +77,7 @@ from guts.repo.sigrefs import PUBLISHED_PREFIXES
 from guts.repo.push_rules import PushResult, RefRejected, RefUnchanged, RefUpdated, judge_update
 from guts.repo.rid import Rid
 from guts.repo.state import Repositories, RepoState
+from guts.replicate.providing import RepoProvider, find_seeds
 from guts.repo.storage import NotConnected, PackRejected, Quarantine, RepositoryExists, RepositoryNotFound
 from guts.sync import ADVERTISEMENT, SyncConfig, check_upload_request, filter_ls_refs
 
@@ -170,17 +173,30 @@ def _storage_error(exc: GutsError) -> ApiError:
     return ApiError(500, "internal", f"repository storage: {exc}")
 
 
-def _targets(host: Host, text: str | None) -> list[PeerId | Multiaddr]:
-    """The peers a sync asks, in turn: the one given (a multiaddr ending in
-    ``/p2p/<peer id>``, or a connected peer's id), else every connected peer."""
+def _targets(host: Host, text: str | None, *, dht: bool) -> list[PeerId | Multiaddr]:
+    """The peers a sync asks first, in turn: the one given (a multiaddr
+    ending in ``/p2p/<peer id>``, or a connected peer's id), else every
+    connected peer (the DHT's seeds follow those, when there is a DHT)."""
     if text is not None:
         return [Multiaddr.parse(text) if text.startswith("/") else PeerId.from_string(text)]
     peers = sorted({connection.peer_id for connection in host.connections}, key=str)
-    if not peers:
+    if not peers and not dht:
         raise ApiError(
             409, "no_peers", "not connected to any peer that could have it: name one with --from MULTIADDR"
         )
     return list(peers)
+
+
+async def _seeds(host: Host, dht: Dht, rid: str, tried: Collection[PeerId]) -> list[PeerId]:
+    return await find_seeds(host, dht, rid, exclude=tried)
+
+
+async def _noting(events: AsyncIterator[dict[str, Any]], done: Callable[[], None]) -> AsyncIterator[dict[str, Any]]:
+    """``events``, calling ``done`` once a sync's ``done`` event passed."""
+    async for event in events:
+        if event.get("event") == "done":
+            done()
+        yield event
 
 
 def _rid(text: str) -> str:
@@ -267,11 +283,18 @@ def add_repo_routes(
     keypair: KeyPair,
     host: Host | None = None,
     sync_config: SyncConfig | None = None,
+    dht: Dht | None = None,
+    providing: RepoProvider | None = None,
 ) -> None:
     """Serve the repository routes of ``repos``; ``keypair`` (the node's)
     signs what ``init`` makes; ``host`` reaches the peers a sync fetches
     from (without it, ``sync`` is unavailable), under ``sync_config``'s
-    limits (the node's)."""
+    limits (the node's); ``dht`` finds seeds when no peer is named and the
+    connected ones fail; ``providing`` is woken when a repository arrives."""
+
+    def arrived() -> None:
+        if providing is not None:
+            providing.wake()
 
     async def init(request: HttpRequest) -> HttpResponse:
         held = _repos(repos)
@@ -292,6 +315,7 @@ def add_repo_routes(
             )
         except GutsError as exc:
             raise _storage_error(exc) from None
+        arrived()
         return HttpResponse(200, state_json(state))
 
     async def list_(request: HttpRequest) -> HttpResponse:
@@ -311,14 +335,21 @@ def add_repo_routes(
             raise ApiError(409, "unavailable", "this node has no host to sync through")
         body = request.json()
         rid = _rid(require(body, "rid"))
-        targets = _targets(host, _optional(body, "peer", str))
+        named = _optional(body, "peer", str)
+        targets = _targets(host, named, dht=dht is not None)
         config = sync_config or SyncConfig()
         progress = body.get("progress", False)
         if not isinstance(progress, bool):
             raise InputError("'progress' must be true or false")
+        seeds = None
+        if named is None and dht is not None:
+            seeds = functools.partial(_seeds, host, dht, rid)
         if progress:
-            return HttpResponse(200, JsonLines(event_lines(sync_events(host, held, rid, targets, config, state_json))))
-        return HttpResponse(200, await sync_answer(host, held, rid, targets, config, state_json))
+            events = sync_events(host, held, rid, targets, config, state_json, seeds)
+            return HttpResponse(200, JsonLines(_noting(event_lines(events), arrived)))
+        answer = await sync_answer(host, held, rid, targets, config, state_json, seeds)
+        arrived()
+        return HttpResponse(200, answer)
 
     def held_state(request: HttpRequest) -> tuple[Repositories, RepoState]:
         held = _repos(repos)
