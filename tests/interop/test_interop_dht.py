@@ -311,3 +311,45 @@ async def test_js_finds_a_cid_provided_through_guts_start(spawn_js: SpawnJs, tmp
     finally:
         node.send_signal(signal.SIGTERM)
         assert await trio.to_thread.run_sync(node.wait, 15) == 0
+
+
+async def test_js_finds_the_seed_of_a_repository(spawn_js: SpawnJs, tmp_path: Path) -> None:
+    """A node holding a repository provides its RID without being asked:
+    ``guts repo init`` on a running ``guts start`` (IPFS protocol), then
+    js-libp2p's ``findProviders`` with the RID as a CID finds the node."""
+    j1, j2 = await two_js_servers(spawn_js)
+    home, source = tmp_path / "node", tmp_path / "project"
+    for args in (["init", "--quiet", "--initial-branch=main", str(source)],
+                 ["-C", str(source), "-c", "user.name=A", "-c", "user.email=a@b", "commit", "--quiet",
+                  "--allow-empty", "-m", "first"]):  # fmt: skip
+        await trio.run_process(["git", *args], capture_stdout=True)
+    with (tmp_path / "node.log").open("w") as log:
+        node = subprocess.Popen(
+            [*GUTS, "start", "--json", "--listen", TCP, "--dht-mode", "server", "--dht-protocol", IPFS_PROTOCOL,
+             "--bootstrap", j1.addr("tcp")],
+            stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, "GUTS_HOME": str(home)},
+        )  # fmt: skip
+    try:
+        assert node.stdout is not None
+        ready = json.loads(await trio.to_thread.run_sync(node.stdout.readline))
+
+        async def joined() -> bool:
+            status = json.loads((await guts("status", "--json", home=home)).stdout)
+            return bool(status["dht"]["routing_table_size"] >= 2)
+
+        await wait_until(joined)
+        made = await guts("repo", "init", str(source), "--json", home=home)
+        assert made.returncode == 0, made.stderr.decode()
+        rid = json.loads(made.stdout)["rid"]
+
+        async def found_by_both() -> bool:
+            for js in (j1, j2):
+                providers = (await js.call("dht:find-providers", cid=rid))["providers"]
+                if [p["peer_id"] for p in providers] != [ready["peer_id"]]:
+                    return False
+            return True
+
+        await wait_until(found_by_both)
+    finally:
+        node.send_signal(signal.SIGTERM)
+        assert await trio.to_thread.run_sync(node.wait, 15) == 0
