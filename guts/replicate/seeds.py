@@ -218,7 +218,8 @@ class SeedStore:
         return self._delete("seeds", "rid", rid.multihash)
 
     def is_seeded(self, rid: Rid) -> bool:
-        return self._read(lambda db: db.execute("SELECT 1 FROM seeds WHERE rid = ?", (rid.multihash,)).fetchone()) is not None
+        found = self._read(lambda db: db.execute("SELECT 1 FROM seeds WHERE rid = ?", (rid.multihash,)).fetchone())
+        return found is not None
 
     def seeded(self) -> dict[Rid, SeedScope]:
         """The repositories seeded, in the order first seeded."""
@@ -336,6 +337,5 @@ class SeedStore:
         return self._rows(db, "SELECT rid FROM blocked_rids ORDER BY rowid", lambda rid: Rid(bytes(rid)), "blocked RID")
 
     def _blocked_peers(self, db: sqlite3.Connection) -> list[PeerId]:
-        return self._rows(
-            db, "SELECT peer FROM blocked_peers ORDER BY rowid", lambda peer: PeerId.from_bytes(bytes(peer)), "blocked peer"
-        )
+        query = "SELECT peer FROM blocked_peers ORDER BY rowid"
+        return self._rows(db, query, lambda peer: PeerId.from_bytes(bytes(peer)), "blocked peer")
