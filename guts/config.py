@@ -22,12 +22,28 @@ The config file is TOML::
     sync_max_uploads = 16             # upload-packs served at once
     sync_max_uploads_per_peer = 4     # of those, for one peer
 
+    # Seeding (which repositories this node keeps and serves to others):
+    seed_policy = "selected"          # selected | all
+    seed_max_repositories = 10000     # repositories seeded
+    seed_max_storage_bytes = "128GiB" # or a number of bytes
+    seed_max_fetches = 8              # fetches at once
+
 Environment variables: ``GUTS_HOME``, ``GUTS_LISTEN`` and ``GUTS_BOOTSTRAP``
 (comma-separated multiaddrs), ``GUTS_MAX_CONNECTIONS``,
 ``GUTS_CONNECTION_TIMEOUT``, ``GUTS_KEEP_ALIVE``, ``GUTS_DHT_MODE``,
 ``GUTS_DHT_PROTOCOL``, ``GUTS_TOPICS`` (comma-separated), and each
 repository and sync limit as ``GUTS_`` and its name in capitals
-(``GUTS_REPO_MAX_PACK_BYTES=500MiB``, ``GUTS_SYNC_DEADLINE=3600``).
+(``GUTS_REPO_MAX_PACK_BYTES=500MiB``, ``GUTS_SYNC_DEADLINE=3600``), and
+likewise ``GUTS_SEED_POLICY`` and each seeding limit
+(``GUTS_SEED_MAX_STORAGE_BYTES=1TiB``).
+
+``seed_policy`` is ``selected`` (the default: the node seeds the
+repositories created, cloned or seeded on it) or ``all`` (a public seed
+node: it also seeds every repository it hears announced, within the
+``seed_max_*`` limits, past which it takes on no new repository and keeps
+updating those it has). :mod:`guts.replicate.policy` explains the rules;
+the block lists of repositories and peers are not settings but choices
+kept in ``GUTS_HOME/seeds.sqlite`` (:mod:`guts.replicate.seeds`).
 
 The limits are checked here, each against a range
 (:data:`LIMIT_RANGES`): a value outside it is a :class:`ConfigError`
@@ -35,10 +51,13 @@ naming the file, variable or flag it came from, and so is an idle timeout
 longer than the deadline. :func:`guts.node.repositories_config` and
 :func:`guts.node.sync_config` turn them into the repository and sync
 configs (built there, not here: this module stays light for
-``git-remote-guts``, which reads only where the node's socket is). A pack
-size is a whole number of bytes or a number with a binary unit: ``B``,
-``KiB``, ``MiB``, ``GiB``, ``TiB`` (``"1.5GiB"``; any case, a space
-allowed); decimal units (``GB``) are refused, being ambiguous.
+``git-remote-guts``, which reads only where the node's socket is); the
+seeding settings become a :class:`guts.replicate.policy.SeedingPolicy`
+and its :class:`~guts.replicate.policy.SeedLimits` the same way. A size (``repo_max_pack_bytes``,
+``seed_max_storage_bytes``) is a whole number of bytes or a number with a
+binary unit: ``B``, ``KiB``, ``MiB``, ``GiB``, ``TiB`` (``"1.5GiB"``; any
+case, a space allowed); decimal units (``GB``) are refused, being
+ambiguous.
 """
 
 from __future__ import annotations
@@ -70,9 +89,11 @@ __all__ = [
 
 DEFAULT_LISTEN = ("/ip4/0.0.0.0/tcp/9000", "/ip4/0.0.0.0/tcp/9001/ws")
 DHT_MODES = ("auto", "client", "server")
+#: The values of ``seed_policy`` (:class:`guts.replicate.policy.SeedPolicy`).
+SEED_POLICIES = ("selected", "all")
 DEFAULT_DHT_PROTOCOL = "/guts/kad/1.0.0"
 
-_KIB, _MIB, _GIB, _TIB = 1024, 1024**2, 1024**3, 1024**4
+_KIB, _MIB, _GIB, _TIB, _PIB = 1024, 1024**2, 1024**3, 1024**4, 1024**5
 
 #: The range each limit must fall in, both ends included. The lower ends
 #: are what the protocols need to work at all: a pack holds at least a
@@ -82,7 +103,10 @@ _KIB, _MIB, _GIB, _TIB = 1024, 1024**2, 1024**3, 1024**4
 #: description fits in 1 KiB; git's upload-pack counts its idle timeout in
 #: whole seconds. The upper ends catch a slip of the keyboard (``16e12``)
 #: and keep one statement within one sync answer (64 MiB, about 210 bytes
-#: a ref).
+#: a ref). A seed node seeds at least one repository in at least a
+#: MiB and runs at least one fetch; at most a million repositories (a
+#: provider record each, republished every 22 hours), a PiB, and 1024
+#: fetches (each a git process).
 LIMIT_RANGES: dict[str, tuple[float, float]] = {
     "repo_max_pack_bytes": (_MIB, _TIB),
     "repo_max_refs": (1, 250_000),
@@ -92,6 +116,9 @@ LIMIT_RANGES: dict[str, tuple[float, float]] = {
     "sync_deadline": (1.0, 7 * 86_400.0),
     "sync_max_uploads": (1, 1024),
     "sync_max_uploads_per_peer": (1, 1024),
+    "seed_max_repositories": (1, 1_000_000),
+    "seed_max_storage_bytes": (_MIB, _PIB),
+    "seed_max_fetches": (1, 1024),
 }
 
 
@@ -129,6 +156,16 @@ class NodeConfig:
             (``BUSY`` past it).
         sync_max_uploads_per_peer: of those, for one peer (in effect at
             most ``sync_max_uploads``).
+        seed_policy: ``selected``: seed the repositories created, cloned
+            or seeded here; ``all``: also every repository announced,
+            within the limits below (a public seed node).
+        seed_max_repositories: repositories seeded; past it, ``all``
+            takes on no new repository (what is seeded stays).
+        seed_max_storage_bytes: bytes of repository storage; likewise.
+            128 GiB: eight of the largest packs, or thousands of ordinary
+            repositories.
+        seed_max_fetches: fetches of seeded repositories running at once;
+            more wait their turn.
     """
 
     home: Path
@@ -149,6 +186,10 @@ class NodeConfig:
     sync_deadline: float = 6 * 3600.0
     sync_max_uploads: int = 16
     sync_max_uploads_per_peer: int = 4
+    seed_policy: str = "selected"
+    seed_max_repositories: int = 10_000
+    seed_max_storage_bytes: int = 128 * _GIB
+    seed_max_fetches: int = 8
 
     @property
     def key_file(self) -> Path:
@@ -279,6 +320,10 @@ _FIELDS: dict[str, Any] = {
     "sync_deadline": _limit("sync_deadline", _seconds),
     "sync_max_uploads": _limit("sync_max_uploads", _whole),
     "sync_max_uploads_per_peer": _limit("sync_max_uploads_per_peer", _whole),
+    "seed_policy": lambda v, w: _choice(v, w, SEED_POLICIES),
+    "seed_max_repositories": _limit("seed_max_repositories", _whole),
+    "seed_max_storage_bytes": _limit("seed_max_storage_bytes", _size),
+    "seed_max_fetches": _limit("seed_max_fetches", _whole),
 }
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from guts.config import DEFAULT_LISTEN, NodeConfig, load_config
+from guts.config import DEFAULT_LISTEN, SEED_POLICIES, NodeConfig, load_config
 from guts.crypto import KeyPair
 from guts.errors import ConfigError
 from guts.node import open_node, repositories_config, sync_config
@@ -12,6 +12,7 @@ from guts.repo.identity import IdentityLimits
 from guts.repo.sigrefs import RefsLimits
 from guts.repo.state import RepositoriesConfig
 from guts.repo.storage import PackRejected, StorageConfig
+from guts.replicate.policy import SeedLimits, SeedPolicy
 from guts.sync import SyncConfig, fetch
 from guts.transport import MemoryNetwork, MemoryTransport
 
@@ -99,6 +100,9 @@ LIMITS: dict[str, tuple[str, object, str, object, object]] = {
     "sync_deadline": ("3600", 3600.0, "7200.5", 7200.5, 60.0),
     "sync_max_uploads": ("8", 8, "32", 32, 3),
     "sync_max_uploads_per_peer": ("2", 2, "1", 1, 3),
+    "seed_max_repositories": ("500", 500, "20", 20, 3),
+    "seed_max_storage_bytes": ('"1TiB"', 1024**4, "64GiB", 64 * 1024**3, 2 * 1024**2),
+    "seed_max_fetches": ("2", 2, "16", 16, 1),
 }
 
 
@@ -192,6 +196,17 @@ BAD_LIMITS = [
     ("sync_max_uploads", "true", "yes", "whole number"),
     ("sync_max_uploads_per_peer", "0", "0", "outside 1 to 1024"),
     ("sync_max_uploads_per_peer", "-1", "-1", "negative|whole number"),
+    ("seed_max_repositories", "0", "0", "outside 1 to 1000000"),
+    ("seed_max_repositories", "2000000", "2000000", "outside"),
+    ("seed_max_repositories", "1.5", "1.5", "whole number"),
+    ("seed_max_storage_bytes", '"100GB"', "100GB", "KiB, MiB, GiB"),
+    ("seed_max_storage_bytes", '"big"', "big", "a size like"),
+    ("seed_max_storage_bytes", "1000", "1000", "outside 1048576 to 1125899906842624"),  # under a MiB
+    ("seed_max_storage_bytes", '"2048TiB"', "2048TiB", "outside"),
+    ("seed_max_storage_bytes", '"0.5B"', "0.5B", "not a whole number of bytes"),
+    ("seed_max_fetches", "0", "0", "outside 1 to 1024"),
+    ("seed_max_fetches", "5000", "5000", "outside"),
+    ("seed_max_fetches", "true", "yes", "whole number"),
 ]
 
 
@@ -230,6 +245,50 @@ def test_a_deadline_shorter_than_the_idle_timeout_is_refused(tmp_path: Path) -> 
     # Equal is fine; so is more uploads per peer than in all (the node's cap binds first).
     cfg = load_config(tmp_path, env={"GUTS_SYNC_DEADLINE": "120", "GUTS_SYNC_MAX_UPLOADS": "2"})
     assert (cfg.sync_deadline, cfg.sync_max_uploads, cfg.sync_max_uploads_per_peer) == (120.0, 2, 4)
+
+
+# -- seeding ---------------------------------------------------------------------------
+
+
+def test_seeding_defaults_are_the_policys_defaults(tmp_path: Path) -> None:
+    cfg = load_config(tmp_path, env={})
+    assert cfg.seed_policy == SeedPolicy.SELECTED.value == "selected"
+    limits = SeedLimits(cfg.seed_max_repositories, cfg.seed_max_storage_bytes, cfg.seed_max_fetches)
+    assert limits == SeedLimits()
+    assert SEED_POLICIES == tuple(p.value for p in SeedPolicy)
+
+
+def test_seed_policy_from_file_env_and_flag(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text('seed_policy = "all"\n')
+    assert load_config(tmp_path, env={}).seed_policy == "all"
+    assert load_config(tmp_path, env={"GUTS_SEED_POLICY": "selected"}).seed_policy == "selected"
+    assert load_config(tmp_path, env={"GUTS_SEED_POLICY": "selected"}, seed_policy="all").seed_policy == "all"
+    assert load_config(tmp_path, env={"GUTS_SEED_POLICY": ""}).seed_policy == "all"  # empty: no setting
+
+
+@pytest.mark.parametrize("value", ["some", "ALL", "delegates", ""])
+def test_a_bad_seed_policy_names_its_source(tmp_path: Path, value: str) -> None:
+    (tmp_path / "config.toml").write_text(f'seed_policy = "{value}"\n')
+    with pytest.raises(ConfigError, match="expected one of selected, all") as info:
+        load_config(tmp_path, env={})
+    assert str(info.value).startswith(f"{tmp_path / 'config.toml'}: seed_policy: ")
+    (tmp_path / "config.toml").write_text("seed_policy = 1\n")
+    with pytest.raises(ConfigError, match="seed_policy: expected one of"):
+        load_config(tmp_path, env={})
+    (tmp_path / "config.toml").unlink()
+    if value:
+        with pytest.raises(ConfigError, match="^GUTS_SEED_POLICY: expected one of selected, all"):
+            load_config(tmp_path, env={"GUTS_SEED_POLICY": value})
+    with pytest.raises(ConfigError, match="^--seed-policy: expected one of"):
+        load_config(tmp_path, env={}, seed_policy=value or "none")
+
+
+def test_a_storage_limit_with_units(tmp_path: Path) -> None:
+    cfg = load_config(tmp_path, env={"GUTS_SEED_MAX_STORAGE_BYTES": "1.5 TiB"})
+    assert cfg.seed_max_storage_bytes == 3 * 512 * 1024**3
+    (tmp_path / "config.toml").write_text("seed_max_storage_bytes = 1_099_511_627_776\n")
+    assert load_config(tmp_path, env={}).seed_max_storage_bytes == 1024**4
+    assert load_config(tmp_path, env={}, seed_max_storage_bytes="1024TiB").seed_max_storage_bytes == 1024**5
 
 
 # -- a node under small limits ---------------------------------------------------------
