@@ -4,6 +4,8 @@ new work, keep old), namespaces by scope and block list, and the status."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from guts.repo.rid import Rid
 from guts.replicate.policy import (
@@ -229,3 +231,33 @@ def test_no_memory_of_refusals_when_asked_for_none() -> None:
     assert policy.status(seeded=0, storage_bytes=0, fetches=0).recent == ()
     with pytest.raises(ValueError):
         SeedingPolicy(recent_limit=-1)
+
+
+@given(
+    policy=st.sampled_from(SeedPolicy),
+    seeded=st.sets(st.integers(0, 7)),
+    blocked=st.sets(st.integers(0, 7)),
+    n=st.integers(0, 7),
+    held=st.booleans(),
+    storage=st.integers(0, 3 * GIB),
+    count=st.integers(0, 20),
+)
+def test_the_rules_hold_for_any_inputs(
+    policy: SeedPolicy, seeded: set[int], blocked: set[int], n: int, held: bool, storage: int, count: int
+) -> None:
+    seeds = Seeds({rid(i): SeedScope.ALL for i in seeded}, frozenset(rid(i) for i in blocked))
+    choice = SeedingPolicy(policy, SeedLimits(max_repositories=10, max_storage_bytes=GIB), seeds)
+    decision = choice.should_seed(rid(n), held=held, storage_bytes=storage, seeded_count=count)
+    if n in blocked:
+        assert decision.reason is SeedReason.BLOCKED  # never, whatever else holds
+    elif n in seeded or held:
+        assert decision.seed  # old work is never refused by a limit
+    elif policy is SeedPolicy.SELECTED:
+        assert decision.reason is SeedReason.NOT_SELECTED
+    else:
+        assert decision.seed is (count < 10 and storage < GIB)
+    status = choice.status(seeded=count, storage_bytes=storage, fetches=0)
+    assert sum(status.refused.values()) == (0 if decision.seed else 1)
+    assert len(status.recent) == (1 if decision.reason in (
+        SeedReason.BLOCKED, SeedReason.REPOSITORY_LIMIT, SeedReason.STORAGE_LIMIT
+    ) else 0)

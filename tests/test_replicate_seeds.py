@@ -64,6 +64,15 @@ def test_choices_survive_a_restart(tmp_path: Path) -> None:
         assert again.load() == Seeds({rid(1): SeedScope.ALL}, frozenset({rid(2)}), frozenset({peer(3)}))
 
 
+def test_two_handles_on_one_file_see_each_others_changes(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    with SeedStore(path) as first, SeedStore(path) as second:
+        first.seed(rid(1))
+        assert second.is_seeded(rid(1))
+        second.block_peer(peer(1))
+        assert first.load().blocked_peers == {peer(1)}
+
+
 def test_a_closed_store_says_so(tmp_path: Path) -> None:
     store = SeedStore(tmp_path / "s.sqlite")
     store.close()

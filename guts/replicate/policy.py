@@ -134,7 +134,7 @@ class Seeds:
         blocked_peers: peers whose namespaces are never replicated.
     """
 
-    scopes: Mapping[Rid, SeedScope] = field(default_factory=dict)
+    scopes: Mapping[Rid, SeedScope] = field(default_factory=dict, hash=False)  # a mapping does not hash
     blocked_rids: frozenset[Rid] = frozenset()
     blocked_peers: frozenset[PeerId] = frozenset()
 
@@ -285,7 +285,7 @@ class PolicyStatus:
     blocked_rids: int
     blocked_peers: int
     limits_reached: tuple[str, ...]
-    refused: Mapping[SeedReason, int]
+    refused: Mapping[SeedReason, int] = field(hash=False)
     deferred_fetches: int
     recent: tuple[Refusal, ...]
 
