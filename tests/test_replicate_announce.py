@@ -143,6 +143,7 @@ def _encoded(**fields: object) -> bytes:
     [
         (b"", InvalidAnnouncement, "no known kind"),
         (b"\xff\xff", InvalidAnnouncement, "not an announcement"),
+        (b"\x0a\x03\x0a\x01\xff", InvalidAnnouncement, "UTF-8"),  # a rid that is not text
         (_encoded() + b"\x18\x01", InvalidAnnouncement, "canonical"),  # unknown field 3
         (_encoded() + _encoded(), InvalidAnnouncement, "canonical"),  # the kind twice
         (

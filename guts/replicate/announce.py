@@ -524,10 +524,8 @@ def assess(
         if isinstance(verified, VerifiedRefs):
             statement = verified.statement
             if not is_newer(held(verified.rid, statement.signer), statement):
-                return Assessment(
-                    Outcome.IGNORE, verified, "stale",
-                    f"statement of {statement.signer} with seq {statement.seq} in {verified.rid} is not newer",
-                )
+                why = f"statement of {statement.signer} with seq {statement.seq} in {verified.rid} is not newer"
+                return Assessment(Outcome.IGNORE, verified, "stale", why)
         elif known is not None and known(verified.rid):
             return Assessment(Outcome.IGNORE, verified, "known", f"repository {verified.rid} is held already")
     except InvalidAnnouncement as exc:
