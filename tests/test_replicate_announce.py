@@ -54,7 +54,9 @@ MAIN = "refs/heads/main"
 SIGREFS = "5" * 40
 
 
-def statement(previous: Statement | None = None, oid: str = "a" * 40, rid: Rid = RID, key: KeyPair = ALICE) -> SignedStatement:
+def statement(
+    previous: Statement | None = None, oid: str = "a" * 40, rid: Rid = RID, key: KeyPair = ALICE
+) -> SignedStatement:
     genesis = GENESIS if rid == RID else OTHER_GENESIS
     made = next_statement(previous, rid=rid, signer=key.peer_id, identity=genesis.document, refs=[(MAIN, oid)])
     return sign_statement(key, made)
@@ -138,6 +140,11 @@ def _encoded(**fields: object) -> bytes:
     return msg.SerializeToString(deterministic=True)
 
 
+def _repository(identity: list[bytes] | None = None) -> bytes:
+    repository = announce_pb2.RepositoryAnnounced(rid=str(RID), identity=identity or [])
+    return announce_pb2.Announcement(repository=repository).SerializeToString(deterministic=True)
+
+
 @pytest.mark.parametrize(
     ("data", "error", "words"),
     [
@@ -147,7 +154,7 @@ def _encoded(**fields: object) -> bytes:
         (_encoded() + b"\x18\x01", InvalidAnnouncement, "canonical"),  # unknown field 3
         (_encoded() + _encoded(), InvalidAnnouncement, "canonical"),  # the kind twice
         (
-            _encoded() + announce_pb2.Announcement(repository=announce_pb2.RepositoryAnnounced(rid=str(RID), identity=[b"x"])).SerializeToString(),
+            _encoded() + _repository(identity=[b"x"]),
             InvalidAnnouncement,
             "canonical",
         ),  # both kinds: the last would win silently
@@ -158,7 +165,7 @@ def _encoded(**fields: object) -> bytes:
         (_encoded(sigrefs="0" * 40), InvalidAnnouncement, "sigrefs"),
         (_encoded(sigrefs="a" * 41), InvalidAnnouncement, "sigrefs"),
         (_encoded(sigrefs=""), InvalidAnnouncement, "sigrefs"),
-        (announce_pb2.Announcement(repository=announce_pb2.RepositoryAnnounced(rid=str(RID))).SerializeToString(), InvalidAnnouncement, "identity chain"),
+        (_repository(), InvalidAnnouncement, "identity chain"),
     ],
 )
 def test_strict_decoding(data: bytes, error: type[Exception], words: str) -> None:

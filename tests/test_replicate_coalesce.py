@@ -175,7 +175,15 @@ def test_order_peers_favour_the_best_informed() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2), st.integers(1, 6), st.integers(0, 3), st.sampled_from(["offer", "due", "ok", "fail"])), max_size=60))
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 3), st.integers(0, 2), st.integers(1, 6), st.integers(0, 3),
+            st.sampled_from(["offer", "due", "ok", "fail"]),
+        ),
+        max_size=60,
+    )
+)
 def test_at_most_one_order_per_repository_in_flight(steps: list[tuple[int, int, int, int, str]]) -> None:
     cfg = CoalesceConfig(max_repositories=3, max_signers=2, max_peers=2)
     c = Coalescer(cfg)

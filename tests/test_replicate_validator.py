@@ -39,7 +39,8 @@ SENDER = KeyPair.from_seed(bytes([9]) * 32).peer_id
 
 
 def statement(previous: Statement | None = None, oid: str = "a" * 40) -> SignedStatement:
-    made = next_statement(previous, rid=RID, signer=ALICE.peer_id, identity=GENESIS.document, refs=[("refs/heads/main", oid)])
+    refs = [("refs/heads/main", oid)]
+    made = next_statement(previous, rid=RID, signer=ALICE.peer_id, identity=GENESIS.document, refs=refs)
     return sign_statement(ALICE, made)
 
 
@@ -88,7 +89,8 @@ def test_verdicts() -> None:
     assert validator(message(encode_announcement(announce_refs(EQUIVOCATION, SIGREFS)))) is ValidationResult.REJECT
     assert validator(message(forged(S2))) is ValidationResult.REJECT
     assert validator(message(b"\x00" * 2_000_000)) is ValidationResult.REJECT  # oversized
-    assert validator(message(encode_announcement(announce_refs(S2, SIGREFS)), topic=REPOSITORIES_TOPIC)) is ValidationResult.REJECT
+    misdirected = message(encode_announcement(announce_refs(S2, SIGREFS)), topic=REPOSITORIES_TOPIC)
+    assert validator(misdirected) is ValidationResult.REJECT
     repository = encode_announcement(announce_repository([GENESIS]))
     assert validator(message(repository, topic=REPOSITORIES_TOPIC)) is ValidationResult.ACCEPT
     assert isinstance(node.accepted[-1][0], VerifiedRepository)

@@ -415,7 +415,9 @@ def _check_refs(announcement: RefsAnnounced, topic: str, limits: AnnounceLimits)
 def _check_repository(announcement: RepositoryAnnounced, topic: str, limits: AnnounceLimits) -> VerifiedRepository:
     rid = announcement.rid
     if topic != REPOSITORIES_TOPIC:
-        raise MisdirectedAnnouncement(f"repository {rid} announced on topic {topic[:120]!r}, not {REPOSITORIES_TOPIC!r}")
+        raise MisdirectedAnnouncement(
+            f"repository {rid} announced on topic {topic[:120]!r}, not {REPOSITORIES_TOPIC!r}"
+        )
     if len(announcement.identity) > limits.max_revisions:
         raise OversizedAnnouncement(
             f"an identity chain of {len(announcement.identity)} revisions (limit {limits.max_revisions})"
