@@ -43,17 +43,20 @@ node: it also seeds every repository it hears announced, within the
 ``seed_max_*`` limits, past which it takes on no new repository and keeps
 updating those it has). :mod:`guts.replicate.policy` explains the rules;
 the block lists of repositories and peers are not settings but choices
-kept in ``GUTS_HOME/seeds.sqlite`` (:mod:`guts.replicate.seeds`).
+kept in ``GUTS_HOME/seeds.sqlite`` (:mod:`guts.replicate.seeds`). The
+node reads and checks these settings but does not act on them yet:
+announcements and automatic replication, which apply them, are not wired
+into the node.
 
 The limits are checked here, each against a range
 (:data:`LIMIT_RANGES`): a value outside it is a :class:`ConfigError`
 naming the file, variable or flag it came from, and so is an idle timeout
 longer than the deadline. :func:`guts.node.repositories_config` and
 :func:`guts.node.sync_config` turn them into the repository and sync
-configs (built there, not here: this module stays light for
-``git-remote-guts``, which reads only where the node's socket is); the
-seeding settings become a :class:`guts.replicate.policy.SeedingPolicy`
-and its :class:`~guts.replicate.policy.SeedLimits` the same way. A size (``repo_max_pack_bytes``,
+configs (built there, not here: this module stays light for the
+commands that only ask a node); the seeding settings are to become a
+:class:`guts.replicate.policy.SeedingPolicy` and its
+:class:`~guts.replicate.policy.SeedLimits` the same way. A size (``repo_max_pack_bytes``,
 ``seed_max_storage_bytes``) is a whole number of bytes or a number with a
 binary unit: ``B``, ``KiB``, ``MiB``, ``GiB``, ``TiB`` (``"1.5GiB"``; any
 case, a space allowed); decimal units (``GB``) are refused, being

@@ -1,12 +1,23 @@
-"""Repositories over the whole network: announcements of new repositories
-and of new signed refs on gossip, the seeding policy that decides what a
-node replicates, and (to come) the replication that acts on both.
+"""Repositories over the whole network: seeds in the DHT, announcements
+of new repositories and of new signed refs on gossip, and the seeding
+policy that decides what a node replicates.
+
+Wired into the node today:
+
+- :mod:`guts.replicate.providing`: a node provides the RID of every
+  repository it holds in the DHT, and a sync finds seeds there.
+
+Built and tested, not yet wired into the node (the replication that acts
+on announcements under the policy comes next):
 
 - :mod:`guts.replicate.announce`: the announcements (``proto/announce.proto``),
-  their topics, their checks against the signed state, and the
-  coalescing of bursts into one fetch; pure.
+  their topics and their checks against the signed state; pure.
+- :mod:`guts.replicate.coalesce`: bursts of announcements for one
+  repository turned into one fetch of its newest state; pure.
+- :mod:`guts.replicate.validator`: the gossip validator that accepts,
+  ignores or rejects (charging the sender) each announcement.
 - :mod:`guts.replicate.policy`: what a node seeds and whose namespaces it
   replicates, its block lists and limits; pure.
-- :mod:`guts.replicate.seeds`: the seeded repositories, kept across
-  restarts in SQLite.
+- :mod:`guts.replicate.seeds`: the seeded repositories and block lists,
+  kept across restarts in SQLite.
 """
