@@ -44,9 +44,9 @@ node: it also seeds every repository it hears announced, within the
 updating those it has). :mod:`guts.replicate.policy` explains the rules;
 the block lists of repositories and peers are not settings but choices
 kept in ``GUTS_HOME/seeds.sqlite`` (:mod:`guts.replicate.seeds`). The
-node reads and checks these settings but does not act on them yet:
-announcements and automatic replication, which apply them, are not wired
-into the node.
+node bounds the fetches that announcements start by ``seed_max_fetches``;
+``seed_policy`` and the other limits are read and checked but not acted
+on yet: today a node replicates the repositories it holds.
 
 The limits are checked here, each against a range
 (:data:`LIMIT_RANGES`): a value outside it is a :class:`ConfigError`

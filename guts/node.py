@@ -34,6 +34,7 @@ from guts.repo.sigrefs import RefsLimits
 from guts.repo.state import Repositories, RepositoriesConfig
 from guts.repo.storage import StorageConfig
 from guts.replicate.providing import RepoProvider
+from guts.replicate.replicator import Replicator
 from guts.sync import SyncConfig, SyncService
 from guts.transport import TcpTransport, Transport, WebSocketTransport
 
@@ -97,6 +98,9 @@ class Node:
     #: are no repositories. Wake it (``providing.wake()``) after a
     #: repository is made or fetched.
     providing: RepoProvider | None = None
+    #: Announces this node's new signed refs and fetches what peers
+    #: announce, for the repositories it holds; ``None`` without them.
+    replicator: Replicator | None = None
     #: The subscriptions to ``config.topics``, by topic.
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
 
@@ -170,17 +174,23 @@ async def open_node(
         dht_config = DhtConfig(protocol=config.dht_protocol, mode=DhtMode(config.dht_mode), bootstrap=config.bootstrap)
         async with open_host(keypair, transports, host_config) as host:
             dht = Dht(host, dht_config, store)
+            pubsub = Gossipsub(host)
+            providing = None if repos is None else RepoProvider(dht, repos)
             node = Node(
                 config=config,
                 host=host,
                 identify=Identify(host),
                 ping=Ping(host),
                 dht=dht,
-                pubsub=Gossipsub(host),
+                pubsub=pubsub,
                 repos=repos,
                 sync=None if repos is None else SyncService(host, repos, sync_config(config)),
-                providing=None if repos is None else RepoProvider(dht, repos),
-            )
+                providing=providing,
+                replicator=None if repos is None else Replicator(
+                    host, pubsub, dht, repos, sync_config(config), providing=providing,
+                    max_fetches=config.seed_max_fetches,
+                ),
+            )  # fmt: skip
             await host.start(node.pubsub.run)
             for topic in config.topics:
                 node.subscriptions[topic] = node.pubsub.subscribe(topic)
@@ -190,6 +200,8 @@ async def open_node(
             await host.start(node.dht.run)
             if node.providing is not None:
                 await host.start(node.providing.run)
+            if node.replicator is not None:
+                await host.start(node.replicator.run)
             yield node
     finally:
         if store is not None:

@@ -47,7 +47,7 @@ async def open_controlled_node(
                 add_pubsub_routes(api, node.pubsub)
                 add_repo_routes(
                     api, node.repos, node.host.keypair, node.host, node.sync.config if node.sync else None,
-                    dht=node.dht, providing=node.providing,
+                    dht=node.dht, providing=node.providing, replicator=node.replicator,
                 )  # fmt: skip
                 serving, control = control, None  # serve_control closes it from now on
                 await node.host.start(serve_control, api, serving)

@@ -78,6 +78,7 @@ from guts.repo.push_rules import PushResult, RefRejected, RefUnchanged, RefUpdat
 from guts.repo.rid import Rid
 from guts.repo.state import Repositories, RepoState
 from guts.replicate.providing import RepoProvider, find_seeds
+from guts.replicate.replicator import Replicator
 from guts.repo.storage import NotConnected, PackRejected, Quarantine, RepositoryExists, RepositoryNotFound
 from guts.sync import ADVERTISEMENT, SyncConfig, check_upload_request, filter_ls_refs
 
@@ -285,16 +286,21 @@ def add_repo_routes(
     sync_config: SyncConfig | None = None,
     dht: Dht | None = None,
     providing: RepoProvider | None = None,
+    replicator: Replicator | None = None,
 ) -> None:
     """Serve the repository routes of ``repos``; ``keypair`` (the node's)
     signs what ``init`` makes; ``host`` reaches the peers a sync fetches
     from (without it, ``sync`` is unavailable), under ``sync_config``'s
     limits (the node's); ``dht`` finds seeds when no peer is named and the
-    connected ones fail; ``providing`` is woken when a repository arrives."""
+    connected ones fail; ``providing`` is woken when a repository arrives;
+    ``replicator`` follows the repositories the node holds and announces
+    what it signs."""
 
-    def arrived() -> None:
+    def arrived(rid: str) -> None:
         if providing is not None:
             providing.wake()
+        if replicator is not None:
+            replicator.follow(rid)
 
     async def init(request: HttpRequest) -> HttpResponse:
         held = _repos(repos)
@@ -315,7 +321,9 @@ def add_repo_routes(
             )
         except GutsError as exc:
             raise _storage_error(exc) from None
-        arrived()
+        arrived(str(state.rid))
+        if replicator is not None:
+            await replicator.announce(state.rid, keypair.peer_id)
         return HttpResponse(200, state_json(state))
 
     async def list_(request: HttpRequest) -> HttpResponse:
@@ -346,9 +354,9 @@ def add_repo_routes(
             seeds = functools.partial(_seeds, host, dht, rid)
         if progress:
             events = sync_events(host, held, rid, targets, config, state_json, seeds)
-            return HttpResponse(200, JsonLines(_noting(event_lines(events), arrived)))
+            return HttpResponse(200, JsonLines(_noting(event_lines(events), functools.partial(arrived, rid))))
         answer = await sync_answer(host, held, rid, targets, config, state_json, seeds)
-        arrived()
+        arrived(rid)
         return HttpResponse(200, answer)
 
     def held_state(request: HttpRequest) -> tuple[Repositories, RepoState]:
@@ -452,6 +460,9 @@ def add_repo_routes(
                 except GutsError as exc:
                     why = f"not published: {exc}"
                     results = [RefRejected(r.ref, why) if isinstance(r, RefUpdated) else r for r in results]
+                else:
+                    if replicator is not None:
+                        await replicator.announce(rid, me)
         canonical = state.canonical.ref_map()
         return HttpResponse(
             200,

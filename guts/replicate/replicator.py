@@ -1,0 +1,215 @@
+"""Replication: a node announces its new signed refs on gossip and fetches
+what others announce, for the repositories it holds.
+
+Theory of operation
+-------------------
+For every repository it holds, the node subscribes to the repository's
+topic (:func:`~guts.replicate.announce.refs_topic`) with the
+:class:`~guts.replicate.validator.AnnouncementValidator` on it: gossip
+forwards only announcements that verify and are news to this node, and
+charges the senders of forged ones. The node itself reads nothing from
+the topic; the validator's ``on_accept`` offers each accepted statement
+to a :class:`~guts.replicate.coalesce.Coalescer`, so that a burst of
+announcements for one repository becomes one fetch of its newest state.
+
+:meth:`Replicator.run` sleeps until the coalescer has an order due, then
+runs it (at most ``max_fetches`` at once, one per repository): a sync
+(:func:`guts.sync.fetch`, everything verified before anything moves) from
+the peers that announced it, then from the seeds the DHT knows. The order
+is finished either way, and the coalescer retries a failed one a few
+times.
+
+When the node signs new refs (a push, ``guts repo init``) the control API
+calls :meth:`Replicator.announce`: the namespace's new statement and its
+sigrefs commit go out on the repository's topic. A repository the node
+starts to hold (made here, or fetched by a sync) is followed with
+:meth:`Replicator.follow`.
+
+This is the ``selected`` seeding policy of
+:mod:`guts.replicate.policy`: the repositories a node made, cloned or
+synced. The network-wide topic of new repositories, ``all``, scopes and
+block lists come with the policy's wiring.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import trio
+
+from guts.dht import Dht
+from guts.errors import GutsError
+from guts.gossip import GossipMessage, Gossipsub, Subscription
+from guts.host import Host
+from guts.peer import PeerId
+from guts.repo.rid import Rid
+from guts.repo.sigrefs import Statement
+from guts.repo.state import Repositories
+from guts.repo.storage import RepositoryNotFound
+from guts.replicate.announce import Verified, VerifiedRefs, announce_refs, encode_announcement, refs_topic
+from guts.replicate.coalesce import Coalescer, CoalesceConfig, FetchOrder
+from guts.replicate.providing import RepoProvider, find_seeds
+from guts.replicate.validator import AnnouncementValidator
+from guts.sync import SyncConfig, fetch
+
+__all__ = ["Replicator"]
+
+log = logging.getLogger("guts.replicate")
+
+
+class Replicator:
+    """Announces this node's new signed refs and fetches what peers
+    announce (module docstring).
+
+    Args:
+        host: reaches the peers.
+        gossip: carries the announcements.
+        dht: finds more seeds when the announcers fail.
+        repos: the node's repositories.
+        sync_config: the limits of each fetch.
+        providing: woken after a fetch, so a new repository is provided.
+        coalesce: the coalescer's windows and bounds.
+        max_fetches: fetches at once.
+    """
+
+    def __init__(
+        self,
+        host: Host,
+        gossip: Gossipsub,
+        dht: Dht | None,
+        repos: Repositories,
+        sync_config: SyncConfig,
+        *,
+        providing: RepoProvider | None = None,
+        coalesce: CoalesceConfig | None = None,
+        max_fetches: int = 8,
+    ) -> None:
+        self.host = host
+        self.gossip = gossip
+        self.dht = dht
+        self.repos = repos
+        self.sync_config = sync_config
+        self.providing = providing
+        self.coalescer = Coalescer(coalesce)
+        self.validator = AnnouncementValidator(self._held, on_accept=self._accepted)
+        self._limit = trio.CapacityLimiter(max_fetches)
+        self._subscriptions: dict[str, Subscription] = {}
+        self._wake = trio.Event()
+        #: Fetches run for announcements, and how many of those failed.
+        self.fetches = 0
+        self.failures = 0
+
+    # -- what the node holds, for the validator ---------------------------
+
+    def _held(self, rid: Rid, signer: PeerId) -> Statement | None:
+        try:
+            state = self.repos.show(str(rid))
+        except (RepositoryNotFound, ValueError):
+            return None
+        ns = state.namespaces.get(signer)
+        return ns.statement if ns is not None else None
+
+    def _accepted(self, verified: Verified, message: GossipMessage) -> None:
+        if not isinstance(verified, VerifiedRefs):
+            return
+        peer = message.propagation_source or message.author
+        if peer is None:
+            return
+        statement = verified.statement
+        if self.coalescer.offer(verified.rid, statement.signer, statement.seq, peer, trio.current_time()):
+            self._wake.set()
+
+    # -- topics -------------------------------------------------------------
+
+    def follow(self, rid: Rid | str) -> None:
+        """Take announcements for ``rid`` from now on (idempotent)."""
+        topic = refs_topic(rid if isinstance(rid, Rid) else Rid.parse(rid))
+        if topic in self._subscriptions:
+            return
+        self.gossip.set_validator(topic, self.validator)
+        # The validator does the work; the node reads nothing of the topic.
+        self._subscriptions[topic] = self.gossip.subscribe(topic, buffer=1)
+
+    def unfollow(self, rid: Rid | str) -> None:
+        topic = refs_topic(rid if isinstance(rid, Rid) else Rid.parse(rid))
+        subscription = self._subscriptions.pop(topic, None)
+        if subscription is not None:
+            subscription.close()
+            self.gossip.set_validator(topic, None)
+
+    async def announce(self, rid: Rid | str, signer: PeerId) -> bool:
+        """Announce ``signer``'s latest statement in ``rid`` on the
+        repository's topic; whether there was one to announce."""
+        try:
+            state = self.repos.show(str(rid))
+        except (RepositoryNotFound, ValueError):
+            return False
+        ns = state.namespaces.get(signer)
+        if ns is None:
+            return False
+        data = encode_announcement(announce_refs(ns.signed, ns.commit))
+        try:
+            await self.gossip.publish(refs_topic(state.rid), data)
+        except GutsError as exc:
+            log.warning("repository %s: announcing seq %d failed: %s", state.rid, ns.statement.seq, exc)
+            return False
+        return True
+
+    # -- fetching -------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        for state in self.repos.list():
+            self.follow(state.rid)
+        task_status.started()
+        async with trio.open_nursery() as nursery:
+            while True:
+                self._wake = trio.Event()
+                now = trio.current_time()
+                for order in self.coalescer.due(now):
+                    nursery.start_soon(self._fetch, order)
+                due = self.coalescer.next_due()
+                with trio.move_on_at(due if due is not None else math.inf):
+                    await self._wake.wait()
+
+    async def _fetch(self, order: FetchOrder) -> None:
+        rid = str(order.rid)
+        ok = False
+        tried: list[PeerId] = []
+        async with self._limit:
+            self.fetches += 1
+            for peer in order.peers:
+                tried.append(peer)
+                if await self._fetch_from(peer, rid, order):
+                    ok = True
+                    break
+            if not ok and self.dht is not None:
+                try:
+                    seeds = await find_seeds(self.host, self.dht, rid, exclude=tried)
+                except GutsError as exc:
+                    log.info("repository %s: no seeds from the DHT: %s", rid, exc)
+                    seeds = []
+                for peer in seeds:
+                    if await self._fetch_from(peer, rid, order):
+                        ok = True
+                        break
+        if not ok:
+            self.failures += 1
+        self.coalescer.finished(order.rid, ok, trio.current_time())
+        self._wake.set()
+        if ok and self.providing is not None:
+            self.providing.wake()
+
+    async def _fetch_from(self, peer: PeerId, rid: str, order: FetchOrder) -> bool:
+        try:
+            state = await fetch(self.host, self.repos, peer, rid, self.sync_config)
+        except GutsError as exc:
+            log.info("repository %s: fetching the announced state from %s failed: %s", rid, peer, exc)
+            return False
+        got = {want.signer: state.namespaces.get(want.signer) for want in order.wanted}
+        behind = [w for w in order.wanted if (ns := got[w.signer]) is None or ns.statement.seq < w.seq]
+        if behind:
+            log.info("repository %s: %s did not have every announced statement yet", rid, peer)
+            return False
+        log.info("repository %s: fetched the announced state from %s", rid, peer)
+        return True

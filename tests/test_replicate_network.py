@@ -1,0 +1,52 @@
+"""Replication with real ``guts start`` processes and git: a push on one
+node is announced on gossip and fetched by the nodes that hold the
+repository, without anyone running a command there."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from .repo_helpers import build_history, git
+from .test_cli import _events_until, _start
+from .test_cli_repo import run_in, stop
+from .test_remote_guts import commit, person, sh, shown
+
+
+def test_a_push_reaches_a_seed_without_a_command(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    git("init", "--quiet", "--initial-branch=main", str(source))
+    build_history(source / ".git", commits=60, topic_every=20)
+    git("-C", str(source), "checkout", "--quiet", "-f", "main")
+    a = b = None
+    try:
+        a = _start(tmp_path / "a")
+        assert a.stdout is not None
+        ready_a = json.loads(a.stdout.readline())
+        made = run_in(source, "repo", "init", "--json", home=tmp_path / "a")
+        assert made.returncode == 0, made.stderr
+        rid = json.loads(made.stdout)["rid"]
+        b = _start(tmp_path / "b", "--bootstrap", ready_a["addrs"][0])
+        assert b.stdout is not None
+        json.loads(b.stdout.readline())
+        _events_until(b, "peer_identified", ready_a["peer_id"])
+        # B holds it (a clone through B), and so follows its announcements.
+        sh(person(tmp_path / "b"), "clone", "--quiet", f"guts://{rid}", str(tmp_path / "clone"))
+        time.sleep(1.5)  # a gossip heartbeat or so: A learns B's subscription
+
+        alice = person(tmp_path / "a")
+        for n in range(2):
+            new = commit(alice, source, f"new-{n}.txt")
+            pushed_at = time.monotonic()
+            sh(alice, "push", "--quiet", "guts", "main", cwd=source)
+            while shown(tmp_path / "b", rid).get("refs/heads/main") != new:
+                assert time.monotonic() - pushed_at < 10, "B did not get the pushed commit"
+                time.sleep(0.05)
+            took = time.monotonic() - pushed_at
+            print(f"push {n + 1} on A reached B's storage in {took:.2f} s")
+            assert took < 5
+    finally:
+        for node in (b, a):
+            if node is not None:
+                stop(node)
