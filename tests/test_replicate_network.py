@@ -50,3 +50,45 @@ def test_a_push_reaches_a_seed_without_a_command(tmp_path: Path) -> None:
         for node in (b, a):
             if node is not None:
                 stop(node)
+
+
+def test_a_node_that_was_offline_catches_up_when_it_reconnects(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    git("init", "--quiet", "--initial-branch=main", str(source))
+    build_history(source / ".git", commits=40, topic_every=20)
+    git("-C", str(source), "checkout", "--quiet", "-f", "main")
+    a = b = None
+    try:
+        a = _start(tmp_path / "a")
+        assert a.stdout is not None
+        ready_a = json.loads(a.stdout.readline())
+        made = run_in(source, "repo", "init", "--json", home=tmp_path / "a")
+        assert made.returncode == 0, made.stderr
+        rid = json.loads(made.stdout)["rid"]
+        b = _start(tmp_path / "b", "--bootstrap", ready_a["addrs"][0])
+        assert b.stdout is not None
+        json.loads(b.stdout.readline())
+        _events_until(b, "peer_identified", ready_a["peer_id"])
+        sh(person(tmp_path / "b"), "clone", "--quiet", f"guts://{rid}", str(tmp_path / "clone"))
+        stop(b)
+        b = None
+
+        # B is offline: A pushes twice.
+        alice = person(tmp_path / "a")
+        for n in range(2):
+            new = commit(alice, source, f"while-b-was-away-{n}.txt")
+            sh(alice, "push", "--quiet", "guts", "main", cwd=source)
+        assert shown(tmp_path / "a", rid)["refs/heads/main"] == new
+
+        # B comes back, connects to A, and catches up with no command.
+        started = time.monotonic()
+        b = _start(tmp_path / "b", "--bootstrap", ready_a["addrs"][0])
+        assert b.stdout is not None
+        json.loads(b.stdout.readline())
+        while shown(tmp_path / "b", rid).get("refs/heads/main") != new:
+            assert time.monotonic() - started < 10, "B did not catch up"
+            time.sleep(0.05)
+    finally:
+        for node in (b, a):
+            if node is not None:
+                stop(node)

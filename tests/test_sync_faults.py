@@ -392,10 +392,15 @@ def test_refs_moved_by_hand_on_the_serving_node_never_reach_the_fetching_one(tmp
         assert stale.returncode == 1 and "stale statement (seq 1, ours is seq 2)" in stale.stderr
         assert refs_of(repo_b) == held_b
         assert guts_json(b.home, "repo", "show", rid)["refs"] == state_a["refs"]
+        # Meeting B, A catches up with the newer statement B holds: its own
+        # seq 2 comes back, verified like any other.
+        wait_until(lambda: [ns["seq"] for ns in guts_json(a.home, "repo", "show", rid)["namespaces"]] == [2],
+                   "A to catch up from B")  # fmt: skip
+        healed = refs_of(repo_a)[sigrefs]
 
         # A's sigrefs ref moved by hand to a commit that records no statement.
         stop_node(a)
-        git("update-ref", sigrefs, hand, first, git_dir=repo_a)
+        git("update-ref", sigrefs, hand, healed, git_dir=repo_a)
         a = start_node(a.home)
         broken = guts_json(a.home, "repo", "show", rid)
         assert broken["namespaces"] == [] and broken["refs"] == {}

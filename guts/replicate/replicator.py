@@ -19,6 +19,14 @@ the peers that announced it, then from the seeds the DHT knows. The order
 is finished either way, and the coalescer retries a failed one a few
 times.
 
+A node that was offline catches up when it meets a peer again: on each
+peer identified as serving the sync protocol, the node syncs each
+repository it holds from that peer (``GetRefs`` first, so a peer that
+has nothing newer costs one round trip, and one that lacks the
+repository answers ``NOT_FOUND``), at most :attr:`Replicator.catch_up_repos`
+of them, one peer at a time, while announced fetches of the same
+repository wait.
+
 When the node signs new refs (a push, ``guts repo init``) the control API
 calls :meth:`Replicator.announce`: the namespace's new statement and its
 sigrefs commit go out on the repository's topic. A repository the node
@@ -41,7 +49,7 @@ import trio
 from guts.dht import Dht
 from guts.errors import GutsError
 from guts.gossip import GossipMessage, Gossipsub, Subscription
-from guts.host import Host
+from guts.host import Host, HostEvent, PeerIdentified
 from guts.peer import PeerId
 from guts.repo.rid import Rid
 from guts.repo.sigrefs import Statement
@@ -51,7 +59,7 @@ from guts.replicate.announce import Verified, VerifiedRefs, announce_refs, encod
 from guts.replicate.coalesce import Coalescer, CoalesceConfig, FetchOrder
 from guts.replicate.providing import RepoProvider, find_seeds
 from guts.replicate.validator import AnnouncementValidator
-from guts.sync import SyncConfig, fetch
+from guts.sync import SYNC_PROTOCOL, RefusedReason, SyncConfig, SyncRefused, fetch
 
 __all__ = ["Replicator"]
 
@@ -84,6 +92,8 @@ class Replicator:
         providing: RepoProvider | None = None,
         coalesce: CoalesceConfig | None = None,
         max_fetches: int = 8,
+        catch_up_repos: int = 256,
+        catch_up_peers: int = 64,
     ) -> None:
         self.host = host
         self.gossip = gossip
@@ -99,6 +109,13 @@ class Replicator:
         #: Fetches run for announcements, and how many of those failed.
         self.fetches = 0
         self.failures = 0
+        #: Repositories synced from a peer met again (at most, per peer).
+        self.catch_up_repos = catch_up_repos
+        #: Peers waiting for a catch-up (more are left out, and logged).
+        self.catch_up_peers = catch_up_peers
+        self._meet: dict[PeerId, None] = {}
+        self._met = trio.Event()
+        host.add_event_handler(self._on_event)
 
     # -- what the node holds, for the validator ---------------------------
 
@@ -119,6 +136,54 @@ class Replicator:
         statement = verified.statement
         if self.coalescer.offer(verified.rid, statement.signer, statement.seq, peer, trio.current_time()):
             self._wake.set()
+
+    # -- catching up --------------------------------------------------------
+
+    def _on_event(self, event: HostEvent) -> None:
+        if not isinstance(event, PeerIdentified) or SYNC_PROTOCOL not in event.protocols:
+            return
+        if event.peer_id in self._meet:
+            return
+        if len(self._meet) >= self.catch_up_peers:
+            log.info("catch-up with %s left out: %d peers wait already", event.peer_id, len(self._meet))
+            return
+        self._meet[event.peer_id] = None
+        self._met.set()
+
+    async def _catch_up_loop(self) -> None:
+        while True:
+            await self._met.wait()
+            self._met = trio.Event()
+            while self._meet:
+                peer = next(iter(self._meet))
+                del self._meet[peer]
+                await self.catch_up(peer)
+
+    async def catch_up(self, peer: PeerId) -> int:
+        """Sync each held repository from ``peer``; how many changed."""
+        held = self.repos.list()[: self.catch_up_repos]
+        changed = 0
+        for before in held:
+            rid = before.rid
+            if not self.coalescer.started(rid):
+                continue  # an announced fetch runs: it brings the news
+            ok = False
+            try:
+                after = await fetch(self.host, self.repos, peer, rid, self.sync_config)
+                ok = True
+                changed += after != before
+            except SyncRefused as exc:
+                if exc.reason is not RefusedReason.NOT_FOUND:
+                    log.info("repository %s: catching up from %s: %s", rid, peer, exc)
+            except GutsError as exc:
+                log.info("repository %s: catching up from %s failed: %s", rid, peer, exc)
+            finally:
+                self.coalescer.finished(rid, ok, trio.current_time())
+        if changed:
+            log.info("caught up with %s: %d repositories changed", peer, changed)
+            if self.providing is not None:
+                self.providing.wake()
+        return changed
 
     # -- topics -------------------------------------------------------------
 
@@ -163,6 +228,7 @@ class Replicator:
             self.follow(state.rid)
         task_status.started()
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._catch_up_loop)
             while True:
                 self._wake = trio.Event()
                 now = trio.current_time()

@@ -68,6 +68,7 @@ from guts.repo.sigrefs import SignedStatement
 from guts.repo.state import Repositories, RepoState
 from guts.repo.storage import FSCK_LENIENT, PackRejected, Quarantine
 from guts.sync._codec import (
+    RefusedReason,
     SYNC_PROTOCOL,
     GetObjects,
     GetRefs,
@@ -176,7 +177,9 @@ async def fetch(
         log.warning("peer %s: fetch of %s failed: %s", peer, key, error)
         raise error from None
     except GutsError as exc:
-        log.warning("peer %s: fetch of %s failed: %s", peer, key, exc)
+        # A peer that does not hold the repository did nothing wrong.
+        absent = isinstance(exc, SyncRefused) and exc.reason is RefusedReason.NOT_FOUND
+        log.log(logging.INFO if absent else logging.WARNING, "peer %s: fetch of %s failed: %s", peer, key, exc)
         raise
 
 
