@@ -92,3 +92,57 @@ def test_a_node_that_was_offline_catches_up_when_it_reconnects(tmp_path: Path) -
         for node in (b, a):
             if node is not None:
                 stop(node)
+
+
+def _until(check: object, what: str, timeout: float = 30.0) -> float:
+    started = time.monotonic()
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() - started < timeout, f"timed out waiting for {what}"
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def test_a_repository_outlives_its_author_and_the_network_converges(tmp_path: Path) -> None:
+    """D is a DHT server holding nothing; A (the author), B (a seed) and C
+    know only D. B clones from A, found through the DHT; A is killed; C
+    clones through B, found through the DHT; A comes back and pushes, and
+    B and C both get the new commit with no command."""
+    source = tmp_path / "source"
+    git("init", "--quiet", "--initial-branch=main", str(source))
+    history = build_history(source / ".git", commits=50, topic_every=25)
+    git("-C", str(source), "checkout", "--quiet", "-f", "main")
+    nodes: dict[str, object] = {}
+    try:
+        d = nodes["d"] = _start(tmp_path / "d", "--dht-mode", "server")
+        assert d.stdout is not None
+        boot = json.loads(d.stdout.readline())["addrs"][0]
+
+        def node(name: str) -> None:
+            proc = nodes[name] = _start(tmp_path / name, "--bootstrap", boot)
+            assert proc.stdout is not None
+            json.loads(proc.stdout.readline())
+
+        node("a")
+        made = run_in(source, "repo", "init", "--json", home=tmp_path / "a")
+        assert made.returncode == 0, made.stderr
+        rid = json.loads(made.stdout)["rid"]
+        node("b")
+        _until(lambda: sh(person(tmp_path / "b"), "clone", "--quiet", f"guts://{rid}", str(tmp_path / "b-clone"),
+                          ok=False).returncode == 0, "B's clone (A provided in the DHT)")  # fmt: skip
+
+        stop(nodes.pop("a"))  # type: ignore[arg-type]
+        node("c")
+        clone_c = tmp_path / "c-clone"
+        _until(lambda: sh(person(tmp_path / "c"), "clone", "--quiet", f"guts://{rid}", str(clone_c),
+                          ok=False).returncode == 0, "C's clone through B (A is gone)")  # fmt: skip
+        assert shown(tmp_path / "c", rid)["refs/heads/main"] == history.refs["refs/heads/main"]
+
+        node("a")
+        new = commit(person(tmp_path / "a"), source, "after-the-restart.txt")
+        sh(person(tmp_path / "a"), "push", "--quiet", "guts", "main", cwd=source)
+        for name in ("b", "c"):
+            took = _until(lambda: shown(tmp_path / name, rid).get("refs/heads/main") == new, f"{name} to converge")
+            print(f"{name} had A's push {took:.1f} s after it")
+    finally:
+        for proc in reversed(list(nodes.values())):
+            stop(proc)  # type: ignore[arg-type]

@@ -19,6 +19,12 @@ the peers that announced it, then from the seeds the DHT knows. The order
 is finished either way, and the coalescer retries a failed one a few
 times.
 
+Announcements travel only between peers that follow a topic and are
+connected, so a node joins each repository's swarm: when it starts to
+follow one, and every :attr:`Replicator.rejoin` seconds while it knows no
+other follower of its topic, it connects to a few of the seeds the DHT
+knows (:attr:`Replicator.swarm`).
+
 A node that was offline catches up when it meets a peer again: on each
 peer identified as serving the sync protocol, the node syncs each
 repository it holds from that peer (``GetRefs`` first, so a peer that
@@ -55,7 +61,14 @@ from guts.repo.rid import Rid
 from guts.repo.sigrefs import Statement
 from guts.repo.state import Repositories
 from guts.repo.storage import RepositoryNotFound
-from guts.replicate.announce import Verified, VerifiedRefs, announce_refs, encode_announcement, refs_topic
+from guts.replicate.announce import (
+    Verified,
+    VerifiedRefs,
+    announce_refs,
+    encode_announcement,
+    refs_topic,
+    topic_rid,
+)
 from guts.replicate.coalesce import Coalescer, CoalesceConfig, FetchOrder
 from guts.replicate.providing import RepoProvider, find_seeds
 from guts.replicate.validator import AnnouncementValidator
@@ -94,6 +107,8 @@ class Replicator:
         max_fetches: int = 8,
         catch_up_repos: int = 256,
         catch_up_peers: int = 64,
+        swarm: int = 4,
+        rejoin: float = 10.0,
     ) -> None:
         self.host = host
         self.gossip = gossip
@@ -113,6 +128,12 @@ class Replicator:
         self.catch_up_repos = catch_up_repos
         #: Peers waiting for a catch-up (more are left out, and logged).
         self.catch_up_peers = catch_up_peers
+        #: Seeds of a repository a node connects to when it joins its swarm.
+        self.swarm = swarm
+        #: Seconds between two tries to join a swarm the node is alone in.
+        self.rejoin = rejoin
+        self._joining: dict[str, None] = {}
+        self._join = trio.Event()
         self._meet: dict[PeerId, None] = {}
         self._met = trio.Event()
         host.add_event_handler(self._on_event)
@@ -159,6 +180,40 @@ class Replicator:
                 del self._meet[peer]
                 await self.catch_up(peer)
 
+    async def _join_loop(self) -> None:
+        while True:
+            with trio.move_on_after(self.rejoin):
+                await self._join.wait()
+            self._join = trio.Event()
+            for topic in self._subscriptions:  # alone in a swarm: try again
+                alone = topic_rid(topic) if not self.gossip.subscribers(topic) else None
+                if alone is not None:
+                    self._joining[str(alone)] = None
+            while self._joining:
+                key = next(iter(self._joining))
+                del self._joining[key]
+                await self.join(key)
+
+    async def join(self, rid: str) -> int:
+        """Connect to up to :attr:`swarm` seeds of ``rid`` the node is not
+        connected to; how many it reached."""
+        if self.dht is None:
+            return 0
+        connected = {connection.peer_id for connection in self.host.connections}
+        try:
+            seeds = await find_seeds(self.host, self.dht, rid, exclude=connected)
+        except GutsError as exc:
+            log.info("repository %s: no seeds from the DHT: %s", rid, exc)
+            return 0
+        reached = 0
+        for peer in seeds[: self.swarm]:
+            try:
+                await self.host.connect(peer)
+                reached += 1
+            except (GutsError, OSError) as exc:
+                log.info("repository %s: seed %s unreachable: %s", rid, peer, exc)
+        return reached
+
     async def catch_up(self, peer: PeerId) -> int:
         """Sync each held repository from ``peer``; how many changed."""
         held = self.repos.list()[: self.catch_up_repos]
@@ -195,6 +250,8 @@ class Replicator:
         self.gossip.set_validator(topic, self.validator)
         # The validator does the work; the node reads nothing of the topic.
         self._subscriptions[topic] = self.gossip.subscribe(topic, buffer=1)
+        self._joining[str(rid)] = None
+        self._join.set()
 
     def unfollow(self, rid: Rid | str) -> None:
         topic = refs_topic(rid if isinstance(rid, Rid) else Rid.parse(rid))
@@ -229,6 +286,7 @@ class Replicator:
         task_status.started()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._catch_up_loop)
+            nursery.start_soon(self._join_loop)
             while True:
                 self._wake = trio.Event()
                 now = trio.current_time()
