@@ -532,3 +532,33 @@ async def test_namespaces_past_the_limit_are_left_out(
         assert any("2 new namespace(s) left out, past the limit of 2" in r.getMessage() for r in caplog.records)
         assert set((await fetch(b, repos_b, a.peer_id, rid)).namespaces) == {a.peer_id, contributors[0].peer_id}
         fsck(repos_b.storage.path(rid))
+
+
+async def test_a_seed_that_lies_is_refused_and_the_next_one_serves(tmp_path: Path, source: History) -> None:
+    """C asks two seeds of A's repository in turn: M, which holds a copy
+    but serves a statement whose signature it broke, then A. M's answer is
+    refused with the reason, nothing of it stays, and C gets A's state."""
+    from guts.control._repo_sync import sync_answer
+    from guts.control.repo import state_json
+    from guts.repo import _codec as repo_codec
+
+    async with memory_hosts(3) as (a, m, c):
+        repos_a, repos_m, repos_c = [await Repositories.open(tmp_path / n) for n in "amc"]
+        state = await repos_a.init(source.path.parent, keypair=a.keypair)
+        rid = str(state.rid)
+        SyncService(a, repos_a)
+        liar = Serving(m, repos_m)
+        for host in (m, c):
+            await host.connect(full_addr(a))
+        await c.connect(full_addr(m))
+        await fetch(m, repos_m, a.peer_id, rid)  # M holds a true copy
+        refs = await SyncService._refs(liar, rid)
+        assert isinstance(refs, Refs)
+        signed = SignedStatement.decode(refs.statements[0])
+        liar.refs = tamper(refs, repo_codec.encode_signed_refs(signed.statement.canonical, bytes(64)))
+        answer = await sync_answer(c, repos_c, rid, [m.peer_id, a.peer_id], SyncConfig(), state_json)
+        assert answer["peer"] == str(a.peer_id) and answer["changed"] is True
+        [failure] = answer["failures"]
+        assert failure["peer"] == str(m.peer_id) and "bad signature" in failure["error"]
+        assert answer["repository"]["refs"] == dict(state.canonical.refs)
+        fsck(repos_c.storage.path(rid))
