@@ -34,7 +34,7 @@ PUBLIC = {
     'guts.node': ['Node', 'expand_unspecified', 'open_node', 'repositories_config', 'sync_config'],
     'guts.repo.packfiles': ['PackFile', 'pack_files'],
     'guts.replicate.providing': ['RepoProvider', 'find_seeds'],
-    'guts.replicate.replicator': ['Replicator'],
+    'guts.replicate.replicator': ['QUICK', 'Replicator'],
     'guts.replicate.announce': ['AnnounceLimits', 'Announcement', 'Assessment', 'ConflictingStatement', 'ForgedAnnouncement', 'HeldStatement', 'InvalidAnnouncement', 'MisdirectedAnnouncement', 'Outcome', 'OversizedAnnouncement', 'REFS_TOPIC_PREFIX', 'REPOSITORIES_TOPIC', 'RefsAnnounced', 'RepositoryAnnounced', 'Verified', 'VerifiedRefs', 'VerifiedRepository', 'announce_refs', 'announce_repository', 'assess', 'check_announcement', 'decode_announcement', 'encode_announcement', 'is_newer', 'refs_topic', 'topic_of', 'topic_rid'],
     'guts.replicate.coalesce': ['CoalesceConfig', 'Coalescer', 'FetchOrder', 'Wanted'],
     'guts.replicate.validator': ['AnnouncementValidator', 'announcement_validator'],

@@ -74,9 +74,14 @@ from guts.replicate.providing import RepoProvider, find_seeds
 from guts.replicate.validator import AnnouncementValidator
 from guts.sync import SYNC_PROTOCOL, RefusedReason, SyncConfig, SyncRefused, fetch
 
-__all__ = ["Replicator"]
+__all__ = ["QUICK", "Replicator"]
 
 log = logging.getLogger("guts.replicate")
+
+#: A node's coalescing: a push's announcement is fetched 50 ms after it
+#: arrives (what comes in those 50 ms, or during the fetch, joins one
+#: more fetch after it), and a steady stream waits at most 1 s.
+QUICK = CoalesceConfig(debounce=0.05, max_delay=1.0)
 
 
 class Replicator:
@@ -90,7 +95,7 @@ class Replicator:
         repos: the node's repositories.
         sync_config: the limits of each fetch.
         providing: woken after a fetch, so a new repository is provided.
-        coalesce: the coalescer's windows and bounds.
+        coalesce: the coalescer's windows and bounds (:data:`QUICK`).
         max_fetches: fetches at once.
     """
 
@@ -116,7 +121,7 @@ class Replicator:
         self.repos = repos
         self.sync_config = sync_config
         self.providing = providing
-        self.coalescer = Coalescer(coalesce)
+        self.coalescer = Coalescer(coalesce or QUICK)
         self.validator = AnnouncementValidator(self._held, on_accept=self._accepted)
         self._limit = trio.CapacityLimiter(max_fetches)
         self._subscriptions: dict[str, Subscription] = {}
