@@ -40,6 +40,7 @@ from bench import _procs, _report
 from bench._procs import ROOT, STATE_DIR, MeasureError
 from bench._repo_clone import clones
 from bench._repo_memory import growth_mib, memory
+from bench._repo_propagation import propagation
 from bench._repo_history import add_commit, copy_project, git, git_env, refs_of, synthesize
 from bench._sections import write_section
 from bench._wire import median
@@ -361,6 +362,11 @@ def measure(p: Profile, tmp: Path) -> dict[str, Any]:
                 results[source.key]["one_commit"] = one_commit(source, rids[source.key], node_a, url, tmp, p)
         finally:
             node_a.close()
+    print("  [one-commit pushes] propagation to a following node ...", flush=True)
+    try:
+        results["propagation"] = propagation(tmp, p.fetch_runs * 4, _node, _guts)
+    except (MeasureError, OSError, KeyError, ValueError, subprocess.SubprocessError) as exc:
+        results["propagation"] = {"error": str(exc)}
     print(f"  [{p.memory_mib:,} MiB of random blobs] memory while it syncs ...", flush=True)
     try:
         results["memory"] = memory(p.memory_mib, tmp, _node, _guts)
@@ -382,6 +388,17 @@ def table_rows(record: dict[str, Any], *, markdown: bool) -> list[tuple[str, ...
     for key, res in record["results"].items():
         if "error" in res:
             rows.append((f"{key}: failed", "—", "—", "—", "—"))
+            continue
+        if key == "propagation":
+            after = res["after_push_s"]
+            rows.append((
+                f"propagation: one-commit `git push` on A until it is in B's storage (B follows, runs nothing),"
+                f" after the push returns, median (p99) of {res['pushes']}",
+                f"{_s(after)} ({_s(res['after_push_s_p99'])})", "", "",
+                f"≤ 250 ms + pack {ok if after <= 0.25 else bad}",
+            ))  # fmt: skip
+            rows.append((f"… from the start of `git push` (its own {_s(res['push_s'])} included)",
+                         f"{_s(res['total_s'])} ({_s(res['total_s_p99'])})", "", "", ""))
             continue
         if key == "memory":
             worst = max(growth_mib(res, "a"), growth_mib(res, "b"))
