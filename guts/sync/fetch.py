@@ -44,7 +44,7 @@ peer and the reason.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import trio
@@ -129,10 +129,15 @@ async def fetch(
     rid: Rid | str,
     config: SyncConfig | None = None,
     progress: Callable[[SyncProgress], None] | None = None,
+    *,
+    select: Callable[[Sequence[PeerId], Sequence[PeerId]], Collection[PeerId]] | None = None,
 ) -> RepoState:
     """Fetch ``rid`` from ``peer`` and apply what verifies (module docstring);
     ``progress``, when given, is told of each step and of pack bytes as
-    they arrive (it must not block).
+    they arrive (it must not block). ``select``, when given, is asked with
+    the delegates of the identity the peer sent and the signers of its
+    statements which namespaces to take: the others are left out before
+    any object is asked for (a seeding scope, a blocked peer).
 
     Returns:
         The repository's state afterwards (unchanged when the peer had
@@ -159,6 +164,10 @@ async def fetch(
             statements = [
                 (SignedStatement.decode(data, limits.refs), oid) for data, oid in zip(refs.statements, refs.sigrefs)
             ]
+            if select is not None:
+                signers = [signed.statement.signer for signed, _ in statements]
+                keep = select(revisions[-1].document.delegate_ids, signers)
+                statements = [(signed, oid) for signed, oid in statements if signed.statement.signer in keep]
             limit = repos.storage.config.max_pack_bytes
             budget = [limit]
             report = progress or (lambda _: None)
