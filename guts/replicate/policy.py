@@ -18,7 +18,9 @@ The rules, in the order they apply (:meth:`SeedingPolicy.should_seed`):
 
 1. A blocked RID is never seeded, whatever else holds: not held, not
    seeded explicitly, not under ``all``.
-2. A RID seeded explicitly, or held (created or cloned here), is seeded.
+2. A RID seeded explicitly is seeded; one the person unseeded is not
+   (neither by being held nor under ``all``); one held (created or cloned
+   here) is seeded.
    Limits never refuse it: the person asked for it, and a limit refuses
    new work rather than failing old (a node past its storage limit keeps
    updating what it already seeds).
@@ -132,17 +134,22 @@ class Seeds:
         scopes: each repository seeded explicitly, with its scope.
         blocked_rids: repositories never seeded.
         blocked_peers: peers whose namespaces are never replicated.
+        unseeded: repositories the person stopped seeding (``guts repo
+            unseed``): not seeded again, even when held or under ``all``,
+            until seeded explicitly.
     """
 
     scopes: Mapping[Rid, SeedScope] = field(default_factory=dict, hash=False)  # a mapping does not hash
     blocked_rids: frozenset[Rid] = frozenset()
     blocked_peers: frozenset[PeerId] = frozenset()
+    unseeded: frozenset[Rid] = frozenset()
 
     def __post_init__(self) -> None:
         # A private copy: a caller's dict changing later does not change us.
         object.__setattr__(self, "scopes", MappingProxyType(dict(self.scopes)))
         object.__setattr__(self, "blocked_rids", frozenset(self.blocked_rids))
         object.__setattr__(self, "blocked_peers", frozenset(self.blocked_peers))
+        object.__setattr__(self, "unseeded", frozenset(self.unseeded))
 
 
 class SeedReason(enum.Enum):
@@ -154,6 +161,7 @@ class SeedReason(enum.Enum):
     POLICY_ALL = "policy-all"  # taken on by a node of policy all
     # refused
     BLOCKED = "blocked"  # on the block list
+    UNSEEDED = "unseeded"  # unseeded by the person (guts repo unseed)
     NOT_SELECTED = "not-selected"  # policy selected, and the person did not choose it
     REPOSITORY_LIMIT = "repository-limit"  # policy all, seed_max_repositories reached
     STORAGE_LIMIT = "storage-limit"  # policy all, seed_max_storage_bytes reached
@@ -164,6 +172,7 @@ _SENTENCES = {
     SeedReason.HELD: "created or cloned here",
     SeedReason.POLICY_ALL: "seed_policy is all",
     SeedReason.BLOCKED: "the repository is blocked",
+    SeedReason.UNSEEDED: "unseeded here (`guts repo seed RID` takes it back)",
     SeedReason.NOT_SELECTED: "seed_policy is selected and it was not created, cloned or seeded here",
     SeedReason.REPOSITORY_LIMIT: "seed_max_repositories reached",
     SeedReason.STORAGE_LIMIT: "seed_max_storage_bytes reached",
@@ -341,6 +350,18 @@ class SeedingPolicy:
 
     # -- decisions ---------------------------------------------------------
 
+    def is_seeded(self, rid: Rid, *, held: bool) -> bool:
+        """Whether ``rid`` is seeded now, by the person's choices alone
+        (blocked, seeded, unseeded, held), without a limit and without
+        counting a refusal: the question asked of what the node holds
+        already, for each repository and often."""
+        choices = self.seeds
+        if rid in choices.blocked_rids:
+            return False
+        if rid in choices.scopes:
+            return True
+        return held and rid not in choices.unseeded
+
     def should_seed(
         self, rid: Rid, *, held: bool, storage_bytes: int, seeded_count: int, now: float | None = None
     ) -> SeedDecision:
@@ -359,6 +380,8 @@ class SeedingPolicy:
             return self._refuse(rid, SeedReason.BLOCKED, scope, _SENTENCES[SeedReason.BLOCKED], now)
         if rid in self.seeds.scopes:
             return self._accept(rid, SeedReason.SEEDED, scope)
+        if rid in self.seeds.unseeded:
+            return self._refuse(rid, SeedReason.UNSEEDED, scope, _SENTENCES[SeedReason.UNSEEDED], now)
         if held:
             return self._accept(rid, SeedReason.HELD, scope)
         if self.policy is SeedPolicy.SELECTED:

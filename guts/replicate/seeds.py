@@ -1,6 +1,6 @@
 """The person's seeding choices, kept across restarts: the repositories
-seeded (each with its :class:`~guts.replicate.policy.SeedScope`), the
-blocked repositories and the blocked peers.
+seeded (each with its :class:`~guts.replicate.policy.SeedScope`), those
+unseeded, the blocked repositories and the blocked peers.
 
 One SQLite file, ``$GUTS_HOME/seeds.sqlite`` by convention
 (:meth:`SeedStore.in_home`), stdlib ``sqlite3``:
@@ -19,7 +19,7 @@ One SQLite file, ``$GUTS_HOME/seeds.sqlite`` by convention
   a newer one's rows); a row that does not decode (a damaged file) is
   skipped with a log line, never trusted.
 - **Atomic.** Every change is one transaction (the row count checked and
-  the row written together), and :meth:`SeedStore.load` reads the three
+  the row written together), and :meth:`SeedStore.load` reads the four
   tables in one read transaction, so a reader never sees half a change.
 
 Threads: the API is synchronous, like :class:`guts.dht.DhtStore`, and
@@ -71,6 +71,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS seeds (rid BLOB PRIMARY KEY, scope TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS blocked_rids (rid BLOB PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS blocked_peers (peer BLOB PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS unseeded (rid BLOB PRIMARY KEY);
 """
 
 _T = TypeVar("_T")
@@ -202,6 +203,7 @@ class SeedStore:
         """
         key = rid.multihash
         with self._transaction("BEGIN IMMEDIATE") as db:
+            db.execute("DELETE FROM unseeded WHERE rid = ?", (key,))
             row = db.execute("SELECT scope FROM seeds WHERE rid = ?", (key,)).fetchone()
             if row is None:
                 self._check_room(db, "seeds")
@@ -214,8 +216,23 @@ class SeedStore:
             return None  # a damaged row, now repaired
 
     def unseed(self, rid: Rid) -> bool:
-        """Stop seeding ``rid``; whether it was seeded."""
-        return self._delete("seeds", "rid", rid.multihash)
+        """Stop seeding ``rid``, and remember it so that holding it does
+        not seed it again; whether it was seeded explicitly.
+
+        Raises:
+            SeedStoreFull: it was not unseeded before and ``max_rows`` are.
+        """
+        key = rid.multihash
+        with self._transaction("BEGIN IMMEDIATE") as db:
+            seeded = db.execute("DELETE FROM seeds WHERE rid = ?", (key,)).rowcount > 0
+            if db.execute("SELECT 1 FROM unseeded WHERE rid = ?", (key,)).fetchone() is None:
+                self._check_room(db, "unseeded")
+                db.execute("INSERT INTO unseeded (rid) VALUES (?)", (key,))
+            return seeded
+
+    def unseeded(self) -> list[Rid]:
+        """The repositories unseeded, in the order unseeded."""
+        return self._read(self._unseeded)
 
     def is_seeded(self, rid: Rid) -> bool:
         found = self._read(lambda db: db.execute("SELECT 1 FROM seeds WHERE rid = ?", (rid.multihash,)).fetchone())
@@ -264,7 +281,12 @@ class SeedStore:
         :class:`~guts.replicate.policy.SeedingPolicy`."""
 
         def read(db: sqlite3.Connection) -> Seeds:
-            return Seeds(self._seeded(db), frozenset(self._blocked_rids(db)), frozenset(self._blocked_peers(db)))
+            return Seeds(
+                self._seeded(db),
+                frozenset(self._blocked_rids(db)),
+                frozenset(self._blocked_peers(db)),
+                frozenset(self._unseeded(db)),
+            )
 
         return self._read(read)
 
@@ -335,6 +357,9 @@ class SeedStore:
 
     def _blocked_rids(self, db: sqlite3.Connection) -> list[Rid]:
         return self._rows(db, "SELECT rid FROM blocked_rids ORDER BY rowid", lambda rid: Rid(bytes(rid)), "blocked RID")
+
+    def _unseeded(self, db: sqlite3.Connection) -> list[Rid]:
+        return self._rows(db, "SELECT rid FROM unseeded ORDER BY rowid", lambda rid: Rid(bytes(rid)), "unseeded RID")
 
     def _blocked_peers(self, db: sqlite3.Connection) -> list[PeerId]:
         query = "SELECT peer FROM blocked_peers ORDER BY rowid"
