@@ -131,13 +131,17 @@ async def fetch(
     progress: Callable[[SyncProgress], None] | None = None,
     *,
     select: Callable[[Sequence[PeerId], Sequence[PeerId]], Collection[PeerId]] | None = None,
+    refs: Refs | None = None,
 ) -> RepoState:
     """Fetch ``rid`` from ``peer`` and apply what verifies (module docstring);
     ``progress``, when given, is told of each step and of pack bytes as
     they arrive (it must not block). ``select``, when given, is asked with
     the delegates of the identity the peer sent and the signers of its
     statements which namespaces to take: the others are left out before
-    any object is asked for (a seeding scope, a blocked peer).
+    any object is asked for (a seeding scope, a blocked peer). ``refs``,
+    when given, is the peer's answer to a ``GetRefs`` already sent
+    (:mod:`guts.sync.race`): it is checked as one received now, and not
+    asked for again.
 
     Returns:
         The repository's state afterwards (unchanged when the peer had
@@ -156,14 +160,9 @@ async def fetch(
     key = str(rid) if isinstance(rid, Rid) else str(Rid.parse(rid))
     try:
         with trio.fail_after(cfg.deadline):
-            refs = await _get_refs(host, peer, key, cfg)
-            limits = repos.config
-            if len(refs.identity) > limits.identity.max_revisions or not refs.identity:
-                raise InvalidIdentity(f"an identity chain of {len(refs.identity)} revisions")
-            revisions = [SignedRevision.decode(data, limits.identity) for data in refs.identity]
-            statements = [
-                (SignedStatement.decode(data, limits.refs), oid) for data, oid in zip(refs.statements, refs.sigrefs)
-            ]
+            if refs is None:
+                refs = await _get_refs(host, peer, key, cfg)
+            revisions, statements = _decode_refs(repos, refs)
             if select is not None:
                 signers = [signed.statement.signer for signed, _ in statements]
                 keep = select(revisions[-1].document.delegate_ids, signers)
@@ -190,6 +189,26 @@ async def fetch(
         absent = isinstance(exc, SyncRefused) and exc.reason is RefusedReason.NOT_FOUND
         log.log(logging.INFO if absent else logging.WARNING, "peer %s: fetch of %s failed: %s", peer, key, exc)
         raise
+
+
+def _decode_refs(
+    repos: Repositories, refs: Refs
+) -> tuple[list[SignedRevision], list[tuple[SignedStatement, str]]]:
+    """A ``Refs`` answer decoded strictly under the repository limits:
+    the identity revisions, genesis first, and each statement (its
+    signature checked) with the peer's sigrefs commit of it.
+
+    Raises:
+        InvalidIdentity: no chain, too long a chain, or a revision that
+            does not decode.
+        InvalidRefs: a statement that does not decode or verify.
+    """
+    limits = repos.config
+    if len(refs.identity) > limits.identity.max_revisions or not refs.identity:
+        raise InvalidIdentity(f"an identity chain of {len(refs.identity)} revisions")
+    revisions = [SignedRevision.decode(data, limits.identity) for data in refs.identity]
+    pairs = zip(refs.statements, refs.sigrefs)
+    return revisions, [(SignedStatement.decode(data, limits.refs), oid) for data, oid in pairs]
 
 
 async def _exchange(
