@@ -485,6 +485,12 @@ class Dht:
         stored = await self._send_all([p.peer_id for p in lookup.peers], message, expect_response=False)
         return PublishResult(key, stored, lookup)
 
+    def stop_providing(self, key: bytes) -> bool:
+        """Stop providing ``key``: our record of it is dropped, so the
+        sweep no longer republishes it, and the copies other peers hold
+        expire (kad-dht has no withdrawal message); whether we provided it."""
+        return self.providers.remove(key, self.peer_id)
+
     async def find_providers(self, key: bytes, count: int = 20) -> list[PeerInfo]:
         """Up to ``count`` providers of ``key``, ours first."""
         found = ProviderCollector(count, self.addr_book)

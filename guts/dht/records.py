@@ -282,6 +282,14 @@ class ProviderStore:
         self._count -= 1
         self._changed.add((key, provider))
 
+    def remove(self, key: bytes, provider: PeerId) -> bool:
+        """Drop ``provider``'s record of ``key``; whether there was one."""
+        records = self._by_key.get(key)
+        if records is None or provider not in records:
+            return False
+        self._remove(key, provider)
+        return True
+
     def restore(self, record: ProviderRecord) -> None:
         """Put back a record loaded from disk (not counted as a change)."""
         self._put(record.key, record.provider, record.addrs, record.received)
