@@ -27,6 +27,8 @@ The config file is TOML::
     seed_max_repositories = 10000     # repositories seeded
     seed_max_storage_bytes = "128GiB" # or a number of bytes
     seed_max_fetches = 8              # fetches at once
+    seed_block_rids = []              # repositories never seeded
+    seed_block_peers = []             # peers whose namespaces are never replicated
 
 Environment variables: ``GUTS_HOME``, ``GUTS_LISTEN`` and ``GUTS_BOOTSTRAP``
 (comma-separated multiaddrs), ``GUTS_MAX_CONNECTIONS``,
@@ -34,19 +36,19 @@ Environment variables: ``GUTS_HOME``, ``GUTS_LISTEN`` and ``GUTS_BOOTSTRAP``
 ``GUTS_DHT_PROTOCOL``, ``GUTS_TOPICS`` (comma-separated), and each
 repository and sync limit as ``GUTS_`` and its name in capitals
 (``GUTS_REPO_MAX_PACK_BYTES=500MiB``, ``GUTS_SYNC_DEADLINE=3600``), and
-likewise ``GUTS_SEED_POLICY`` and each seeding limit
-(``GUTS_SEED_MAX_STORAGE_BYTES=1TiB``).
+likewise ``GUTS_SEED_POLICY``, each seeding limit
+(``GUTS_SEED_MAX_STORAGE_BYTES=1TiB``) and the block lists
+(``GUTS_SEED_BLOCK_RIDS``, ``GUTS_SEED_BLOCK_PEERS``, comma-separated).
 
 ``seed_policy`` is ``selected`` (the default: the node seeds the
 repositories created, cloned or seeded on it) or ``all`` (a public seed
 node: it also seeds every repository it hears announced, within the
 ``seed_max_*`` limits, past which it takes on no new repository and keeps
-updating those it has). :mod:`guts.replicate.policy` explains the rules;
-the block lists of repositories and peers are not settings but choices
-kept in ``GUTS_HOME/seeds.sqlite`` (:mod:`guts.replicate.seeds`). The
-node bounds the fetches that announcements start by ``seed_max_fetches``;
-``seed_policy`` and the other limits are read and checked but not acted
-on yet: today a node replicates the repositories it holds.
+updating those it has). :mod:`guts.replicate.policy` explains the rules.
+The person's own choices (``guts repo seed``, ``unseed``, ``block``) are
+kept in ``GUTS_HOME/seeds.sqlite`` (:mod:`guts.replicate.seeds`); the
+``seed_block_*`` settings add to its block lists, and what they block a
+command cannot unblock.
 
 The limits are checked here, each against a range
 (:data:`LIMIT_RANGES`): a value outside it is a :class:`ConfigError`
@@ -54,9 +56,9 @@ naming the file, variable or flag it came from, and so is an idle timeout
 longer than the deadline. :func:`guts.node.repositories_config` and
 :func:`guts.node.sync_config` turn them into the repository and sync
 configs (built there, not here: this module stays light for the
-commands that only ask a node); the seeding settings are to become a
-:class:`guts.replicate.policy.SeedingPolicy` and its
-:class:`~guts.replicate.policy.SeedLimits` the same way. A size (``repo_max_pack_bytes``,
+commands that only ask a node); :func:`guts.node.seeding_policy` turns
+the seeding settings into a :class:`guts.replicate.policy.SeedingPolicy`
+the same way. A size (``repo_max_pack_bytes``,
 ``seed_max_storage_bytes``) is a whole number of bytes or a number with a
 binary unit: ``B``, ``KiB``, ``MiB``, ``GiB``, ``TiB`` (``"1.5GiB"``; any
 case, a space allowed); decimal units (``GB``) are refused, being
@@ -73,9 +75,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from guts.errors import ConfigError, DecodeError
+from guts.errors import ConfigError, DecodeError, InputError
 from guts.home import CONFIG_FILE, CONTROL_SOCKET, KEY_FILE, default_home
 from guts.multiaddr import Multiaddr
+from guts.peer import PeerId
+from guts.repo.rid import Rid
 
 __all__ = [
     "NodeConfig",
@@ -169,6 +173,8 @@ class NodeConfig:
             repositories.
         seed_max_fetches: fetches of seeded repositories running at once;
             more wait their turn.
+        seed_block_rids: repositories never seeded (RIDs, as written).
+        seed_block_peers: peers whose namespaces are never replicated.
     """
 
     home: Path
@@ -193,6 +199,8 @@ class NodeConfig:
     seed_max_repositories: int = 10_000
     seed_max_storage_bytes: int = 128 * _GIB
     seed_max_fetches: int = 8
+    seed_block_rids: tuple[str, ...] = ()
+    seed_block_peers: tuple[str, ...] = ()
 
     @property
     def key_file(self) -> Path:
@@ -245,6 +253,20 @@ def _topics(value: Any, where: str) -> tuple[str, ...]:
     if not isinstance(value, list | tuple) or not all(isinstance(t, str) and t for t in value):
         raise ConfigError(f"{where}: expected a list of topic names")
     return tuple(dict.fromkeys(value))
+
+
+def _ids(value: Any, where: str, parse: Any, what: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [v for v in (t.strip() for t in value.split(",")) if v]
+    if not isinstance(value, list | tuple) or not all(isinstance(t, str) for t in value):
+        raise ConfigError(f"{where}: expected a list of {what}s")
+    out = []
+    for text in value:
+        try:
+            out.append(str(parse(text)))
+        except (ValueError, DecodeError, InputError) as exc:
+            raise ConfigError(f"{where}: {text!r} is not a {what}: {exc}") from None
+    return tuple(dict.fromkeys(out))
 
 
 _UNITS = {"": 1, "b": 1, "kib": _KIB, "mib": _MIB, "gib": _GIB, "tib": _TIB}
@@ -327,6 +349,8 @@ _FIELDS: dict[str, Any] = {
     "seed_max_repositories": _limit("seed_max_repositories", _whole),
     "seed_max_storage_bytes": _limit("seed_max_storage_bytes", _size),
     "seed_max_fetches": _limit("seed_max_fetches", _whole),
+    "seed_block_rids": lambda v, w: _ids(v, w, Rid.parse, "repository id"),
+    "seed_block_peers": lambda v, w: _ids(v, w, PeerId.from_string, "peer id"),
 }
 
 

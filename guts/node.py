@@ -33,12 +33,17 @@ from guts.repo.identity import IdentityLimits
 from guts.repo.sigrefs import RefsLimits
 from guts.repo.state import Repositories, RepositoriesConfig
 from guts.repo.storage import StorageConfig
+from guts.peer import PeerId
+from guts.repo.rid import Rid
+from guts.replicate.policy import SeedingPolicy, SeedLimits, SeedPolicy
 from guts.replicate.providing import RepoProvider
 from guts.replicate.replicator import Replicator
+from guts.replicate.seeding import Seeding
+from guts.replicate.seeds import SeedStore
 from guts.sync import SyncConfig, SyncService
 from guts.transport import TcpTransport, Transport, WebSocketTransport
 
-__all__ = ["Node", "open_node", "expand_unspecified", "repositories_config", "sync_config"]
+__all__ = ["Node", "open_node", "expand_unspecified", "repositories_config", "seeding_policy", "sync_config"]
 
 log = logging.getLogger("guts.node")
 
@@ -76,6 +81,17 @@ def sync_config(config: NodeConfig) -> SyncConfig:
     )
 
 
+def seeding_policy(config: NodeConfig) -> SeedingPolicy:
+    """The seeding policy and limits ``config`` sets (its block lists are
+    :class:`~guts.replicate.seeding.Seeding`'s)."""
+    limits = SeedLimits(
+        max_repositories=config.seed_max_repositories,
+        max_storage_bytes=config.seed_max_storage_bytes,
+        max_fetches=config.seed_max_fetches,
+    )
+    return SeedingPolicy(SeedPolicy(config.seed_policy), limits)
+
+
 @dataclass(frozen=True, slots=True)
 class Node:
     """A running node: its host and the protocols it serves."""
@@ -101,6 +117,10 @@ class Node:
     #: Announces this node's new signed refs and fetches what peers
     #: announce, for the repositories it holds; ``None`` without them.
     replicator: Replicator | None = None
+    #: What the node seeds: the policy, the person's choices (kept in
+    #: ``config.home / "seeds.sqlite"``) and the limits; ``None`` without
+    #: repositories.
+    seeding: Seeding | None = None
     #: The subscriptions to ``config.topics``, by topic.
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
 
@@ -129,7 +149,10 @@ class Node:
                 "mesh": {t: len(self.pubsub.mesh_peers(t)) for t in self.pubsub.topics},
             },
             "repos": 0 if self.repos is None else len(self.repos),
-        }
+            **({} if self.seeding is None else {
+                "seeding": self.seeding.status(self.replicator.running if self.replicator is not None else 0)
+            }),
+        }  # fmt: skip
 
 
 @asynccontextmanager
@@ -158,6 +181,7 @@ async def open_node(
         ConfigError: the home is unusable.
     """
     store = None
+    seeds = None
     try:
         if keypair is None:
             keypair = load_or_create_keypair(config.key_file)
@@ -171,11 +195,17 @@ async def open_node(
         store = DhtStore.in_home(config.home) if persist else None
         # Before the host: repositories are verified and repaired before any peer can ask for one.
         repos = await Repositories.open(config.home / "storage", repositories_config(config)) if persist else None
+        seeds = SeedStore.in_home(config.home) if persist else None
+        seeding = None if repos is None else Seeding(
+            seeding_policy(config), repos, seeds,
+            blocked_rids=[Rid.parse(rid) for rid in config.seed_block_rids],
+            blocked_peers=[PeerId.from_string(peer) for peer in config.seed_block_peers],
+        )  # fmt: skip
         dht_config = DhtConfig(protocol=config.dht_protocol, mode=DhtMode(config.dht_mode), bootstrap=config.bootstrap)
         async with open_host(keypair, transports, host_config) as host:
             dht = Dht(host, dht_config, store)
             pubsub = Gossipsub(host)
-            providing = None if repos is None else RepoProvider(dht, repos)
+            providing = None if seeding is None else RepoProvider(dht, seeding.repos, seeds=seeding.seeds)
             node = Node(
                 config=config,
                 host=host,
@@ -186,10 +216,11 @@ async def open_node(
                 repos=repos,
                 sync=None if repos is None else SyncService(host, repos, sync_config(config)),
                 providing=providing,
-                replicator=None if repos is None else Replicator(
-                    host, pubsub, dht, repos, sync_config(config), providing=providing,
-                    max_fetches=config.seed_max_fetches,
+                replicator=None if seeding is None else Replicator(
+                    host, pubsub, dht, seeding.repos, sync_config(config), providing=providing,
+                    seeding=seeding, max_fetches=config.seed_max_fetches,
                 ),
+                seeding=seeding,
             )  # fmt: skip
             await host.start(node.pubsub.run)
             for topic in config.topics:
@@ -198,6 +229,8 @@ async def open_node(
                 await host.listen(*config.listen)
             node.dht.update_mode()  # AUTO decides from the addresses just bound
             await host.start(node.dht.run)
+            if node.seeding is not None:
+                await host.start(node.seeding.run)
             if node.providing is not None:
                 await host.start(node.providing.run)
             if node.replicator is not None:
@@ -206,3 +239,5 @@ async def open_node(
     finally:
         if store is not None:
             store.close()
+        if seeds is not None:
+            seeds.close()

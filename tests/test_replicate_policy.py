@@ -72,6 +72,24 @@ def test_a_blocked_repository_is_never_seeded(policy: SeedPolicy) -> None:
     assert not decision and decision.detail == "the repository is blocked"
 
 
+@pytest.mark.parametrize("policy", list(SeedPolicy))
+def test_an_unseeded_repository_is_not_seeded_again_until_seeded(policy: SeedPolicy) -> None:
+    choice = SeedingPolicy(policy, seeds=Seeds(unseeded=frozenset({rid(1)})))
+    assert decide(choice, 1, held=True) is SeedReason.UNSEEDED  # holding it does not seed it again
+    assert decide(choice, 1) is SeedReason.UNSEEDED  # nor does policy all
+    assert not choice.is_seeded(rid(1), held=True)
+    choice.update(Seeds({rid(1): SeedScope.ALL}, unseeded=frozenset({rid(1)})))
+    assert decide(choice, 1) is SeedReason.SEEDED and choice.is_seeded(rid(1), held=False)
+    assert choice.status(seeded=0, storage_bytes=0, fetches=0).recent == ()  # an unseed is no notable refusal
+
+
+def test_is_seeded_asks_without_counting() -> None:
+    choice = SeedingPolicy(seeds=Seeds(blocked_rids=frozenset({rid(2)})))
+    assert choice.is_seeded(rid(1), held=True) and not choice.is_seeded(rid(1), held=False)
+    assert not choice.is_seeded(rid(2), held=True)
+    assert dict(choice.status(seeded=0, storage_bytes=0, fetches=0).refused) == {}
+
+
 def test_the_repository_limit_refuses_new_and_keeps_old() -> None:
     policy = SeedingPolicy(SeedPolicy.ALL, SeedLimits(max_repositories=3), Seeds({rid(1): SeedScope.ALL}))
     assert decide(policy, 9, count=2) is SeedReason.POLICY_ALL  # the third

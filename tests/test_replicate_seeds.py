@@ -32,6 +32,10 @@ def test_round_trip(tmp_path: Path) -> None:
         assert store.seeded() == {rid(1): SeedScope.DELEGATES, rid(2): SeedScope.DELEGATES}
         assert store.unseed(rid(1)) and not store.unseed(rid(1))
         assert list(store.seeded()) == [rid(2)]
+        assert store.unseed(rid(3)) is False  # never seeded: remembered as unseeded all the same
+        assert store.unseeded() == [rid(1), rid(3)]
+        assert store.seed(rid(3)) is None and store.unseeded() == [rid(1)]  # seeding takes it back
+        assert store.unseed(rid(3)) and store.unseeded() == [rid(1), rid(3)]
 
         assert store.block_rid(rid(5)) and store.block_rid(rid(4)) and not store.block_rid(rid(5))
         assert store.blocked_rids() == [rid(5), rid(4)]  # in the order blocked
@@ -41,7 +45,9 @@ def test_round_trip(tmp_path: Path) -> None:
         assert store.block_peer(peer(1)) and store.block_peer(peer(2)) and not store.block_peer(peer(1))
         assert store.blocked_peers() == [peer(1), peer(2)]
         assert store.unblock_peer(peer(1)) and not store.unblock_peer(peer(1))
-        assert store.load() == Seeds({rid(2): SeedScope.DELEGATES}, frozenset({rid(4)}), frozenset({peer(2)}))
+        assert store.load() == Seeds(
+            {rid(2): SeedScope.DELEGATES}, frozenset({rid(4)}), frozenset({peer(2)}), frozenset({rid(1), rid(3)})
+        )
     assert (tmp_path / SEEDS_FILE).is_file()
 
 

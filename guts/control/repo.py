@@ -323,6 +323,7 @@ def add_repo_routes(
             raise _storage_error(exc) from None
         arrived(str(state.rid))
         if replicator is not None:
+            await replicator.announce_new(state.rid)
             await replicator.announce(state.rid, keypair.peer_id)
         return HttpResponse(200, state_json(state))
 

@@ -12,7 +12,9 @@ DHT peer has stored yet, a few at once; one that reached no peer (an
 empty routing table at start) is tried again every :attr:`retry`
 seconds. Once stored, the DHT keeps the record fresh itself: its sweep
 republishes our provider records before they expire (the spec's 22 h
-against 48 h of validity). :func:`find_seeds` asks the DHT for the
+against 48 h of validity). A repository the node stops seeding is dropped
+from its own records (:meth:`RepoProvider.stop`): no longer republished,
+the copies on other peers expire. :func:`find_seeds` asks the DHT for the
 providers of a RID, leaving out this node and the peers a caller already
 tried, and puts their addresses in the host's peerstore so that a fetch
 can dial them by peer id.
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 import trio
 
@@ -40,11 +42,20 @@ log = logging.getLogger("guts.replicate")
 
 class RepoProvider:
     """Keeps the repositories of ``repos`` provided in ``dht`` (module
-    docstring)."""
+    docstring); with ``seeds``, only those it says the node seeds."""
 
-    def __init__(self, dht: Dht, repos: Repositories, *, retry: float = 5.0, at_once: int = 4) -> None:
+    def __init__(
+        self,
+        dht: Dht,
+        repos: Repositories,
+        *,
+        seeds: Callable[[Rid], bool] | None = None,
+        retry: float = 5.0,
+        at_once: int = 4,
+    ) -> None:
         self.dht = dht
         self.repos = repos
+        self.seeds = seeds
         self.retry = retry
         self._limit = trio.CapacityLimiter(at_once)
         #: RIDs some DHT peer stored our provider record of.
@@ -55,18 +66,32 @@ class RepoProvider:
         """A repository was made or fetched: provide it now."""
         self._wake.set()
 
+    def stop(self, rid: Rid) -> None:
+        """The node stopped seeding ``rid``: no longer provide it."""
+        self.provided.discard(str(rid))
+        if self.dht.stop_providing(rid.multihash):
+            log.info("repository %s: no longer provided in the DHT", rid)
+
+    def _pending(self) -> list[Rid]:
+        seeds = self.seeds
+        return [
+            state.rid
+            for state in self.repos.list()
+            if str(state.rid) not in self.provided and (seeds is None or seeds(state.rid))
+        ]
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:
             self._wake = trio.Event()
             await self.provide_new()
-            waiting = any(str(state.rid) not in self.provided for state in self.repos.list())
+            waiting = bool(self._pending())
             with trio.move_on_after(self.retry if waiting else math.inf):
                 await self._wake.wait()
 
     async def provide_new(self) -> None:
         """Provide each held RID no DHT peer has stored yet."""
-        pending = [state.rid for state in self.repos.list() if str(state.rid) not in self.provided]
+        pending = self._pending()
         if not pending:
             return
         async with trio.open_nursery() as nursery:
@@ -80,6 +105,9 @@ class RepoProvider:
             except GutsError as exc:
                 log.info("repository %s: providing it in the DHT failed: %s", rid, exc)
                 return
+        if self.seeds is not None and not self.seeds(rid):
+            self.dht.stop_providing(rid.multihash)  # unseeded while its record went out
+            return
         if result.stored_at:
             self.provided.add(str(rid))
             log.info("repository %s: provided in the DHT (%d peers store the record)", rid, len(result.stored_at))

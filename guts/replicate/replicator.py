@@ -39,16 +39,33 @@ sigrefs commit go out on the repository's topic. A repository the node
 starts to hold (made here, or fetched by a sync) is followed with
 :meth:`Replicator.follow`.
 
-This is the ``selected`` seeding policy of
-:mod:`guts.replicate.policy`: the repositories a node made, cloned or
-synced. The network-wide topic of new repositories, ``all``, scopes and
-block lists come with the policy's wiring.
+What it follows and fetches is the node's :class:`~guts.replicate.seeding.Seeding`:
+the repositories it seeds (held and not unseeded or blocked, or seeded
+explicitly), and in each only the namespaces the repository's scope and
+the blocked peers allow (an announcement of another namespace is
+forwarded but fetches nothing; every fetch passes ``select``). Every node
+also follows the network-wide topic of new repositories
+(:data:`~guts.replicate.announce.REPOSITORIES_TOPIC`) with the same
+validator, so announcements cross any node; :meth:`Replicator.announce_new`
+publishes one when ``guts repo init`` makes a repository. A node of policy
+``all`` takes on each repository announced there unless a block or a limit
+refuses it (:meth:`Seeding.take_on <guts.replicate.seeding.Seeding.take_on>`):
+it fetches it from the announcer, then from the DHT's seeds, at most
+:attr:`Replicator.take_on_queue` waiting. A repository seeded explicitly
+but not held yet is fetched the same way.
+
+A peer that announced a statement may not hold its objects yet (gossip
+forwards before the forwarder has fetched); such a peer is asked again a
+few times, :attr:`Replicator.behind_wait` apart, before the DHT's seeds
+are, and the statement's signer comes last among those, so that a push
+spreads from seed to seed rather than from its author to everyone.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Collection
 
 import trio
 
@@ -62,15 +79,19 @@ from guts.repo.sigrefs import Statement
 from guts.repo.state import Repositories
 from guts.repo.storage import RepositoryNotFound
 from guts.replicate.announce import (
+    REPOSITORIES_TOPIC,
     Verified,
-    VerifiedRefs,
+    VerifiedRepository,
     announce_refs,
+    announce_repository,
     encode_announcement,
     refs_topic,
     topic_rid,
 )
 from guts.replicate.coalesce import Coalescer, CoalesceConfig, FetchOrder
+from guts.replicate.policy import SeedingPolicy
 from guts.replicate.providing import RepoProvider, find_seeds
+from guts.replicate.seeding import Seeding
 from guts.replicate.validator import AnnouncementValidator
 from guts.sync import SYNC_PROTOCOL, RefusedReason, SyncConfig, SyncRefused, fetch
 
@@ -95,6 +116,8 @@ class Replicator:
         repos: the node's repositories.
         sync_config: the limits of each fetch.
         providing: woken after a fetch, so a new repository is provided.
+        seeding: what the node seeds; by default every repository it
+            holds, delegates' namespaces only, policy ``selected``.
         coalesce: the coalescer's windows and bounds (:data:`QUICK`).
         max_fetches: fetches at once.
     """
@@ -108,6 +131,7 @@ class Replicator:
         sync_config: SyncConfig,
         *,
         providing: RepoProvider | None = None,
+        seeding: Seeding | None = None,
         coalesce: CoalesceConfig | None = None,
         max_fetches: int = 8,
         catch_up_repos: int = 256,
@@ -121,9 +145,20 @@ class Replicator:
         self.repos = repos
         self.sync_config = sync_config
         self.providing = providing
+        self.seeding = seeding if seeding is not None else Seeding(SeedingPolicy(), repos)
+        self.seeding.on_change.append(self._seeding_changed)
         self.coalescer = Coalescer(coalesce or QUICK)
-        self.validator = AnnouncementValidator(self._held, on_accept=self._accepted)
+        self.validator = AnnouncementValidator(self._held, known=self._holds, on_accept=self._accepted)
         self._limit = trio.CapacityLimiter(max_fetches)
+        #: Repositories to take on (announced, or seeded and not held), with
+        #: the peer to ask first; at most :attr:`take_on_queue` wait.
+        self._take: dict[Rid, PeerId | None] = {}
+        self._taking = trio.Event()
+        self.take_on_queue = 256
+        #: Seconds between two asks of an announcer that lacked the objects.
+        self.behind_wait = 0.2
+        #: Asks of such announcers before the DHT's seeds.
+        self.behind_tries = 3
         self._subscriptions: dict[str, Subscription] = {}
         self._wake = trio.Event()
         #: Fetches run for announcements, and how many of those failed.
@@ -145,6 +180,13 @@ class Replicator:
 
     # -- what the node holds, for the validator ---------------------------
 
+    def _holds(self, rid: Rid) -> bool:
+        try:
+            self.repos.show(str(rid))
+        except (RepositoryNotFound, ValueError):
+            return False
+        return True
+
     def _held(self, rid: Rid, signer: PeerId) -> Statement | None:
         try:
             state = self.repos.show(str(rid))
@@ -154,14 +196,44 @@ class Replicator:
         return ns.statement if ns is not None else None
 
     def _accepted(self, verified: Verified, message: GossipMessage) -> None:
-        if not isinstance(verified, VerifiedRefs):
-            return
         peer = message.propagation_source or message.author
         if peer is None:
             return
+        if isinstance(verified, VerifiedRepository):
+            if self.seeding.take_on(verified.rid):
+                self._queue_take(verified.rid, peer)
+            return
         statement = verified.statement
+        try:
+            delegates = self.repos.show(str(verified.rid)).document.delegate_ids
+        except (RepositoryNotFound, ValueError):
+            return
+        if not self.seeding.seeds(verified.rid) or not self.seeding.replicates(verified.rid, statement.signer, delegates):
+            return
         if self.coalescer.offer(verified.rid, statement.signer, statement.seq, peer, trio.current_time()):
             self._wake.set()
+
+    def _queue_take(self, rid: Rid, peer: PeerId | None) -> None:
+        if rid in self._take or self.coalescer.fetching(rid):
+            return
+        if len(self._take) >= self.take_on_queue:
+            log.info("repository %s not taken on now: %d repositories wait already", rid, len(self._take))
+            return
+        self._take[rid] = peer
+        self._taking.set()
+
+    def _seeding_changed(self, rid: Rid, seeded: bool) -> None:
+        if not seeded:
+            self.unfollow(rid)
+            self.coalescer.forget(rid)
+            if self.providing is not None:
+                self.providing.stop(rid)
+        elif self._holds(rid):
+            self.follow(rid)
+            if self.providing is not None:
+                self.providing.wake()
+        else:
+            self._queue_take(rid, None)
 
     # -- catching up --------------------------------------------------------
 
@@ -220,8 +292,8 @@ class Replicator:
         return reached
 
     async def catch_up(self, peer: PeerId) -> int:
-        """Sync each held repository from ``peer``; how many changed."""
-        held = self.repos.list()[: self.catch_up_repos]
+        """Sync each seeded repository from ``peer``; how many changed."""
+        held = [state for state in self.repos.list() if self.seeding.seeds(state.rid)][: self.catch_up_repos]
         changed = 0
         for before in held:
             rid = before.rid
@@ -229,7 +301,7 @@ class Replicator:
                 continue  # an announced fetch runs: it brings the news
             ok = False
             try:
-                after = await fetch(self.host, self.repos, peer, rid, self.sync_config)
+                after = await fetch(self.host, self.repos, peer, rid, self.sync_config, select=self.seeding.select(rid))
                 ok = True
                 changed += after != before
             except SyncRefused as exc:
@@ -248,14 +320,16 @@ class Replicator:
     # -- topics -------------------------------------------------------------
 
     def follow(self, rid: Rid | str) -> None:
-        """Take announcements for ``rid`` from now on (idempotent)."""
-        topic = refs_topic(rid if isinstance(rid, Rid) else Rid.parse(rid))
-        if topic in self._subscriptions:
+        """Take announcements for ``rid`` from now on, if the node seeds it
+        (idempotent)."""
+        key = rid if isinstance(rid, Rid) else Rid.parse(rid)
+        topic = refs_topic(key)
+        if topic in self._subscriptions or not self.seeding.seeds(key):
             return
         self.gossip.set_validator(topic, self.validator)
         # The validator does the work; the node reads nothing of the topic.
         self._subscriptions[topic] = self.gossip.subscribe(topic, buffer=1)
-        self._joining[str(rid)] = None
+        self._joining[str(key)] = None
         self._join.set()
 
     def unfollow(self, rid: Rid | str) -> None:
@@ -264,6 +338,11 @@ class Replicator:
         if subscription is not None:
             subscription.close()
             self.gossip.set_validator(topic, None)
+
+    @property
+    def following(self) -> list[Rid]:
+        """The repositories whose announcements the node takes."""
+        return [rid for topic in self._subscriptions if (rid := topic_rid(topic)) is not None]
 
     async def announce(self, rid: Rid | str, signer: PeerId) -> bool:
         """Announce ``signer``'s latest statement in ``rid`` on the
@@ -283,15 +362,39 @@ class Replicator:
             return False
         return True
 
+    async def announce_new(self, rid: Rid | str) -> bool:
+        """Announce a repository made here on the network-wide topic (what
+        nodes of policy ``all`` take on); whether it went out. A chain
+        larger than one message is not announced (peers learn of it by
+        sync)."""
+        try:
+            chain = await self.repos.revisions(str(rid))
+            data = encode_announcement(announce_repository(chain))
+        except (GutsError, ValueError) as exc:
+            log.info("repository %s: not announced as new: %s", rid, exc)
+            return False
+        try:
+            await self.gossip.publish(REPOSITORIES_TOPIC, data)
+        except GutsError as exc:
+            log.info("repository %s: announcing it as new failed: %s", rid, exc)
+            return False
+        return True
+
     # -- fetching -------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.gossip.set_validator(REPOSITORIES_TOPIC, self.validator)
+        self._subscriptions[REPOSITORIES_TOPIC] = self.gossip.subscribe(REPOSITORIES_TOPIC, buffer=1)
         for state in self.repos.list():
             self.follow(state.rid)
+        for rid in self.seeding.seeded():
+            if not self._holds(rid):
+                self._queue_take(rid, None)  # seeded, and its fetch never finished
         task_status.started()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._catch_up_loop)
             nursery.start_soon(self._join_loop)
+            nursery.start_soon(self._take_on_loop)
             while True:
                 self._wake = trio.Event()
                 now = trio.current_time()
@@ -301,24 +404,101 @@ class Replicator:
                 with trio.move_on_at(due if due is not None else math.inf):
                     await self._wake.wait()
 
+    async def _take_on_loop(self) -> None:
+        async with trio.open_nursery() as nursery:
+            while True:
+                await self._taking.wait()
+                self._taking = trio.Event()
+                while self._take:
+                    rid, peer = next(iter(self._take.items()))
+                    del self._take[rid]
+                    if self.coalescer.started(rid):
+                        nursery.start_soon(self._take_on, rid, peer)
+
+    async def _take_on(self, rid: Rid, first: PeerId | None) -> None:
+        """Fetch ``rid``, which the node does not hold yet, from ``first``
+        then from the DHT's seeds; follow it when it arrived."""
+        key = str(rid)
+        ok = False
+        tried: list[PeerId] = []
+        try:
+            async with self._acquire():
+                self.fetches += 1
+                if first is not None:
+                    tried.append(first)
+                    ok = bool(await self._fetch_from(first, key, None))
+                if not ok:
+                    for peer in await self._seeds(key, tried, ()):
+                        if await self._fetch_from(peer, key, None):
+                            ok = True
+                            break
+        finally:
+            self.coalescer.finished(rid, ok, trio.current_time())
+        if not ok:
+            self.failures += 1
+            log.info("repository %s: no peer served it; it is fetched again when announced or seeded", rid)
+            return
+        log.info("repository %s: taken on (%s)", rid, self.seeding.policy.should_seed(
+            rid, held=True, storage_bytes=self.seeding.storage_bytes, seeded_count=len(self.repos)
+        ).detail)  # fmt: skip
+        self.follow(rid)
+        self.seeding.measure_soon()
+        if self.providing is not None:
+            self.providing.wake()
+
+    def _acquire(self) -> trio.CapacityLimiter:
+        if not self._limit.available_tokens:
+            self.seeding.policy.may_start_fetch(self._limit.borrowed_tokens)  # counted as deferred
+        return self._limit
+
+    @property
+    def running(self) -> int:
+        """Fetches running now."""
+        return int(self._limit.borrowed_tokens)
+
+    async def _seeds(self, rid: str, tried: list[PeerId], last: Collection[PeerId]) -> list[PeerId]:
+        """The DHT's seeds of ``rid`` not tried yet, those in ``last`` (the
+        signers: a push's author) at the end."""
+        if self.dht is None:
+            return []
+        try:
+            seeds = await find_seeds(self.host, self.dht, rid, exclude=tried)
+        except GutsError as exc:
+            log.info("repository %s: no seeds from the DHT: %s", rid, exc)
+            return []
+        return [p for p in seeds if p not in last] + [p for p in seeds if p in last]
+
     async def _fetch(self, order: FetchOrder) -> None:
         rid = str(order.rid)
         ok = False
         tried: list[PeerId] = []
-        async with self._limit:
+        async with self._acquire():
             self.fetches += 1
+            behind: list[PeerId] = []
             for peer in order.peers:
                 tried.append(peer)
-                if await self._fetch_from(peer, rid, order):
+                answer = await self._fetch_from(peer, rid, order)
+                if answer:
                     ok = True
                     break
-            if not ok and self.dht is not None:
-                try:
-                    seeds = await find_seeds(self.host, self.dht, rid, exclude=tried)
-                except GutsError as exc:
-                    log.info("repository %s: no seeds from the DHT: %s", rid, exc)
-                    seeds = []
-                for peer in seeds:
+                if answer is None:
+                    behind.append(peer)
+            for _ in range(self.behind_tries if not ok else 0):
+                if not behind:
+                    break
+                await trio.sleep(self.behind_wait)
+                still: list[PeerId] = []
+                for peer in behind:
+                    answer = await self._fetch_from(peer, rid, order)
+                    if answer:
+                        ok = True
+                        break
+                    if answer is None:
+                        still.append(peer)
+                behind = [] if ok else still
+            if not ok:
+                signers = [want.signer for want in order.wanted]
+                for peer in await self._seeds(rid, tried, signers):
                     if await self._fetch_from(peer, rid, order):
                         ok = True
                         break
@@ -329,16 +509,21 @@ class Replicator:
         if ok and self.providing is not None:
             self.providing.wake()
 
-    async def _fetch_from(self, peer: PeerId, rid: str, order: FetchOrder) -> bool:
+    async def _fetch_from(self, peer: PeerId, rid: str, order: FetchOrder | None) -> bool | None:
+        """Fetch ``rid`` from ``peer``: ``True`` when it brought what
+        ``order`` wants (anything, without an order), ``None`` when the
+        peer answered but lacks an announced statement yet, ``False`` when
+        it failed."""
         try:
-            state = await fetch(self.host, self.repos, peer, rid, self.sync_config)
+            state = await fetch(self.host, self.repos, peer, rid, self.sync_config, select=self.seeding.select(Rid.parse(rid)))
         except GutsError as exc:
-            log.info("repository %s: fetching the announced state from %s failed: %s", rid, peer, exc)
+            log.info("repository %s: fetching from %s failed: %s", rid, peer, exc)
             return False
-        got = {want.signer: state.namespaces.get(want.signer) for want in order.wanted}
-        behind = [w for w in order.wanted if (ns := got[w.signer]) is None or ns.statement.seq < w.seq]
-        if behind:
-            log.info("repository %s: %s did not have every announced statement yet", rid, peer)
-            return False
-        log.info("repository %s: fetched the announced state from %s", rid, peer)
+        if order is not None:
+            got = {want.signer: state.namespaces.get(want.signer) for want in order.wanted}
+            behind = [w for w in order.wanted if (ns := got[w.signer]) is None or ns.statement.seq < w.seq]
+            if behind:
+                log.info("repository %s: %s did not have every announced statement yet", rid, peer)
+                return None
+        log.info("repository %s: fetched from %s", rid, peer)
         return True
