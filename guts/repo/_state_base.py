@@ -13,15 +13,15 @@ from guts.crypto import KeyPair, PublicKey
 from guts.errors import InputError
 from guts.peer import PeerId
 from guts.repo.canonical import Canonical
-from guts.repo.identity import Identity, IdentityLimits
-from guts.repo.layout import LayoutCommit, namespace_ref, sigrefs_ref, state_refs
+from guts.repo.identity import Identity, IdentityLimits, SignedRevision
+from guts.repo.layout import LayoutCommit, namespace_ref, proposal_ref, sigrefs_ref, state_refs
 from guts.repo.refname import refname_problem
 from guts.repo.revisions import VerifiedIdentity
 from guts.repo.rid import Rid
 from guts.repo.sigrefs import RefsLimits, SignedStatement, Statement
 from guts.repo.storage import Quarantine, SourceRepository, StorageConfig, StorageError, check_rid
 
-__all__ = ["BrokenRepository", "FetchObjects", "Namespace", "RepoState", "RepositoriesConfig"]
+__all__ = ["BrokenRepository", "FetchObjects", "Namespace", "RepoState", "RepositoriesConfig", "StoredProposal"]
 
 #: Longest path ``init`` reads a repository from (Linux's PATH_MAX).
 MAX_PATH = 4096
@@ -66,6 +66,15 @@ class Namespace:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredProposal:
+    """A pending identity revision (:mod:`guts.repo.proposals`) and the
+    proposal commit that records it."""
+
+    revision: SignedRevision
+    commit: str
+
+
+@dataclass(frozen=True, slots=True)
 class RepoState:
     """A repository's verified signed state.
 
@@ -78,6 +87,7 @@ class RepoState:
         canonical: the canonical refs, divergences and delegates' status.
         refused: namespaces whose sigrefs did not verify: the sigrefs
             commit as found, and why.
+        proposals: the pending identity revisions, by proposal id.
     """
 
     rid: Rid
@@ -86,6 +96,7 @@ class RepoState:
     namespaces: Mapping[PeerId, Namespace]
     canonical: Canonical
     refused: Mapping[PeerId, tuple[str, str]] = field(default_factory=dict)
+    proposals: Mapping[str, StoredProposal] = field(default_factory=dict)
 
     @property
     def document(self) -> Identity:
@@ -99,6 +110,7 @@ class RepoState:
             self.canonical.refs,
         )
         refs.update((sigrefs_ref(peer), commit) for peer, (commit, _) in self.refused.items())
+        refs.update((proposal_ref(pid), proposal.commit) for pid, proposal in self.proposals.items())
         return refs
 
 

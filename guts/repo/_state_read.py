@@ -7,13 +7,13 @@ from guts.errors import InvalidIdentity, InvalidRefs
 from guts.peer import PeerId
 from guts.repo._state_base import _COMMIT_BYTES, Namespace
 from guts.repo.identity import IdentityLimits, SignedRevision
-from guts.repo.layout import commit_parents, identity_commit, sigrefs_commit
+from guts.repo.layout import commit_parents, identity_commit, proposal_commit, sigrefs_commit
 from guts.repo.revisions import VerifiedIdentity, verify_chain
 from guts.repo.rid import Rid
 from guts.repo.sigrefs import RefsLimits, SignedStatement, Statement
 from guts.repo.storage import ObjectReader
 
-__all__ = ["read_chain", "read_identity", "read_namespace"]
+__all__ = ["read_chain", "read_identity", "read_namespace", "read_proposal"]
 
 
 async def read_identity(
@@ -47,6 +47,22 @@ async def read_chain(
         oid = parents[0] if parents else None
     chain.reverse()
     return chain
+
+async def read_proposal(
+    reader: ObjectReader, oid: str, number: int, head: str, limits: IdentityLimits
+) -> SignedRevision:
+    """The pending revision the proposal commit ``oid`` records, as the
+    would-be revision ``number`` after the chain's head commit ``head``:
+    the commit rebuilt byte for byte (its signatures are the caller's to
+    check, :func:`~guts.repo.proposals.check_proposal`)."""
+    blob = await reader.read(f"{oid}:revision", max_size=limits.max_document + limits.max_signatures * 110 + 16)
+    if blob is None or blob[1] != "blob":
+        raise InvalidIdentity(f"proposal commit {oid} is missing or is not the layout's")
+    revision = SignedRevision.decode(blob[2], limits)
+    if proposal_commit(revision, number, head).oid != oid:
+        raise InvalidIdentity(f"proposal commit {oid} is not the layout's commit of a revision after {head}")
+    return revision
+
 
 async def read_namespace(reader: ObjectReader, rid: Rid, peer: PeerId, oid: str, limits: RefsLimits) -> Namespace:
     """The verified namespace whose sigrefs commit is ``oid``: the statement

@@ -14,6 +14,9 @@ signed state, and this module says which:
 ``refs/guts/<peer>/tags/*``             oids its latest verified statement lists
 ``refs/guts/<peer>/sigrefs``            namespace ``<peer>``'s statement chain
 ``refs/guts/identity``                  the identity chain
+``refs/guts/proposals/<id>``            a pending identity revision
+                                        (:mod:`guts.repo.proposals`): ``<id>``
+                                        is the hex of its document's sha2-256
 ``HEAD``                                ``refs/heads/<default branch>`` (symbolic)
 ======================================  ==========================================
 
@@ -39,7 +42,16 @@ same commits and git's negotiation finds them in common:
   for the genesis); its message is ``guts identity: revision <n>``, ``n``
   counting from 1 at the genesis.
 
-Both have author and committer ``Guts <guts@invalid>``, the time zone
+- a **proposal commit** records one pending revision
+  (:mod:`guts.repo.proposals`) with the signatures collected so far: the
+  same ``revision`` blob as an identity commit, its parent the identity
+  chain's head commit (the revision it would follow), its message
+  ``guts identity: proposed revision <n>``, ``n`` the number it would
+  take. Nodes build it from the revision, as they build chain commits;
+  when the signatures change, so does the commit, and when the chain's
+  head moves the proposal (stale then) and its ref go.
+
+All have author and committer ``Guts <guts@invalid>``, the time zone
 ``+0000`` and, as the date, the sequence or revision number (capped at
 :data:`MAX_DATE`), so ``git log`` of a chain reads in order and no clock is
 involved. Blobs and trees use mode ``100644`` and git's entry order.
@@ -57,6 +69,7 @@ is refused.
 from __future__ import annotations
 
 import hashlib
+import re
 import struct
 import zlib
 from collections.abc import Iterable, Mapping
@@ -73,6 +86,7 @@ __all__ = [
     "IDENTITY_REF",
     "MAX_DATE",
     "NAMESPACES",
+    "PROPOSALS",
     "GitObject",
     "LayoutCommit",
     "LayoutRef",
@@ -83,6 +97,8 @@ __all__ = [
     "namespace_prefix",
     "namespace_ref",
     "parse_ref",
+    "proposal_commit",
+    "proposal_ref",
     "sigrefs_commit",
     "sigrefs_ref",
     "state_refs",
@@ -90,6 +106,8 @@ __all__ = [
 
 #: The identity chain's ref.
 IDENTITY_REF = "refs/guts/identity"
+#: Where pending identity revisions live: ``refs/guts/proposals/<id>``.
+PROPOSALS = "refs/guts/proposals/"
 #: Where the namespaces live: ``refs/guts/<peer>/...``.
 NAMESPACES = "refs/guts/"
 #: Author and committer of every layout commit.
@@ -100,6 +118,7 @@ AUTHOR = "Guts <guts@invalid>"
 MAX_DATE = (1 << 34) - 1
 
 _SIGREFS = "sigrefs"
+_PROPOSAL_ID = re.compile(r"[0-9a-f]{64}")
 _TYPES = {"commit": 1, "tree": 2, "blob": 3, "tag": 4}
 _FILE_MODE = b"100644"
 
@@ -111,17 +130,30 @@ class RefKind(Enum):
     SIGNED = "signed"  # refs/guts/<peer>/heads/*, refs/guts/<peer>/tags/*
     SIGREFS = "sigrefs"  # refs/guts/<peer>/sigrefs
     IDENTITY = "identity"  # refs/guts/identity
+    PROPOSAL = "proposal"  # refs/guts/proposals/<id>
 
 
 @dataclass(frozen=True, slots=True)
 class LayoutRef:
     """A ref name read back: its kind, its namespace (``SIGNED`` and
     ``SIGREFS``), and, for ``CANONICAL`` and ``SIGNED``, the published
-    name (``refs/heads/main`` for ``refs/guts/<peer>/heads/main``)."""
+    name (``refs/heads/main`` for ``refs/guts/<peer>/heads/main``); for
+    ``PROPOSAL``, the proposal's id."""
 
     kind: RefKind
     namespace: PeerId | None = None
     name: str | None = None
+
+
+def proposal_ref(pid: str) -> str:
+    """``refs/guts/proposals/<pid>``.
+
+    Raises:
+        ValueError: ``pid`` is not 64 lowercase hex digits.
+    """
+    if not _PROPOSAL_ID.fullmatch(pid):
+        raise ValueError(f"not a proposal id: {pid!r:.80}")
+    return PROPOSALS + pid
 
 
 def namespace_prefix(peer: PeerId) -> str:
@@ -168,6 +200,9 @@ def parse_ref(name: str) -> LayoutRef | None:
         return LayoutRef(RefKind.CANONICAL, None, name)
     if name == IDENTITY_REF:
         return LayoutRef(RefKind.IDENTITY)
+    if name.startswith(PROPOSALS):
+        pid = name[len(PROPOSALS):]
+        return LayoutRef(RefKind.PROPOSAL, None, pid) if _PROPOSAL_ID.fullmatch(pid) else None
     if not name.startswith(NAMESPACES):
         return None
     text, _, rest = name[len(NAMESPACES):].partition("/")
@@ -285,6 +320,15 @@ def identity_commit(revision: SignedRevision, number: int, parent: str | None) -
     if number < 1 or (parent is None) != (number == 1):
         raise ValueError("an identity commit has a parent exactly when it is not the genesis (revision 1)")
     return _layout_commit({"revision": revision.encode()}, parent, number, f"guts identity: revision {number}")
+
+
+def proposal_commit(revision: SignedRevision, number: int, parent: str) -> LayoutCommit:
+    """The commit that records ``revision``, pending, as the would-be
+    revision ``number`` on top of ``parent``, the identity chain's head
+    commit."""
+    if number < 2:
+        raise ValueError("a proposed revision follows the genesis at least (revision 2 or later)")
+    return _layout_commit({"revision": revision.encode()}, parent, number, f"guts identity: proposed revision {number}")
 
 
 def commit_parents(body: bytes) -> list[str]:

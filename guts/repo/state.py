@@ -38,6 +38,15 @@ after each write) and is the only writer of their refs:
   namespace whose sigrefs do not verify loses its refs, but its sigrefs ref
   stays as found (the evidence), and the warning repeats at each start.
 
+- **Identity revisions.** A delegate proposes the next revision
+  (:meth:`Repositories.propose`), the others accept it
+  (:meth:`Repositories.accept`), and what peers sent merges in
+  (:meth:`Repositories.merge_proposals`); pending proposals are stored as
+  layout commits under ``refs/guts/proposals/`` and read back at load. The
+  one that reaches the current threshold becomes the chain's next revision
+  in one write, with the canonical refs its delegates and threshold imply
+  (:mod:`guts.repo.proposals`, ``_state_identity``).
+
 Canonical refs keep their previous value when the delegates diverge. After
 a restart the previous value is taken from git only when a signature covers
 it: some delegate's latest statement lists it for that ref, or it is an
@@ -74,6 +83,7 @@ from guts.repo._state_base import (
     _once,
     _source_path,
 )
+from guts.repo import _state_identity
 from guts.repo._state_read import read_chain, read_identity, read_namespace
 from guts.repo.canonical import Canonical, ancestry_questions, compute_canonical
 from guts.repo.identity import SignedRevision, create_genesis
@@ -181,6 +191,9 @@ class Repositories:
                 identity, identity_head = await read_identity(reader, rid, head, self.config.identity)
             except (InvalidIdentity, ValueError) as exc:
                 raise BrokenRepository(f"repository {key}: {exc}") from None
+            proposals = await _state_identity.load_proposals(
+                reader, key, identity, identity_head, current, self.config.identity
+            )
             for name, oid in current.items():
                 where = parse_ref(name)
                 if where is None or where.kind is not RefKind.SIGREFS or where.namespace is None:
@@ -201,7 +214,7 @@ class Repositories:
         statements = {peer: ns.statement for peer, ns in namespaces.items()}
         previous = await self._covered_canonical(key, identity, statements, current)
         canonical = await self._canonical(key, identity, statements, previous)
-        return RepoState(rid, identity, identity_head, namespaces, canonical, refused)
+        return RepoState(rid, identity, identity_head, namespaces, canonical, refused, proposals)
 
     async def revisions(self, rid: Rid | str) -> builtins.list[SignedRevision]:
         """The identity chain of a repository this node serves, genesis
@@ -426,6 +439,61 @@ class Repositories:
             self._states[key] = new
         return new
 
+    async def propose(
+        self,
+        rid: Rid | str,
+        keypair: KeyPair,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        default_branch: str | None = None,
+        delegates: Sequence[PeerId | str] | None = None,
+        threshold: int | None = None,
+    ) -> tuple[RepoState, str]:
+        """Propose the identity revision after the current one, with the
+        fields given changed (``delegates``: the whole new list), signed by
+        ``keypair``, a delegate; pending until the current threshold of
+        delegates signed it (at once when that is 1). See
+        :mod:`guts.repo.proposals`.
+
+        Returns:
+            The new state and the proposal's id.
+
+        Raises:
+            RepositoryNotFound: this node does not hold ``rid``.
+            InputError: ``keypair`` is no delegate, a field breaks a rule,
+                nothing changes, or the pending proposals are at their bound.
+        """
+        return await _state_identity.propose(
+            self, rid, keypair, name=name, description=description, default_branch=default_branch,
+            delegates=delegates, threshold=threshold,
+        )  # fmt: skip
+
+    async def accept(self, rid: Rid | str, keypair: KeyPair, proposal: str) -> tuple[RepoState, str]:
+        """Sign the pending proposal ``proposal`` (its id or a unique prefix)
+        as ``keypair``, a delegate; it takes effect once the threshold is
+        met. Accepting one signed already, or the revision in effect, changes
+        nothing.
+
+        Returns:
+            The new state and the proposal's id.
+
+        Raises:
+            ProposalNotFound: no pending proposal has that id.
+            InputError: ``keypair`` is no delegate.
+        """
+        return await _state_identity.accept(self, rid, keypair, proposal)
+
+    async def merge_proposals(self, rid: Rid | str, proposals: Sequence[SignedRevision]) -> RepoState:
+        """Merge proposals a peer sent into those held (union of signatures;
+        stale ones left out), adopting one that reaches the threshold.
+
+        Raises:
+            InvalidIdentity: a proposal with a bad signature, or signed by
+                no delegate; nothing changes.
+        """
+        return await _state_identity.merge(self, rid, proposals)
+
     def _bound_namespaces(
         self,
         key: str,
@@ -585,7 +653,9 @@ class Repositories:
                 previous = {} if held is None else held.canonical.ref_map()
                 canonical = await self._canonical(key, verified, statements_now, previous)
                 refused = {} if held is None else {p: w for p, w in held.refused.items() if p not in namespaces}
-                state = RepoState(parsed, verified, identity_head, namespaces, canonical, refused)
+                # A new chain head leaves every pending proposal stale.
+                proposals = {} if held is None or new_chain else held.proposals
+                state = RepoState(parsed, verified, identity_head, namespaces, canonical, refused, proposals)
                 if held is None or new_chain:
                     await self.storage.set_head(key, "refs/heads/" + verified.current.default_branch)
                 if held is None:
