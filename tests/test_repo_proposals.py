@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from guts.crypto import KeyPair
-from guts.errors import InputError, InvalidIdentity
+from guts.errors import DecodeError, InputError, InvalidIdentity
 from guts.repo.identity import IdentityLimits, Signature, SignedRevision, create_genesis, sign_revision
 from guts.repo.layout import PROPOSALS, RefKind, parse_ref, proposal_commit, proposal_ref
 from guts.repo.proposals import (
@@ -28,6 +28,9 @@ from guts.repo.proposals import (
 from guts.repo.revisions import VerifiedIdentity, propose_revision, verify_chain
 from guts.repo.rid import Rid
 from guts.repo.state import Repositories
+from guts.sync import Refs, Refused, SyncConfig, SyncService, decode_response, encode_response, fetch
+
+from .helpers import full_addr, memory_hosts
 
 from .repo_helpers import History, build_history, git, refs_of
 
@@ -273,3 +276,67 @@ async def test_threshold_one_takes_effect_at_once_and_merge_refuses_forgeries(
     assert reopened.show(rid).proposals == {}
     assert proposal_ref(proposal_id(theirs)) not in refs_of(path)
     assert any("proposal" in r.getMessage() and "dropped" in r.getMessage() for r in caplog.records)
+
+
+# -- by sync, over the memory transport ------------------------------------------------
+
+
+class Serving(SyncService):
+    """A's service, with the pending proposals replaced when ``proposals`` is set."""
+
+    proposals: tuple[bytes, ...] | None = None
+
+    async def _refs(self, rid: str) -> Refs | Refused:  # type: ignore[override]
+        real = await super()._refs(rid)
+        if self.proposals is None or not isinstance(real, Refs):
+            return real
+        return replace(real, proposals=self.proposals)
+
+
+async def test_proposals_travel_by_sync_and_forged_ones_are_refused(
+    tmp_path: Path, source: History, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with memory_hosts(2) as (a, b):
+        repos_a = await Repositories.open(tmp_path / "a")
+        repos_b = await Repositories.open(tmp_path / "b")
+        made = await repos_a.init(source.path.parent, keypair=a.keypair, delegates=[b.peer_id], threshold=2)
+        rid = str(made.rid)
+        service = Serving(a, repos_a)
+        SyncService(b, repos_b)
+        await b.connect(full_addr(a))
+        await fetch(b, repos_b, a.peer_id, rid)
+
+        pending, pid = await repos_a.propose(rid, a.keypair, name="renamed", threshold=1)
+        got = await fetch(b, repos_b, a.peer_id, rid)
+        assert list(got.proposals) == [pid] and got.identity.length == 1
+        assert got.proposals[pid].revision.encode() == pending.proposals[pid].revision.encode()
+
+        path_b = repos_b.storage.path(rid)
+        before = refs_of(path_b)
+        head = got.identity
+        outsider = proposal(head, OUTSIDER, name="outsider")
+        real = pending.proposals[pid].revision
+        broken = SignedRevision(real.document, (Signature(a.keypair.public_key, bytes(64)),))
+        for bad, reason in ((outsider, "signed by none of the delegates"), (broken, "bad signature")):
+            service.proposals = (bad.encode(),)
+            with caplog.at_level(logging.WARNING), pytest.raises(InvalidIdentity, match=reason):
+                await fetch(b, repos_b, a.peer_id, rid)
+            assert refs_of(path_b) == before and repos_b.show(rid) == got
+            assert any(str(a.peer_id) in r.getMessage() and reason in r.getMessage() for r in caplog.records)
+
+        # B accepts: two of two, revision 2 in effect on B; A gets it by sync.
+        service.proposals = None
+        adopted, _ = await repos_b.accept(rid, b.keypair, pid)
+        assert adopted.identity.length == 2 and adopted.proposals == {}
+        after = await fetch(a, repos_a, b.peer_id, rid)
+        assert after.identity.length == 2 and after.document.name == "renamed" and after.proposals == {}
+        assert proposal_ref(pid) not in refs_of(repos_a.storage.path(rid))
+        assert after.canonical.ref_map()["refs/heads/main"] == source.refs["refs/heads/main"]
+
+
+def test_refs_carry_a_bounded_number_of_proposals() -> None:
+    config = SyncConfig(max_proposals=2)
+    refs = Refs((b"genesis",), (), (), (b"p1", b"p2"))
+    assert decode_response(encode_response(refs), config) == refs
+    with pytest.raises(DecodeError, match="3 proposals"):
+        decode_response(encode_response(replace(refs, proposals=(b"p1", b"p2", b"p3"))), config)

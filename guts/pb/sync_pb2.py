@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\nsync.proto\x12\tguts.sync\"g\n\x07Request\x12&\n\x08get_refs\x18\x01 \x01(\x0b\x32\x12.guts.sync.GetRefsH\x00\x12,\n\x0bget_objects\x18\x02 \x01(\x0b\x32\x15.guts.sync.GetObjectsH\x00\x42\x06\n\x04kind\"\x16\n\x07GetRefs\x12\x0b\n\x03rid\x18\x01 \x01(\t\"*\n\nGetObjects\x12\x0b\n\x03rid\x18\x01 \x01(\t\x12\x0f\n\x07request\x18\x02 \x01(\x0c\"\x81\x01\n\x08Response\x12\x1f\n\x04refs\x18\x01 \x01(\x0b\x32\x0f.guts.sync.RefsH\x00\x12%\n\x07objects\x18\x02 \x01(\x0b\x32\x12.guts.sync.ObjectsH\x00\x12%\n\x07refused\x18\x03 \x01(\x0b\x32\x12.guts.sync.RefusedH\x00\x42\x06\n\x04kind\"=\n\x04Refs\x12\x10\n\x08identity\x18\x01 \x03(\x0c\x12\x12\n\nstatements\x18\x02 \x03(\x0c\x12\x0f\n\x07sigrefs\x18\x03 \x03(\t\"\t\n\x07Objects\"\x91\x01\n\x07Refused\x12)\n\x06reason\x18\x01 \x01(\x0e\x32\x19.guts.sync.Refused.Reason\x12\x0f\n\x07message\x18\x02 \x01(\t\"J\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\r\n\tNOT_FOUND\x10\x01\x12\x0f\n\x0b\x42\x41\x44_REQUEST\x10\x02\x12\x08\n\x04\x42USY\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\nsync.proto\x12\tguts.sync\"g\n\x07Request\x12&\n\x08get_refs\x18\x01 \x01(\x0b\x32\x12.guts.sync.GetRefsH\x00\x12,\n\x0bget_objects\x18\x02 \x01(\x0b\x32\x15.guts.sync.GetObjectsH\x00\x42\x06\n\x04kind\"\x16\n\x07GetRefs\x12\x0b\n\x03rid\x18\x01 \x01(\t\"*\n\nGetObjects\x12\x0b\n\x03rid\x18\x01 \x01(\t\x12\x0f\n\x07request\x18\x02 \x01(\x0c\"\x81\x01\n\x08Response\x12\x1f\n\x04refs\x18\x01 \x01(\x0b\x32\x0f.guts.sync.RefsH\x00\x12%\n\x07objects\x18\x02 \x01(\x0b\x32\x12.guts.sync.ObjectsH\x00\x12%\n\x07refused\x18\x03 \x01(\x0b\x32\x12.guts.sync.RefusedH\x00\x42\x06\n\x04kind\"P\n\x04Refs\x12\x10\n\x08identity\x18\x01 \x03(\x0c\x12\x12\n\nstatements\x18\x02 \x03(\x0c\x12\x0f\n\x07sigrefs\x18\x03 \x03(\t\x12\x11\n\tproposals\x18\x04 \x03(\x0c\"\t\n\x07Objects\"\x91\x01\n\x07Refused\x12)\n\x06reason\x18\x01 \x01(\x0e\x32\x19.guts.sync.Refused.Reason\x12\x0f\n\x07message\x18\x02 \x01(\t\"J\n\x06Reason\x12\x16\n\x12REASON_UNSPECIFIED\x10\x00\x12\r\n\tNOT_FOUND\x10\x01\x12\x0f\n\x0b\x42\x41\x44_REQUEST\x10\x02\x12\x08\n\x04\x42USY\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,11 +40,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESPONSE']._serialized_start=199
   _globals['_RESPONSE']._serialized_end=328
   _globals['_REFS']._serialized_start=330
-  _globals['_REFS']._serialized_end=391
-  _globals['_OBJECTS']._serialized_start=393
-  _globals['_OBJECTS']._serialized_end=402
-  _globals['_REFUSED']._serialized_start=405
-  _globals['_REFUSED']._serialized_end=550
-  _globals['_REFUSED_REASON']._serialized_start=476
-  _globals['_REFUSED_REASON']._serialized_end=550
+  _globals['_REFS']._serialized_end=410
+  _globals['_OBJECTS']._serialized_start=412
+  _globals['_OBJECTS']._serialized_end=421
+  _globals['_REFUSED']._serialized_start=424
+  _globals['_REFUSED']._serialized_end=569
+  _globals['_REFUSED_REASON']._serialized_start=495
+  _globals['_REFUSED_REASON']._serialized_end=569
 # @@protoc_insertion_point(module_scope)

@@ -40,14 +40,16 @@ class Response(_message.Message):
     def __init__(self, refs: _Optional[_Union[Refs, _Mapping]] = ..., objects: _Optional[_Union[Objects, _Mapping]] = ..., refused: _Optional[_Union[Refused, _Mapping]] = ...) -> None: ...
 
 class Refs(_message.Message):
-    __slots__ = ("identity", "statements", "sigrefs")
+    __slots__ = ("identity", "statements", "sigrefs", "proposals")
     IDENTITY_FIELD_NUMBER: _ClassVar[int]
     STATEMENTS_FIELD_NUMBER: _ClassVar[int]
     SIGREFS_FIELD_NUMBER: _ClassVar[int]
+    PROPOSALS_FIELD_NUMBER: _ClassVar[int]
     identity: _containers.RepeatedScalarFieldContainer[bytes]
     statements: _containers.RepeatedScalarFieldContainer[bytes]
     sigrefs: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, identity: _Optional[_Iterable[bytes]] = ..., statements: _Optional[_Iterable[bytes]] = ..., sigrefs: _Optional[_Iterable[str]] = ...) -> None: ...
+    proposals: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, identity: _Optional[_Iterable[bytes]] = ..., statements: _Optional[_Iterable[bytes]] = ..., sigrefs: _Optional[_Iterable[str]] = ..., proposals: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class Objects(_message.Message):
     __slots__ = ()

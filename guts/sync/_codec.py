@@ -59,6 +59,8 @@ class SyncConfig:
             every statement; each is bounded again by the repository's
             identity and refs limits).
         max_namespaces: statements in one ``Refs``.
+        max_proposals: pending identity revisions in one ``Refs`` (what a
+            node keeps, :data:`~guts.repo.proposals.MAX_PROPOSALS`).
         idle_timeout: seconds a transfer may make no progress (a stalled
             peer) before it is abandoned.
         deadline: seconds one whole fetch may take, pack included.
@@ -69,6 +71,7 @@ class SyncConfig:
     max_request: int = 4 * 1024 * 1024
     max_refs_message: int = 64 * 1024 * 1024
     max_namespaces: int = 1024
+    max_proposals: int = 16
     idle_timeout: float = 60.0
     deadline: float = 6 * 3600.0
     max_uploads: int = 16
@@ -122,11 +125,13 @@ class Refs:
     """A repository's signed state: the identity chain (``SignedRevision``
     encodings, genesis first), each namespace's latest statement
     (``SignedRefs`` encodings) and, in the same order, the sigrefs commit
-    that records it on the serving node."""
+    that records it on the serving node; and the pending identity
+    revisions (``SignedRevision`` encodings, their parent the chain's head)."""
 
     identity: tuple[bytes, ...]
     statements: tuple[bytes, ...]
     sigrefs: tuple[str, ...]
+    proposals: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +191,7 @@ def encode_response(response: Response) -> bytes:
         msg.refs.identity.extend(response.identity)
         msg.refs.statements.extend(response.statements)
         msg.refs.sigrefs.extend(response.sigrefs)
+        msg.refs.proposals.extend(response.proposals)
     elif isinstance(response, Objects):
         msg.objects.SetInParent()
     else:
@@ -211,8 +217,13 @@ def decode_response(data: bytes, config: SyncConfig) -> Response:
             raise DecodeError(f"{len(refs.statements)} statements (limit {config.max_namespaces})")
         if len(refs.sigrefs) != len(refs.statements) or not all(_OID.fullmatch(oid) for oid in refs.sigrefs):
             raise DecodeError("Refs needs one sigrefs commit oid per statement")
+        if len(refs.proposals) > config.max_proposals:
+            raise DecodeError(f"{len(refs.proposals)} proposals (limit {config.max_proposals})")
         return Refs(
-            tuple(bytes(b) for b in refs.identity), tuple(bytes(b) for b in refs.statements), tuple(refs.sigrefs)
+            tuple(bytes(b) for b in refs.identity),
+            tuple(bytes(b) for b in refs.statements),
+            tuple(refs.sigrefs),
+            tuple(bytes(b) for b in refs.proposals),
         )
     if kind == "objects":
         return Objects()

@@ -30,6 +30,9 @@ Theory of operation
    fetch of one new commit moves about one commit.
 4. ``receive`` checks every wanted oid connected, migrates the objects
    and moves every ref in one transaction.
+5. The peer's pending identity revisions (checked with its chain before
+   step 2: a bad signature refuses the fetch) merge into ours
+   (:meth:`Repositories.merge_proposals <guts.repo.state.Repositories.merge_proposals>`).
 
 Bounds: the response bytes of one fetch (the storage's pack limit,
 counted here: fetch-pack has no input limit of its own), the idle timeout
@@ -63,6 +66,7 @@ from guts.repo.pktline import (
     encode_line,
     encode_packet,
 )
+from guts.repo.proposals import check_served
 from guts.repo.rid import Rid
 from guts.repo.sigrefs import SignedStatement
 from guts.repo.state import Repositories, RepoState
@@ -179,7 +183,15 @@ async def fetch(
                 await _fetch_pack(host, peer, key, quarantine, oids, cfg, budget, received)
                 report(SyncProgress("applying", limit - budget[0], len(statements)))
 
-            return await repos.receive(key, revisions, statements, objects)
+            # Pending identity revisions: checked against the peer's own chain
+            # before anything moves (a bad one refuses the fetch), merged after.
+            identity_limits = repos.config.identity
+            proposals = check_served(
+                Rid.parse(key), revisions, [SignedRevision.decode(p, identity_limits) for p in refs.proposals],
+                identity_limits,
+            )  # fmt: skip
+            state = await repos.receive(key, revisions, statements, objects)
+            return await repos.merge_proposals(key, proposals) if proposals else state
     except trio.TooSlowError:
         error: GutsError = SyncStalled(f"the fetch passed its deadline of {cfg.deadline:g} s")
         log.warning("peer %s: fetch of %s failed: %s", peer, key, error)

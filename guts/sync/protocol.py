@@ -3,7 +3,8 @@
 One request per stream, as a length-prefixed ``Request``:
 
 - ``GetRefs{rid}``: answered by ``Refs`` (the identity chain, genesis
-  first, and every verified namespace's latest statement) or
+  first, every verified namespace's latest statement, and the pending
+  identity revisions, :mod:`guts.repo.proposals`) or
   ``Refused{NOT_FOUND}``; then the stream ends.
 - ``GetObjects{rid, request}``: ``request`` is one protocol v2 stateless
   upload-pack request, checked by :func:`~guts.sync.upload_rules.check_upload_request`
@@ -135,6 +136,7 @@ class SyncService:
             tuple(revision.encode() for revision in revisions),
             tuple(ns.signed.encode() for ns in namespaces),
             tuple(ns.commit for ns in namespaces),
+            tuple(state.proposals[pid].revision.encode() for pid in sorted(state.proposals)),
         )
 
     async def _objects(
