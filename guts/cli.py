@@ -15,6 +15,7 @@ from guts import __version__
 from guts._cli import dht as dht_commands
 from guts._cli import pubsub as pubsub_commands
 from guts._cli import repo as repo_commands
+from guts._cli import seed as seed_commands  # adds its commands to `guts repo`
 from guts._cli.common import HomeOption, call, run_control
 from guts._cli.common import fail as _fail
 from guts._cli.common import setup_logging as _setup_logging
@@ -66,6 +67,14 @@ def start(
     topic: Annotated[
         list[str], typer.Option("--topic", help="Gossip topic to subscribe to; its messages are printed (repeatable).")
     ] = [],
+    seed_policy: Annotated[
+        Optional[str],
+        typer.Option(
+            "--seed-policy",
+            help="selected: seed what was created, cloned or seeded here (default); all: also every repository "
+            "announced on the network, within the seed_max_* limits (a public seed node).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print events as JSON lines on stdout.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
@@ -78,7 +87,8 @@ def start(
     _setup_logging(verbose)
     try:
         config = load_config(
-            home, listen=listen, bootstrap=bootstrap, topics=topic, dht_mode=dht_mode, dht_protocol=dht_protocol
+            home, listen=listen, bootstrap=bootstrap, topics=topic, dht_mode=dht_mode, dht_protocol=dht_protocol,
+            seed_policy=seed_policy,
         )
     except GutsError as exc:
         _fail(str(exc))
@@ -184,6 +194,8 @@ def status(
         typer.echo(f"pubsub:       {pubsub['peers']} peers; topics {topics}")
     if "repos" in info:
         typer.echo(f"repositories: {info['repos']} (`guts repo list`)")
+    if "seeding" in info:
+        typer.echo("\n".join(seed_commands.seeding_text(info["seeding"])))
 
 
 @app.command()

@@ -200,6 +200,7 @@ async def open_node(
             seeding_policy(config), repos, seeds,
             blocked_rids=[Rid.parse(rid) for rid in config.seed_block_rids],
             blocked_peers=[PeerId.from_string(peer) for peer in config.seed_block_peers],
+            me=keypair.peer_id,
         )  # fmt: skip
         dht_config = DhtConfig(protocol=config.dht_protocol, mode=DhtMode(config.dht_mode), bootstrap=config.bootstrap)
         async with open_host(keypair, transports, host_config) as host:

@@ -145,7 +145,7 @@ class Replicator:
         self.repos = repos
         self.sync_config = sync_config
         self.providing = providing
-        self.seeding = seeding if seeding is not None else Seeding(SeedingPolicy(), repos)
+        self.seeding = seeding if seeding is not None else Seeding(SeedingPolicy(), repos, me=host.peer_id)
         self.seeding.on_change.append(self._seeding_changed)
         self.coalescer = Coalescer(coalesce or QUICK)
         self.validator = AnnouncementValidator(self._held, known=self._holds, on_accept=self._accepted)
@@ -207,6 +207,8 @@ class Replicator:
         try:
             delegates = self.repos.show(str(verified.rid)).document.delegate_ids
         except (RepositoryNotFound, ValueError):
+            if self.seeding.seeds(verified.rid):  # seeded, its first fetch still to come
+                self._queue_take(verified.rid, peer)
             return
         if not self.seeding.seeds(verified.rid) or not self.seeding.replicates(verified.rid, statement.signer, delegates):
             return
@@ -232,7 +234,12 @@ class Replicator:
             self.follow(rid)
             if self.providing is not None:
                 self.providing.wake()
-        else:
+
+    def take_on_later(self, rid: Rid) -> None:
+        """Fetch ``rid``, seeded and not held, in the background: from the
+        DHT's seeds now, and from whoever announces it later."""
+        if not self._holds(rid) and self.seeding.seeds(rid):
+            self.follow(rid)
             self._queue_take(rid, None)
 
     # -- catching up --------------------------------------------------------
@@ -388,8 +395,7 @@ class Replicator:
         for state in self.repos.list():
             self.follow(state.rid)
         for rid in self.seeding.seeded():
-            if not self._holds(rid):
-                self._queue_take(rid, None)  # seeded, and its fetch never finished
+            self.take_on_later(rid)  # seeded, and its first fetch never finished
         task_status.started()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._catch_up_loop)

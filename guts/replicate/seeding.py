@@ -17,7 +17,10 @@ answers, from memory and at once:
   is taken on (policy ``all``, within the limits), with the reason; a
   refusal of a block or a limit is logged, once a minute per reason.
 - :meth:`Seeding.select`: whose namespaces a fetch keeps (the scope and
-  the blocked peers), for :func:`guts.sync.fetch`'s ``select``.
+  the blocked peers), for :func:`guts.sync.fetch`'s ``select``. A
+  repository this node is a delegate of, and did not seed with a scope of
+  its own, replicates every namespace but the blocked: its delegates
+  review what contributors push.
 
 Changes go to the SQLite store off the Trio thread (a commit fsyncs), then
 the policy takes the new rows. Storage in use is measured by walking the
@@ -99,6 +102,8 @@ class Seeding:
             them in memory only (a node that persists nothing: an
             in-memory SQLite store).
         blocked_rids, blocked_peers: the configuration's block lists.
+        me: this node's peer id (a delegate's repositories replicate
+            every namespace).
         measure_every: seconds between two measures of the storage.
     """
 
@@ -110,8 +115,10 @@ class Seeding:
         *,
         blocked_rids: Collection[Rid] = (),
         blocked_peers: Collection[PeerId] = (),
+        me: PeerId | None = None,
         measure_every: float = 30.0,
     ) -> None:
+        self.me = me
         self.policy = policy
         self.repos = repos
         self.store = store if store is not None else SeedStore(":memory:")
@@ -172,6 +179,9 @@ class Seeding:
         """Whose namespaces of ``rid`` a fetch keeps (for ``fetch(select=)``)."""
 
         def keep(delegates: Sequence[PeerId], signers: Sequence[PeerId]) -> Collection[PeerId]:
+            if self.me is not None and self.me in delegates and rid not in self.policy.seeds.scopes:
+                # A delegate reviews contributions: everyone's, but the blocked.
+                return frozenset(delegates).union(signers) - self.policy.seeds.blocked_peers
             return self.policy.namespaces_to_replicate(rid, delegates, signers).replicate
 
         return keep
@@ -179,7 +189,7 @@ class Seeding:
     def replicates(self, rid: Rid, signer: PeerId, delegates: Sequence[PeerId]) -> bool:
         """Whether an announced statement of ``signer`` in ``rid`` is one
         this node fetches."""
-        return signer in self.policy.namespaces_to_replicate(rid, delegates, (signer,)).replicate
+        return signer in self.select(rid)(delegates, (signer,))
 
     # -- the person's changes --------------------------------------------------
 
