@@ -35,6 +35,16 @@ def test_provider_expiry_and_renewal() -> None:
     assert store.get(key, peer(2)).addrs == (ADDR,)
 
 
+def test_provider_remove() -> None:
+    store = ProviderStore()
+    store.add(b"k", peer(1), [ADDR], now=0)
+    store.add(b"k", peer(2), [], now=0)
+    store.take_changes()
+    assert store.remove(b"k", peer(1)) and not store.remove(b"k", peer(1)) and not store.remove(b"x", peer(1))
+    assert [r.provider for r in store.providers(b"k", now=1)] == [peer(2)] and len(store) == 1
+    assert store.take_changes() == ([], [(b"k", peer(1))])  # the deletion reaches the disk too
+
+
 def test_provider_caps() -> None:
     limits = RecordLimits(max_providers_per_key=3, max_keys_per_provider=2, max_provider_records=5)
     store = ProviderStore(limits)
