@@ -64,6 +64,8 @@ import trio
 
 from guts.control._api import ApiError, ControlApi, require
 from guts.control._http import BodyLimit, HttpRequest, HttpResponse, JsonLines, RawStream
+from guts.control._identity import add_identity_routes
+from guts.control._replicas import add_replicas_routes
 from guts.control._repo_sync import event_lines, sync_answer, sync_events
 from guts.crypto import KeyPair
 from guts.dht import Dht
@@ -546,3 +548,5 @@ def add_repo_routes(
     )
     api.route("GET", "/v1/repo/list", list_)
     api.route("GET", "/v1/repo/show", show)
+    add_replicas_routes(api, repos, keypair, host, dht, replicator, sync_config)
+    add_identity_routes(api, repos, keypair)
