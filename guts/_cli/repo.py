@@ -19,9 +19,11 @@ from urllib.parse import quote
 
 import typer
 
+from guts._cli import repo_id
 from guts._cli.common import HomeOption, call, control_path, fail, home_dir, run_control
 
 app = typer.Typer(help="Make, list, show, sync and clone repositories on this node.", no_args_is_help=True)
+app.add_typer(repo_id.app, name="id")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 REMOTE = "guts"
