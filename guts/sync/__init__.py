@@ -13,6 +13,9 @@ served; nothing moves before it verifies.
 - :mod:`guts.sync.upload_rules`: what a peer may ask of upload-pack; pure.
 - :mod:`guts.sync.protocol`: the serving side (:class:`SyncService`).
 - :mod:`guts.sync.fetch`: the fetching side (:func:`fetch`).
+- :mod:`guts.sync.race`: the fetching side over several peers at once
+  (:func:`fetch_first`: the first answer that verifies serves, failing
+  over to the others).
 """
 
 from guts.sync._codec import (
@@ -34,14 +37,35 @@ from guts.sync._codec import (
 )
 from guts.sync.fetch import SyncProgress, fetch
 from guts.sync.protocol import SyncService
+from guts.sync.race import (
+    MAX_CANDIDATES,
+    RACE_WIDTH,
+    FetchProgressed,
+    Fetched,
+    NoPeerServed,
+    PeerAsked,
+    PeerFailed,
+    PeerOutraced,
+    RaceEvent,
+    fetch_first,
+)
 from guts.sync.upload_rules import ADVERTISEMENT, UploadRequest, check_upload_request, filter_ls_refs
 
 __all__ = [
     "ADVERTISEMENT",
+    "MAX_CANDIDATES",
+    "RACE_WIDTH",
     "SYNC_PROTOCOL",
+    "FetchProgressed",
+    "Fetched",
     "GetObjects",
     "GetRefs",
+    "NoPeerServed",
     "Objects",
+    "PeerAsked",
+    "PeerFailed",
+    "PeerOutraced",
+    "RaceEvent",
     "Refs",
     "Refused",
     "RefusedReason",
@@ -58,5 +82,6 @@ __all__ = [
     "encode_request",
     "encode_response",
     "fetch",
+    "fetch_first",
     "filter_ls_refs",
 ]
