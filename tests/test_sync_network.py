@@ -535,9 +535,10 @@ async def test_namespaces_past_the_limit_are_left_out(
 
 
 async def test_a_seed_that_lies_is_refused_and_the_next_one_serves(tmp_path: Path, source: History) -> None:
-    """C asks two seeds of A's repository in turn: M, which holds a copy
-    but serves a statement whose signature it broke, then A. M's answer is
-    refused with the reason, nothing of it stays, and C gets A's state."""
+    """C asks two seeds of A's repository in turn (a race of width 1;
+    tests/test_sync_race.py races them): M, which holds a copy but serves
+    a statement whose signature it broke, then A. M's answer is refused
+    with the reason, nothing of it stays, and C gets A's state."""
     from guts.control._repo_sync import sync_answer
     from guts.control.repo import state_json
     from guts.repo import _codec as repo_codec
@@ -556,7 +557,7 @@ async def test_a_seed_that_lies_is_refused_and_the_next_one_serves(tmp_path: Pat
         assert isinstance(refs, Refs)
         signed = SignedStatement.decode(refs.statements[0])
         liar.refs = tamper(refs, repo_codec.encode_signed_refs(signed.statement.canonical, bytes(64)))
-        answer = await sync_answer(c, repos_c, rid, [m.peer_id, a.peer_id], SyncConfig(), state_json)
+        answer = await sync_answer(c, repos_c, rid, [m.peer_id, a.peer_id], SyncConfig(), state_json, width=1)
         assert answer["peer"] == str(a.peer_id) and answer["changed"] is True
         [failure] = answer["failures"]
         assert failure["peer"] == str(m.peer_id) and "bad signature" in failure["error"]

@@ -3,7 +3,8 @@ is asked when, checked synchronously, then races between real hosts on
 the memory transport with real git: the first answer that verifies
 serves, a liar is refused with the reason, a slow peer is cancelled, a
 server that stalls or whose state ``receive`` refuses fails over to the
-next, a peer without the repository is out."""
+next, a peer without the repository is out; and the sync route's events
+on top of it."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -313,3 +315,85 @@ async def test_peers_without_the_repository_are_out_and_the_limit_holds(
             got = await fetch_first(net.c, net.repos_c, [e1, e2, h], net.rid, width=1)
             assert got.peer == h and got.asked == (e1, e2, h) and len(got.failures) == 2
 
+
+# -- the sync route ------------------------------------------------------------------------
+
+
+async def collect(events: Any, on: Any = None) -> list[dict[str, Any]]:
+    seen = []
+    async with events as channel:
+        async for event in channel:
+            seen.append(event)
+            if on is not None:
+                on(event)
+    return seen
+
+
+async def test_the_sync_route_races_and_names_the_peers_it_asked(tmp_path: Path, source: History) -> None:
+    """``POST /v1/repo/sync``'s events over a race: a ``peer`` line per
+    request, ``failed`` for the liar only, ``cancelled`` for the slow
+    peer, progress from the server alone, and ``done`` naming the server
+    and every peer asked."""
+    from guts.control._repo_sync import sync_answer, sync_events
+    from guts.control.repo import state_json
+
+    with trio.fail_after(30):
+        async with network(tmp_path, source, 3) as net:
+            honest, slow, liar = net.services
+            slow.gate, honest.gate = trio.Event(), trio.Event()
+            liar.refs = bad_signature(net.true)
+            s, m, h = (str(p) for p in net.ids(1, 2, 0))
+
+            def on(event: dict[str, Any]) -> None:
+                if event["event"] == "failed":
+                    honest.gate.set()  # type: ignore[union-attr]
+
+            targets = net.ids(1, 2, 0)
+            seen = await collect(sync_events(net.c, net.repos_c, net.rid, targets, SyncConfig(), state_json), on)
+            steps = [e for e in seen if e["event"] != "progress"]
+            kinds = [(e["event"], e.get("peer")) for e in steps]
+            assert kinds == [("peer", s), ("peer", m), ("peer", h), ("failed", m), ("cancelled", s), ("done", h)]
+            assert "bad signature" in steps[3]["error"] and steps[4]["winner"] == h
+            assert {e["peer"] for e in seen if e["event"] == "progress"} == {h}
+            done = seen[-1]
+            assert done["asked"] == [s, m, h] and done["changed"] is True and done["received"] > 0
+            assert done["failures"] == [{"peer": m, "error": steps[3]["error"]}]
+            assert done["repository"]["refs"] == dict(net.repos_c.show(net.rid).canonical.refs)
+
+            # Up to date now: the answer without progress, from the first to answer.
+            slow.gate.set()  # type: ignore[union-attr]
+            answer = await sync_answer(net.c, net.repos_c, net.rid, [net.ids(0)[0]], SyncConfig(), state_json)
+            assert answer["peer"] == h and answer["changed"] is False and answer["asked"] == [h]
+
+
+async def test_the_sync_route_asks_the_dht_seeds_once_the_connected_peers_fail(
+    tmp_path: Path, source: History
+) -> None:
+    """Connected to two peers without the repository: both fail, the seeds
+    lookup (told the peers asked) finds the seed, which serves."""
+    from guts.control._repo_sync import sync_events
+    from guts.control.repo import state_json
+
+    with trio.fail_after(30):
+        async with network(tmp_path, source, 1, empty=2) as net:
+            h, e1, e2 = net.ids(0, 1, 2)
+            told: list[set[PeerId]] = []
+
+            async def seeds(tried: Any) -> list[PeerId]:
+                told.append(set(tried))
+                return [h]
+
+            seen = await collect(sync_events(net.c, net.repos_c, net.rid, [e1, e2], SyncConfig(), state_json, seeds))
+            steps = [e for e in seen if e["event"] != "progress"]
+            assert [e["event"] for e in steps] == ["peer", "peer", "failed", "failed", "lookup", "peer", "done"]
+            assert told == [{e1, e2}] and steps[4]["seeds"] == 1
+            assert seen[-1]["peer"] == str(h) and seen[-1]["asked"] == [str(e1), str(e2), str(h)]
+            assert all("NOT_FOUND" in f["error"] for f in seen[-1]["failures"])
+
+            async def none(tried: Any) -> list[PeerId]:
+                return []
+
+            other = await Repositories.open(tmp_path / "other")
+            seen = await collect(sync_events(net.c, other, net.rid, [e1], SyncConfig(), state_json, none))
+            assert [e["event"] for e in seen] == ["peer", "failed", "lookup", "error"]
+            assert seen[-1]["kind"] == "sync_failed" and str(e1) in seen[-1]["message"]

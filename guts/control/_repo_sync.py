@@ -3,30 +3,49 @@ whole or, with ``"progress": true``, as a stream of JSON lines.
 
 The peers asked are the one named, else the connected peers, then the
 seeds a DHT lookup finds (``{"event": "lookup", "seeds": n}`` when it
-ran). The stream says which peer is being asked (``{"event": "peer"}``), where
-its fetch is (``{"event": "progress"}``: the phase, response bytes so
-far, at most every :data:`PROGRESS_INTERVAL` seconds), why a peer failed
-(``{"event": "failed"}``), and ends with ``{"event": "done", ...}``
-carrying the whole answer, or ``{"event": "error", "status", "kind",
+ran). Several are asked at once (:func:`~guts.sync.race.fetch_first`:
+the first whose signed state verifies serves, failing over to the others
+when it stalls or lies), the connected peers first and the seeds after.
+
+The stream says which peer is asked (``{"event": "peer"}``, once per
+request: a peer outrun in one round may be asked again in the next),
+where the serving peer's fetch is (``{"event": "progress"}``: the phase,
+response bytes so far, at most every :data:`PROGRESS_INTERVAL` seconds),
+why a peer failed (``{"event": "failed"}``), which requests were
+cancelled because another peer answered first (``{"event": "cancelled",
+"peer", "winner"}``: not a failure), and ends with ``{"event": "done",
+...}`` carrying the whole answer (the peer that served, ``asked``: every
+peer asked, ``failures``), or ``{"event": "error", "status", "kind",
 "message"}`` when no peer completed it: the status line was sent before
 the outcome was known, so the outcome is the last line.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import trio
 
 from guts.control._api import ApiError
-from guts.errors import GutsError
 from guts.host import Host
 from guts.multiaddr import Multiaddr
 from guts.peer import PeerId
 from guts.repo.state import Repositories, RepoState
-from guts.sync import SyncConfig, SyncProgress, fetch
+from guts.sync import (
+    RACE_WIDTH,
+    FetchProgressed,
+    Fetched,
+    NoPeerServed,
+    PeerAsked,
+    PeerFailed,
+    PeerOutraced,
+    RaceEvent,
+    SyncConfig,
+    SyncProgress,
+    fetch_first,
+)
 
 __all__ = ["PROGRESS_INTERVAL", "event_lines", "sync_answer", "sync_events"]
 
@@ -37,13 +56,14 @@ Target = PeerId | Multiaddr
 StateJson = Callable[[RepoState], dict[str, Any]]
 #: Seeds of the repository beyond the peers already tried (a DHT lookup).
 Seeds = Callable[[Collection[PeerId]], Awaitable[list[PeerId]]]
+Emit = Callable[[dict[str, Any]], None]
 
 
 def _before(held: Repositories, rid: str) -> RepoState | None:
     return next((state for state in held.list() if str(state.rid) == rid), None)
 
 
-def _failed(rid: str, failures: list[dict[str, str]]) -> ApiError:
+def _failed(rid: str, failures: Sequence[dict[str, str]]) -> ApiError:
     if not failures:
         return ApiError(
             409, "no_peers", f"no connected peer to ask for {rid}, and the DHT knows no seed of it: "
@@ -53,27 +73,86 @@ def _failed(rid: str, failures: list[dict[str, str]]) -> ApiError:
     return ApiError(502, "sync_failed", f"no peer completed the sync of {rid}: {reasons}")
 
 
-@dataclass(frozen=True, slots=True)
-class _Lookup:
-    """The DHT was asked for seeds: ``found`` of them to try."""
+def _peer_id(target: Target) -> PeerId | None:
+    if isinstance(target, PeerId):
+        return target
+    named = target.peer_id
+    return None if named is None else PeerId.from_string(named)
 
-    found: int
+
+def _progress_json(peer: Target, progress: SyncProgress) -> dict[str, Any]:
+    return {
+        "event": "progress",
+        "peer": str(peer),
+        "phase": progress.phase,
+        "received": progress.received,
+        "namespaces": progress.namespaces,
+    }
 
 
-async def _each(targets: Sequence[Target], seeds: Seeds | None) -> AsyncIterator[Target | _Lookup]:
-    """``targets``, then (when given) the seeds the DHT finds beyond them."""
-    tried: set[PeerId] = set()
-    for target in targets:
-        if isinstance(target, PeerId):
-            tried.add(target)
-        elif (named := target.peer_id) is not None:
-            tried.add(PeerId.from_string(named))
-        yield target
-    if seeds is not None:
+class _Sync:
+    """One sync: the races it runs and what they told, as JSON events."""
+
+    def __init__(self, emit: Emit) -> None:
+        self.emit = emit
+        self.asked: list[Target] = []
+        self.failures: list[dict[str, str]] = []
+        self.latest: dict[Target, SyncProgress] = {}
+
+    def heard(self, event: RaceEvent) -> None:
+        if isinstance(event, PeerAsked):
+            if event.peer not in self.asked:
+                self.asked.append(event.peer)
+            self.emit({"event": "peer", "peer": str(event.peer)})
+        elif isinstance(event, PeerFailed):
+            failure = {"peer": str(event.peer), "error": str(event.error)}
+            self.failures.append(failure)
+            self.emit({"event": "failed", **failure})
+        elif isinstance(event, PeerOutraced):
+            self.emit({"event": "cancelled", "peer": str(event.peer), "winner": str(event.winner)})
+        else:
+            self.latest[event.peer] = event.progress
+            self.emit(_progress_json(event.peer, event.progress))
+
+    async def run(
+        self,
+        host: Host,
+        held: Repositories,
+        rid: str,
+        targets: Sequence[Target],
+        config: SyncConfig,
+        seeds: Seeds | None,
+        width: int,
+    ) -> Fetched | None:
+        """Race ``targets``, then (when they all failed) the seeds
+        ``seeds`` finds beyond the peers asked; ``None`` when none served."""
+        if targets:
+            try:
+                return await fetch_first(host, held, targets, rid, config, width=width, progress=self.heard)
+            except NoPeerServed:
+                pass
+        if seeds is None:
+            return None
+        tried = {peer for target in self.asked if (peer := _peer_id(target)) is not None}
         found = await seeds(tried)
-        yield _Lookup(len(found))
-        for target in found:
-            yield target
+        self.emit({"event": "lookup", "seeds": len(found)})
+        if not found:
+            return None
+        try:
+            return await fetch_first(host, held, found, rid, config, width=width, progress=self.heard)
+        except NoPeerServed:
+            return None
+
+    def answer(self, fetched: Fetched, before: RepoState | None, state_json: StateJson) -> dict[str, Any]:
+        latest = self.latest.get(fetched.peer)
+        return {
+            "peer": str(fetched.peer),
+            "changed": fetched.state != before,
+            "received": 0 if latest is None else latest.received,
+            "asked": [str(peer) for peer in self.asked],
+            "failures": self.failures,
+            "repository": state_json(fetched.state),
+        }
 
 
 async def sync_answer(
@@ -84,45 +163,40 @@ async def sync_answer(
     config: SyncConfig,
     state_json: StateJson,
     seeds: Seeds | None = None,
+    *,
+    width: int = RACE_WIDTH,
 ) -> dict[str, Any]:
-    """Ask each target in turn until one completes, then the seeds
-    ``seeds`` finds; the answer of the first that completed.
+    """Ask ``targets``, ``width`` at once, until one completes, then the
+    seeds ``seeds`` finds; the answer of the one that completed.
 
     Raises:
         ApiError: 502 ``sync_failed`` with every peer's reason; 409
             ``no_peers`` when there was nobody to ask.
     """
     before = _before(held, rid)
-    failures: list[dict[str, str]] = []
-    async for target in _each(targets, seeds):
-        if isinstance(target, _Lookup):
-            continue
-        latest = _Latest()
-        try:
-            state = await fetch(host, held, target, rid, config, latest.set)
-        except GutsError as exc:
-            failures.append({"peer": str(target), "error": str(exc)})
-            continue
-        answer = {"peer": str(target), "changed": state != before, "received": _received(latest), "failures": failures}
-        return {**answer, "repository": state_json(state)}
-    raise _failed(rid, failures)
+    sync = _Sync(lambda _: None)
+    fetched = await sync.run(host, held, rid, targets, config, seeds, width)
+    if fetched is None:
+        raise _failed(rid, sync.failures)
+    return sync.answer(fetched, before, state_json)
 
 
-def _received(latest: _Latest) -> int:
-    return latest.value.received if latest.value is not None else 0
-
-
-class _Latest:
-    """The newest progress of a running fetch, and a wake-up when it moves."""
+class _Feed:
+    """The events of a running sync, in order, a peer's progress lines
+    coalesced while they wait; a wake-up when one comes."""
 
     def __init__(self) -> None:
-        self.value: SyncProgress | None = None
+        self.events: deque[dict[str, Any]] = deque()
         self.finished = False
         self._moved = trio.Event()
         self._done = trio.Event()
 
-    def set(self, value: SyncProgress) -> None:
-        self.value = value
+    def emit(self, event: dict[str, Any]) -> None:
+        last = self.events[-1] if self.events else None
+        if last is not None and last["event"] == event["event"] == "progress" and last["peer"] == event["peer"]:
+            self.events[-1] = event
+        else:
+            self.events.append(event)
         self._moved.set()
 
     def finish(self) -> None:
@@ -135,19 +209,9 @@ class _Latest:
         self._moved = trio.Event()
 
     async def pause(self, seconds: float) -> None:
-        """Sleep ``seconds``, or less if the fetch finishes meanwhile."""
+        """Sleep ``seconds``, or less if the sync finishes meanwhile."""
         with trio.move_on_after(seconds):
             await self._done.wait()
-
-
-def _progress_json(target: Target, progress: SyncProgress) -> dict[str, Any]:
-    return {
-        "event": "progress",
-        "peer": str(target),
-        "phase": progress.phase,
-        "received": progress.received,
-        "namespaces": progress.namespaces,
-    }
 
 
 @trio.as_safe_channel
@@ -159,48 +223,38 @@ async def sync_events(
     config: SyncConfig,
     state_json: StateJson,
     seeds: Seeds | None = None,
+    *,
+    width: int = RACE_WIDTH,
 ) -> AsyncGenerator[dict[str, Any], None]:
     """:func:`sync_answer` as a stream of events (module docstring)."""
     before = _before(held, rid)
-    failures: list[dict[str, str]] = []
-    async for target in _each(targets, seeds):
-        if isinstance(target, _Lookup):
-            yield {"event": "lookup", "seeds": target.found}
-            continue
-        yield {"event": "peer", "peer": str(target)}
-        latest = _Latest()
-        outcome: list[RepoState | GutsError] = []
+    feed = _Feed()
+    sync = _Sync(feed.emit)
+    outcome: list[Fetched | None] = []
 
-        async def run(target: Target = target, latest: _Latest = latest, outcome: list[Any] = outcome) -> None:
-            try:
-                outcome.append(await fetch(host, held, target, rid, config, latest.set))
-            except GutsError as exc:
-                outcome.append(exc)
-            finally:
-                latest.finish()
+    async def run() -> None:
+        try:
+            outcome.append(await sync.run(host, held, rid, targets, config, seeds, width))
+        finally:
+            feed.finish()
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(run)
-            sent: SyncProgress | None = None
-            while not latest.finished:
-                await latest.moved()
-                if latest.value is not None and latest.value != sent and not latest.finished:
-                    sent = latest.value
-                    yield _progress_json(target, sent)
-                    await latest.pause(PROGRESS_INTERVAL)  # not past the fetch's end
-        [result] = outcome
-        if isinstance(result, GutsError):
-            failure = {"peer": str(target), "error": str(result)}
-            failures.append(failure)
-            yield {"event": "failed", **failure}
-            continue
-        if latest.value is not None and latest.value != sent:
-            yield _progress_json(target, latest.value)
-        answer = {"peer": str(target), "changed": result != before, "received": _received(latest), "failures": failures}
-        yield {"event": "done", **answer, "repository": state_json(result)}
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+        while True:
+            while feed.events:
+                event = feed.events.popleft()
+                yield event
+                if event["event"] == "progress" and not feed.finished:
+                    await feed.pause(PROGRESS_INTERVAL)  # not past the sync's end
+            if feed.finished:
+                break
+            await feed.moved()
+    [fetched] = outcome
+    if fetched is None:
+        error = _failed(rid, sync.failures)
+        yield {"event": "error", "status": error.status, "kind": error.kind, "message": str(error)}
         return
-    error = _failed(rid, failures)
-    yield {"event": "error", "status": error.status, "kind": error.kind, "message": str(error)}
+    yield {"event": "done", **sync.answer(fetched, before, state_json)}
 
 
 async def event_lines(events: Any) -> AsyncIterator[dict[str, Any]]:
