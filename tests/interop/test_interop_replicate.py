@@ -7,9 +7,9 @@ with the Guts topic validator deciding on both ends::
 A and B are nodes as ``guts start`` assembles them (:func:`guts.node.open_node`:
 host, DHT, gossip, repositories, sync service, provider and replicator),
 each bootstrapping from J and nothing else. J subscribes to the
-repository's topic, so it is in both meshes, and serves the DHT, so each
-node's provider record of the repository reaches the other; J does not
-serve ``/guts/sync/1.0.0``.
+repository's topic, so it is in both meshes, and serves the DHT, which
+stores both nodes' provider records of the repository; J does not serve
+``/guts/sync/1.0.0``.
 
 1. A makes a repository (:meth:`~guts.repo.state.Repositories.init`); B
    syncs it once over a direct connection and hangs up. A publishes a new
