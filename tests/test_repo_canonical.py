@@ -91,6 +91,23 @@ def test_two_of_two_diverged() -> None:
     assert fresh.refs == () and fresh.divergences[0].kept is None
 
 
+def test_the_value_does_not_depend_on_what_a_node_saw_before() -> None:
+    head = identity(2, 2)
+    # One delegate moved on to Y, the other is at X: every node says X,
+    # the one that saw X agreed and the one that joins now alike.
+    for previous in ({MAIN: X}, {MAIN: O}, {}):
+        result = run(head, {0: {MAIN: Y}, 1: {MAIN: X}}, previous)
+        assert result.ref_map() == {MAIN: X} and result.divergences == ()
+    three = identity(3, 2)
+    # Y contains X contains O: two of three contain X.
+    assert run(three, {0: {MAIN: Y}, 1: {MAIN: X}, 2: {MAIN: O}}).ref_map() == {MAIN: X}
+    # A delegate that steps back moves the ref back to what the threshold contains.
+    assert run(head, {0: {MAIN: Y}, 1: {MAIN: O}}, {MAIN: Y}).ref_map() == {MAIN: O}
+    # Diverged, a ref no two contain keeps its previous value (a new node has none).
+    assert run(head, {0: {MAIN: Y}, 1: {MAIN: Z}}, {MAIN: X}).ref_map() == {MAIN: X}
+    assert run(head, {0: {MAIN: Y}, 1: {MAIN: Z}}).ref_map() == {}
+
+
 def test_two_of_three_moves_without_the_third() -> None:
     head = identity(3, 2)
     result = run(head, {0: {MAIN: Y}, 1: {MAIN: Y}, 2: {MAIN: Z}}, {MAIN: X})
@@ -168,8 +185,10 @@ def test_ancestry_is_asked_only_when_needed_and_announced() -> None:
         return descends(a, b)
 
     result = compute_canonical(head, statements, {MAIN: O}, recording)
-    assert result.ref_map() == {MAIN: O, "refs/tags/v1": O}
+    # Two of three contain X (one lists it, one lists Y, which descends from it).
+    assert result.ref_map() == {MAIN: X, "refs/tags/v1": O}
     assert [d.ref for d in result.divergences] == [MAIN]  # Y, Z and X: not one line
+    assert result.divergences[0].kept == X
     assert asked and set(asked) <= ancestry_questions(head, statements)
     answers = {q: descends(*q) for q in ancestry_questions(head, statements)}
     again = compute_canonical(head, statements, {MAIN: O}, lambda a, b: answers[(a, b)])

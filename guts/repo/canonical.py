@@ -21,13 +21,20 @@ For every ref name that a delegate lists, or that was canonical before:
    *diverged*: it keeps its previous value and the result lists a
    :class:`Divergence`.
 4. *None reaches it*: if at least ``threshold`` delegates no longer list
-   the name, it is deleted; otherwise it keeps its previous value (or stays
-   absent): the delegates have not agreed yet. When the oids signed for it
-   are not all on one line of history (no one descends from all the
-   others), the delegates have diverged rather than fallen behind, and a
-   :class:`Divergence` says so. Deletion needs the threshold, like any
-   change: one delegate dropping a branch deletes nothing while others
-   keep it.
+   the name, it is deleted. Otherwise the ref is the newest signed oid that
+   at least ``threshold`` delegates' oids *contain* (each lists it or a
+   descendant of it): when one delegate moved on and another has not yet,
+   the ref stays where both are, whatever a node saw before; a node that
+   joins later computes the same value from the same statements. With no
+   such oid, it keeps its previous value (or stays absent): the delegates
+   have not agreed yet. When the oids signed for it are not all on one
+   line of history (no one descends from all the others), the delegates
+   have diverged rather than fallen behind, and a :class:`Divergence` says
+   so. Deletion needs the threshold, like any change: one delegate
+   dropping a branch deletes nothing while others keep it. (A delegate
+   that steps back along the line moves the ref back to what the
+   threshold still contains: what the delegates vouch for is what their
+   statements say now, not what they said before.)
 
 Ancestry comes from the caller, as ``descends(a, b)``: whether commit ``a``
 has ``b`` as an ancestor (``git merge-base --is-ancestor b a``); this core
@@ -214,9 +221,17 @@ def compute_canonical(
         elif absent >= threshold:
             value = None
         else:
-            value = before
+            contained = [
+                oid
+                for oid in sorted(votes)
+                if sum(len(signers) for other, signers in votes.items() if other == oid or descends(other, oid))
+                >= threshold
+            ]
+            value = _tip(contained, descends) if contained else None
+            if value is None:
+                value = before
             if len(votes) > 1 and _tip(sorted(votes), descends) is None:
-                divergences.append(_divergence(name, votes, before))
+                divergences.append(_divergence(name, votes, value))
         if value is not None:
             refs[name] = value
     canonical = tuple(refs.items())
