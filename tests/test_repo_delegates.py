@@ -18,7 +18,7 @@ def test_the_canonical_branch_moves_when_both_delegates_signed(tmp_path: Path) -
     history = build_history(source / ".git", commits=40, topic_every=20)
     git("-C", str(source), "checkout", "--quiet", "-f", "main")
     start = history.refs["refs/heads/main"]
-    a = b = None
+    a = b = c = None
     try:
         a = _start(tmp_path / "a")
         assert a.stdout is not None
@@ -56,6 +56,15 @@ def test_the_canonical_branch_moves_when_both_delegates_signed(tmp_path: Path) -
         assert run("repo", "sync", rid, home=tmp_path / "a").returncode == 0
         assert shown(tmp_path / "a", rid)["refs/heads/main"] == start
 
+        # C joins now, never having seen main agreed: it computes the same
+        # main from the same statements (both delegates' tips contain start).
+        c = _start(tmp_path / "c", "--bootstrap", ready_a["addrs"][0])
+        assert c.stdout is not None
+        json.loads(c.stdout.readline())
+        _events_until(c, "peer_identified", ready_a["peer_id"])
+        assert run("repo", "sync", rid, home=tmp_path / "c").returncode == 0
+        assert shown(tmp_path / "c", rid)["refs/heads/main"] == start
+
         # A fetches B's commit, signs it too: main moves, on A, then on B.
         alice = person(tmp_path / "a")
         sh(alice, "fetch", "--quiet", "guts", f"refs/guts/{ready_b['peer_id']}/heads/main:refs/remotes/b/main", cwd=source)
@@ -64,7 +73,9 @@ def test_the_canonical_branch_moves_when_both_delegates_signed(tmp_path: Path) -
         assert shown(tmp_path / "a", rid)["refs/heads/main"] == new
         assert run("repo", "sync", rid, home=tmp_path / "b").returncode == 0
         assert shown(tmp_path / "b", rid)["refs/heads/main"] == new
+        assert run("repo", "sync", rid, home=tmp_path / "c").returncode == 0
+        assert shown(tmp_path / "c", rid)["refs/heads/main"] == new
     finally:
-        for node in (b, a):
+        for node in (c, b, a):
             if node is not None:
                 stop(node)
