@@ -397,3 +397,83 @@ async def test_the_sync_route_asks_the_dht_seeds_once_the_connected_peers_fail(
             seen = await collect(sync_events(net.c, other, net.rid, [e1], SyncConfig(), state_json, none))
             assert [e["event"] for e in seen] == ["peer", "failed", "lookup", "error"]
             assert seen[-1]["kind"] == "sync_failed" and str(e1) in seen[-1]["message"]
+
+
+# -- what people see ---------------------------------------------------------------
+
+
+def raced_events() -> list[dict[str, Any]]:
+    """A sync's events over a race: S outrun, M failed, H served."""
+    s, m, h = (f"/memory/{n}/p2p/12D3KooW{n * 44}" for n in "smh")
+    return [
+        {"event": "peer", "peer": s},
+        {"event": "peer", "peer": m},
+        {"event": "peer", "peer": h},
+        {"event": "failed", "peer": m, "error": "namespace x: bad signature"},
+        {"event": "cancelled", "peer": s, "winner": h},
+        {"event": "progress", "peer": h, "phase": "refs", "received": 0, "namespaces": 1},
+        {"event": "progress", "peer": h, "phase": "objects", "received": 1 << 20, "namespaces": 1},
+        {"event": "progress", "peer": h, "phase": "applying", "received": 2 << 20, "namespaces": 1},
+        {
+            "event": "done", "peer": h, "changed": True, "received": 2 << 20, "asked": [s, m, h],
+            "failures": [{"peer": m, "error": "namespace x: bad signature"}], "repository": {"name": "source"},
+        },
+    ]  # fmt: skip
+
+
+def test_guts_repo_sync_names_each_request_and_who_served(capsys: pytest.CaptureFixture[str]) -> None:
+    from guts._cli._sync_view import _Lines
+
+    view = _Lines()
+    for event in raced_events():
+        view.show(event)
+    s, m, h = ("12D3KooW" + n * 44 for n in "smh")
+    short = {p: f"{p[:8]}…{p[-6:]}" for p in (s, m, h)}
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        f"asking {short[s]}",
+        f"asking {short[m]}",
+        f"asking {short[h]}",
+        f"{short[m]}: namespace x: bad signature",
+        f"{short[s]}: cancelled, {short[h]} answered first",
+        f"1 signed namespaces from {short[h]}, verified",
+        f"receiving objects from {short[h]}",
+        "received 2.00 MiB; checking and applying",
+        f"served by {short[h]}; asked 3 peers: {short[s]}, {short[m]}, {short[h]}",
+    ]
+
+
+def test_a_clone_names_the_peer_that_served_and_every_peer_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    from guts._cli.remote import _SyncLines
+
+    view = _SyncLines(progress=True, verbosity=1)
+    for event in raced_events():
+        view.show(event)
+    s, m, h = ("12D3KooW" + n * 44 for n in "smh")
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if "asking" in line] == [f"guts: asking {p}" for p in (s, m, h)]
+    assert err.count("guts: fetching from") == 1 and f"guts: fetching from {h}\n" in err
+    assert f"guts: {m}: namespace x: bad signature" in err
+    assert f"guts: {s}: cancelled, {h} answered first" in err
+    assert f"guts: fetched 'source' from {h} (asked {s}, {m}, {h})" in err
+    quiet = _SyncLines(progress=False, verbosity=0)
+    for event in raced_events():
+        quiet.show(event)
+    assert capsys.readouterr().err == ""
+
+
+def test_the_terminal_view_keeps_a_bar_per_peer_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    from guts._cli._sync_view import _Bar
+
+    with _Bar() as view:
+        for event in raced_events():
+            view.show(event)
+        bars = [(task.description, task.completed, task.finished) for task in view.progress.tasks]
+    ssss, mmmm, hhhh = ("12D3KooW…" + n * 6 for n in "smh")
+    assert bars == [
+        (f"{ssss}: cancelled, {hhhh} answered first", 0, True),
+        (f"{mmmm}: failed", 0, True),
+        (f"{hhhh}: done", 2 << 20, True),
+    ]
+    err = capsys.readouterr().err
+    assert f"{mmmm}: namespace x: bad signature" in err and f"served by {hhhh}; asked 3 peers" in err

@@ -379,7 +379,9 @@ class Helper:
 class _SyncLines:
     """A node's sync (its JSON-line events) on stderr, as git shows its own
     progress: a line rewritten in place while bytes arrive, when git asked
-    for progress; only the outcome otherwise."""
+    for progress; only the outcome otherwise. Several peers are asked at
+    once: each request is named, and the peer whose answer serves once it
+    verified; the outcome names the peer that served and every peer asked."""
 
     def __init__(self, progress: bool, verbosity: int) -> None:
         self.progress = progress
@@ -398,6 +400,11 @@ class _SyncLines:
     def show(self, event: dict[str, Any]) -> None:
         kind, peer = event["event"], str(event.get("peer", "")).rsplit("/p2p/", 1)[-1]
         if kind == "peer" and self.progress:
+            self.write(f"guts: asking {peer}")
+        elif kind == "cancelled" and self.progress:
+            self.write(f"guts: {peer}: cancelled, {str(event['winner']).rsplit('/p2p/', 1)[-1]} answered first")
+        elif kind == "progress" and self.progress and event["phase"] == "refs":
+            self.close_line()
             self.write(f"guts: fetching from {peer}")
         elif kind == "lookup" and self.progress:
             self.write(f"guts: the DHT knows {event['seeds']} more seed{'s' if event['seeds'] != 1 else ''} of it")
@@ -413,7 +420,9 @@ class _SyncLines:
             self.write(f"guts: {peer}: {event['error']}")
         elif kind == "done" and self.verbosity > 0:
             self.close_line()
-            self.write(f"guts: fetched {event['repository']['name']!r} from {peer}")
+            asked = [str(other).rsplit("/p2p/", 1)[-1] for other in event.get("asked", [])]
+            also = f" (asked {', '.join(asked)})" if len(asked) > 1 else ""
+            self.write(f"guts: fetched {event['repository']['name']!r} from {peer}{also}")
 
 
 def _session(rid: str) -> None:
