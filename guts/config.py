@@ -30,6 +30,10 @@ The config file is TOML::
     seed_block_rids = []              # repositories never seeded
     seed_block_peers = []             # peers whose namespaces are never replicated
 
+    # git push through guts:// (what git-remote-guts reports after a push):
+    push_wait = 2.0                   # seconds to wait for seeds to have it (0: no report)
+    push_replicas_timeout = 30.0      # seconds `git push -o replicas=N` waits at most
+
 Environment variables: ``GUTS_HOME``, ``GUTS_LISTEN`` and ``GUTS_BOOTSTRAP``
 (comma-separated multiaddrs), ``GUTS_MAX_CONNECTIONS``,
 ``GUTS_CONNECTION_TIMEOUT``, ``GUTS_KEEP_ALIVE``, ``GUTS_DHT_MODE``,
@@ -38,7 +42,16 @@ repository and sync limit as ``GUTS_`` and its name in capitals
 (``GUTS_REPO_MAX_PACK_BYTES=500MiB``, ``GUTS_SYNC_DEADLINE=3600``), and
 likewise ``GUTS_SEED_POLICY``, each seeding limit
 (``GUTS_SEED_MAX_STORAGE_BYTES=1TiB``) and the block lists
-(``GUTS_SEED_BLOCK_RIDS``, ``GUTS_SEED_BLOCK_PEERS``, comma-separated).
+(``GUTS_SEED_BLOCK_RIDS``, ``GUTS_SEED_BLOCK_PEERS``, comma-separated),
+and ``GUTS_PUSH_WAIT``, ``GUTS_PUSH_REPLICAS_TIMEOUT``.
+
+``push_wait`` and ``push_replicas_timeout`` are read by ``git-remote-guts``
+(the same home, file and environment), not by the node: after a push
+that moved a ref, the helper asks the node which seeds hold the new
+signed state, waiting up to ``push_wait`` seconds for every connected
+follower (0: it asks nothing and says nothing), or up to
+``push_replicas_timeout`` for N seeds when the push says
+``-o replicas=N``.
 
 ``seed_policy`` is ``selected`` (the default: the node seeds the
 repositories created, cloned or seeded on it) or ``all`` (a public seed
@@ -126,6 +139,11 @@ LIMIT_RANGES: dict[str, tuple[float, float]] = {
     "seed_max_repositories": (1, 1_000_000),
     "seed_max_storage_bytes": (_MIB, _PIB),
     "seed_max_fetches": (1, 1024),
+    # A push's report waits at most ten minutes (0: no report); a push that
+    # asks for N seeds waits at least a tenth of a second and at most the
+    # control route's longest wait, an hour.
+    "push_wait": (0.0, 600.0),
+    "push_replicas_timeout": (0.1, 3600.0),
 }
 
 
@@ -175,6 +193,11 @@ class NodeConfig:
             more wait their turn.
         seed_block_rids: repositories never seeded (RIDs, as written).
         seed_block_peers: peers whose namespaces are never replicated.
+        push_wait: seconds ``git push`` (its helper) waits, after a push
+            that moved a ref, for the connected followers to hold the new
+            state, then says how many do; 0 turns the report off.
+        push_replicas_timeout: seconds ``git push -o replicas=N`` waits
+            at most for N seeds to hold it.
     """
 
     home: Path
@@ -201,6 +224,8 @@ class NodeConfig:
     seed_max_fetches: int = 8
     seed_block_rids: tuple[str, ...] = ()
     seed_block_peers: tuple[str, ...] = ()
+    push_wait: float = 2.0
+    push_replicas_timeout: float = 30.0
 
     @property
     def key_file(self) -> Path:
@@ -351,6 +376,8 @@ _FIELDS: dict[str, Any] = {
     "seed_max_fetches": _limit("seed_max_fetches", _whole),
     "seed_block_rids": lambda v, w: _ids(v, w, Rid.parse, "repository id"),
     "seed_block_peers": lambda v, w: _ids(v, w, PeerId.from_string, "peer id"),
+    "push_wait": _limit("push_wait", _seconds),
+    "push_replicas_timeout": _limit("push_replicas_timeout", _seconds),
 }
 
 
