@@ -534,8 +534,10 @@ class Repositories:
         one held (a shorter one that is a prefix of ours is ignored); each
         statement is validly signed (a :class:`SignedStatement` is), is its
         signer's namespace's, and :func:`~guts.repo.sigrefs.judge` accepts
-        it (newer) or finds it unchanged; a stale, equivocating or forked
-        statement refuses the whole state. Each statement comes with the
+        it (newer) or finds it unchanged; an older one is left out (the peer
+        is behind on that namespace: ours stays, and what it has newer in
+        other namespaces is taken); an equivocating or forked statement
+        refuses the whole state. Each statement comes with the
         peer's sigrefs commit for it. The identity commits are rebuilt here
         from the revisions; so is a sigrefs commit whose parent statement
         we hold (it must then equal the peer's). Otherwise the peer's
@@ -597,6 +599,15 @@ class Repositories:
                 before = None if held is None else held.namespaces.get(peer)
                 stored = None if before is None else before.statement
                 verdict = judge(stored, signed.statement, rid=parsed, namespace=peer)
+                if verdict is Verdict.STALE:
+                    # A peer behind on this namespace (it may be ahead on
+                    # another): ours stays, the rest is taken.
+                    assert stored is not None
+                    log.info(
+                        "repository %s: namespace %s: left the peer's older statement (seq %d, ours is seq %d)",
+                        key, peer, signed.statement.seq, stored.seq,
+                    )  # fmt: skip
+                    continue
                 if verdict.refused:
                     was = "" if stored is None else f", ours is seq {stored.seq}"
                     raise InvalidRefs(f"namespace {peer}: {verdict.value} statement (seq {signed.statement.seq}{was})")
