@@ -18,9 +18,9 @@ A candidate whose answer does not arrive, does not verify, or refuses
 (``NOT_FOUND``: it does not hold the repository) is out, and the next
 one is asked in its place, so ``width`` stay in flight. A winner that
 then fails (it stalls past the idle timeout, its pack misses objects,
-:meth:`~guts.repo.state.Repositories.receive` refuses a statement: what
-only the state held here can judge, such as a stale statement or one on
-another repository's identity) is out too, and a new race starts among
+:meth:`~guts.repo.state.Repositories.receive` refuses its state: what
+only the state held here can judge, such as an equivocating statement or
+one on another repository's identity) is out too, and a new race starts among
 the candidates left, the outrun ones first by preference. Nothing of a
 failed fetch stays (``receive`` moves nothing before everything
 verified). The pure part, who is asked when, is
@@ -34,11 +34,12 @@ the peer and the reason (at info for ``NOT_FOUND``, as ``fetch`` logs).
 
 First valid answer, not newest: the race takes the first answer that
 verifies, not the newest state among the candidates (finding that would
-mean waiting for all of them, and the slowest sets the pace). A state
-older than ours is refused by ``receive`` and fails over; one that is
-valid but older than another candidate's is taken, and the newer
-statement arrives with the next sync from that candidate, or with its
-announcement when the node follows the repository.
+mean waiting for all of them, and the slowest sets the pace). Nothing
+goes back: ``receive`` leaves out a statement older than the one held.
+But a winner that is behind another candidate serves what it has (the
+sync succeeds, perhaps changing nothing), and the newer statement
+arrives with the next sync that reaches the candidate holding it, or
+with its announcement when the node follows the repository.
 """
 
 from __future__ import annotations
