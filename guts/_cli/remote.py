@@ -28,6 +28,20 @@ stderr when git asked for progress), and streams it to ``POST
 /v1/repo/push`` behind one JSON line of updates; the node judges each ref
 with git's rules and answers per ref, which becomes git's push report.
 A push by a node that is no delegate is said so on stderr.
+
+After a push that moved a ref (not ``--dry-run``), once git has its
+report, the helper says on stderr how far the new signed state got:
+``POST /v1/repo/replicas`` waits up to ``push_wait`` seconds (the
+config's, 2 by default, 0 for no report) for the connected followers of
+the repository to hold it, and the helper prints one line ("3 seeds have
+the new state (0.4 s)", or that none has it yet and it goes out as seeds
+connect). ``git push -o replicas=N`` waits for N seeds instead, up to
+``push_replicas_timeout`` seconds, and says plainly when fewer had it by
+then. Either way the exit status is the push's: the refs are signed and
+moved on this node before the wait begins, and a failed status would
+tell scripts to push again what is already pushed. Any other push option
+is refused before anything is pushed (git stops: "does not support
+'--push-option'").
 """
 
 from __future__ import annotations
@@ -44,9 +58,17 @@ from urllib.parse import quote
 
 from guts.home import CONTROL_SOCKET, default_home
 from guts.control.blocking import BlockingControlClient, ControlError
-from guts.errors import DecodeError, GutsError, NodeNotRunning
+from guts.errors import DecodeError, GutsError, InputError, NodeNotRunning
 from guts.repo.pktline import ResponseTracker
-from guts.repo.push_rules import HelperOptions, PushResult, RefRejected, RefUnchanged, RefUpdated
+from guts.repo.push_rules import (
+    HelperOptions,
+    OptionReply,
+    OptionStatus,
+    PushResult,
+    RefRejected,
+    RefUnchanged,
+    RefUpdated,
+)
 from guts.repo.remote_helper import (
     Capabilities,
     Connect,
@@ -59,6 +81,7 @@ from guts.repo.remote_helper import (
     ServiceData,
     StatelessConnect,
     StatelessRequest,
+    replicas_option,
 )
 from guts.repo.rid import Rid
 
@@ -113,6 +136,7 @@ class Helper:
         self.options = HelperOptions()
         self.fetched = False
         self.packs: list[dict[str, Any]] | None = None  # decided at the first stateless-connect
+        self.replicas: int | None = None  # git push -o replicas=N
         self.out = sys.stdout.buffer
 
     def write(self, data: bytes) -> None:
@@ -141,6 +165,8 @@ class Helper:
         core, write = self.core, self.write
         if isinstance(command, Capabilities):
             write(core.capabilities())
+        elif isinstance(command, Option) and command.name == "push-option":
+            write(core.option_reply(self.push_option(command)))
         elif isinstance(command, Option):
             if command.name in ("depth", "deepen-since", "deepen-not", "filter"):
                 self.note(f"--{command.name} is not served through guts://: this fetch is whole")
@@ -169,7 +195,9 @@ class Helper:
         elif isinstance(command, StatelessRequest):
             self.serve(command)
         elif isinstance(command, Push):
-            write(core.push_report(self.push(command)))
+            results = self.push(command)
+            write(core.push_report(results))
+            self.report_replicas(results)
         elif isinstance(command, (Connect, ServiceData)):
             raise Fatal("connect is not advertised")
         else:
@@ -354,6 +382,54 @@ class Helper:
                 "sign the same"
             )
 
+    def push_option(self, option: Option) -> OptionReply:
+        """``git push -o``: ``replicas=N``, or refused (git then stops
+        before pushing; its message does not say why, so we do)."""
+        try:
+            self.replicas = replicas_option(option.value)
+        except InputError as exc:
+            print(f"guts: {exc}", file=sys.stderr, flush=True)
+            return OptionReply(OptionStatus.ERROR, str(exc))
+        return self.options.apply(option)
+
+    def report_replicas(self, results: list[PushResult]) -> None:
+        """After git has the push report: how many seeds hold the new
+        state, on stderr (module docstring). Never fails the push."""
+        if self.options.dry_run or not any(isinstance(r, RefUpdated) for r in results):
+            return
+        want = self.replicas
+        if want is None and self.options.verbosity == 0:
+            return  # a quiet push shows no report, so it waits for none
+        # Loaded only now: a fetch, which runs this helper too, needs no
+        # config (reading it costs about 20 ms).
+        from guts.config import load_config
+
+        try:
+            config = load_config()
+        except GutsError as exc:
+            print(f"guts: no report of the seeds that have the new state: {exc}", file=sys.stderr, flush=True)
+            return
+        timeout = config.push_wait if want is None else config.push_replicas_timeout
+        if timeout <= 0:
+            return
+        line = self.replicas_line(timeout, want)
+        if line is not None:
+            print(f"guts: {line}", file=sys.stderr, flush=True)
+
+    def replicas_line(self, timeout: float, want: int | None) -> str | None:
+        """Ask the node, waiting up to ``timeout`` seconds for ``want``
+        seeds (``None``: every connected follower); the line a push ends
+        with (``None``: nothing to say)."""
+        body: dict[str, Any] = {"rid": self.rid, "timeout": timeout}
+        if want is not None:
+            body["want"] = want
+        try:
+            answer = self.client.call("POST", "/v1/repo/replicas", body)
+            have, wanted, elapsed = int(answer["have"]), int(answer["want"]), float(answer["elapsed"])
+        except (GutsError, ValueError, KeyError, TypeError, OSError) as exc:
+            return f"the node could not say which seeds have the new state: {exc}"
+        return replicas_text(have, wanted, elapsed, requested=want, quiet=self.options.verbosity == 0)
+
     def pack(self, tips: list[str], known: list[str]) -> Iterator[bytes]:
         """A thin pack of ``tips`` minus what the node has, as send-pack
         would send it to receive-pack."""
@@ -374,6 +450,36 @@ class Helper:
                 process.kill()
                 process.wait()
             process.stdout.close()
+
+
+def _seeds(count: int) -> str:
+    return f"{count} seed has" if count == 1 else f"{count} seeds have"
+
+
+def replicas_text(have: int, want: int, elapsed: float, *, requested: int | None, quiet: bool = False) -> str | None:
+    """What a push says about its seeds: ``have`` of ``want`` hold the new
+    state after ``elapsed`` seconds; ``requested`` is the N of ``-o
+    replicas=N`` (``None``: the default report, every connected follower
+    wanted). ``quiet`` keeps only a shortfall of ``-o replicas=N``."""
+    took = f"{elapsed:.1f} s"
+    stays = "it stays signed on this node and goes out as seeds connect"
+    if requested is not None:
+        if have >= requested:
+            return None if quiet else f"{_seeds(have)} the new state, as -o replicas={requested} asked ({took})"
+        held = "none" if have == 0 else f"only {have}"
+        return (
+            f"{held} of the {requested} seeds -o replicas={requested} asked for had the new state after {took}; "
+            f"the push stands, and {stays}"
+        )
+    if quiet:
+        return None
+    if want == 0:
+        return f"no seed has the new state yet (none is connected); {stays}"
+    if have == 0:
+        return f"no seed has the new state yet after {took}; {stays}"
+    if have < want:
+        return f"{have} of {want} connected seeds have the new state after {took}; the others fetch it as they can"
+    return f"{_seeds(have)} the new state ({took})"
 
 
 class _SyncLines:
