@@ -8,6 +8,12 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
+from guts.config import CONTROL_SOCKET
+from guts.control.blocking import BlockingControlClient, ControlError
+from guts.crypto import KeyPair
+
 from .repo_helpers import build_history, git
 from .test_cli import _events_until, _start, run
 from .test_cli_repo import run_in, stop
@@ -93,6 +99,28 @@ def test_a_push_says_how_many_seeds_have_it(tmp_path: Path) -> None:
         lines = guts_lines(done.stderr)
         assert len(lines) == 1 and lines[0].startswith("guts: 1 seed has the new state, as -o replicas=1 asked ("), lines
         assert shown(tmp_path / "b", rid)["refs/heads/main"] == new
+
+        # The route itself: an older seq is held at once, one not signed
+        # yet by no one until the timeout, and what it refuses.
+        control = BlockingControlClient(tmp_path / "a" / CONTROL_SOCKET)
+        older = control.call("POST", "/v1/repo/replicas", {"rid": rid, "seq": 1, "want": 1, "timeout": 5})
+        assert older["have"] == 1 and older["reached"] and older["peers_with_it"] == [json.loads(
+            run("status", "--json", home=tmp_path / "b").stdout)["peer_id"]]  # fmt: skip
+        assert older["elapsed"] < 2 and older["signer"] == ready_a["peer_id"] and older["seq"] == 1
+        latest = control.call("POST", "/v1/repo/replicas", {"rid": f"guts://{rid}"})
+        assert latest["have"] == 1 and latest["want"] == 1 and latest["asked"] == 1 and latest["seq"] >= 4
+        ahead = control.call("POST", "/v1/repo/replicas", {"rid": rid, "seq": latest["seq"] + 1, "timeout": 0.5})
+        assert ahead["have"] == 0 and not ahead["reached"] and 0.5 <= ahead["elapsed"] < 1.5
+        for body, kind in (
+            ({"rid": rid, "want": 33}, "bad_request"),
+            ({"rid": rid, "timeout": -1}, "bad_request"),
+            ({"rid": rid, "seq": "1"}, "bad_request"),
+            ({"rid": "not a rid"}, "bad_request"),
+            ({"rid": rid, "signer": str(KeyPair.from_seed(b"\x07" * 32).peer_id)}, "not_found"),
+        ):
+            with pytest.raises(ControlError) as info:
+                control.call("POST", "/v1/repo/replicas", body)
+            assert info.value.kind == kind, (body, info.value)
 
         # Nothing to report: a dry run, a push that moved nothing, a quiet
         # push, and push_wait = 0.

@@ -5,14 +5,16 @@ the helper's push option and lines."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 
 from guts._cli.remote import replicas_text
+from guts.config import load_config
 from guts.crypto import KeyPair
-from guts.errors import DialError, InputError
+from guts.errors import ConfigError, DialError, InputError
 from guts.peer import PeerId
 from guts.repo.identity import create_genesis
 from guts.repo.remote_helper import MAX_REPLICAS, replicas_option
@@ -265,3 +267,23 @@ def test_what_a_push_says() -> None:
     assert replicas_text(0, 2, 3.0, requested=2, quiet=True) is not None  # a shortfall is said even to -q
     assert replicas_text(2, 2, 0.6, requested=2, quiet=True) is None
     assert replicas_text(1, 1, 0.4, requested=None, quiet=True) is None
+
+
+# -- the settings ---------------------------------------------------------------------
+
+
+def test_the_push_settings(tmp_path: Path) -> None:
+    config = load_config(tmp_path, env={})
+    assert (config.push_wait, config.push_replicas_timeout) == (2.0, 30.0)
+    assert load_config(tmp_path, env={"GUTS_PUSH_WAIT": "0"}).push_wait == 0
+    assert load_config(tmp_path, env={"GUTS_PUSH_REPLICAS_TIMEOUT": "1.5"}).push_replicas_timeout == 1.5
+    with pytest.raises(ConfigError, match="GUTS_PUSH_WAIT: 601 is outside 0 to 600"):
+        load_config(tmp_path, env={"GUTS_PUSH_WAIT": "601"})
+    with pytest.raises(ConfigError, match="GUTS_PUSH_WAIT: expected a number"):
+        load_config(tmp_path, env={"GUTS_PUSH_WAIT": "soon"})
+    (tmp_path / "config.toml").write_text("push_wait = 0.5\npush_replicas_timeout = 0.05\n")
+    with pytest.raises(ConfigError, match=r"config.toml: push_replicas_timeout: 0.05 is outside 0.1 to 3600"):
+        load_config(tmp_path, env={})
+    (tmp_path / "config.toml").write_text("push_wait = 0.5\npush_replicas_timeout = 90\n")
+    config = load_config(tmp_path, env={})
+    assert (config.push_wait, config.push_replicas_timeout) == (0.5, 90.0)
