@@ -16,12 +16,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Protocol
+
+import trio
 
 from guts.crypto import KeyPair, PublicKey
 from guts.errors import InputError, InvalidIdentity
 from guts.peer import PeerId
-from guts.repo._state_base import RepoState, StoredProposal, _checked, _key, _once
+from guts.repo._state_base import RepositoriesConfig, RepoState, StoredProposal, _checked, _key, _once
 from guts.repo._state_read import read_proposal
 from guts.repo.identity import IdentityLimits, SignedRevision, sign_revision
 from guts.repo.layout import RefKind, encode_pack, identity_commit, parse_ref, proposal_commit
@@ -35,14 +37,41 @@ from guts.repo.proposals import (
 )
 from guts.repo.revisions import VerifiedIdentity, propose_revision, verify_revision
 from guts.repo.rid import Rid
-from guts.repo.storage import ObjectReader
-
-if TYPE_CHECKING:
-    from guts.repo.state import Repositories
+from guts.repo.canonical import Canonical
+from guts.repo.sigrefs import Statement
+from guts.repo.storage import ObjectReader, Storage
 
 __all__ = ["accept", "load_proposals", "merge", "propose"]
 
 log = logging.getLogger("guts.repo.state")
+
+
+class Repositories(Protocol):
+    """What these operations use of :class:`guts.repo.state.Repositories`
+    (its lock per repository, its states, its canonical refs and its one
+    ref writer), named here so that this module does not import it."""
+
+    storage: Storage
+    config: RepositoriesConfig
+    _states: dict[str, RepoState]
+
+    def _lock(self, key: str) -> trio.Lock: ...
+
+    def show(self, rid: Rid | str) -> RepoState: ...
+
+    async def _canonical(
+        self, key: str, identity: VerifiedIdentity, statements: Mapping[PeerId, Statement], previous: Mapping[str, str]
+    ) -> Canonical: ...
+
+    async def _write_refs(
+        self,
+        key: str,
+        target: Mapping[str, str],
+        current: Mapping[str, str],
+        *,
+        expected: Mapping[str, str] | None,
+        fresh: bool = False,
+    ) -> None: ...
 
 
 async def load_proposals(

@@ -74,6 +74,7 @@ from guts.repo._state_base import (
     Namespace,
     RepositoriesConfig,
     RepoState,
+    StoredProposal,
     _check_storable,
     _checked,
     _default_branch,
@@ -102,7 +103,15 @@ from guts.repo.rid import Rid
 from guts.repo.sigrefs import SignedStatement, Statement, Verdict, judge, next_statement, ref_problem, sign_statement
 from guts.repo.storage import RefUpdate, RepositoryExists, RepositoryNotFound, Storage, StorageError
 
-__all__ = ["BrokenRepository", "FetchObjects", "Namespace", "RepoState", "Repositories", "RepositoriesConfig"]
+__all__ = [
+    "BrokenRepository",
+    "FetchObjects",
+    "Namespace",
+    "RepoState",
+    "Repositories",
+    "RepositoriesConfig",
+    "StoredProposal",
+]
 
 log = logging.getLogger("guts.repo.state")
 
