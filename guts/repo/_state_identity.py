@@ -127,7 +127,7 @@ async def _apply(repos: Repositories, key: str, state: RepoState, incoming: Sequ
         commits = [commit]
         log.info("repository %s: identity revision %d takes effect", key, number)
     else:
-        if not merged.changed and merged.pending.keys() == held.keys():
+        if not merged.changed:
             return state
         built = {pid: proposal_commit(merged.pending[pid], number, state.identity_commit) for pid in merged.changed}
         proposals = {

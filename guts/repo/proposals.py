@@ -203,15 +203,18 @@ def find_proposal(pending: Mapping[str, SignedRevision], text: str) -> str:
 
 
 def check_served(
-    rid: Rid, chain: Sequence[SignedRevision], proposals: Iterable[SignedRevision], limits: IdentityLimits
+    rid: Rid, chain: Sequence[SignedRevision], proposals: Sequence[SignedRevision], limits: IdentityLimits
 ) -> list[SignedRevision]:
     """What a peer served, checked before anything of its state is applied:
     each proposal against the head of the peer's own ``chain`` (rule 1).
-    Stale ones are left out.
+    Stale ones are left out. (Without proposals the chain is not verified
+    here: :meth:`~guts.repo.state.Repositories.receive` does.)
 
     Raises:
         InvalidIdentity: the chain does not verify, or a proposal is refused.
     """
+    if not proposals:
+        return []
     head = verify_chain(rid, chain, limits)
     return [checked for revision in proposals if (checked := check_proposal(head, revision)) is not None]
 
