@@ -61,7 +61,7 @@ def test_a_revision_proposed_on_one_node_and_accepted_on_another(tmp_path: Path)
         assert f"guts repo id accept {rid} {pid[:12]}` after `guts repo sync {rid}`" in text.stdout
         assert "name:           'first' -> 'renamed'" in text.stdout and "threshold:      2 -> 1" in text.stdout
 
-        # B is no delegate's node yet holding it: it syncs, sees the proposal, accepts it.
+        # B syncs from A, finds the proposal pending there, and accepts it.
         assert run("repo", "sync", rid, home=home_b).returncode == 0
         [seen] = guts_json(home_b, "repo", "id", "show", rid)["proposals"]
         assert seen["id"] == pid and seen["signers"] == [ready_a["peer_id"]]
