@@ -46,6 +46,7 @@ from guts.sync import (
     SyncProgress,
     fetch_first,
 )
+from guts.sync.race import Select
 
 __all__ = ["PROGRESS_INTERVAL", "event_lines", "sync_answer", "sync_events"]
 
@@ -123,12 +124,15 @@ class _Sync:
         config: SyncConfig,
         seeds: Seeds | None,
         width: int,
+        select: Select | None = None,
     ) -> Fetched | None:
         """Race ``targets``, then (when they all failed) the seeds
         ``seeds`` finds beyond the peers asked; ``None`` when none served."""
         if targets:
             try:
-                return await fetch_first(host, held, targets, rid, config, width=width, progress=self.heard)
+                return await fetch_first(
+                    host, held, targets, rid, config, width=width, progress=self.heard, select=select
+                )
             except NoPeerServed:
                 pass
         if seeds is None:
@@ -139,7 +143,7 @@ class _Sync:
         if not found:
             return None
         try:
-            return await fetch_first(host, held, found, rid, config, width=width, progress=self.heard)
+            return await fetch_first(host, held, found, rid, config, width=width, progress=self.heard, select=select)
         except NoPeerServed:
             return None
 
@@ -165,6 +169,7 @@ async def sync_answer(
     seeds: Seeds | None = None,
     *,
     width: int = RACE_WIDTH,
+    select: Select | None = None,
 ) -> dict[str, Any]:
     """Ask ``targets``, ``width`` at once, until one completes, then the
     seeds ``seeds`` finds; the answer of the one that completed.
@@ -175,7 +180,7 @@ async def sync_answer(
     """
     before = _before(held, rid)
     sync = _Sync(lambda _: None)
-    fetched = await sync.run(host, held, rid, targets, config, seeds, width)
+    fetched = await sync.run(host, held, rid, targets, config, seeds, width, select)
     if fetched is None:
         raise _failed(rid, sync.failures)
     return sync.answer(fetched, before, state_json)
@@ -225,6 +230,7 @@ async def sync_events(
     seeds: Seeds | None = None,
     *,
     width: int = RACE_WIDTH,
+    select: Select | None = None,
 ) -> AsyncGenerator[dict[str, Any], None]:
     """:func:`sync_answer` as a stream of events (module docstring)."""
     before = _before(held, rid)
@@ -234,7 +240,7 @@ async def sync_events(
 
     async def run() -> None:
         try:
-            outcome.append(await sync.run(host, held, rid, targets, config, seeds, width))
+            outcome.append(await sync.run(host, held, rid, targets, config, seeds, width, select))
         finally:
             feed.finish()
 

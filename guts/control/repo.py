@@ -355,10 +355,11 @@ def add_repo_routes(
         seeds = None
         if named is None and dht is not None:
             seeds = functools.partial(_seeds, host, dht, rid)
+        select = None if replicator is None else replicator.seeding.select(Rid.parse(rid))
         if progress:
-            events = sync_events(host, held, rid, targets, config, state_json, seeds)
+            events = sync_events(host, held, rid, targets, config, state_json, seeds, select=select)
             return HttpResponse(200, JsonLines(_noting(event_lines(events), functools.partial(arrived, rid))))
-        answer = await sync_answer(host, held, rid, targets, config, state_json, seeds)
+        answer = await sync_answer(host, held, rid, targets, config, state_json, seeds, select=select)
         arrived(rid)
         return HttpResponse(200, answer)
 

@@ -15,7 +15,9 @@ announcements for one repository becomes one fetch of its newest state.
 :meth:`Replicator.run` sleeps until the coalescer has an order due, then
 runs it (at most ``max_fetches`` at once, one per repository): a sync
 (:func:`guts.sync.fetch`, everything verified before anything moves) from
-the peers that announced it, then from the seeds the DHT knows. The order
+the peers that announced it, then from the seeds the DHT knows, a few at
+once (:func:`~guts.sync.race.fetch_first`: the first whose signed state
+verifies serves, the others are cancelled). The order
 is finished either way, and the coalescer retries a failed one a few
 times.
 
@@ -57,8 +59,9 @@ but not held yet is fetched the same way.
 A peer that announced a statement may not hold its objects yet (gossip
 forwards before the forwarder has fetched); such a peer is asked again a
 few times, :attr:`Replicator.behind_wait` apart, before the DHT's seeds
-are, and the statement's signer comes last among those, so that a push
-spreads from seed to seed rather than from its author to everyone.
+are, and the statement's signer comes last among those (asked even when
+the DHT does not list it), so that a push spreads from seed to seed rather
+than from its author to everyone.
 """
 
 from __future__ import annotations
@@ -76,7 +79,7 @@ from guts.host import Host, HostEvent, PeerIdentified
 from guts.peer import PeerId
 from guts.repo.rid import Rid
 from guts.repo.sigrefs import Statement
-from guts.repo.state import Repositories
+from guts.repo.state import Repositories, RepoState
 from guts.repo.storage import RepositoryNotFound
 from guts.replicate.announce import (
     REPOSITORIES_TOPIC,
@@ -93,7 +96,7 @@ from guts.replicate.policy import SeedingPolicy
 from guts.replicate.providing import RepoProvider, find_seeds
 from guts.replicate.seeding import Seeding
 from guts.replicate.validator import AnnouncementValidator
-from guts.sync import SYNC_PROTOCOL, RefusedReason, SyncConfig, SyncRefused, fetch
+from guts.sync import SYNC_PROTOCOL, NoPeerServed, RefusedReason, SyncConfig, SyncRefused, fetch, fetch_first
 
 __all__ = ["QUICK", "Replicator"]
 
@@ -434,10 +437,7 @@ class Replicator:
                     tried.append(first)
                     ok = bool(await self._fetch_from(first, key, None))
                 if not ok:
-                    for peer in await self._seeds(key, tried, ()):
-                        if await self._fetch_from(peer, key, None):
-                            ok = True
-                            break
+                    ok = await self._race(await self._seeds(key, tried, ()), key, None)
         finally:
             self.coalescer.finished(rid, ok, trio.current_time())
         if not ok:
@@ -463,16 +463,17 @@ class Replicator:
         return int(self._limit.borrowed_tokens)
 
     async def _seeds(self, rid: str, tried: list[PeerId], last: Collection[PeerId]) -> list[PeerId]:
-        """The DHT's seeds of ``rid`` not tried yet, those in ``last`` (the
-        signers: a push's author) at the end."""
-        if self.dht is None:
-            return []
-        try:
-            seeds = await find_seeds(self.host, self.dht, rid, exclude=tried)
-        except GutsError as exc:
-            log.info("repository %s: no seeds from the DHT: %s", rid, exc)
-            return []
-        return [p for p in seeds if p not in last] + [p for p in seeds if p in last]
+        """The DHT's seeds of ``rid`` not tried yet, then those in ``last``
+        (the signers of what is wanted: a push's author holds it for sure,
+        whether the DHT lists it or not) that were not tried either."""
+        seeds: list[PeerId] = []
+        if self.dht is not None:
+            try:
+                seeds = await find_seeds(self.host, self.dht, rid, exclude=tried)
+            except GutsError as exc:
+                log.info("repository %s: no seeds from the DHT: %s", rid, exc)
+        authors = [p for p in last if p not in tried and p != self.host.peer_id]
+        return [p for p in seeds if p not in authors] + authors
 
     async def _fetch(self, order: FetchOrder) -> None:
         rid = str(order.rid)
@@ -504,16 +505,42 @@ class Replicator:
                 behind = [] if ok else still
             if not ok:
                 signers = [want.signer for want in order.wanted]
-                for peer in await self._seeds(rid, tried, signers):
-                    if await self._fetch_from(peer, rid, order):
-                        ok = True
-                        break
+                ok = await self._race(await self._seeds(rid, tried, signers), rid, order)
         if not ok:
             self.failures += 1
         self.coalescer.finished(order.rid, ok, trio.current_time())
         self._wake.set()
         if ok and self.providing is not None:
             self.providing.wake()
+
+    async def _race(self, seeds: list[PeerId], rid: str, order: FetchOrder | None) -> bool:
+        """Fetch from the first of ``seeds`` to answer (a few asked at
+        once, :func:`~guts.sync.race.fetch_first`); whether it brought what
+        ``order`` wants, else from each other seed in turn."""
+        if not seeds:
+            return False
+        try:
+            fetched = await fetch_first(
+                self.host, self.repos, seeds, rid, self.sync_config, select=self.seeding.select(Rid.parse(rid))
+            )
+        except NoPeerServed as exc:
+            log.info("repository %s: no seed served it: %s", rid, exc)
+            return False
+        if self._brought(fetched.state, order):
+            log.info("repository %s: fetched from %s (asked %d seeds)", rid, fetched.peer, len(fetched.asked))
+            return True
+        failed = {failure.peer for failure in fetched.failures}
+        for peer in seeds:
+            if peer != fetched.peer and peer not in failed and await self._fetch_from(peer, rid, order):
+                return True
+        return False
+
+    @staticmethod
+    def _brought(state: RepoState, order: FetchOrder | None) -> bool:
+        if order is None:
+            return True
+        got = {want.signer: state.namespaces.get(want.signer) for want in order.wanted}
+        return all((ns := got[w.signer]) is not None and ns.statement.seq >= w.seq for w in order.wanted)
 
     async def _fetch_from(self, peer: PeerId, rid: str, order: FetchOrder | None) -> bool | None:
         """Fetch ``rid`` from ``peer``: ``True`` when it brought what
@@ -525,11 +552,8 @@ class Replicator:
         except GutsError as exc:
             log.info("repository %s: fetching from %s failed: %s", rid, peer, exc)
             return False
-        if order is not None:
-            got = {want.signer: state.namespaces.get(want.signer) for want in order.wanted}
-            behind = [w for w in order.wanted if (ns := got[w.signer]) is None or ns.statement.seq < w.seq]
-            if behind:
-                log.info("repository %s: %s did not have every announced statement yet", rid, peer)
-                return None
+        if not self._brought(state, order):
+            log.info("repository %s: %s did not have every announced statement yet", rid, peer)
+            return None
         log.info("repository %s: fetched from %s", rid, peer)
         return True
