@@ -366,5 +366,5 @@ def test_assess() -> None:
     repository = encode_announcement(announce_repository([GENESIS]))
     accepted = assess(repository, REPOSITORIES_TOPIC, lookup)
     assert accepted.outcome is Outcome.ACCEPT and isinstance(accepted.verified, VerifiedRepository)
-    assert assess(repository, REPOSITORIES_TOPIC, lookup, known=lambda rid: rid == RID).outcome is Outcome.IGNORE
-    assert assess(repository, REPOSITORIES_TOPIC, lookup, known=lambda rid: False).outcome is Outcome.ACCEPT
+    assert assess(repository, REPOSITORIES_TOPIC, lookup, known=lambda verified: verified.rid == RID).outcome is Outcome.IGNORE
+    assert assess(repository, REPOSITORIES_TOPIC, lookup, known=lambda verified: False).outcome is Outcome.ACCEPT

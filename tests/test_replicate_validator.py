@@ -79,7 +79,7 @@ class Node:
 def test_verdicts() -> None:
     node = Node()
     node.statements[(RID, ALICE.peer_id)] = S1.statement
-    validator = AnnouncementValidator(node.held, on_accept=node.on_accept, known=lambda rid: False)
+    validator = AnnouncementValidator(node.held, on_accept=node.on_accept, known=lambda verified: False)
     assert validator(message(encode_announcement(announce_refs(S2, SIGREFS)))) is ValidationResult.ACCEPT
     ((verified, source),) = node.accepted
     assert isinstance(verified, VerifiedRefs) and verified.statement == S2.statement and source == SENDER
@@ -95,7 +95,7 @@ def test_verdicts() -> None:
     assert validator(message(repository, topic=REPOSITORIES_TOPIC)) is ValidationResult.ACCEPT
     assert isinstance(node.accepted[-1][0], VerifiedRepository)
     assert len(node.accepted) == 2
-    known = announcement_validator(node.held, known=lambda rid: rid == RID)
+    known = announcement_validator(node.held, known=lambda verified: verified.rid == RID)
     assert known(message(repository, topic=REPOSITORIES_TOPIC)) is ValidationResult.IGNORE
 
 

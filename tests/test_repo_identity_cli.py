@@ -1,11 +1,13 @@
 """An identity revision across two delegates, with real ``guts start``
 processes, the ``guts repo id`` commands and git: A proposes, B accepts
-from its own node after a sync, the revision takes effect on both, and
-its new threshold governs the canonical refs."""
+from its own node after a sync, the revision takes effect on B and is
+announced, A fetches it with no command, and its new threshold governs
+the canonical refs."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +76,11 @@ def test_a_revision_proposed_on_one_node_and_accepted_on_another(tmp_path: Path)
         # A's statement alone now makes main canonical, on B.
         assert shown(home_b, rid)["refs/heads/main"] == start
 
-        # A syncs from B: the revision is in effect there too.
-        assert run("repo", "sync", rid, home=home_a).returncode == 0
+        # B announces the new revision; A fetches it with no command.
+        deadline = time.monotonic() + 15
+        while guts_json(home_a, "repo", "id", "show", rid)["revisions"] != 2:
+            assert time.monotonic() < deadline, "A did not get the revision B adopted"
+            time.sleep(0.1)
         on_a = guts_json(home_a, "repo", "id", "show", rid)
         assert (on_a["revisions"], on_a["name"], on_a["threshold"], on_a["proposals"]) == (2, "renamed", 1, [])
         assert shown(home_a, rid)["refs/heads/main"] == start

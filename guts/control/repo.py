@@ -550,4 +550,4 @@ def add_repo_routes(
     api.route("GET", "/v1/repo/list", list_)
     api.route("GET", "/v1/repo/show", show)
     add_replicas_routes(api, repos, keypair, host, dht, replicator, sync_config)
-    add_identity_routes(api, repos, keypair)
+    add_identity_routes(api, repos, keypair, changed=None if replicator is None else replicator.identity_changed)

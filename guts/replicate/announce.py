@@ -511,15 +511,16 @@ def assess(
     topic: str,
     held: HeldStatement,
     *,
-    known: Callable[[Rid], bool] | None = None,
+    known: Callable[[VerifiedRepository], bool] | None = None,
     limits: AnnounceLimits = _DEFAULT_LIMITS,
 ) -> Assessment:
     """Decide on the announcement ``data`` received on ``topic``.
 
     Rejected: anything :func:`decode_announcement`, :func:`check_announcement`
     or :func:`is_newer` refuses. Ignored: a statement that is not newer than
-    ``held`` says, and (when ``known`` is given) a repository announcement of
-    a repository ``known`` says the node holds already. Accepted: the rest.
+    ``held`` says, and (when ``known`` is given) a repository announcement
+    ``known`` says is no news (the node holds the repository with an
+    identity chain at least as long). Accepted: the rest.
     """
     try:
         verified = check_announcement(decode_announcement(data, limits), topic, limits)
@@ -528,7 +529,7 @@ def assess(
             if not is_newer(held(verified.rid, statement.signer), statement):
                 why = f"statement of {statement.signer} with seq {statement.seq} in {verified.rid} is not newer"
                 return Assessment(Outcome.IGNORE, verified, "stale", why)
-        elif known is not None and known(verified.rid):
+        elif known is not None and known(verified):
             return Assessment(Outcome.IGNORE, verified, "known", f"repository {verified.rid} is held already")
     except InvalidAnnouncement as exc:
         return Assessment(Outcome.REJECT, None, exc.reason, str(exc))

@@ -151,13 +151,15 @@ class Replicator:
         self.seeding = seeding if seeding is not None else Seeding(SeedingPolicy(), repos, me=host.peer_id)
         self.seeding.on_change.append(self._seeding_changed)
         self.coalescer = Coalescer(coalesce or QUICK)
-        self.validator = AnnouncementValidator(self._held, known=self._holds, on_accept=self._accepted)
+        self.validator = AnnouncementValidator(self._held, known=self._knows, on_accept=self._accepted)
         self._limit = trio.CapacityLimiter(max_fetches)
         #: Repositories to take on (announced, or seeded and not held), with
         #: the peer to ask first; at most :attr:`take_on_queue` wait.
         self._take: dict[Rid, PeerId | None] = {}
         self._taking = trio.Event()
         self.take_on_queue = 256
+        self._revised: dict[str, None] = {}
+        self._revising = trio.Event()
         #: Seconds between two asks of an announcer that lacked the objects.
         self.behind_wait = 0.2
         #: Asks of such announcers before the DHT's seeds.
@@ -189,6 +191,15 @@ class Replicator:
         except (RepositoryNotFound, ValueError):
             return False
         return True
+
+    def _knows(self, announced: VerifiedRepository) -> bool:
+        """Whether a repository announcement is no news: held, with an
+        identity chain as long (a longer one is a revision to fetch)."""
+        try:
+            state = self.repos.show(str(announced.rid))
+        except (RepositoryNotFound, ValueError):
+            return False
+        return state.identity.length >= announced.identity.length
 
     def _held(self, rid: Rid, signer: PeerId) -> Statement | None:
         try:
@@ -372,9 +383,25 @@ class Replicator:
             return False
         return True
 
+    def identity_changed(self, rid: Rid | str) -> None:
+        """The identity chain of ``rid`` grew here (a revision adopted):
+        announce it soon, so that seeds fetch the new revision."""
+        self._revised[str(rid)] = None
+        self._revising.set()
+
+    async def _revised_loop(self) -> None:
+        while True:
+            await self._revising.wait()
+            self._revising = trio.Event()
+            while self._revised:
+                key = next(iter(self._revised))
+                del self._revised[key]
+                await self.announce_new(key)
+
     async def announce_new(self, rid: Rid | str) -> bool:
-        """Announce a repository made here on the network-wide topic (what
-        nodes of policy ``all`` take on); whether it went out. A chain
+        """Announce a repository's identity chain on the network-wide topic:
+        a repository made here (what nodes of policy ``all`` take on), or a
+        new revision (what its seeds fetch); whether it went out. A chain
         larger than one message is not announced (peers learn of it by
         sync)."""
         try:
@@ -404,6 +431,7 @@ class Replicator:
             nursery.start_soon(self._catch_up_loop)
             nursery.start_soon(self._join_loop)
             nursery.start_soon(self._take_on_loop)
+            nursery.start_soon(self._revised_loop)
             while True:
                 self._wake = trio.Event()
                 now = trio.current_time()
@@ -425,11 +453,13 @@ class Replicator:
                         nursery.start_soon(self._take_on, rid, peer)
 
     async def _take_on(self, rid: Rid, first: PeerId | None) -> None:
-        """Fetch ``rid``, which the node does not hold yet, from ``first``
-        then from the DHT's seeds; follow it when it arrived."""
+        """Fetch ``rid`` (not held yet, or held with a shorter identity
+        chain than one announced) from ``first``, then from the DHT's
+        seeds; follow it when it arrived."""
         key = str(rid)
         ok = False
         tried: list[PeerId] = []
+        revision = self._holds(rid)  # held: an announced revision of its identity
         try:
             async with self._acquire():
                 self.fetches += 1
@@ -443,6 +473,9 @@ class Replicator:
         if not ok:
             self.failures += 1
             log.info("repository %s: no peer served it; it is fetched again when announced or seeded", rid)
+            return
+        if revision:
+            log.info("repository %s: fetched its announced identity revision", rid)
             return
         log.info("repository %s: taken on (%s)", rid, self.seeding.policy.should_seed(
             rid, held=True, storage_bytes=self.seeding.storage_bytes, seeded_count=len(self.repos)

@@ -33,6 +33,7 @@ from guts.replicate.announce import (
     HeldStatement,
     Outcome,
     Verified,
+    VerifiedRepository,
     assess,
 )
 from guts.repo.rid import Rid
@@ -59,7 +60,8 @@ class AnnouncementValidator:
     Args:
         held: what the node holds for a namespace (see
             :data:`~guts.replicate.announce.HeldStatement`).
-        known: whether the node holds a repository already; ``None``
+        known: whether a repository announcement is no news (the node
+            holds the repository, its identity chain as long); ``None``
             accepts every valid repository announcement.
         on_accept: called with each accepted announcement (to offer it to
             the :class:`~guts.replicate.coalesce.Coalescer`, say). An
@@ -73,7 +75,7 @@ class AnnouncementValidator:
         self,
         held: HeldStatement,
         *,
-        known: Callable[[Rid], bool] | None = None,
+        known: Callable[[VerifiedRepository], bool] | None = None,
         on_accept: AcceptedCallback | None = None,
         limits: AnnounceLimits | None = None,
         logger: logging.Logger = log,
@@ -111,7 +113,7 @@ class AnnouncementValidator:
 def announcement_validator(
     held: HeldStatement,
     *,
-    known: Callable[[Rid], bool] | None = None,
+    known: Callable[[VerifiedRepository], bool] | None = None,
     on_accept: AcceptedCallback | None = None,
     limits: AnnounceLimits | None = None,
 ) -> AnnouncementValidator:
