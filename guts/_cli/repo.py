@@ -22,7 +22,9 @@ import typer
 from guts._cli import repo_id
 from guts._cli.common import HomeOption, call, control_path, fail, home_dir, run_control
 
-app = typer.Typer(help="Make, list, show, sync and clone repositories on this node.", no_args_is_help=True)
+app = typer.Typer(
+    help="Make, list, show, sync, clone and seed repositories on this node.", no_args_is_help=True
+)
 app.add_typer(repo_id.app, name="id")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -227,8 +229,9 @@ def sync(
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Fetch a repository from a peer now: the one given, else each connected
-    peer in turn until one completes. Only what verifies is applied."""
+    """Fetch a repository from a peer now: the one given, else the connected
+    peers, then the DHT's seeds, three at once (the first whose signed state
+    verifies serves). Only what verifies is applied."""
     result, shown = _sync(home, _rid(rid), source, progress, as_json)
     if as_json:
         print(json.dumps(result, indent=2))
