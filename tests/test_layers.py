@@ -93,6 +93,8 @@ CORES: list[str] = [
     "guts.replicate.announce",
     "guts.replicate.coalesce",
     "guts.replicate.policy",
+    "guts.repo.proposals",
+    "guts.sync._race_plan",
     "guts.gossip._state",
     "guts.gossip._control",
     "guts.gossip._heartbeat",
