@@ -8,6 +8,8 @@ so the pure ones load no trio):
 - :mod:`guts.repo.rid`: the repository id, ``guts://<RID>``.
 - :mod:`guts.repo.identity`: the identity document and its signed revisions.
 - :mod:`guts.repo.revisions`: the rules of an identity's revision chain.
+- :mod:`guts.repo.proposals`: pending identity revisions and when they
+  take effect.
 - :mod:`guts.repo.sigrefs`: signed ref statements, one per namespace.
 - :mod:`guts.repo.canonical`: canonical refs from the delegates' statements.
 - :mod:`guts.repo.refname`: ref names as git's ``check-ref-format`` judges them.
