@@ -61,7 +61,6 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import trio
 
@@ -86,6 +85,7 @@ from guts.repo._state_base import (
 )
 from guts.repo import _state_identity
 from guts.repo._state_read import read_chain, read_identity, read_namespace
+from guts.repo._state_receive import bound_namespaces, sort_statements
 from guts.repo.canonical import Canonical, ancestry_questions, compute_canonical
 from guts.repo.identity import SignedRevision, create_genesis
 from guts.repo.layout import (
@@ -100,7 +100,7 @@ from guts.repo.layout import (
 from guts.repo.refname import refname_problem
 from guts.repo.revisions import VerifiedIdentity, verify_chain
 from guts.repo.rid import Rid
-from guts.repo.sigrefs import SignedStatement, Statement, Verdict, judge, next_statement, ref_problem, sign_statement
+from guts.repo.sigrefs import SignedStatement, Statement, next_statement, ref_problem, sign_statement
 from guts.repo.storage import RefUpdate, RepositoryExists, RepositoryNotFound, Storage, StorageError
 
 __all__ = [
@@ -503,31 +503,6 @@ class Repositories:
         """
         return await _state_identity.merge(self, rid, proposals)
 
-    def _bound_namespaces(
-        self,
-        key: str,
-        held: RepoState | None,
-        verified: VerifiedIdentity,
-        accepted: dict[PeerId, Any],
-        chains: dict[PeerId, Any],
-    ) -> None:
-        """Leave out of ``accepted`` and ``chains`` the new contributors'
-        namespaces past :attr:`RepositoriesConfig.max_namespaces` (in peer
-        id order, so every node keeps the same ones); delegates' always stay."""
-        current = set() if held is None else set(held.namespaces)
-        delegates = set(verified.delegate_ids)
-        room = self.config.max_namespaces - len(current | delegates)
-        newcomers = sorted((p for p in [*accepted, *chains] if p not in current and p not in delegates), key=str)
-        dropped = newcomers[max(room, 0):]
-        for peer in dropped:
-            accepted.pop(peer, None)
-            chains.pop(peer, None)
-        if dropped:
-            log.warning(
-                "repository %s: %d new namespace(s) left out, past the limit of %d (first: %s)",
-                key, len(dropped), self.config.max_namespaces, dropped[0],
-            )  # fmt: skip
-
     async def receive(
         self,
         rid: Rid | str,
@@ -594,47 +569,8 @@ class Repositories:
             # one of this repository's, never one of another chain.
             revisions = identity if held is None or len(identity) >= held.identity.length else await self.revisions(key)
             known = {revision.document.digest for revision in revisions}
-            accepted: dict[PeerId, tuple[SignedStatement, LayoutCommit]] = {}
-            chains: dict[PeerId, tuple[SignedStatement, str]] = {}
-            for signed, commit_oid in statements:
-                peer = signed.statement.signer
-                if peer in accepted or peer in chains:
-                    raise InvalidRefs(f"two statements of namespace {peer}")
-                if signed.statement.identity not in known:
-                    raise InvalidRefs(
-                        f"namespace {peer}: its statement stands on identity {signed.statement.identity.hex()[:16]}..., "
-                        "no revision of this repository's chain"
-                    )
-                before = None if held is None else held.namespaces.get(peer)
-                stored = None if before is None else before.statement
-                verdict = judge(stored, signed.statement, rid=parsed, namespace=peer)
-                if verdict is Verdict.STALE:
-                    # A peer behind on this namespace (it may be ahead on
-                    # another): ours stays, the rest is taken.
-                    assert stored is not None
-                    log.info(
-                        "repository %s: namespace %s: left the peer's older statement (seq %d, ours is seq %d)",
-                        key, peer, signed.statement.seq, stored.seq,
-                    )  # fmt: skip
-                    continue
-                if verdict.refused:
-                    was = "" if stored is None else f", ours is seq {stored.seq}"
-                    raise InvalidRefs(f"namespace {peer}: {verdict.value} statement (seq {signed.statement.seq}{was})")
-                if verdict is Verdict.UNCHANGED:
-                    continue
-                try:
-                    _check_storable(peer, signed.statement)
-                except InputError as exc:
-                    raise InvalidRefs(f"namespace {peer}: {exc}") from None
-                after = before.commit if before is not None and signed.statement.parent == before.statement.id else None
-                if signed.statement.seq == 1 or after is not None:
-                    rebuilt = sigrefs_commit(signed, after)
-                    if rebuilt.oid != commit_oid:
-                        raise InvalidRefs(f"namespace {peer}: sigrefs commit {commit_oid} is not the layout's")
-                    accepted[peer] = (signed, rebuilt)
-                else:
-                    chains[peer] = (signed, commit_oid)
-            self._bound_namespaces(key, held, verified, accepted, chains)
+            accepted, chains = sort_statements(key, parsed, held, statements, known)
+            bound_namespaces(key, held, verified, accepted, chains, self.config.max_namespaces)
             if held is not None and not accepted and not chains and not new_chain:
                 return held
             listed = {oid for signed, _ in [*accepted.values(), *chains.values()] for _, oid in signed.statement.refs}
