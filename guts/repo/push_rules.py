@@ -9,10 +9,12 @@ import re
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
+from guts.errors import InputError
 from guts.repo.helper_commands import Option, PushSpec
 from guts.repo.refname import refname_problem
 
 __all__ = [
+    "MAX_REPLICAS",
     "HelperOptions",
     "OptionReply",
     "OptionStatus",
@@ -22,6 +24,7 @@ __all__ = [
     "RefUpdated",
     "Rejection",
     "judge_update",
+    "replicas_option",
 ]
 
 _OID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
@@ -247,3 +250,28 @@ def judge_update(
         if not fast_forward:
             return RefRejected(ref, Rejection.NON_FAST_FORWARD)
     return RefUpdated(ref, forced=not fast_forward)
+
+
+#: The most seeds ``git push -o replicas=N`` may ask for: the node asks at
+#: most that many peers (:data:`guts.replicate.replicas.MAX_PEERS`).
+MAX_REPLICAS: Final = 32
+_REPLICAS = re.compile(r"replicas=([0-9]+)")
+
+
+def replicas_option(value: str) -> int:
+    """N of the push option ``replicas=N`` (``git push -o replicas=N``:
+    wait until N seeds hold the pushed state), the only push option guts
+    knows.
+
+    Raises:
+        InputError: any other option, or an N outside 1 to
+            :data:`MAX_REPLICAS`; the message says what guts takes.
+    """
+    match = _REPLICAS.fullmatch(value)
+    if match is None:
+        shown = value if len(value) <= 80 else value[:80] + "..."
+        raise InputError(f"push option {shown!r} means nothing to guts, which takes -o replicas=N")
+    digits = match.group(1)
+    if len(digits) > 4 or not 1 <= int(digits) <= MAX_REPLICAS:
+        raise InputError(f"-o replicas=N waits for 1 to {MAX_REPLICAS} seeds, not {digits[:20]}")
+    return int(digits)

@@ -149,7 +149,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Final
 
-from guts.errors import DecodeError, InputError, LocalProtocolError
+from guts.errors import DecodeError, LocalProtocolError
 from guts.repo.pktline import (
     ResponseTracker,
     DataPacket,
@@ -176,6 +176,7 @@ from guts.repo.helper_commands import (
     c_unquote,
 )
 from guts.repo.push_rules import (
+    MAX_REPLICAS,
     HelperOptions,
     OptionReply,
     OptionStatus,
@@ -185,6 +186,7 @@ from guts.repo.push_rules import (
     RefUpdated,
     Rejection,
     judge_update,
+    replicas_option,
 )
 from guts.repo.refname import MAX_REF_NAME, refname_problem
 __all__ = [
@@ -223,12 +225,7 @@ __all__ = [
 #: What we answer to ``capabilities`` (see the module docstring).
 CAPABILITIES: Final = ("stateless-connect", "push", "fetch", "check-connectivity", "option", "object-format")
 
-#: The most seeds ``git push -o replicas=N`` may ask for: the node asks at
-#: most that many peers (:data:`guts.replicate.replicas.MAX_PEERS`).
-MAX_REPLICAS: Final = 32
-
 _OID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
-_REPLICAS = re.compile(r"replicas=([0-9]+)")
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 _SERVICE = re.compile(r"git-[a-z-]+")
 _OID_LENGTHS: Final = {"sha1": 40, "sha256": 64}
@@ -257,25 +254,6 @@ class HelperState(enum.Enum):
     STATELESS = "stateless"
     CONNECTED = "connected"
     ENDED = "ended"
-
-
-def replicas_option(value: str) -> int:
-    """N of the push option ``replicas=N`` (``git push -o replicas=N``:
-    wait until N seeds hold the pushed state), the only push option guts
-    knows.
-
-    Raises:
-        InputError: any other option, or an N outside 1 to
-            :data:`MAX_REPLICAS`; the message says what guts takes.
-    """
-    match = _REPLICAS.fullmatch(value)
-    if match is None:
-        shown = value if len(value) <= 80 else value[:80] + "..."
-        raise InputError(f"push option {shown!r} means nothing to guts, which takes -o replicas=N")
-    digits = match.group(1)
-    if len(digits) > 4 or not 1 <= int(digits) <= MAX_REPLICAS:
-        raise InputError(f"-o replicas=N waits for 1 to {MAX_REPLICAS} seeds, not {digits[:20]}")
-    return int(digits)
 
 
 # -- the state machine -----------------------------------------------------
