@@ -165,7 +165,7 @@ class Seeding:
             rid,
             held=self._held(rid),
             storage_bytes=self.storage_bytes,
-            seeded_count=len(self.repos),
+            seeded_count=len(self.seeded()),
             now=trio.current_time(),
         )
         if not decision and decision.reason not in (SeedReason.NOT_SELECTED, SeedReason.UNSEEDED):
