@@ -29,6 +29,7 @@ import subprocess
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,9 +166,15 @@ def _plain(text: str) -> str:
     return _PORT.sub("/memory/<port>", _RID.sub("<rid>", _PEER.sub("<peer>", text)))
 
 
+#: The node whose task logs: set in :func:`run_peer`, so every task of
+#: the node (they all start under it) carries it.
+NODE: ContextVar[int] = ContextVar("guts_sim_node", default=-1)
+
+
 @dataclass(frozen=True, slots=True)
 class LogLine:
     at: float
+    node: int
     logger: str
     level: int
     template: str
@@ -205,7 +212,7 @@ class LogTally(logging.Handler):
         except RuntimeError:
             at = float("nan")
         args = record.args if isinstance(record.args, tuple) else ()
-        self.lines.append(LogLine(at, record.name, record.levelno, str(record.msg), args))
+        self.lines.append(LogLine(at, NODE.get(), record.name, record.levelno, str(record.msg), args))
 
     def clear(self) -> None:
         self.lines = []
@@ -238,6 +245,9 @@ class FetchLog:
     failed_at: Counter[int] = field(default_factory=Counter)
     #: Other lines of ``guts.replicate`` and warnings of ``guts.sync``, by text.
     other: Counter[str] = field(default_factory=Counter)
+    #: Per node (its index): each attempt as (time, peer index, outcome),
+    #: outcome "ok", "behind" or "failed".
+    attempts: dict[int, list[tuple[float, int, str]]] = field(default_factory=dict)
 
 
 # The replicator's lines about one fetch attempt (older wordings too).
@@ -246,23 +256,29 @@ _FAILED = re.compile(r"fetching (the announced state )?from %s failed: %s$")
 _BEHIND = re.compile(r"%s did not have every announced statement yet$")
 
 
-def read_log(lines: Sequence[LogLine], index_of: dict[PeerId, int]) -> FetchLog:
+def read_log(lines: Sequence[LogLine], index_of: dict[PeerId, int], start: float = 0.0) -> FetchLog:
     """Sort the lines of one run: fetch attempts (their peers as node
-    indices), and the rest by text."""
+    indices, their times from ``start``), and the rest by text."""
     out = FetchLog()
     for line in lines:
         template, args = line.template, line.args
+        attempt = None
         if _FETCHED.search(template) and len(args) == 2:
+            attempt = "ok"
             out.fetched_from[index_of.get(args[1], -1)] += 1
         elif _FAILED.search(template) and len(args) == 3:
+            attempt = "failed"
             exc = args[2]
             out.failed[f"{type(exc).__name__}: {_plain(str(exc))[:120]}"] += 1
             out.failed_at[index_of.get(args[1], -1)] += 1
         elif _BEHIND.search(template) and len(args) == 2:
+            attempt = "behind"
             out.failed["the peer answered without the announced statement (it had not fetched it yet)"] += 1
             out.failed_at[index_of.get(args[1], -1)] += 1
         elif line.logger == "guts.replicate" or line.level >= logging.WARNING:
             out.other[f"{line.logger}: {_plain(line.text())[:140]}"] += 1
+        if attempt is not None:
+            out.attempts.setdefault(line.node, []).append((line.at - start, index_of.get(args[1], -1), attempt))
     return out
 
 
@@ -316,6 +332,7 @@ async def run_peer(
         max_connections=max_connections,
     )  # fmt: skip
     peer: Peer | None = None
+    NODE.set(index)
     with trio.CancelScope() as scope:
         try:
             async with open_node(config, keypair=keypair, transports=[MemoryTransport(network)]) as node:

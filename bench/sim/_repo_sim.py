@@ -270,7 +270,7 @@ async def simulate(params: Params, root: Path) -> Result:
         result.crashed_before = {p.index: p.crashed for p in peers if p.crashed is not None and p.crashed_at < t0}
         result.crashed = {p.index: p.crashed for p in peers if p.crashed is not None and p.crashed_at >= t0}
         result.warnings = tally.warnings
-        result.log = read_log(tally.lines, {p.node.host.peer_id: p.index for p in peers})
+        result.log = read_log(tally.lines, {p.node.host.peer_id: p.index for p in peers}, t0)
         _progress(
             f"  {'converged' if result.converged else 'NOT converged'}: {len(got) - 1} of {len(alive) - 1} "
             f"survivors hold the push, {len(result.crashed_before) + len(result.crashed)} nodes crashed"

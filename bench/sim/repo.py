@@ -139,8 +139,42 @@ ROWS = [
 ]
 
 
+def _arrivals(label: str, r: Result) -> str:
+    marks = (0.5, 1, 2, 5, 10, 20, 60)
+    counts = ", ".join(f"{sum(t <= m for t in r.per_node)} by {m:g} s" for m in marks if m <= r.params.timeout)
+    return f"Survivors holding the push, {label} (of {r.survivors - 1}): {counts}."
+
+
+def _who(i: int) -> str:
+    return "the origin" if i == 0 else f"node {i}"
+
+
+def _attempts(label: str, r: Result) -> list[str]:
+    """How the fetches went, from the log: how many attempts a node made
+    until one brought the push, and the first node's story."""
+    runs = {node: tries for node, tries in r.log.attempts.items() if node > 0}
+    if not runs:
+        return []
+    until = [next((k + 1 for k, t in enumerate(tries) if t[2] == "ok"), len(tries)) for tries in runs.values()]
+    first_ok = min((t[0] for tries in runs.values() for t in tries if t[2] == "ok"), default=None)
+    first_try = min(t[0] for tries in runs.values() for t in tries)
+    origin_ok = min((t[0] for tries in runs.values() for t in tries if t[2] == "ok" and t[1] == 0), default=None)
+    lines = [
+        f"Fetch attempts, {label}: a node made {statistics.median(until):.0f} (median; max {max(until)}) "
+        f"attempts until one brought the push; the first attempt ended {first_try:.2f} s after the announcement, "
+        f"the first successful one {_seconds(first_ok)}, the first from the origin {_seconds(origin_ok)}."
+    ]
+    node, tries = min(runs.items(), key=lambda item: next((t[0] for t in item[1] if t[2] == "ok"), float("inf")))
+    story = [f"{outcome} at {_who(peer)} ({at:.2f} s)" for at, peer, outcome in tries[:14]]
+    lines.append(
+        f"The first node to fetch it, node {node}, {label}: " + ", ".join(story)
+        + (f", … ({len(tries) - 14} more)" if len(tries) > 14 else "") + "."
+    )
+    return lines
+
+
 def _reasons(label: str, r: Result) -> list[str]:
-    lines = []
+    lines = [_arrivals(label, r), *_attempts(label, r)]
     if r.log.failed:
         where: Counter[str] = Counter()
         for i, n in r.log.failed_at.items():
