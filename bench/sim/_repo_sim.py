@@ -10,6 +10,7 @@ time says so in its :class:`Result` rather than waiting on).
 from __future__ import annotations
 
 import random
+import resource
 import sys
 import time
 from collections import Counter
@@ -85,6 +86,12 @@ class Result:
     #: Warnings of the other ``guts`` loggers during the propagation, by logger.
     warnings: Counter[str] = field(default_factory=Counter)
     wall: float = 0.0
+    #: CPU seconds from the announcement until convergence (or the
+    #: timeout): this process (every node), its git subprocesses, and the
+    #: wall-clock seconds they were spent in.
+    cpu_nodes: float = 0.0
+    cpu_git: float = 0.0
+    cpu_wall: float = 0.0
 
 
 def _progress(text: str) -> None:
@@ -230,6 +237,7 @@ async def simulate(params: Params, root: Path) -> Result:
         seq = (await repos.publish(rid, origin.keypair, refs)).namespaces[me].statement.seq
         t0 = trio.current_time()
         result.push_seconds = t0 - t_push
+        cpu0 = _cpu()
         await replicator.announce(rid, me)
 
         got: dict[int, float] = {0: 0.0}
@@ -255,6 +263,9 @@ async def simulate(params: Params, root: Path) -> Result:
             if now - t0 > params.timeout:
                 break
             await trio.sleep(0.005)
+        cpu1 = _cpu()
+        result.cpu_nodes, result.cpu_git = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+        result.cpu_wall = trio.current_time() - t0
         await trio.sleep(params.drain)
 
         alive = [p for p in peers if p.alive]
@@ -279,6 +290,12 @@ async def simulate(params: Params, root: Path) -> Result:
         nursery.cancel_scope.cancel()
     result.wall = time.monotonic() - started
     return result
+
+
+def _cpu() -> tuple[float, float]:
+    """User + system CPU seconds of this process and of its finished children."""
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, children.ru_utime + children.ru_stime
 
 
 def _replicator(peer: Peer) -> Replicator:

@@ -40,6 +40,7 @@ does not converge within 60 s says so.
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import tempfile
@@ -59,6 +60,10 @@ FULL = Params()
 QUICK = Params(nodes=20)
 #: The issue's target: the origin serves at most this many packs for a push.
 TARGET_PACKS = 10
+
+
+def machine_cores() -> int:
+    return os.cpu_count() or 1
 
 
 def _progress(text: str) -> None:
@@ -164,17 +169,29 @@ def _attempts(label: str, r: Result) -> list[str]:
         f"attempts until one brought the push; the first attempt ended {first_try:.2f} s after the announcement, "
         f"the first successful one {_seconds(first_ok)}, the first from the origin {_seconds(origin_ok)}."
     ]
-    node, tries = min(runs.items(), key=lambda item: next((t[0] for t in item[1] if t[2] == "ok"), float("inf")))
-    story = [f"{outcome} at {_who(peer)} ({at:.2f} s)" for at, peer, outcome in tries[:14]]
-    lines.append(
-        f"The first node to fetch it, node {node}, {label}: " + ", ".join(story)
-        + (f", … ({len(tries) - 14} more)" if len(tries) > 14 else "") + "."
-    )
+    def done(item: tuple[int, list[tuple[float, int, str]]]) -> float:
+        return next((t[0] for t in item[1] if t[2] == "ok"), float("inf"))
+
+    fetched = [item for item in runs.items() if done(item) < float("inf")]
+    if not fetched:
+        return lines
+    for which, (node, tries) in (("first", min(fetched, key=done)), ("last", max(fetched, key=done))):
+        story = [f"{outcome} at {_who(peer)} ({at:.2f} s)" for at, peer, outcome in tries[:12]]
+        lines.append(
+            f"The {which} node to fetch it, node {node}, {label}, attempt by attempt (each at its end): "
+            + ", ".join(story) + (f", … ({len(tries) - 12} more)" if len(tries) > 12 else "") + "."
+        )
     return lines
 
 
 def _reasons(label: str, r: Result) -> list[str]:
     lines = [_arrivals(label, r), *_attempts(label, r)]
+    if r.cpu_wall:
+        lines.append(
+            f"CPU, {label}, from the announcement until the end: {r.cpu_nodes:.1f} s in the nodes' process and "
+            f"{r.cpu_git:.1f} s in git subprocesses, in {r.cpu_wall:.1f} s of wall-clock time "
+            f"({(r.cpu_nodes + r.cpu_git) / r.cpu_wall:.2f} cores busy of {machine_cores()})."
+        )
     if r.log.failed:
         where: Counter[str] = Counter()
         for i, n in r.log.failed_at.items():
@@ -200,6 +217,8 @@ def report(plain: Result, killed: Result, when: str, where: dict[str, str], load
     p = plain.params
     pack = _pack_size([plain, killed])
     lines = [
+        f"### One push through {p.nodes} seeds (`make sim`, `repo`)",
+        "",
         "| | one push | one push, 20% of the nodes killed during it |",
         "| --- | ---: | ---: |",
     ]
@@ -221,7 +240,9 @@ def report(plain: Result, killed: Result, when: str, where: dict[str, str], load
         f"`Replicator.announce`); times run from the announcement until each node's `repos.show` holds the new "
         f"statement. Upload-pack responses are counted on every node's sync server from the push until "
         f"{p.drain:.0f} s after the last node has it; the failed attempts come from the `guts.replicate` log "
-        f"at INFO. `bench/sim/repo.py` says more.",
+        f"at INFO. Every node and its git subprocesses share this machine's cores, so the times are largely "
+        f"the CPU of all nodes' work in one place (the CPU lines above), not network time; the counts (packs, "
+        f"responses, attempts, crashes) are the protocol's. `bench/sim/repo.py` says more.",
     ]
     return "\n".join(lines)
 
