@@ -246,7 +246,7 @@ class FetchLog:
     #: Other lines of ``guts.replicate`` and warnings of ``guts.sync``, by text.
     other: Counter[str] = field(default_factory=Counter)
     #: Per node (its index): each attempt as (time, peer index, outcome),
-    #: outcome "ok", "behind" or "failed".
+    #: outcome "ok", "behind" or "failed (<error type>)".
     attempts: dict[int, list[tuple[float, int, str]]] = field(default_factory=dict)
 
 
@@ -267,8 +267,8 @@ def read_log(lines: Sequence[LogLine], index_of: dict[PeerId, int], start: float
             attempt = "ok"
             out.fetched_from[index_of.get(args[1], -1)] += 1
         elif _FAILED.search(template) and len(args) == 3:
-            attempt = "failed"
             exc = args[2]
+            attempt = f"failed ({type(exc).__name__})"
             out.failed[f"{type(exc).__name__}: {_plain(str(exc))[:120]}"] += 1
             out.failed_at[index_of.get(args[1], -1)] += 1
         elif _BEHIND.search(template) and len(args) == 2:

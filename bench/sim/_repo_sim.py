@@ -92,6 +92,8 @@ class Result:
     cpu_nodes: float = 0.0
     cpu_git: float = 0.0
     cpu_wall: float = 0.0
+    #: Cores busy (process and git), second by second from the announcement.
+    busy: list[float] = field(default_factory=list)
 
 
 def _progress(text: str) -> None:
@@ -241,9 +243,14 @@ async def simulate(params: Params, root: Path) -> Result:
         await replicator.announce(rid, me)
 
         got: dict[int, float] = {0: 0.0}
+        sampled, last_cpu = t0, sum(cpu0)
         kill = min(params.nodes - 1, round(params.nodes * params.kill_fraction))
         while True:
             now = trio.current_time()
+            if now - sampled >= 1.0:
+                cpu = sum(_cpu())
+                result.busy.append((cpu - last_cpu) / (now - sampled))
+                sampled, last_cpu = now, cpu
             for peer in peers:
                 if peer.alive and peer.index not in got and _seq(peer, rid, me) >= seq:
                     got[peer.index] = now - t0

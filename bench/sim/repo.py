@@ -29,8 +29,15 @@ Measured, from the announcement:
   convergence; the origin's packs against the target of at most 10;
 - the bytes of every response over all nodes against the ideal: one
   pack response per receiver;
-- from the ``guts.replicate`` log at INFO: each fetch attempt that
-  failed and why, and which node each successful fetch came from.
+- from the ``guts.replicate`` log at INFO (each line tagged with the node
+  that wrote it): each fetch attempt that failed and why, which node each
+  successful fetch came from, and the attempts of the first and the last
+  node to get the push, in order;
+- nodes that stop with an error (an exception out of the node: the run
+  goes on without them and names the error);
+- the CPU time of the process and of its git subprocesses meanwhile:
+  all nodes share the machine's cores, so the times say as much about
+  that as about the protocol.
 
 The same run again with 20% of the nodes other than the origin killed
 (their hosts closed, as a killed process's sockets are) once 3 nodes
@@ -190,7 +197,9 @@ def _reasons(label: str, r: Result) -> list[str]:
         lines.append(
             f"CPU, {label}, from the announcement until the end: {r.cpu_nodes:.1f} s in the nodes' process and "
             f"{r.cpu_git:.1f} s in git subprocesses, in {r.cpu_wall:.1f} s of wall-clock time "
-            f"({(r.cpu_nodes + r.cpu_git) / r.cpu_wall:.2f} cores busy of {machine_cores()})."
+            f"({(r.cpu_nodes + r.cpu_git) / r.cpu_wall:.2f} cores busy of {machine_cores()} on average"
+            + (f"; second by second: {', '.join(f'{b:.1f}' for b in r.busy[:15])}" if r.busy else "")
+            + (", …" if len(r.busy) > 15 else "") + ")."
         )
     if r.log.failed:
         where: Counter[str] = Counter()
@@ -240,9 +249,9 @@ def report(plain: Result, killed: Result, when: str, where: dict[str, str], load
         f"`Replicator.announce`); times run from the announcement until each node's `repos.show` holds the new "
         f"statement. Upload-pack responses are counted on every node's sync server from the push until "
         f"{p.drain:.0f} s after the last node has it; the failed attempts come from the `guts.replicate` log "
-        f"at INFO. Every node and its git subprocesses share this machine's cores, so the times are largely "
-        f"the CPU of all nodes' work in one place (the CPU lines above), not network time; the counts (packs, "
-        f"responses, attempts, crashes) are the protocol's. `bench/sim/repo.py` says more.",
+        f"at INFO. Every node and its git subprocesses share this machine's cores (the CPU lines above say how "
+        f"busy they were), so the times include waiting for a core, which 100 machines would not; the counts "
+        f"(packs, responses, attempts, crashes) are the protocol's. `bench/sim/repo.py` says more.",
     ]
     return "\n".join(lines)
 
