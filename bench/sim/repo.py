@@ -249,9 +249,10 @@ def report(plain: Result, killed: Result, when: str, where: dict[str, str], load
         f"`Replicator.announce`); times run from the announcement until each node's `repos.show` holds the new "
         f"statement. Upload-pack responses are counted on every node's sync server from the push until "
         f"{p.drain:.0f} s after the last node has it; the failed attempts come from the `guts.replicate` log "
-        f"at INFO. Every node and its git subprocesses share this machine's cores (the CPU lines above say how "
-        f"busy they were), so the times include waiting for a core, which 100 machines would not; the counts "
-        f"(packs, responses, attempts, crashes) are the protocol's. `bench/sim/repo.py` says more.",
+        f"at INFO. Every node runs in one Python thread, beside the git subprocesses, on this machine's cores: "
+        f"a second at about 1.0 core busy in the CPU lines above is that thread saturated, so the times include "
+        f"waiting for it, which 100 machines would not; the counts (packs, responses, attempts, crashes) are the "
+        f"protocol's. `bench/sim/repo.py` says more.",
     ]
     return "\n".join(lines)
 
