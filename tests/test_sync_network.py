@@ -445,6 +445,27 @@ async def test_a_stalled_peer_changes_nothing(
         assert any(str(p.a.peer_id) in line and "nothing for" in line for line in warnings(caplog))
 
 
+class Dying(SyncService):
+    """Answers GetRefs, then hangs up the whole connection in the middle of
+    the first pack (a peer killed mid-transfer)."""
+
+    async def _objects(self, peer, stream, messages, request):  # type: ignore[no-untyped-def]
+        if b"command=fetch" not in request.request:
+            return await super()._objects(peer, stream, messages, request)
+        await messages.send(encode_response(Objects()))
+        await stream.send_all(encode_line(b"packfile") + encode_sideband(Band.PACK, b"PACK\0\0\0\2"))
+        for connection in list(self.host.connections):
+            if connection.peer_id == peer:
+                await connection.aclose()
+
+
+async def test_a_peer_that_dies_mid_pack_is_a_sync_error_and_changes_nothing(tmp_path: Path, source: History) -> None:
+    async with pair(tmp_path, source, service=Dying) as p:
+        with pytest.raises(SyncError, match="connection to the peer broke"):
+            await fetch(p.b, p.repos_b, p.a.peer_id, p.rid)
+        assert await p.repos_b.storage.list() == []
+
+
 async def test_packs_over_the_limit_change_nothing(
     tmp_path: Path, source: History, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -159,6 +159,7 @@ async def fetch(
         InvalidIdentity, InvalidRefs: its signed state does not verify or
             is older than ours.
         PackRejected: its objects were refused, over the limit, or missing.
+        SyncError: also when the connection broke mid-fetch.
     """
     cfg = config or SyncConfig()
     key = str(rid) if isinstance(rid, Rid) else str(Rid.parse(rid))
@@ -196,6 +197,11 @@ async def fetch(
         error: GutsError = SyncStalled(f"the fetch passed its deadline of {cfg.deadline:g} s")
         log.warning("peer %s: fetch of %s failed: %s", peer, key, error)
         raise error from None
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        # The connection went away mid-fetch (the peer died, or hung up).
+        broken = SyncError(f"the connection to the peer broke: {exc}")
+        log.info("peer %s: fetch of %s failed: %s", peer, key, broken)
+        raise broken from None
     except GutsError as exc:
         # A peer that does not hold the repository did nothing wrong.
         absent = isinstance(exc, SyncRefused) and exc.reason is RefusedReason.NOT_FOUND

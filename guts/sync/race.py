@@ -191,11 +191,8 @@ async def fetch_first(
             state = await fetch(
                 host, repos, peer, key, cfg, lambda step: report(FetchProgressed(peer, step)), select=select, refs=refs
             )
-        except GutsError as exc:
+        except GutsError as exc:  # a broken connection included
             failed(peer, exc)  # (fetch logged it)
-            continue
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            failed(peer, _logged(peer, key, SyncError("the stream to the peer broke")))
             continue
         return Fetched(state, peer, tuple(plan.asked), tuple(failures))
     raise NoPeerServed(key, failures)
