@@ -33,7 +33,7 @@ def test_survivors_converge_when_nodes_are_killed(tmp_path: Path) -> None:
     params = Params(**{**SMALL.__dict__, "kill_fraction": 0.25, "kill_after": 1})
     result = trio.run(simulate, params, tmp_path)
     assert len(result.killed) == 2 and 0 not in result.killed
-    assert result.survivors == 8 - 2 - len(result.crashed)
+    assert result.survivors == 8 - 2 - len(result.crashed) - len(result.crashed_before)
     assert result.converged, (result.missing, result.crashed)
     assert not result.missing
 
