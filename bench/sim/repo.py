@@ -260,9 +260,10 @@ def report(plain: Result, killed: Result, when: str, where: dict[str, str], load
 def run(quick: bool) -> str:
     params = QUICK if quick else FULL
     load_before = load_average()
+    where = machine()  # the code the runs import: the commit now, not after them
     _progress(f"repo: {params.nodes} nodes, one push")
     plain = run_one(params)
     _progress(f"repo: {params.nodes} nodes, one push, {params.nodes // 5} killed during it")
     killed = run_one(Params(**{**params.__dict__, "kill_fraction": 0.2}))
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    return report(plain, killed, when, machine(), (load_before, load_average()))
+    return report(plain, killed, when, where, (load_before, load_average()))
