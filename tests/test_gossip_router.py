@@ -87,6 +87,26 @@ def test_flood_publish_goes_to_every_topic_peer() -> None:
     assert {peer for peer, _ in out} == {r.local for r in others}
 
 
+def test_a_limited_publish_goes_to_that_many_peers_mesh_first_and_still_reaches_all() -> None:
+    net = RouterNet()
+    a, *others = net.routers_n(15)
+    net.full_mesh([a, *others])
+    for r in [a, *others]:
+        r.subscribe(T, net.now)
+    net.pump()
+    net.tick(2)
+    mesh = a.mesh_peers(T)
+    a.publish(T, b"x", net.now, limit=3)
+    out = {peer for peer, _ in a.take_outgoing()}
+    assert len(out) == 3 and out <= mesh  # mesh peers first, only three
+    a.publish(T, b"x2", net.now, limit=3)
+    net.pump()
+    assert all(net.delivered(r.local) == [b"x2"] for r in others)  # the mesh carries it on
+    b, *rest = others
+    b.publish(T, b"y", net.now, limit=50)  # more than the mesh: the other topic peers too
+    assert {peer for peer, _ in b.take_outgoing()} == {r.local for r in [a, *rest]}
+
+
 def test_fanout_publish_without_flood_and_its_expiry() -> None:
     net = RouterNet()
     cfg = GossipConfig(flood_publish=False)

@@ -412,17 +412,19 @@ class Gossipsub:
             self.router.unsubscribe(sub.topic, trio.current_time())
             self._flush()
 
-    async def publish(self, topic: str, data: bytes) -> bytes:
+    async def publish(self, topic: str, data: bytes, *, limit: int | None = None) -> bytes:
         """Publish ``data`` on ``topic``; return the message id.
 
         Works whether or not we are subscribed (flood publishing sends it to
-        every known subscriber above the publish threshold).
+        every known subscriber above the publish threshold). ``limit`` sends
+        it to at most that many topic peers, mesh first (see
+        :meth:`~guts.gossip.router.GossipRouter.publish`).
 
         Raises:
             LocalProtocolError: payload over ``max_message_size``, bad topic,
                 or (StrictNoSign) a duplicate.
         """
-        msg_id = self.router.publish(topic, bytes(data), trio.current_time())
+        msg_id = self.router.publish(topic, bytes(data), trio.current_time(), limit=limit)
         self._flush()
         await trio.lowlevel.checkpoint()
         return msg_id

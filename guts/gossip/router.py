@@ -262,8 +262,14 @@ class GossipRouter:
 
     # ------------------------------------------------------------ publishing
 
-    def publish(self, topic: str, data: bytes, now: float) -> bytes:
+    def publish(self, topic: str, data: bytes, now: float, *, limit: int | None = None) -> bytes:
         """Sign (under StrictSign) and send a message; return its id.
+
+        ``limit``, when given, sends it to at most that many topic peers,
+        mesh peers first, chosen at random (and to direct peers), instead of
+        flood publishing or the whole mesh: for a message whose first
+        receivers each do work for it (fetch a push from us), so that the
+        rest of the topic learns of it from them.
 
         Raises:
             LocalProtocolError: the payload is over ``max_message_size``, the
@@ -287,13 +293,25 @@ class GossipRouter:
         st.mcache.put(msg_id, raw)
         st.promises.delivered(msg_id)
         field_bytes = message_field(raw.encoded)
-        for peer in self._publish_targets(topic, now):
+        for peer in self._publish_targets(topic, now) if limit is None else self._limited_targets(topic, now, limit):
             st.box(peer).messages.append(field_bytes)
         st.stats.messages_published += 1
         if cfg.emit_self and topic in st.subscriptions:
             author = st.local if raw.from_peer is not None else None
             st.events.append(MessageDelivered(_messages.gossip_message(raw, msg_id, None, author)))
         return msg_id
+
+    def _limited_targets(self, topic: str, now: float, limit: int) -> set[PeerId]:
+        st = self._state
+        threshold = st.config.score_thresholds.publish_threshold
+        subscribed = st.topics.get(topic, set())
+        targets = {p for p in subscribed if p in st.direct}
+        mesh = [p for p in st.mesh.get(topic, ()) if p not in st.direct]
+        others = [p for p in subscribed if p not in st.direct and p not in mesh and st.score.score(p, now) >= threshold]
+        st.rng.shuffle(mesh)
+        st.rng.shuffle(others)
+        targets.update((mesh + others)[: max(limit, 0)])
+        return targets
 
     def _publish_targets(self, topic: str, now: float) -> set[PeerId]:
         st = self._state
