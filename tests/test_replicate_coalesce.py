@@ -49,6 +49,28 @@ def test_a_burst_makes_one_order_with_the_newest_seq() -> None:
     assert len(c) == 0 and c.next_due() is None
 
 
+def test_a_held_offer_waits_for_a_nearer_holder() -> None:
+    c = Coalescer(CoalesceConfig(debounce=0.05, max_delay=1.0))
+    # Heard through a relay, from its author only: wait up to 0.75 s.
+    assert c.offer(R, ALICE, 2, ALICE, now=0.0, hold=0.75)
+    assert c.offer(R, ALICE, 2, ALICE, now=0.1, hold=0.75)  # another relayed copy
+    assert c.due(0.5) == [] and c.next_due() == pytest.approx(0.85)
+    # A peer that holds it says so: due by the debounce rule from now on.
+    assert c.offer(R, ALICE, 2, P1, now=0.6)
+    assert c.next_due() == pytest.approx(0.65)
+    (order,) = c.due(0.65)
+    assert order.wanted == (Wanted(ALICE, 2, (P1, ALICE)),)
+    c.finished(R, True, now=0.9)
+    # Nobody nearer comes: the order goes to the author after the hold.
+    assert c.offer(R, ALICE, 3, ALICE, now=1.0, hold=0.75)
+    assert c.due(1.7) == []
+    (order,) = c.due(1.75)
+    assert order.peers == (ALICE,)
+    # After a failure the retry does not wait for patience again.
+    c.finished(R, False, now=2.0)
+    assert c.next_due() == pytest.approx(2.0 + CoalesceConfig().retry_delay)
+
+
 def test_max_delay_bounds_the_wait() -> None:
     c = Coalescer(CoalesceConfig(debounce=0.5, max_delay=2.0))
     t = 0.0

@@ -13,6 +13,10 @@ number than one already pending is dropped; the same one adds its peer.
 A repository's order is due (:meth:`Coalescer.due`) once its announcements
 have been quiet for ``debounce`` seconds, or ``max_delay`` seconds after its
 first unfetched announcement even if they keep coming, whichever is sooner.
+An offer may ask for patience (``hold``): the order then also waits that
+long for an offer without one (a peer nearer than the first announcer
+that holds the statement), and is due by the rule above as soon as one
+comes.
 Handing out an order marks the repository as fetching: at most one fetch per
 repository runs at once. Announcements that arrive meanwhile wait, and when
 the caller reports :meth:`Coalescer.finished`:
@@ -134,6 +138,8 @@ class _Repository:
     first: float = 0.0  # the first unfetched announcement
     last: float = 0.0  # the latest one
     not_before: float = 0.0  # a retry waits until then
+    patience: float = 0.0  # a held offer waits until then for a nearer holder
+    ready: bool = False  # an offer that needs no patience came
     attempt: int = 1
     fetching: FetchOrder | None = None
     running: bool = False  # a fetch runs (an order of ours or one started elsewhere)
@@ -141,7 +147,8 @@ class _Repository:
     def due_at(self, cfg: CoalesceConfig) -> float | None:
         if self.running or not self.signers:
             return None
-        return max(min(self.last + cfg.debounce, self.first + cfg.max_delay), self.not_before)
+        due = max(min(self.last + cfg.debounce, self.first + cfg.max_delay), self.not_before)
+        return due if self.ready else max(due, self.patience)
 
 
 class Coalescer:
@@ -161,9 +168,14 @@ class Coalescer:
         repo = self._repos.get(rid)
         return repo is not None and repo.running
 
-    def offer(self, rid: Rid, signer: PeerId, seq: int, peer: PeerId, now: float) -> bool:
+    def offer(self, rid: Rid, signer: PeerId, seq: int, peer: PeerId, now: float, *, hold: float = 0.0) -> bool:
         """``peer`` announced the statement with ``seq`` of ``signer`` in
         ``rid`` (checked and newer than the node's: the validator's job).
+
+        ``hold`` (seconds) asks the order to wait that long for another
+        offer (a nearer peer that holds it) before it is due, unless an
+        offer without a hold comes first; offers without one are due by
+        the debounce rule alone.
 
         Returns:
             ``False`` when refused: ``rid`` is new and ``max_repositories``
@@ -176,7 +188,13 @@ class Coalescer:
             if len(self._repos) >= cfg.max_repositories:
                 return False
             repo = self._repos[rid] = _Repository()
-        return self._add(repo, signer, seq, (peer,), now)
+        if not self._add(repo, signer, seq, (peer,), now):
+            return False
+        if hold > 0:
+            repo.patience = max(repo.patience, now + hold)
+        else:
+            repo.ready = True
+        return True
 
     def _add(self, repo: _Repository, signer: PeerId, seq: int, peers: tuple[PeerId, ...], now: float) -> bool:
         cfg = self.config
@@ -225,6 +243,7 @@ class Coalescer:
             )
             order = FetchOrder(rid, wanted, repo.attempt)
             repo.signers = OrderedDict()
+            repo.patience, repo.ready = 0.0, False
             repo.fetching = order
             repo.running = True
             orders.append(order)

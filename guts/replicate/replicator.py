@@ -56,18 +56,27 @@ it fetches it from the announcer, then from the DHT's seeds, at most
 :attr:`Replicator.take_on_queue` waiting. A repository seeded explicitly
 but not held yet is fetched the same way.
 
-A peer that announced a statement may not hold its objects yet (gossip
-forwards before the forwarder has fetched); such a peer is asked again a
-few times, :attr:`Replicator.behind_wait` apart, before the DHT's seeds
-are, and the statement's signer comes last among those (asked even when
-the DHT does not list it), so that a push spreads from seed to seed rather
-than from its author to everyone.
+How a push spreads from seed to seed rather than from its author to
+everyone: the author announces its new statement to
+:attr:`Replicator.first_receivers` peers only (mesh first,
+``publish(limit=)``); every node that fetched an announced statement
+announces it again, to all its topic peers. A message's author holds what
+it announces; a relay forwarded it because it did not (a node that holds
+it ignores it). So a node fetches from authors: at once from one that
+told it directly, and, when it heard of holders only through relays, after
+waiting :attr:`Replicator.patience` for one nearer (a connected peer's own
+announcement); connected holders first, in random order, the signers
+last. A peer that answers without the statement yet is asked again a few
+times, :attr:`Replicator.behind_wait` apart, before the DHT's seeds are,
+and the statement's signer comes last among those too (asked even when
+the DHT does not list it).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import random
 from collections.abc import Collection
 
 import trio
@@ -164,6 +173,12 @@ class Replicator:
         self.behind_wait = 0.2
         #: Asks of such announcers before the DHT's seeds.
         self.behind_tries = 3
+        #: Seconds a fetch waits for a holder that tells us directly, when
+        #: the only ones known came through relays.
+        self.patience = 0.75
+        #: Peers our own new statement goes to first (the mesh degree):
+        #: they fetch it from us, the others from them.
+        self.first_receivers = gossip.router.config.d
         self._subscriptions: dict[str, Subscription] = {}
         self._wake = trio.Event()
         #: Fetches run for announcements, and how many of those failed.
@@ -210,7 +225,10 @@ class Replicator:
         return ns.statement if ns is not None else None
 
     def _accepted(self, verified: Verified, message: GossipMessage) -> None:
-        peer = message.propagation_source or message.author
+        # The author published it, so holds it; a relay forwarded it because
+        # it did not hold it yet (a node that holds it ignores it).
+        source = message.propagation_source
+        peer = message.author or source
         if peer is None:
             return
         if isinstance(verified, VerifiedRepository):
@@ -226,7 +244,8 @@ class Replicator:
             return
         if not self.seeding.seeds(verified.rid) or not self.seeding.replicates(verified.rid, statement.signer, delegates):
             return
-        if self.coalescer.offer(verified.rid, statement.signer, statement.seq, peer, trio.current_time()):
+        hold = self.patience if source is not None and source != peer else 0.0
+        if self.coalescer.offer(verified.rid, statement.signer, statement.seq, peer, trio.current_time(), hold=hold):
             self._wake.set()
 
     def _queue_take(self, rid: Rid, peer: PeerId | None) -> None:
@@ -376,8 +395,9 @@ class Replicator:
         if ns is None:
             return False
         data = encode_announcement(announce_refs(ns.signed, ns.commit))
+        limit = self.first_receivers if signer == self.host.peer_id else None
         try:
-            await self.gossip.publish(refs_topic(state.rid), data)
+            await self.gossip.publish(refs_topic(state.rid), data, limit=limit)
         except GutsError as exc:
             log.warning("repository %s: announcing seq %d failed: %s", state.rid, ns.statement.seq, exc)
             return False
@@ -468,6 +488,8 @@ class Replicator:
                     ok = bool(await self._fetch_from(first, key, None))
                 if not ok:
                     ok = await self._race(await self._seeds(key, tried, ()), key, None)
+        except Exception:
+            log.exception("repository %s: fetching it failed unexpectedly", rid)
         finally:
             self.coalescer.finished(rid, ok, trio.current_time())
         if not ok:
@@ -508,14 +530,41 @@ class Replicator:
         authors = [p for p in last if p not in tried and p != self.host.peer_id]
         return [p for p in seeds if p not in authors] + authors
 
+    def _holders(self, order: FetchOrder) -> list[PeerId]:
+        """The peers that announced ``order``'s statements: those connected
+        first, in random order (so that many fetching nodes spread over
+        them), the statements' signers last."""
+        signers = {want.signer for want in order.wanted}
+        connected = {connection.peer_id for connection in self.host.connections}
+        others = [p for p in order.peers if p not in signers]
+        random.shuffle(others)
+        others.sort(key=lambda p: p not in connected)
+        return others + [p for p in order.peers if p in signers]
+
     async def _fetch(self, order: FetchOrder) -> None:
+        ok = False
+        try:
+            ok = await self._fetch_order(order)
+        except Exception:
+            log.exception("repository %s: the announced fetch failed unexpectedly", order.rid)
+        if not ok:
+            self.failures += 1
+        self.coalescer.finished(order.rid, ok, trio.current_time())
+        self._wake.set()
+        if ok:
+            if self.providing is not None:
+                self.providing.wake()
+            for want in order.wanted:  # tell the peers still without it who holds it now
+                await self.announce(order.rid, want.signer)
+
+    async def _fetch_order(self, order: FetchOrder) -> bool:
         rid = str(order.rid)
         ok = False
         tried: list[PeerId] = []
         async with self._acquire():
             self.fetches += 1
             behind: list[PeerId] = []
-            for peer in order.peers:
+            for peer in self._holders(order):
                 tried.append(peer)
                 answer = await self._fetch_from(peer, rid, order)
                 if answer:
@@ -539,12 +588,7 @@ class Replicator:
             if not ok:
                 signers = [want.signer for want in order.wanted]
                 ok = await self._race(await self._seeds(rid, tried, signers), rid, order)
-        if not ok:
-            self.failures += 1
-        self.coalescer.finished(order.rid, ok, trio.current_time())
-        self._wake.set()
-        if ok and self.providing is not None:
-            self.providing.wake()
+        return ok
 
     async def _race(self, seeds: list[PeerId], rid: str, order: FetchOrder | None) -> bool:
         """Fetch from the first of ``seeds`` to answer (a few asked at
