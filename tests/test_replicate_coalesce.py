@@ -69,6 +69,10 @@ def test_a_held_offer_waits_for_a_nearer_holder() -> None:
     # After a failure the retry does not wait for patience again.
     c.finished(R, False, now=2.0)
     assert c.next_due() == pytest.approx(2.0 + CoalesceConfig().retry_delay)
+    # A peer that holds it now ends the wait before the retry.
+    assert c.offer(R, ALICE, 3, P2, now=2.5)
+    assert c.next_due() == pytest.approx(2.55)
+    assert c.due(2.55)[0].wanted == (Wanted(ALICE, 3, (P2, ALICE)),)
 
 
 def test_max_delay_bounds_the_wait() -> None:

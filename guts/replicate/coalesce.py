@@ -16,7 +16,8 @@ first unfetched announcement even if they keep coming, whichever is sooner.
 An offer may ask for patience (``hold``): the order then also waits that
 long for an offer without one (a peer nearer than the first announcer
 that holds the statement), and is due by the rule above as soon as one
-comes.
+comes. An offer without a hold also ends the wait before a retry: it
+names a peer that holds the statement now.
 Handing out an order marks the repository as fetching: at most one fetch per
 repository runs at once. Announcements that arrive meanwhile wait, and when
 the caller reports :meth:`Coalescer.finished`:
@@ -194,6 +195,7 @@ class Coalescer:
             repo.patience = max(repo.patience, now + hold)
         else:
             repo.ready = True
+            repo.not_before = 0.0  # a peer that holds it: no reason to wait out a retry
         return True
 
     def _add(self, repo: _Repository, signer: PeerId, seq: int, peers: tuple[PeerId, ...], now: float) -> bool:

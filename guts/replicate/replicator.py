@@ -65,8 +65,9 @@ it announces; a relay forwarded it because it did not (a node that holds
 it ignores it). So a node fetches from authors: at once from one that
 told it directly, and, when it heard of holders only through relays, after
 waiting :attr:`Replicator.patience` for one nearer (a connected peer's own
-announcement); connected holders first, in random order, the signers
-last. A peer that answers without the statement yet is asked again a few
+announcement), or :attr:`Replicator.author_patience` when the only holder
+known is the statement's signer; connected holders first, in random
+order, the signers last. A peer that answers without the statement yet is asked again a few
 times, :attr:`Replicator.behind_wait` apart, before the DHT's seeds are,
 and the statement's signer comes last among those too (asked even when
 the DHT does not list it).
@@ -176,6 +177,12 @@ class Replicator:
         #: Seconds a fetch waits for a holder that tells us directly, when
         #: the only ones known came through relays.
         self.patience = 0.75
+        #: The same when the only holder known is the statement's signer
+        #: (a push's author, whose node every other seed would ask).
+        self.author_patience = 3.0
+        #: Seeds asked one by one after a race whose winner lacked the
+        #: announced statement.
+        self.race_after = 2
         #: Peers our own new statement goes to first (the mesh degree):
         #: they fetch it from us, the others from them.
         self.first_receivers = gossip.router.config.d
@@ -244,7 +251,9 @@ class Replicator:
             return
         if not self.seeding.seeds(verified.rid) or not self.seeding.replicates(verified.rid, statement.signer, delegates):
             return
-        hold = self.patience if source is not None and source != peer else 0.0
+        hold = 0.0
+        if source is not None and source != peer:  # heard of the holder through relays
+            hold = self.author_patience if peer == statement.signer else self.patience
         if self.coalescer.offer(verified.rid, statement.signer, statement.seq, peer, trio.current_time(), hold=hold):
             self._wake.set()
 
@@ -593,7 +602,7 @@ class Replicator:
     async def _race(self, seeds: list[PeerId], rid: str, order: FetchOrder | None) -> bool:
         """Fetch from the first of ``seeds`` to answer (a few asked at
         once, :func:`~guts.sync.race.fetch_first`); whether it brought what
-        ``order`` wants, else from each other seed in turn."""
+        ``order`` wants, else from :attr:`race_after` more seeds in turn."""
         if not seeds:
             return False
         try:
@@ -607,8 +616,9 @@ class Replicator:
             log.info("repository %s: fetched from %s (asked %d seeds)", rid, fetched.peer, len(fetched.asked))
             return True
         failed = {failure.peer for failure in fetched.failures}
-        for peer in seeds:
-            if peer != fetched.peer and peer not in failed and await self._fetch_from(peer, rid, order):
+        rest = [peer for peer in seeds if peer != fetched.peer and peer not in failed]
+        for peer in rest[: self.race_after]:  # seeds behind now get it soon: a retry asks again
+            if await self._fetch_from(peer, rid, order):
                 return True
         return False
 
