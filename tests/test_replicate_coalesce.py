@@ -60,6 +60,7 @@ def test_a_held_offer_waits_for_a_nearer_holder() -> None:
     assert c.next_due() == pytest.approx(0.65)
     (order,) = c.due(0.65)
     assert order.wanted == (Wanted(ALICE, 2, (P1, ALICE)),)
+    assert order.direct == {P1}  # the author was heard of through relays only
     c.finished(R, True, now=0.9)
     # Nobody nearer comes: the order goes to the author after the hold.
     assert c.offer(R, ALICE, 3, ALICE, now=1.0, hold=0.75)
@@ -72,7 +73,8 @@ def test_a_held_offer_waits_for_a_nearer_holder() -> None:
     # A peer that holds it now ends the wait before the retry.
     assert c.offer(R, ALICE, 3, P2, now=2.5)
     assert c.next_due() == pytest.approx(2.55)
-    assert c.due(2.55)[0].wanted == (Wanted(ALICE, 3, (P2, ALICE)),)
+    (retry,) = c.due(2.55)
+    assert retry.wanted == (Wanted(ALICE, 3, (P2, ALICE)),) and retry.direct == {P2}
 
 
 def test_max_delay_bounds_the_wait() -> None:

@@ -94,11 +94,14 @@ class Wanted:
         signer: the namespace.
         seq: the newest sequence number announced for it.
         peers: the peers that announced that one, most recent first.
+        direct: of those, the ones offered without a hold (that told the
+            node themselves, say).
     """
 
     signer: PeerId
     seq: int
     peers: tuple[PeerId, ...]
+    direct: tuple[PeerId, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,11 +129,16 @@ class FetchOrder:
                 counts[peer] = counts.get(peer, 0) + 1
         return tuple(sorted(counts, key=lambda peer: -counts[peer]))
 
+    @property
+    def direct(self) -> frozenset[PeerId]:
+        """The peers offered without a hold, for any wanted statement."""
+        return frozenset(peer for want in self.wanted for peer in want.direct)
+
 
 @dataclass(slots=True)
 class _Signer:
     seq: int
-    peers: OrderedDict[PeerId, None] = field(default_factory=OrderedDict)  # least recent first
+    peers: OrderedDict[PeerId, bool] = field(default_factory=OrderedDict)  # least recent first; direct?
 
 
 @dataclass(slots=True)
@@ -189,7 +197,7 @@ class Coalescer:
             if len(self._repos) >= cfg.max_repositories:
                 return False
             repo = self._repos[rid] = _Repository()
-        if not self._add(repo, signer, seq, (peer,), now):
+        if not self._add(repo, signer, seq, (peer,), now, direct=() if hold > 0 else (peer,)):
             return False
         if hold > 0:
             repo.patience = max(repo.patience, now + hold)
@@ -198,7 +206,15 @@ class Coalescer:
             repo.not_before = 0.0  # a peer that holds it: no reason to wait out a retry
         return True
 
-    def _add(self, repo: _Repository, signer: PeerId, seq: int, peers: tuple[PeerId, ...], now: float) -> bool:
+    def _add(
+        self,
+        repo: _Repository,
+        signer: PeerId,
+        seq: int,
+        peers: tuple[PeerId, ...],
+        now: float,
+        direct: tuple[PeerId, ...] = (),
+    ) -> bool:
         cfg = self.config
         entry = repo.signers.get(signer)
         if entry is not None and seq < entry.seq:
@@ -213,8 +229,8 @@ class Coalescer:
         while len(repo.signers) > cfg.max_signers:
             repo.signers.popitem(last=False)
         for peer in reversed(peers):  # the first given ends most recent
-            entry.peers.pop(peer, None)
-            entry.peers[peer] = None
+            was = entry.peers.pop(peer, False)
+            entry.peers[peer] = was or peer in direct
         while len(entry.peers) > cfg.max_peers:
             entry.peers.popitem(last=False)
         return True
@@ -240,7 +256,12 @@ class Coalescer:
         for _, rid in ready:
             repo = self._repos[rid]
             wanted = tuple(
-                Wanted(signer, entry.seq, tuple(reversed(entry.peers)))
+                Wanted(
+                    signer,
+                    entry.seq,
+                    tuple(reversed(entry.peers)),
+                    tuple(peer for peer, told in reversed(entry.peers.items()) if told),
+                )
                 for signer, entry in sorted(repo.signers.items(), key=lambda item: item[0].to_bytes())
             )
             order = FetchOrder(rid, wanted, repo.attempt)
@@ -294,9 +315,10 @@ class Coalescer:
                 pending = repo.signers
                 repo.signers = OrderedDict()
                 for want in order.wanted:  # the order's wants, then anything newer on top
-                    self._add(repo, want.signer, want.seq, want.peers, now)
+                    self._add(repo, want.signer, want.seq, want.peers, now, want.direct)
                 for signer, entry in pending.items():
-                    self._add(repo, signer, entry.seq, tuple(reversed(entry.peers)), now)
+                    told = tuple(peer for peer, direct in entry.peers.items() if direct)
+                    self._add(repo, signer, entry.seq, tuple(reversed(entry.peers)), now, told)
                 repo.attempt = order.attempt + 1
                 repo.not_before = now + self.config.retry_delay
         if not repo.signers:

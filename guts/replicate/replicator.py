@@ -496,7 +496,7 @@ class Replicator:
                     tried.append(first)
                     ok = bool(await self._fetch_from(first, key, None))
                 if not ok:
-                    ok = await self._race(await self._seeds(key, tried, ()), key, None)
+                    ok = await self._race(await self._seeds(key, tried), key, None)
         except Exception:
             log.exception("repository %s: fetching it failed unexpectedly", rid)
         finally:
@@ -526,29 +526,30 @@ class Replicator:
         """Fetches running now."""
         return int(self._limit.borrowed_tokens)
 
-    async def _seeds(self, rid: str, tried: list[PeerId], last: Collection[PeerId]) -> list[PeerId]:
-        """The DHT's seeds of ``rid`` not tried yet, then those in ``last``
-        (the signers of what is wanted: a push's author holds it for sure,
-        whether the DHT lists it or not) that were not tried either."""
-        seeds: list[PeerId] = []
-        if self.dht is not None:
-            try:
-                seeds = await find_seeds(self.host, self.dht, rid, exclude=tried)
-            except GutsError as exc:
-                log.info("repository %s: no seeds from the DHT: %s", rid, exc)
-        authors = [p for p in last if p not in tried and p != self.host.peer_id]
-        return [p for p in seeds if p not in authors] + authors
+    async def _seeds(self, rid: str, exclude: Collection[PeerId]) -> list[PeerId]:
+        """The DHT's seeds of ``rid`` but ``exclude``."""
+        if self.dht is None:
+            return []
+        try:
+            return await find_seeds(self.host, self.dht, rid, exclude=exclude)
+        except GutsError as exc:
+            log.info("repository %s: no seeds from the DHT: %s", rid, exc)
+            return []
 
     def _holders(self, order: FetchOrder) -> list[PeerId]:
-        """The peers that announced ``order``'s statements: those connected
-        first, in random order (so that many fetching nodes spread over
-        them), the statements' signers last."""
+        """The peers that announced ``order``'s statements: those that told
+        us themselves first, then those connected, each group in random
+        order (so that many fetching nodes spread over them); the
+        statements' signers last, and only if they told us themselves (else
+        they come after the DHT's seeds: a push's author is not every
+        seed's first resort)."""
         signers = {want.signer for want in order.wanted}
         connected = {connection.peer_id for connection in self.host.connections}
+        direct = order.direct
         others = [p for p in order.peers if p not in signers]
         random.shuffle(others)
-        others.sort(key=lambda p: p not in connected)
-        return others + [p for p in order.peers if p in signers]
+        others.sort(key=lambda p: (p not in direct, p not in connected))
+        return others + [p for p in order.peers if p in signers and p in direct]
 
     async def _fetch(self, order: FetchOrder) -> None:
         ok = False
@@ -594,9 +595,13 @@ class Replicator:
                     if answer is None:
                         still.append(peer)
                 behind = [] if ok else still
-            if not ok:
+            if not ok:  # the DHT's seeds, then the signers (the last resort)
                 signers = [want.signer for want in order.wanted]
-                ok = await self._race(await self._seeds(rid, tried, signers), rid, order)
+                ok = await self._race(await self._seeds(rid, [*tried, *signers]), rid, order)
+                for peer in [p for p in signers if p not in tried and p != self.host.peer_id]:
+                    if ok:
+                        break
+                    ok = bool(await self._fetch_from(peer, rid, order))
         return ok
 
     async def _race(self, seeds: list[PeerId], rid: str, order: FetchOrder | None) -> bool:
