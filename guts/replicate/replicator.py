@@ -65,9 +65,9 @@ it announces; a relay forwarded it because it did not (a node that holds
 it ignores it). So a node fetches from authors: at once from one that
 told it directly, and, when it heard of holders only through relays, after
 waiting :attr:`Replicator.patience` for one nearer (a connected peer's own
-announcement), or :attr:`Replicator.author_patience` when the only holder
-known is the statement's signer; connected holders first, in random
-order, the signers last. A peer that answers without the statement yet is asked again a few
+announcement), or :attr:`Replicator.author_patience` when the holders
+known are the statement's signer or peers not connected; connected
+holders first, in random order, the signers last. A peer that answers without the statement yet is asked again a few
 times, :attr:`Replicator.behind_wait` apart, before the DHT's seeds are,
 and the statement's signer comes last among those too (asked even when
 the DHT does not list it).
@@ -177,8 +177,9 @@ class Replicator:
         #: Seconds a fetch waits for a holder that tells us directly, when
         #: the only ones known came through relays.
         self.patience = 0.75
-        #: The same when the only holder known is the statement's signer
-        #: (a push's author, whose node every other seed would ask).
+        #: The same when the holders known are the statement's signer (a
+        #: push's author, whose node every other seed would ask) or peers
+        #: not connected (often not even dialable).
         self.author_patience = 3.0
         #: Seeds asked one by one after a race whose winner lacked the
         #: announced statement.
@@ -253,7 +254,8 @@ class Replicator:
             return
         hold = 0.0
         if source is not None and source != peer:  # heard of the holder through relays
-            hold = self.author_patience if peer == statement.signer else self.patience
+            near = peer != statement.signer and self.host.connection(peer) is not None
+            hold = self.patience if near else self.author_patience
         if self.coalescer.offer(verified.rid, statement.signer, statement.seq, peer, trio.current_time(), hold=hold):
             self._wake.set()
 
