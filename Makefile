@@ -41,7 +41,7 @@ proto: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m bench
 
-## make sim: the DHT and gossip simulations (tables also go to BENCHMARKS.md with --write)
+## make sim: the DHT, gossip and repository propagation simulations (tables also go to BENCHMARKS.md with --write)
 sim: $(VENV)/.installed-test
 	$(BIN)/python -m bench.sim $(SIMFLAGS)
 

@@ -1,4 +1,5 @@
-"""``make sim``: simulations of the DHT and gossip layers.
+"""``make sim``: simulations of the DHT and gossip layers, and of a push
+through a network of seeds.
 
 Each simulation is a module of this package with a ``NAME`` (a short
 word, e.g. ``"dht"``), a ``DESCRIPTION`` and ``run(quick: bool) -> str``,
