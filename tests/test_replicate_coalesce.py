@@ -77,6 +77,37 @@ def test_a_held_offer_waits_for_a_nearer_holder() -> None:
     assert retry.wanted == (Wanted(ALICE, 3, (P2, ALICE)),) and retry.direct == {P2}
 
 
+def test_the_order_of_the_holders_to_ask() -> None:
+    c = Coalescer(CoalesceConfig(debounce=0.0, max_delay=0.0))
+    c.offer(R, ALICE, 2, ALICE, now=0.0, hold=3.0)  # the signer, through relays
+    c.offer(R, ALICE, 2, P1, now=0.0, hold=0.75)  # a holder through relays
+    c.offer(R, ALICE, 2, P2, now=0.0)  # told us directly
+    c.offer(R, ALICE, 2, P3, now=0.0, hold=0.75)
+    (order,) = c.due(0.0)
+
+    def keep(peers: list[PeerId]) -> None:
+        """No shuffle: the order is visible."""
+    # Direct first, then connected ones, then the rest; the signer, heard
+    # of through relays only, is not among them.
+    assert order.holders({P3}, keep) == [P2, P3, P1]
+    c.finished(R, True, now=0.1)
+    c.offer(R, ALICE, 3, ALICE, now=1.0)  # the signer told us itself: last, but asked
+    (order,) = c.due(1.0)
+    assert order.holders(set(), keep) == [ALICE]
+
+
+def test_brought() -> None:
+    order = FetchOrder(R, (Wanted(ALICE, 3, (P1,)), Wanted(BOB, 1, (P1,))))
+
+    class Ns:
+        def __init__(self, seq: int) -> None:
+            self.statement = type("S", (), {"seq": seq})()
+
+    assert order.brought({ALICE: Ns(3), BOB: Ns(2)})
+    assert not order.brought({ALICE: Ns(2), BOB: Ns(2)})
+    assert not order.brought({ALICE: Ns(4)})
+
+
 def test_max_delay_bounds_the_wait() -> None:
     c = Coalescer(CoalesceConfig(debounce=0.5, max_delay=2.0))
     t = 0.0

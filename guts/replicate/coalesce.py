@@ -43,7 +43,9 @@ every call takes ``now``, in seconds on any monotonic clock.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from guts.peer import PeerId
 from guts.repo.rid import Rid
@@ -133,6 +135,27 @@ class FetchOrder:
     def direct(self) -> frozenset[PeerId]:
         """The peers offered without a hold, for any wanted statement."""
         return frozenset(peer for want in self.wanted for peer in want.direct)
+
+    def holders(self, connected: Collection[PeerId], shuffle: Callable[[list[PeerId]], None]) -> list[PeerId]:
+        """The peers to ask, in order: those offered without a hold first,
+        then those ``connected``, each group shuffled by ``shuffle`` (so
+        that many fetching nodes spread over them); the wanted statements'
+        signers last, and only if offered without a hold (else they come
+        after the DHT's seeds: a push's author is not every seed's first
+        resort)."""
+        signers = {want.signer for want in self.wanted}
+        direct = self.direct
+        others = [p for p in self.peers if p not in signers]
+        shuffle(others)
+        others.sort(key=lambda p: (p not in direct, p not in connected))
+        return others + [p for p in self.peers if p in signers and p in direct]
+
+    def brought(self, namespaces: Mapping[PeerId, Any]) -> bool:
+        """Whether ``namespaces`` (a repository's, each with a
+        ``statement``) hold every wanted statement or a newer one."""
+        return all(
+            (ns := namespaces.get(want.signer)) is not None and ns.statement.seq >= want.seq for want in self.wanted
+        )
 
 
 @dataclass(slots=True)

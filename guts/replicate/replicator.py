@@ -89,7 +89,7 @@ from guts.host import Host, HostEvent, PeerIdentified
 from guts.peer import PeerId
 from guts.repo.rid import Rid
 from guts.repo.sigrefs import Statement
-from guts.repo.state import Repositories, RepoState
+from guts.repo.state import Repositories
 from guts.repo.storage import RepositoryNotFound
 from guts.replicate.announce import (
     REPOSITORIES_TOPIC,
@@ -538,21 +538,6 @@ class Replicator:
             log.info("repository %s: no seeds from the DHT: %s", rid, exc)
             return []
 
-    def _holders(self, order: FetchOrder) -> list[PeerId]:
-        """The peers that announced ``order``'s statements: those that told
-        us themselves first, then those connected, each group in random
-        order (so that many fetching nodes spread over them); the
-        statements' signers last, and only if they told us themselves (else
-        they come after the DHT's seeds: a push's author is not every
-        seed's first resort)."""
-        signers = {want.signer for want in order.wanted}
-        connected = {connection.peer_id for connection in self.host.connections}
-        direct = order.direct
-        others = [p for p in order.peers if p not in signers]
-        random.shuffle(others)
-        others.sort(key=lambda p: (p not in direct, p not in connected))
-        return others + [p for p in order.peers if p in signers and p in direct]
-
     async def _fetch(self, order: FetchOrder) -> None:
         ok = False
         try:
@@ -576,7 +561,8 @@ class Replicator:
         async with self._acquire():
             self.fetches += 1
             behind: list[PeerId] = []
-            for peer in self._holders(order):
+            connected = {connection.peer_id for connection in self.host.connections}
+            for peer in order.holders(connected, random.shuffle):
                 tried.append(peer)
                 answer = await self._fetch_from(peer, rid, order)
                 if answer:
@@ -619,7 +605,7 @@ class Replicator:
         except NoPeerServed as exc:
             log.info("repository %s: no seed served it: %s", rid, exc)
             return False
-        if self._brought(fetched.state, order):
+        if order is None or order.brought(fetched.state.namespaces):
             log.info("repository %s: fetched from %s (asked %d seeds)", rid, fetched.peer, len(fetched.asked))
             return True
         failed = {failure.peer for failure in fetched.failures}
@@ -628,13 +614,6 @@ class Replicator:
             if await self._fetch_from(peer, rid, order):
                 return True
         return False
-
-    @staticmethod
-    def _brought(state: RepoState, order: FetchOrder | None) -> bool:
-        if order is None:
-            return True
-        got = {want.signer: state.namespaces.get(want.signer) for want in order.wanted}
-        return all((ns := got[w.signer]) is not None and ns.statement.seq >= w.seq for w in order.wanted)
 
     async def _fetch_from(self, peer: PeerId, rid: str, order: FetchOrder | None) -> bool | None:
         """Fetch ``rid`` from ``peer``: ``True`` when it brought what
@@ -646,7 +625,7 @@ class Replicator:
         except GutsError as exc:
             log.info("repository %s: fetching from %s failed: %s", rid, peer, exc)
             return False
-        if not self._brought(state, order):
+        if order is not None and not order.brought(state.namespaces):
             log.info("repository %s: %s did not have every announced statement yet", rid, peer)
             return None
         log.info("repository %s: fetched from %s", rid, peer)
