@@ -9,6 +9,7 @@ import logging
 import os
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -406,6 +407,27 @@ async def test_a_broken_identity_is_not_served(
     assert any("is not served" in r.getMessage() for r in caplog.records)
     with pytest.raises(BrokenRepository):
         await again.load(state.rid)
+
+
+async def test_the_identity_chain_is_read_once_per_head(repos: Repositories, source: History) -> None:
+    state = await repos.init(work_tree(source), keypair=K1)
+    reads = 0
+    objects = repos.storage.objects
+
+    def counted(key: str) -> Any:
+        nonlocal reads
+        reads += 1
+        return objects(key)
+
+    setattr(repos.storage, "objects", counted)
+    first = await repos.revisions(state.rid)
+    assert [r.document.name for r in first] == ["project"] and reads == 1
+    first.clear()  # the caller's copy
+    assert len(await repos.revisions(state.rid)) == 1 and reads == 1  # from memory
+    await repos.propose(state.rid, K1, name="renamed")  # threshold 1: adopted at once
+    chain = await repos.revisions(state.rid)
+    assert [r.document.name for r in chain] == ["project", "renamed"] and reads == 2
+    verify_chain(state.rid, chain)
 
 
 # -- the storage additions init uses ---------------------------------------------------

@@ -125,6 +125,9 @@ class Repositories:
         self.config = config or RepositoriesConfig()
         self._states: dict[str, RepoState] = {}
         self._locks: dict[str, trio.Lock] = {}
+        #: Per repository, its identity chain as last read, and the commit
+        #: read (immutable: a new head reads again). One per repository held.
+        self._chains: dict[str, tuple[str, builtins.list[SignedRevision]]] = {}
 
     @classmethod
     async def open(cls, root: Path, config: RepositoriesConfig | None = None) -> Repositories:
@@ -227,7 +230,8 @@ class Repositories:
 
     async def revisions(self, rid: Rid | str) -> builtins.list[SignedRevision]:
         """The identity chain of a repository this node serves, genesis
-        first, as read from git (what the sync protocol's ``Refs`` carries).
+        first, as read from git (what the sync protocol's ``Refs`` carries);
+        read once per identity head, then answered from memory.
 
         Raises:
             RepositoryNotFound: this node does not serve ``rid``.
@@ -235,12 +239,18 @@ class Repositories:
         """
         state = self.show(rid)
         key = str(state.rid)
+        cached = self._chains.get(key)
+        if cached is not None and cached[0] == state.identity_commit:
+            return list(cached[1])
         async with self.storage.objects(key) as reader:
             try:
                 chain = await read_chain(reader, state.identity_commit, self.config.identity)
             except (InvalidIdentity, ValueError) as exc:
                 raise BrokenRepository(f"repository {key}: {exc}") from None
-        return [revision for _, revision, _ in chain]
+        revisions = [revision for _, revision, _ in chain]
+        if key in self._states:  # not removed meanwhile
+            self._chains[key] = (state.identity_commit, revisions)
+        return list(revisions)
 
     async def _descends(self, key: str, a: str, b: str) -> bool:
         try:
