@@ -68,7 +68,9 @@ class GossipConfig:
         iwant_followup_time: how long a peer has to deliver a message it
             advertised and we asked for, before it is penalised.
         idontwant_min_data_size: messages this large (payload bytes) get an
-            IDONTWANT to the mesh (v1.2 peers) on first receipt.
+            IDONTWANT to the mesh (v1.2 peers) on first receipt. 1 KiB, as
+            go-libp2p: for smaller ones the IDONTWANT to each mesh peer
+            costs about what the duplicate it saves would.
         idontwant_max_messages: IDONTWANT ids taken from one peer per heartbeat.
         max_message_size: largest payload accepted or published.
         max_rpc_size: largest frame read; default ``max_message_size`` plus 64 KiB.
@@ -125,7 +127,7 @@ class GossipConfig:
     max_iwant_messages: int = 10
     gossip_retransmission: int = 3
     iwant_followup_time: float = 3.0
-    idontwant_min_data_size: int = 512
+    idontwant_min_data_size: int = 1024
     idontwant_max_messages: int = 512
     max_message_size: int = 1 << 20
     max_rpc_size: int = 0
