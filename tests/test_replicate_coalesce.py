@@ -264,3 +264,16 @@ def test_at_most_one_order_per_repository_in_flight(steps: list[tuple[int, int, 
             c.finished(done, action == "ok", now)
         assert len(c) <= cfg.max_repositories
         assert all(c.fetching(x) for x in running)
+
+
+def test_expects_what_is_pending_or_being_fetched() -> None:
+    c = Coalescer(CoalesceConfig(debounce=0.1, max_delay=1.0))
+    assert not c.expects(R, ALICE, 1)
+    assert c.offer(R, ALICE, 3, P1, now=0.0)
+    assert c.expects(R, ALICE, 3) and c.expects(R, ALICE, 2)
+    assert not c.expects(R, ALICE, 4) and not c.expects(R, BOB, 1) and not c.expects(R2, ALICE, 1)
+    (order,) = c.due(0.2)
+    assert c.expects(R, ALICE, 3)  # in the running order
+    assert not c.expects(R, ALICE, 4)
+    c.finished(order.rid, True, now=0.3)
+    assert not c.expects(R, ALICE, 3)  # held now: the validator's `held` answers

@@ -114,6 +114,21 @@ def test_one_log_line_per_peer_and_reason(caplog: pytest.LogCaptureFixture) -> N
     assert all(str(SENDER) in line for line in lines if "malformed" in line)
 
 
+def test_an_announcement_the_node_awaits_already_goes_no_further() -> None:
+    awaited: set[int] = set()
+
+    def on_accept(verified: Verified, message: GossipMessage) -> bool:
+        assert isinstance(verified, VerifiedRefs)
+        news = verified.statement.seq not in awaited
+        awaited.add(verified.statement.seq)
+        return news
+
+    validator = AnnouncementValidator(Node().held, on_accept=on_accept)
+    data = encode_announcement(announce_refs(S1, SIGREFS))
+    assert validator(message(data)) is ValidationResult.ACCEPT  # news: forwarded
+    assert validator(message(data)) is ValidationResult.IGNORE  # another holder of it: noted, not forwarded
+
+
 def test_a_failing_callback_does_not_change_the_verdict(caplog: pytest.LogCaptureFixture) -> None:
     def broken(verified: Verified, message: GossipMessage) -> None:
         raise RuntimeError("boom")

@@ -200,6 +200,19 @@ class Coalescer:
         repo = self._repos.get(rid)
         return repo is not None and repo.running
 
+    def expects(self, rid: Rid, signer: PeerId, seq: int) -> bool:
+        """Whether ``signer``'s statement ``seq`` in ``rid``, or a newer
+        one, is pending or in the order being fetched: an announcement of
+        it is no news to pass on."""
+        repo = self._repos.get(rid)
+        if repo is None:
+            return False
+        entry = repo.signers.get(signer)
+        if entry is not None and entry.seq >= seq:
+            return True
+        order = repo.fetching
+        return order is not None and any(w.signer == signer and w.seq >= seq for w in order.wanted)
+
     def offer(self, rid: Rid, signer: PeerId, seq: int, peer: PeerId, now: float, *, hold: float = 0.0) -> bool:
         """``peer`` announced the statement with ``seq`` of ``signer`` in
         ``rid`` (checked and newer than the node's: the validator's job).

@@ -60,9 +60,10 @@ How a push spreads from seed to seed rather than from its author to
 everyone: the author announces its new statement to
 :attr:`Replicator.first_receivers` peers only (mesh first,
 ``publish(limit=)``); every node that fetched an announced statement
-announces it again, to all its topic peers. A message's author holds what
-it announces; a relay forwarded it because it did not (a node that holds
-it ignores it). So a node fetches from authors: at once from one that
+announces it again, to as many. A message's author holds what it
+announces; a relay forwarded it because it did not (a node that holds it,
+or awaits it already, ignores it: each node passes each statement on
+once). So a node fetches from authors: at once from one that
 told it directly, and, when it heard of holders only through relays, after
 waiting :attr:`Replicator.patience` for one nearer (a connected peer's own
 announcement), or :attr:`Replicator.author_patience` when the holders
@@ -184,8 +185,8 @@ class Replicator:
         #: Seeds asked one by one after a race whose winner lacked the
         #: announced statement.
         self.race_after = 2
-        #: Peers our own new statement goes to first (the mesh degree):
-        #: they fetch it from us, the others from them.
+        #: Peers an announcement goes to (the mesh degree; mesh peers
+        #: first): they fetch the statement from us, the others from them.
         self.first_receivers = gossip.router.config.d
         self._subscriptions: dict[str, Subscription] = {}
         self._wake = trio.Event()
@@ -232,32 +233,36 @@ class Replicator:
         ns = state.namespaces.get(signer)
         return ns.statement if ns is not None else None
 
-    def _accepted(self, verified: Verified, message: GossipMessage) -> None:
+    def _accepted(self, verified: Verified, message: GossipMessage) -> bool:
+        """Take an accepted announcement; ``False`` when it was no news (a
+        fetch of that statement is pending already), so it goes no further."""
         # The author published it, so holds it; a relay forwarded it because
         # it did not hold it yet (a node that holds it ignores it).
         source = message.propagation_source
         peer = message.author or source
         if peer is None:
-            return
+            return True
         if isinstance(verified, VerifiedRepository):
             if self.seeding.take_on(verified.rid):
                 self._queue_take(verified.rid, peer)
-            return
+            return True
         statement = verified.statement
         try:
             delegates = self.repos.show(str(verified.rid)).document.delegate_ids
         except (RepositoryNotFound, ValueError):
             if self.seeding.seeds(verified.rid):  # seeded, its first fetch still to come
                 self._queue_take(verified.rid, peer)
-            return
+            return True
         if not self.seeding.seeds(verified.rid) or not self.seeding.replicates(verified.rid, statement.signer, delegates):
-            return
+            return True
+        news = not self.coalescer.expects(verified.rid, statement.signer, statement.seq)
         hold = 0.0
         if source is not None and source != peer:  # heard of the holder through relays
             near = peer != statement.signer and self.host.connection(peer) is not None
             hold = self.patience if near else self.author_patience
         if self.coalescer.offer(verified.rid, statement.signer, statement.seq, peer, trio.current_time(), hold=hold):
             self._wake.set()
+        return news
 
     def _queue_take(self, rid: Rid, peer: PeerId | None) -> None:
         if rid in self._take or self.coalescer.fetching(rid):
@@ -406,9 +411,8 @@ class Replicator:
         if ns is None:
             return False
         data = encode_announcement(announce_refs(ns.signed, ns.commit))
-        limit = self.first_receivers if signer == self.host.peer_id else None
         try:
-            await self.gossip.publish(refs_topic(state.rid), data, limit=limit)
+            await self.gossip.publish(refs_topic(state.rid), data, limit=self.first_receivers)
         except GutsError as exc:
             log.warning("repository %s: announcing seq %d failed: %s", state.rid, ns.statement.seq, exc)
             return False

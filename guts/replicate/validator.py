@@ -11,7 +11,10 @@ every announcement is decoded and checked before gossip delivers or
 forwards it: forged, unsigned, oversized, misdirected or equivocating ones
 are rejected (gossipsub charges the peer that sent it, P4); stale or equal
 statements, and repositories already held, are ignored (relays lag: no
-offence); news is accepted and handed to ``on_accept``.
+offence); news is accepted and handed to ``on_accept``, which may still
+answer that the node knew it already (a fetch of it is pending): that
+one is ignored too, so each node passes each statement on once, however
+many peers announce that they hold it.
 
 What the node holds stays behind two callables, so the node can wire its
 repositories in without this module knowing them. Both are called on the
@@ -50,8 +53,10 @@ _RESULTS = {
 }
 
 #: Called with each accepted announcement and the gossip message that
-#: carried it (``propagation_source`` is the peer to fetch from first).
-AcceptedCallback = Callable[[Verified, GossipMessage], None]
+#: carried it (``propagation_source`` is the peer to fetch from first);
+#: returns ``False`` when the announcement was no news after all (the node
+#: awaits that statement already), so that gossip does not forward it.
+AcceptedCallback = Callable[[Verified, GossipMessage], bool | None]
 
 
 class AnnouncementValidator:
@@ -64,8 +69,9 @@ class AnnouncementValidator:
             holds the repository, its identity chain as long); ``None``
             accepts every valid repository announcement.
         on_accept: called with each accepted announcement (to offer it to
-            the :class:`~guts.replicate.coalesce.Coalescer`, say). An
-            exception it raises is logged; the verdict stands.
+            the :class:`~guts.replicate.coalesce.Coalescer`, say); if it
+            returns ``False`` the verdict is ignore. An exception it
+            raises is logged; the verdict stands.
         limits: the bounds on announcements.
         logger: where offences are logged.
         log_interval: seconds between two log lines for one peer and reason.
@@ -104,7 +110,8 @@ class AnnouncementValidator:
                 bad_input(sender, f"announcement rejected ({assessment.reason})", assessment.detail)
         elif assessment.outcome is Outcome.ACCEPT and self.on_accept is not None and assessment.verified is not None:
             try:
-                self.on_accept(assessment.verified, message)
+                if self.on_accept(assessment.verified, message) is False:
+                    return ValidationResult.IGNORE
             except Exception:
                 self._logger.exception("handling an accepted announcement on %r failed", message.topic)
         return _RESULTS[assessment.outcome]
