@@ -6,6 +6,7 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from contextlib import aclosing
 from typing import Annotated, Any, Optional
 
@@ -98,31 +99,47 @@ def start(
         _fail(str(exc))
 
 
-def _emit(as_json: bool, event: dict[str, Any], text: str) -> None:
-    if as_json:
-        print(json.dumps(event), flush=True)
-    else:
-        print(text, flush=True)
-
-
 async def _run_node(config: Any, as_json: bool) -> None:
+    import trio
+
+    from guts._cli.events import EventOutput
+
+    output = EventOutput(sys.stdout.fileno())
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(output.run)
+            try:
+                await _serve(config, as_json, output)
+            finally:
+                output.close()
+    except BaseExceptionGroup as group:  # the node's own error, not wrapped
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+
+
+async def _serve(config: Any, as_json: bool, output: Any) -> None:
+    """Run the node; every line it prints goes through ``output``
+    (:class:`guts._cli.events.EventOutput`), which never blocks."""
     import trio
 
     from guts.control.node import open_controlled_node
     from guts.host import HostEvent, PeerConnected, PeerDisconnected, PeerIdentified
 
+    def emit(event: dict[str, Any], text: str) -> None:
+        output.emit(json.dumps(event) if as_json else text)
+
     def on_event(event: HostEvent) -> None:
         if isinstance(event, PeerConnected):
-            _emit(as_json, {"event": "peer_connected", "peer_id": str(event.peer_id),
-                            "addr": str(event.addr), "direction": event.direction.value},
-                  f"connected: {event.peer_id} ({event.direction.value}, {event.addr})")
+            emit({"event": "peer_connected", "peer_id": str(event.peer_id),
+                  "addr": str(event.addr), "direction": event.direction.value},
+                 f"connected: {event.peer_id} ({event.direction.value}, {event.addr})")
         elif isinstance(event, PeerDisconnected):
-            _emit(as_json, {"event": "peer_disconnected", "peer_id": str(event.peer_id)},
-                  f"disconnected: {event.peer_id}")
+            emit({"event": "peer_disconnected", "peer_id": str(event.peer_id)}, f"disconnected: {event.peer_id}")
         elif isinstance(event, PeerIdentified):
-            _emit(as_json, {"event": "peer_identified", "peer_id": str(event.peer_id),
-                            "agent_version": event.agent_version, "protocols": list(event.protocols)},
-                  f"identified: {event.peer_id} {event.agent_version or ''}")
+            emit({"event": "peer_identified", "peer_id": str(event.peer_id),
+                  "agent_version": event.agent_version, "protocols": list(event.protocols)},
+                 f"identified: {event.peer_id} {event.agent_version or ''}")
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_controlled_node(config) as node:
@@ -130,21 +147,21 @@ async def _run_node(config: Any, as_json: bool) -> None:
             addrs = [str(a) for a in node.addrs]
             dht = node.dht
             if as_json:
-                _emit(True, {"event": "ready", "peer_id": str(node.host.peer_id), "addrs": addrs,
-                             "dht_mode": dht.mode.value, "topics": list(node.subscriptions)}, "")
+                emit({"event": "ready", "peer_id": str(node.host.peer_id), "addrs": addrs,
+                      "dht_mode": dht.mode.value, "topics": list(node.subscriptions)}, "")
             else:
-                print(f"peer id: {node.host.peer_id}", flush=True)
+                output.emit(f"peer id: {node.host.peer_id}")
                 for a in addrs:
-                    print(f"listening on {a}", flush=True)
+                    output.emit(f"listening on {a}")
                 why = ""
                 if dht.config.mode.value == "auto":
                     why = " (auto: a server only with a public address; --dht-mode server on a LAN)"
-                print(f"dht: {dht.mode.value} mode on {dht.config.protocol}{why}", flush=True)
+                output.emit(f"dht: {dht.mode.value} mode on {dht.config.protocol}{why}")
                 for topic in node.subscriptions:
-                    print(f"subscribed to {topic}", flush=True)
+                    output.emit(f"subscribed to {topic}")
             async with trio.open_nursery() as nursery:
                 for sub in node.subscriptions.values():
-                    nursery.start_soon(_print_messages, sub, as_json)
+                    nursery.start_soon(_print_messages, sub, emit)
                 async for signum in signals:
                     logging.getLogger("guts.node").info(
                         "received %s, shutting down", signal.Signals(signum).name
@@ -152,16 +169,16 @@ async def _run_node(config: Any, as_json: bool) -> None:
                     break
                 nursery.cancel_scope.cancel()
     if as_json:
-        _emit(True, {"event": "stopped"}, "")
+        emit({"event": "stopped"}, "")
 
 
-async def _print_messages(sub: Any, as_json: bool) -> None:
+async def _print_messages(sub: Any, emit: Callable[[dict[str, Any], str], None]) -> None:
     from guts.control.pubsub import message_json
 
     async for message in sub:
         event = message_json(message)
         shown = event["data"] if event["data"] is not None else f"0x{event['data_hex']}"
-        _emit(as_json, event, f"message on {event['topic']} from {event['from']}: {shown}")
+        emit(event, f"message on {event['topic']} from {event['from']}: {shown}")
 
 
 @app.command()
