@@ -5,6 +5,7 @@ from guts.wire._multistream import (
     MULTISTREAM_PROTOCOL,
     DialerNegotiation,
     ListenerNegotiation,
+    NegotiationLimit,
     encode_line,
 )
 from guts.wire._messages import MessageStream
@@ -20,6 +21,7 @@ __all__ = [
     "ListenerNegotiation",
     "NeedMoreData",
     "NegotiatedStream",
+    "NegotiationLimit",
     "accept_protocol",
     "decode_uvarint",
     "encode_length_prefixed",

@@ -12,7 +12,17 @@ it speaks.
 
 Both roles are bounded: a line may be at most :data:`MAX_LINE` bytes and
 a listener refuses after :data:`MAX_ATTEMPTS` unknown protocols, so a
-peer cannot keep a stream busy forever.
+peer cannot keep a stream busy forever. Answers count too: a listener
+answers ``ls`` at most :data:`MAX_LS` times per stream, each answer at
+most :data:`MAX_LISTING` bytes (the protocols that fit), and refuses the
+stream at the next one. Without that, a peer that writes ``ls`` and never
+reads made us queue about 1,400 listings per 4 KiB it sent. So what one
+negotiation queues for the peer stays under about 20 KiB, and what it
+holds of the peer's bytes under :data:`MAX_LINE` plus one read.
+
+How many negotiations a connection may hold at once is the caller's to
+bound: :class:`NegotiationLimit` is the counter it consults (a yamux
+connection carries one for the streams its peer opens).
 
 The cores never block and never import trio; :mod:`guts.wire._negotiate`
 drives them over a stream.
@@ -30,7 +40,10 @@ __all__ = [
     "MULTISTREAM_PROTOCOL",
     "MAX_LINE",
     "MAX_ATTEMPTS",
+    "MAX_LS",
+    "MAX_LISTING",
     "DialerNegotiation",
+    "NegotiationLimit",
     "ListenerNegotiation",
     "encode_line",
 ]
@@ -41,6 +54,12 @@ MULTISTREAM_PROTOCOL = "/multistream/1.0.0"
 MAX_LINE = 1024
 #: How many protocols a listener answers ``na`` to before giving up.
 MAX_ATTEMPTS = 32
+#: How many ``ls`` a listener answers on one stream before refusing it.
+MAX_LS = 4
+#: Largest ``ls`` answer, in bytes: protocols past it are left out.
+MAX_LISTING = 4096
+#: Streams in negotiation a :class:`NegotiationLimit` allows by default.
+MAX_NEGOTIATING = 64
 
 _HEADER_LINE = b"/multistream/1.0.0\n"
 _NA = "na"
@@ -156,6 +175,7 @@ class ListenerNegotiation:
         self._out = bytearray()
         self._state = _State.AWAIT_HEADER
         self._refused = 0
+        self._listed = 0
         self.protocol: str | None = None
 
     @property
@@ -172,7 +192,8 @@ class ListenerNegotiation:
         """Feed the dialer's bytes.
 
         Raises:
-            NegotiationError: the dialer tried too many unknown protocols.
+            NegotiationError: the dialer tried too many unknown protocols,
+                or asked ``ls`` more than :data:`MAX_LS` times.
             RemoteProtocolError: the dialer sent something out of protocol.
         """
         if self._state in (_State.DONE, _State.FAILED):
@@ -190,6 +211,10 @@ class ListenerNegotiation:
                 self._out += _HEADER
                 self._state = _State.AWAIT_ANSWER
             elif line == _LS:
+                self._listed += 1
+                if self._listed > MAX_LS:
+                    self._state = _State.FAILED
+                    raise NegotiationError(f"remote asked ls more than {MAX_LS} times")
                 self._out += self._encode_listing()
             elif line in self._supported:
                 self._out += encode_line(line)
@@ -206,9 +231,54 @@ class ListenerNegotiation:
         listing = self._listing
         if listing is None:
             listing = self._supported if isinstance(self._supported, Iterable) else ()
-        body = b"".join(encode_length_prefixed(p.encode() + b"\n") for p in listing) + b"\n"
-        return encode_length_prefixed(body)
+        body = bytearray()
+        for protocol in listing:
+            item = encode_length_prefixed(protocol.encode() + b"\n")
+            if len(body) + len(item) + 1 > MAX_LISTING:
+                break
+            body += item
+        body += b"\n"
+        return encode_length_prefixed(bytes(body))
 
     def unused_data(self) -> bytes:
         """Bytes that followed the accepted proposal: the protocol's first data."""
         return self._decoder.unused_data()
+
+
+class NegotiationLimit:
+    """Counts the streams in negotiation on one connection, up to a cap.
+
+    A peer that opens streams and never finishes negotiating them holds a
+    task, a stream and its buffers for each, until the negotiation times
+    out: 10 connections with 1,024 such streams each cost 55 MiB. The
+    listener takes a slot before reading (:meth:`try_acquire`) and gives
+    it back when the negotiation ends, either way (:meth:`release`); a
+    stream that finds no slot is refused at once, before anything is read.
+
+    Args:
+        max_pending: negotiations allowed at once.
+    """
+
+    __slots__ = ("max_pending", "pending", "refused")
+
+    def __init__(self, max_pending: int = MAX_NEGOTIATING) -> None:
+        if max_pending < 1:
+            raise LocalProtocolError("max_pending must be at least 1")
+        self.max_pending = max_pending
+        self.pending = 0
+        #: Streams refused for want of a slot, over the counter's life.
+        self.refused = 0
+
+    def try_acquire(self) -> bool:
+        """Take a slot; False (and counted) when all are taken."""
+        if self.pending >= self.max_pending:
+            self.refused += 1
+            return False
+        self.pending += 1
+        return True
+
+    def release(self) -> None:
+        """Give back a slot taken by :meth:`try_acquire`."""
+        if self.pending <= 0:
+            raise LocalProtocolError("release() without a slot taken")
+        self.pending -= 1

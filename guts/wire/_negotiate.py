@@ -17,8 +17,8 @@ from typing import Any
 
 import trio
 
-from guts.errors import RemoteProtocolError
-from guts.wire._multistream import DialerNegotiation, ListenerNegotiation
+from guts.errors import NegotiationError, RemoteProtocolError
+from guts.wire._multistream import DialerNegotiation, ListenerNegotiation, NegotiationLimit
 
 __all__ = ["NegotiatedStream", "select_protocol", "accept_protocol"]
 
@@ -200,6 +200,7 @@ async def accept_protocol(
     listing: Iterable[str] | None = None,
     *,
     hold_answer: bool = False,
+    limit: NegotiationLimit | None = None,
 ) -> NegotiatedStream:
     """Answer the dialer's proposals as the listener.
 
@@ -215,11 +216,33 @@ async def accept_protocol(
             answers what the dialer sends first, like the Noise responder;
             for any other, the dialer could wait for an answer that never
             comes.
+        limit: the connection's count of streams in negotiation; by
+            default the stream's own ``negotiation_limit`` when it has
+            one (a yamux stream the peer opened carries its
+            connection's). With no slot free the stream is refused
+            before anything is read.
 
     Raises:
-        NegotiationError: the dialer proposed too many unknown protocols.
+        NegotiationError: the dialer proposed too many unknown protocols
+            or asked ``ls`` too often, or the connection has too many
+            streams in negotiation.
         RemoteProtocolError: the dialer broke multistream-select or hung up.
     """
+    if limit is None:
+        limit = getattr(stream, "negotiation_limit", None)
+    if limit is None:
+        return await _accept(stream, supported, listing, hold_answer)
+    if not limit.try_acquire():
+        raise NegotiationError(f"too many streams in negotiation (limit {limit.max_pending})")
+    try:
+        return await _accept(stream, supported, listing, hold_answer)
+    finally:
+        limit.release()
+
+
+async def _accept(
+    stream: trio.abc.Stream, supported: Container[str], listing: Iterable[str] | None, hold_answer: bool
+) -> NegotiatedStream:
     core = ListenerNegotiation(supported, listing)
     while True:
         core.receive_data(await _receive(stream))
