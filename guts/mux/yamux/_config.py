@@ -29,6 +29,10 @@ class YamuxConfig:
         max_streams: live streams allowed on the session, both
             directions together. An inbound stream past this is refused
             with RST (not an error); opening one raises.
+        max_negotiating: streams the peer opened that may be in protocol
+            negotiation at once (see
+            :class:`~guts.wire.NegotiationLimit`); past it a new one is
+            refused before anything on it is read.
         max_control_backlog: bytes of frames the peer may make us queue
             (ping answers, ACKs, refusals) while our output is not being
             drained. Past this the peer is flooding us and the session
@@ -47,6 +51,7 @@ class YamuxConfig:
     max_window: int = 16 * 1024 * 1024
     max_frame_payload: int = 256 * 1024
     max_streams: int = 1024
+    max_negotiating: int = 64
     max_control_backlog: int = 256 * 1024
     write_high_water: int = 1024 * 1024
     read_size: int = 256 * 1024
@@ -62,6 +67,8 @@ class YamuxConfig:
             raise ConfigError("yamux max_frame_payload must be positive")
         if self.max_streams < 1:
             raise ConfigError("yamux max_streams must be positive")
+        if self.max_negotiating < 1:
+            raise ConfigError("yamux max_negotiating must be positive")
         if self.max_control_backlog < 1024:
             raise ConfigError("yamux max_control_backlog must be at least 1 KiB")
         if self.write_high_water < 1 or self.read_size < 1:

@@ -76,6 +76,7 @@ from guts.mux.yamux._config import YamuxConfig
 from guts.mux.yamux._frames import GoAwayCode
 from guts.mux.yamux._session import YamuxSession
 from guts.mux.yamux._stream import YamuxStream
+from guts.wire import NegotiationLimit
 
 __all__ = ["YamuxConnection"]
 
@@ -147,6 +148,10 @@ class YamuxConnection(trio.abc.AsyncResource):
             the transport's error, or the peer's
             :class:`~guts.errors.RemoteProtocolError`; ``None`` for a
             clean end of stream.
+        negotiation_limit: streams the peer opened that are in protocol
+            negotiation (``config.max_negotiating`` at once); each such
+            stream's ``negotiation_limit`` is this one, which
+            :func:`~guts.wire.accept_protocol` consults.
     """
 
     def __init__(
@@ -161,6 +166,7 @@ class YamuxConnection(trio.abc.AsyncResource):
         self.config = config if config is not None else YamuxConfig()
         self.closed = trio.Event()
         self.error: BaseException | None = None
+        self.negotiation_limit = NegotiationLimit(self.config.max_negotiating)
         self._session = YamuxSession(is_initiator, self.config)
         self._streams: dict[int, YamuxStream] = {}
         self._accept_queue: deque[YamuxStream] = deque()

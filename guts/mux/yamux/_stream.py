@@ -17,6 +17,7 @@ import trio
 from guts.errors import StreamReset
 from guts.mux.yamux._config import YamuxConfig
 from guts.mux.yamux._session import YamuxSession
+from guts.wire import NegotiationLimit
 
 __all__ = ["YamuxStream", "YamuxStreamReset"]
 
@@ -37,6 +38,8 @@ class _Owner(Protocol):
     (:class:`~guts.mux.yamux.YamuxConnection`, which imports this module)."""
 
     config: YamuxConfig
+    is_initiator: bool
+    negotiation_limit: NegotiationLimit
     _session: YamuxSession
     _output_waiters: list[YamuxStream]
 
@@ -113,6 +116,13 @@ class YamuxStream(trio.abc.HalfCloseableStream):
 
     def __repr__(self) -> str:
         return f"<YamuxStream {self.stream_id} protocol={self.protocol!r}>"
+
+    @property
+    def negotiation_limit(self) -> NegotiationLimit | None:
+        """The connection's count of streams in negotiation, for a stream
+        the peer opened (the initiator opens odd ids); ``None`` for ours."""
+        opened_by_peer = (self.stream_id % 2 == 1) != self._conn.is_initiator
+        return self._conn.negotiation_limit if opened_by_peer else None
 
     # ------------------------------------------------------------------
     # Sending
