@@ -11,6 +11,7 @@ import trio.testing
 
 from guts.dht import Dht, DhtConfig, DhtMode, KadMessage, KadPeer, MessageType, Record, decode_message, encode_message
 from guts.dht.records import RecordLimits
+from guts.dht.signed import guts_key
 from guts.errors import StreamReset
 from guts.host import Host
 from guts.multiaddr import Multiaddr
@@ -18,6 +19,7 @@ from guts.pb import dht_pb2
 from guts.wire import MessageStream, encode_uvarint
 
 from .dht_helpers import hashed_peer
+from .dht_signed_helpers import signed
 from .helpers import memory_hosts
 
 PROTO = "/guts/kad/1.0.0"
@@ -84,7 +86,7 @@ async def test_record_over_the_size_cap(autojump_clock: trio.testing.MockClock, 
         # under the codec's cap but over the validator's
         small = DhtConfig(mode=DhtMode.SERVER, records=RecordLimits(max_value=100))
         dht2 = Dht(attacker, small)
-        rec = Record(b"/guts/big", bytes(200))
+        rec = Record(guts_key(attacker.peer_id, b"big"), bytes(200))
         with pytest.raises(Exception, match="limit 100"):
             await dht2.put_value(rec.key, rec.value)
         assert len(dht.values) == 0
@@ -108,7 +110,7 @@ async def test_add_provider_and_put_value_floods_are_bounded(
             )
             await raw_request(attacker, victim, encode_message(msg), read=False)
         for i in range(200):
-            rec = Record(b"/guts/flood%d" % i, b"v")
+            rec = Record(*signed(b"flood%d" % i, b"v"))
             await raw_request(attacker, victim, encode_message(KadMessage(MessageType.PUT_VALUE, key=rec.key, record=rec)))
         await trio.sleep(1)
         assert len(dht.providers) + len(dht.values) <= 10 + 2  # the burst, plus a token or two refilled
@@ -123,9 +125,9 @@ async def test_add_provider_and_put_value_floods_are_bounded(
         await trio.sleep(1)
         assert dht.providers.get(b"\x12\x20" + bytes(32), bystander.peer_id) is None
         # the bystander is served normally
-        rec = Record(b"/guts/fine", b"v")
+        rec = Record(*signed(b"fine", b"v"))
         assert await raw_request(bystander, victim, encode_message(KadMessage(MessageType.PUT_VALUE, key=rec.key, record=rec)))
-        assert dht.values.get(b"/guts/fine", 0) is not None
+        assert dht.values.get(rec.key, 0) is not None
 
 
 class EvilServer:

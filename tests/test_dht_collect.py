@@ -15,12 +15,18 @@ from guts.multiaddr import Multiaddr
 from guts.peerstore import PeerInfo
 
 from .dht_helpers import FakeHost, peer
+from .dht_signed_helpers import gkey, record
 
 LOOP = Multiaddr.parse("/ip4/127.0.0.1/tcp/1")
 PUB = Multiaddr.parse("/ip4/8.8.8.8/tcp/1")
 PUB2 = Multiaddr.parse("/ip4/1.1.1.1/tcp/2")
 ME = peer(0)
-KEY = b"/guts/name"
+KEY = gkey(b"name")
+
+
+def v(text: bytes) -> bytes:
+    """A record of ``text`` under KEY; a greater text has a higher seq."""
+    return record(b"name", text, seq=sum(text))
 
 
 def book(host: FakeHost | None = None) -> AddrBook:
@@ -95,31 +101,31 @@ def value_answer(value: bytes, key: bytes = KEY) -> KadMessage:
 
 
 def test_the_local_copy_counts_towards_the_quorum() -> None:
-    assert ValueCollector(KEY, ValueStore(), 1, b"here").done
-    found = ValueCollector(KEY, ValueStore(), 2, b"here")
+    assert ValueCollector(KEY, ValueStore(), 1, v(b"here")).done
+    found = ValueCollector(KEY, ValueStore(), 2, v(b"here"))
     assert not found.done
-    assert found.on_response(peer(1), value_answer(b"here"))
-    assert found.result() == ValueFound(KEY, b"here", ())
+    assert found.on_response(peer(1), value_answer(v(b"here")))
+    assert found.result() == ValueFound(KEY, v(b"here"), ())
 
 
 def test_quorum_best_value_and_who_needs_correcting() -> None:
     found = ValueCollector(KEY, ValueStore(), 3)
-    assert not found.on_response(peer(1), value_answer(b"b"))
+    assert not found.on_response(peer(1), value_answer(v(b"b")))
     assert not found.on_response(peer(2), KadMessage(MessageType.GET_VALUE, key=KEY))  # no record: not counted
-    assert not found.on_response(peer(3), value_answer(b"c"))
-    assert found.on_response(peer(4), value_answer(b"a"))  # three values: the quorum
+    assert not found.on_response(peer(3), value_answer(v(b"c")))
+    assert found.on_response(peer(4), value_answer(v(b"a")))  # three values: the quorum
     result = found.result()
-    # /guts/ picks the greatest value; the holders of others get it back
-    assert result.value == b"c" and result.outdated == (peer(1), peer(4))
-    assert result.correction() == KadMessage(MessageType.PUT_VALUE, key=KEY, record=Record(KEY, b"c"))
+    # /guts/ picks the highest seq; the holders of others get it back
+    assert result.value == v(b"c") and result.outdated == (peer(1), peer(4))
+    assert result.correction() == KadMessage(MessageType.PUT_VALUE, key=KEY, record=Record(KEY, v(b"c")))
 
 
 def test_a_better_value_elsewhere_corrects_nobody_who_had_it() -> None:
-    found = ValueCollector(KEY, ValueStore(), 3, b"v1")
-    found.on_response(peer(1), value_answer(b"v2"))
-    found.on_response(peer(2), value_answer(b"v2"))
+    found = ValueCollector(KEY, ValueStore(), 3, v(b"v1"))
+    found.on_response(peer(1), value_answer(v(b"v2")))
+    found.on_response(peer(2), value_answer(v(b"v2")))
     # our own copy is the outdated one: no peer needs a PUT_VALUE
-    assert found.result() == ValueFound(KEY, b"v2", ())
+    assert found.result() == ValueFound(KEY, v(b"v2"), ())
 
 
 def test_bad_records_are_skipped_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
@@ -128,8 +134,8 @@ def test_bad_records_are_skipped_not_fatal(caplog: pytest.LogCaptureFixture) -> 
     assert not found.on_response(peer(2), value_answer(b"x" * (16 * 1024 + 1)))  # fails the validator
     with pytest.raises(RecordNotFound):
         found.result()
-    assert found.on_response(peer(3), value_answer(b"ok")) is False
-    assert found.result() == ValueFound(KEY, b"ok", ())
+    assert found.on_response(peer(3), value_answer(v(b"ok"))) is False
+    assert found.result() == ValueFound(KEY, v(b"ok"), ())
     assert "another key" in caplog.text and "invalid record" in caplog.text
 
 

@@ -11,6 +11,7 @@ import trio
 import trio.testing
 
 from guts.dht import Dht, DhtConfig, DhtMode
+from guts.dht.signed import guts_key
 from guts.errors import InvalidRecord, PeerNotFound, RecordNotFound
 from guts.host import Host
 
@@ -85,14 +86,19 @@ async def test_providers_across_the_network(autojump_clock: trio.testing.MockClo
 
 async def test_values_across_the_network(autojump_clock: trio.testing.MockClock) -> None:
     async with dht_network(8) as (hosts, dhts):
-        published = await dhts[1].put_value(b"/guts/name", b"\x00\x01hello")
-        assert len(published.stored_at) >= 1
-        assert await dhts[6].get_value(b"/guts/name") == b"\x00\x01hello"
-        # a greater value wins everywhere, and a get corrects the holders of the old one
-        await dhts[3].put_value(b"/guts/name", b"\x00\x02newer")
-        assert await dhts[6].get_value(b"/guts/name") == b"\x00\x02newer"
+        name = guts_key(hosts[1].peer_id, b"name")
+        published = await dhts[1].put_value(name, b"\x00\x01hello")
+        assert len(published.stored_at) >= 1 and published.stored_locally and published.seq is not None
+        assert await dhts[6].get_value(name) == b"\x00\x01hello"
+        # the owner's next put wins everywhere (a higher seq), even with smaller bytes
+        again = await dhts[1].put_value(name, b"\x00\x00newer")
+        assert again.seq is not None and again.seq > published.seq
+        assert await dhts[6].get_value(name) == b"\x00\x00newer"
+        # nobody else can sign for the key
+        with pytest.raises(InvalidRecord, match="can only sign its own"):
+            await dhts[3].put_value(name, b"\xff" * 32)
         with pytest.raises(RecordNotFound):
-            await dhts[4].get_value(b"/guts/missing")
+            await dhts[4].get_value(guts_key(hosts[1].peer_id, b"missing"))
         with pytest.raises(InvalidRecord):
             await dhts[4].put_value(b"/unknown/x", b"v")
         with pytest.raises(InvalidRecord):
@@ -173,16 +179,17 @@ async def test_republish_and_expiry(autojump_clock: trio.testing.MockClock) -> N
             dhts.append(dht)
         key = multihash(b"republished")
         await dhts[1].provide(key)
-        await dhts[1].put_value(b"/guts/v", b"x")
+        value_key = guts_key(hosts[1].peer_id, b"v")
+        await dhts[1].put_value(value_key, b"x")
         held = dhts[2].providers.get(key, hosts[1].peer_id)
-        assert held is not None and dhts[2].values.get(b"/guts/v", clock.now) is not None
+        assert held is not None and dhts[2].values.get(value_key, clock.now) is not None
         # 23 h later: the provider republishes (its 22 h interval passed), so the
         # copies elsewhere are renewed
         clock.now += 23 * 3600
         await dhts[1].cleanup()
         renewed = dhts[2].providers.get(key, hosts[1].peer_id)
         assert renewed is not None and renewed.received == clock.now
-        assert dhts[2].values.get(b"/guts/v", clock.now).received == clock.now
+        assert dhts[2].values.get(value_key, clock.now).received == clock.now
         # a record nobody renews is gone 48 h after it arrived
         await dhts[2].provide(multihash(b"left alone"))
         clock.now += 49 * 3600

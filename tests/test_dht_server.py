@@ -15,6 +15,7 @@ from guts.errors import InvalidRecord, RemoteProtocolError
 from guts.multiaddr import Multiaddr
 
 from .dht_helpers import hashed_peer, peer, true_closest
+from .dht_signed_helpers import signed
 
 LOOP = Multiaddr.parse("/ip4/127.0.0.1/tcp/1")
 LAN = Multiaddr.parse("/ip4/192.168.1.2/tcp/1")
@@ -85,11 +86,11 @@ def test_add_provider_only_for_the_sender() -> None:
 
 def test_put_and_get_value() -> None:
     server = make()
-    rec = Record(b"/guts/a", b"v1")
+    rec = Record(*signed(b"a", b"v1"))
     put = KadMessage(MessageType.PUT_VALUE, key=rec.key, record=rec)
     assert server.handle(peer(1), put, 100).response == put  # echoed
     got = server.handle(peer(2), KadMessage(MessageType.GET_VALUE, key=rec.key), 101).response
-    assert got.record.value == b"v1" and got.record.time_received.startswith("1970-01-01T00:01:40")
+    assert got.record.value == rec.value and got.record.time_received.startswith("1970-01-01T00:01:40")
     with pytest.raises(RemoteProtocolError, match="record key differs"):
         server.handle(peer(1), KadMessage(MessageType.PUT_VALUE, key=b"/guts/b", record=rec), 0)
     with pytest.raises(RemoteProtocolError, match="without a record"):
@@ -114,12 +115,12 @@ def test_write_flood_is_rate_limited() -> None:
     flooder = peer(1)
     results = []
     for i in range(50):
-        rec = Record(b"/guts/k%d" % i, b"v")
+        rec = Record(*signed(b"k%d" % i, b"v"))
         results.append(server.handle(flooder, KadMessage(MessageType.PUT_VALUE, key=rec.key, record=rec), 0))
     assert sum(r.response is not None for r in results) == 5
     assert all("rate limit" in r.refused for r in results[5:])
     # another peer is unaffected
-    rec = Record(b"/guts/other", b"v")
+    rec = Record(*signed(b"other", b"v"))
     assert server.handle(peer(2), KadMessage(MessageType.PUT_VALUE, key=rec.key, record=rec), 0).response
 
 

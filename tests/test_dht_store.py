@@ -11,9 +11,11 @@ import trio.testing
 
 from guts.dht import Dht, DhtConfig, DhtMode, DhtStore
 from guts.dht.records import ProviderRecord, StoredValue
+from guts.dht.signed import guts_key, open_record
 from guts.multiaddr import Multiaddr
 
 from .dht_helpers import peer
+from .dht_signed_helpers import gkey, signed
 from .helpers import full_addr, memory_hosts
 
 ADDR = Multiaddr.parse("/ip4/127.0.0.1/tcp/4001")
@@ -23,12 +25,12 @@ def test_store_round_trip(tmp_path: Path) -> None:
     store = DhtStore(tmp_path / "dht.sqlite")
     rec = ProviderRecord(b"k", peer(1), (ADDR,), 10.0, 1000.0)
     val = StoredValue(b"/guts/a", b"v", 10.0, 1000.0, peer(2))
-    own = StoredValue(b"/guts/mine", b"m", 10.0, 20.0, None)
+    own = StoredValue(b"/guts/mine", b"m", 12.0, 20.0, None)
     store.save(([rec], []), ([val, own], []), [(peer(3), (ADDR,), 5.0)])
     store.close()
     store = DhtStore(tmp_path / "dht.sqlite")
     assert store.load_providers(now=50) == [rec]
-    assert store.load_values(now=50) == [val, own]
+    assert store.load_values(now=50) == [own, val]  # ours first
     assert store.load_values(now=5000) == [own]  # ours do not expire; others' do
     assert store.load_providers(now=5000) == []
     assert store.load_peers() == [(peer(3), (ADDR,), 5.0)]
@@ -66,7 +68,7 @@ async def test_state_survives_a_restart(tmp_path: Path, autojump_clock: trio.tes
             await first.bootstrap()
             assert len(first.table) == 2
             await first.provide(key)
-            await first.put_value(b"/guts/name", b"value")
+            await first.put_value(guts_key(hosts[0].peer_id, b"name"), b"value")
             # a provider record and a value from another peer land here too
             await others[0].provide(b"\x12\x20" + bytes(32))
             nursery.cancel_scope.cancel()
@@ -77,7 +79,8 @@ async def test_state_survives_a_restart(tmp_path: Path, autojump_clock: trio.tes
         again = Dht(hosts[0], DhtConfig(mode=DhtMode.SERVER), store)
         assert set(again.table.peers()) == peers_before
         assert again.providers.get(key, hosts[0].peer_id) is not None
-        assert again.values.get(b"/guts/name", 0).value == b"value"
+        kept = again.values.get(guts_key(hosts[0].peer_id, b"name"), 0)
+        assert open_record(kept.key, kept.value, 1024).value == b"value" and kept.publisher is None
         assert again.providers.get(b"\x12\x20" + bytes(32), hosts[1].peer_id) is not None
         store.close()
     assert (home / "dht.sqlite").exists()
@@ -114,16 +117,32 @@ from guts.dht.records import ProviderStore, RecordLimits, ValueStore  # noqa: E4
 from .dht_helpers import hashed_peer  # noqa: E402
 
 
-def filled_stores(providers: int, values: int) -> tuple[ProviderStore, ValueStore]:
-    limits = RecordLimits(
-        max_provider_records=providers, max_keys_per_provider=providers, max_values=values, max_values_per_peer=values
+class AnyValue:
+    """A validator for ``/t/``: any value; the first wins (cheap, for big stores)."""
+
+    def validate(self, key: bytes, value: bytes) -> None:
+        pass
+
+    def select(self, key: bytes, values: object) -> int:
+        return 0
+
+
+def big_limits(providers: int, values: int) -> RecordLimits:
+    return RecordLimits(
+        max_provider_records=providers, max_keys_per_provider=providers, max_values=values, max_values_per_peer=values,
+        max_provider_bytes=1 << 30, max_provider_bytes_per_peer=1 << 30,
+        max_value_bytes=1 << 30, max_value_bytes_per_peer=1 << 30,
     )
-    provider_store, value_store = ProviderStore(limits), ValueStore(None, limits)
+
+
+def filled_stores(providers: int, values: int) -> tuple[ProviderStore, ValueStore]:
+    limits = big_limits(providers, values)
+    provider_store, value_store = ProviderStore(limits), ValueStore({"t": AnyValue()}, limits)
     publishers = [hashed_peer(i) for i in range(50)]
     for i in range(providers):
         provider_store.add(hashlib.sha256(b"%d" % i).digest(), publishers[i % 50], (ADDR,), 1e9)
     for i in range(values):
-        value_store.put(b"/guts/%d" % i, b"v" * 100, 1e9, publishers[i % 50])
+        value_store.put(b"/t/%d" % i, b"v" * 100, 1e9, publishers[i % 50])
     return provider_store, value_store
 
 
@@ -164,7 +183,8 @@ async def test_a_large_flush_leaves_the_trio_loop_responsive(tmp_path: Path) -> 
     assert len(gaps) >= took / 0.05  # the loop kept turning all along
     # the flush is complete: one transaction, every record in it
     assert providers.pending_changes() == values.pending_changes() == 0
-    assert len(store.load_providers(0)) == 60_000 and len(store.load_values(0)) == 40_000
+    limits = big_limits(60_000, 40_000)
+    assert len(store.load_providers(0, limits)) == 60_000 and len(store.load_values(0, limits)) == 40_000
     store.close()
 
 
@@ -172,20 +192,20 @@ async def test_flushes_land_in_order_and_close_waits_for_the_last(tmp_path: Path
     providers, values = ProviderStore(), ValueStore()
     store = DhtStore(tmp_path / "dht.sqlite")
     async with trio.open_nursery() as nursery:
-        values.put(b"/guts/a", b"1", 0, None)
+        values.put(*signed(b"a", b"1", 1), 0, None)
         nursery.start_soon(store.flush, providers, values)
         while values.pending_changes():
             await trio.sleep(0)  # until the first flush has taken its changes
-        values.put(b"/guts/a", b"2", 0, None)
-        values.put(b"/guts/b", b"x", 0, None)
+        values.put(*signed(b"a", b"2", 2), 0, None)
+        values.put(*signed(b"b", b"x", 1), 0, None)
         nursery.start_soon(store.flush, providers, values)
         await trio.sleep(0)
-        values.put(b"/guts/b", b"y", 0, None)
-        values._drop(b"/guts/b")  # deleted after it was put: the delete wins
+        values.put(*signed(b"b", b"y", 2), 0, None)
+        values._drop(gkey(b"b"))  # deleted after it was put: the delete wins
         nursery.start_soon(store.flush, providers, values)
     store.close()
     store = DhtStore(tmp_path / "dht.sqlite")
-    assert [(v.key, v.value) for v in store.load_values(0)] == [(b"/guts/a", b"2")]
+    assert [(v.key, v.value) for v in store.load_values(0)] == [signed(b"a", b"2", 2)]
     store.close()
 
 

@@ -21,7 +21,17 @@ interleaves with, and other connections to the file (SQLite's isolation)
 see it whole or not at all. :meth:`DhtStore.close` takes the same lock,
 so it waits for a write under way and never cuts one short. Loading
 stays synchronous: it happens once, when the DHT is built, before it
-serves anything.
+serves anything, and it is bounded: it reads our own values and then the
+newest records of others, newest first (an index on ``received``), only
+up to the stores' bounds (:class:`~guts.dht.records.RecordLimits`), and
+deletes the rows past them, compacting the file when they were most of
+it. A file a flood filled under older, looser bounds is cut down on the
+first start and costs no more than a full store afterwards.
+
+Size on disk: the tables hold what the in-memory stores hold (rows of
+evicted and expired records are deleted at the next flush, and SQLite
+reuses their pages), so the file stays within a small multiple of the
+stores' byte bounds.
 
 Stdlib ``sqlite3`` only; the file is ``$GUTS_HOME/dht.sqlite`` by
 convention (:meth:`DhtStore.in_home`).
@@ -41,7 +51,7 @@ import trio
 from guts.errors import DecodeError
 from guts.multiaddr import Multiaddr
 from guts.peer import PeerId
-from guts.dht.records import ProviderRecord, ProviderStore, StoredValue, ValueStore
+from guts.dht.records import PROVIDER_OVERHEAD, ProviderRecord, ProviderStore, RecordLimits, StoredValue, ValueStore
 from guts.dht.routing_table import RoutingTable
 from guts.wire import decode_uvarint, encode_uvarint
 
@@ -53,6 +63,9 @@ STORE_FILE = "dht.sqlite"
 _SCHEMA_VERSION = 1
 #: Changes taken from a record store between two checkpoints of the Trio loop.
 _SLICE = 2000
+#: Free pages (4 KiB each) past which, when they are most of the file, a
+#: load compacts it.
+_VACUUM_MIN_PAGES = 2048
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -65,6 +78,8 @@ CREATE TABLE IF NOT EXISTS records (
     key BLOB PRIMARY KEY, value BLOB NOT NULL,
     received REAL NOT NULL, expires REAL NOT NULL, publisher BLOB
 );
+CREATE INDEX IF NOT EXISTS providers_received ON providers (received);
+CREATE INDEX IF NOT EXISTS records_received ON records (received);
 CREATE TABLE IF NOT EXISTS peers (
     peer BLOB PRIMARY KEY, addrs BLOB NOT NULL, last_seen REAL NOT NULL
 );
@@ -168,31 +183,82 @@ class DhtStore:
         with self._lock:
             return self._db.execute(query, args).fetchall()
 
-    def load_providers(self, now: float) -> list[ProviderRecord]:
-        out = []
-        for key, provider, addrs, received, expires in self._select(
-            "SELECT key, provider, addrs, received, expires FROM providers WHERE expires > ? ORDER BY received",
-            (now,),
-        ):
-            try:
-                out.append(ProviderRecord(bytes(key), PeerId.from_bytes(provider), _unpack_addrs(addrs), received, expires))
-            except (DecodeError, TypeError, ValueError) as exc:
-                log.warning("%s: skipping a provider row that does not decode: %s", self.path, exc)
+    def load_providers(self, now: float, limits: RecordLimits | None = None) -> list[ProviderRecord]:
+        """The live provider records, oldest first: at most what ``limits``
+        let the store hold, the newest of them (rows past that are deleted)."""
+        lim = limits or RecordLimits()
+        out: list[ProviderRecord] = []
+        size = 0
+        cutoff = None
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key, provider, addrs, received, expires FROM providers WHERE expires > ? ORDER BY received DESC",
+                (now,),
+            )
+            for key, provider, addrs, received, expires in rows:
+                size += len(key) + PROVIDER_OVERHEAD
+                if len(out) >= lim.max_provider_records or size > lim.max_provider_bytes:
+                    cutoff = received
+                    break
+                try:
+                    out.append(ProviderRecord(bytes(key), PeerId.from_bytes(provider), _unpack_addrs(addrs), received, expires))
+                except (DecodeError, TypeError, ValueError) as exc:
+                    log.warning("%s: skipping a provider row that does not decode: %s", self.path, exc)
+            rows.close()
+        self._prune("providers", "expires <= ?" + ("" if cutoff is None else " OR received < ?"), now, cutoff)
+        out.reverse()
         return out
 
-    def load_values(self, now: float) -> list[StoredValue]:
-        out = []
-        for key, value, received, expires, publisher in self._select(
-            "SELECT key, value, received, expires, publisher FROM records "
-            "WHERE expires > ? OR publisher IS NULL ORDER BY received",
-            (now,),
-        ):
-            try:
-                who = PeerId.from_bytes(publisher) if publisher is not None else None
-                out.append(StoredValue(bytes(key), bytes(value), received, expires, who))
-            except (DecodeError, TypeError, ValueError) as exc:
-                log.warning("%s: skipping a record row that does not decode: %s", self.path, exc)
-        return out
+    def load_values(self, now: float, limits: RecordLimits | None = None) -> list[StoredValue]:
+        """Our own values, then the newest live values of others, oldest
+        first: at most what ``limits`` let the store hold (rows past that
+        are deleted, so a file a flood filled does not slow every start)."""
+        lim = limits or RecordLimits()
+        own: list[StoredValue] = []
+        others: list[StoredValue] = []
+        size = 0
+        cutoff = None
+        with self._lock:
+            for key, value, received, expires in self._db.execute(
+                "SELECT key, value, received, expires FROM records WHERE publisher IS NULL ORDER BY received"
+            ).fetchmany(lim.max_values_per_peer):
+                own.append(StoredValue(bytes(key), bytes(value), received, expires, None))
+            rows = self._db.execute(
+                "SELECT key, value, received, expires, publisher FROM records "
+                "WHERE publisher IS NOT NULL AND expires > ? ORDER BY received DESC",
+                (now,),
+            )
+            for key, value, received, expires, publisher in rows:
+                size += len(key) + len(value)
+                if len(others) >= lim.max_values or size > lim.max_value_bytes:
+                    cutoff = received
+                    break
+                try:
+                    others.append(StoredValue(bytes(key), bytes(value), received, expires, PeerId.from_bytes(publisher)))
+                except (DecodeError, TypeError, ValueError) as exc:
+                    log.warning("%s: skipping a record row that does not decode: %s", self.path, exc)
+            rows.close()
+        self._prune(
+            "records",
+            "publisher IS NOT NULL AND (expires <= ?" + (")" if cutoff is None else " OR received < ?)"),
+            now,
+            cutoff,
+        )
+        others.reverse()
+        return own + others
+
+    def _prune(self, table: str, where: str, now: float, cutoff: float | None) -> None:
+        """Delete the rows a load left out, and give the space back to the
+        file system when most of the file is free pages."""
+        args = (now,) if cutoff is None else (now, cutoff)
+        with self._lock:
+            deleted = self._db.execute(f"DELETE FROM {table} WHERE {where}", args).rowcount
+            if deleted and self.path != ":memory:":
+                free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+                pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+                if free > _VACUUM_MIN_PAGES and free * 2 > pages:
+                    log.info("%s: %d rows left out on loading; compacting the file", self.path, deleted)
+                    self._db.execute("VACUUM")
 
     def load_peers(self, limit: int = 5000) -> list[tuple[PeerId, tuple[Multiaddr, ...], float]]:
         out = []

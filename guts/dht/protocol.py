@@ -28,6 +28,7 @@ Wire behaviour (libp2p/specs kad-dht, checked against js kad-dht 16):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -49,8 +50,9 @@ from guts.dht.addrbook import AddrBook
 from guts.dht.collect import PeerCollector, ProviderCollector, ValueCollector, put_echoed
 from guts.dht.inbound import InboundStreams
 from guts.dht.mode import decide_mode
-from guts.dht.records import ProviderStore, PutResult, RateLimiter, ValueStore, default_validators
+from guts.dht.records import GutsValidator, ProviderStore, PutResult, RateLimiter, ValueStore, default_validators
 from guts.dht.republish import sweep
+from guts.dht.signed import NAMESPACE, next_seq, open_record, seq_of, sign_record
 from guts.dht.routing_table import AddResult, RoutingTable
 from guts.errors import GutsError
 from guts.host import Host, HostEvent, PeerIdentified
@@ -76,11 +78,15 @@ class PublishResult:
         stored_at: peers that took the record (for ADD_PROVIDER: to whom it
             was sent without error, since the protocol has no answer).
         lookup: the lookup that found them.
+        stored_locally: whether our own store holds the record we published.
+        seq: the sequence number of a signed ``/guts/`` record (else ``None``).
     """
 
     key: bytes
     stored_at: tuple[PeerId, ...]
     lookup: LookupResult
+    stored_locally: bool = True
+    seq: int | None = None
 
 
 class Dht:
@@ -119,7 +125,7 @@ class Dht:
         self.table = RoutingTable(host.peer_id, cfg.k)
         #: Set once the first bootstrap of :meth:`run` is done.
         self.bootstrapped = trio.Event()
-        self.providers = ProviderStore(cfg.records)
+        self.providers = ProviderStore(cfg.records, host.peer_id)
         validators = cfg.validators if cfg.validators is not None else default_validators(cfg.records.max_value)
         self.values = ValueStore(validators, cfg.records)
         self._writes = RateLimiter(cfg.write_rate, cfg.write_burst)
@@ -190,9 +196,9 @@ class Dht:
         constructor, before the DHT serves or asks anything, so there is no
         one for the read to keep waiting."""
         now = self._clock()
-        for rec in store.load_providers(now):
+        for rec in store.load_providers(now, self.config.records):
             self.providers.restore(rec)
-        for value in store.load_values(now):
+        for value in store.load_values(now, self.config.records):
             self.values.restore(value)
         for peer, addrs, last_seen in store.load_peers():
             if peer == self.peer_id:
@@ -279,7 +285,7 @@ class Dht:
             for key in done.provider_keys:
                 nursery.start_soon(republish, self.provide, (key,), f"republishing provider record {key.hex()}")
             for value in done.values:
-                nursery.start_soon(republish, self.put_value, (value.key, value.value), f"republishing {show_key(value.key)}")
+                nursery.start_soon(republish, self._publish_value, (value.key, value.value), f"republishing {show_key(value.key)}")
 
     async def bootstrap(self) -> int:
         """Connect to the configured bootstrap peers, then :meth:`refresh`
@@ -502,21 +508,43 @@ class Dht:
     async def put_value(self, key: bytes, value: bytes) -> PublishResult:
         """Store ``value`` under ``key`` here and on the k closest peers.
 
+        Under ``/guts/<our peer id>/<name>``, ``value`` is signed with our
+        key and the next sequence number (:mod:`guts.dht.signed`); other
+        namespaces store ``value`` as it is.
+
         Raises:
-            InvalidRecord: no validator for the key's namespace, or the value fails it.
+            InvalidRecord: no validator for the key's namespace, the value
+                fails it, or a ``/guts/`` key names another owner.
         """
+        seq = None
+        if self._signed(key):
+            held = self.values.get(key, self._clock())
+            seq = next_seq(self._clock(), seq_of(held.value) if held is not None else None)
+            value = sign_record(self.host.keypair, key, seq, value)
+        result = await self._publish_value(key, value)
+        return dataclasses.replace(result, seq=seq)
+
+    def _signed(self, key: bytes) -> bool:
+        """Whether values under ``key`` are owner-signed records (``/guts/``
+        with the stock validator)."""
+        return key.startswith(NAMESPACE) and isinstance(self.values.validators.get("guts"), GutsValidator)
+
+    async def _publish_value(self, key: bytes, value: bytes) -> PublishResult:
         self.values.validate(key, value)
         result = self.values.put(key, value, self._clock(), None)
         if result is PutResult.KEPT:
             log.info("DHT: the value held for %s wins over the one put; publishing it anyway", show_key(key))
+        elif result is PutResult.REFUSED:
+            log.warning("DHT: our own store refused %s (over its caps for our own values)", show_key(key))
         lookup = await self.find_closest_peers(key)
         record = Record(key, value)
         message = KadMessage(MessageType.PUT_VALUE, key=key, record=record)
         stored = await self._send_all([p.peer_id for p in lookup.peers], message, expect_response=True)
-        return PublishResult(key, stored, lookup)
+        return PublishResult(key, stored, lookup, stored_locally=result is PutResult.STORED)
 
-    async def get_value(self, key: bytes) -> bytes:
-        """The best value for ``key`` found locally and on the network.
+    async def get_record(self, key: bytes) -> bytes:
+        """The best record for ``key`` found locally and on the network, as
+        stored (for ``/guts/``: the signed record).
 
         Raises:
             InvalidRecord: the key's namespace has no validator.
@@ -531,3 +559,16 @@ class Dht:
             # Entry correction (spec "Getting values"): tell holders of worse values.
             await self._send_all(result.outdated, result.correction(), expect_response=True)
         return result.value
+
+    async def get_value(self, key: bytes) -> bytes:
+        """The best value for ``key`` found locally and on the network (for
+        ``/guts/``: the value its owner signed, the signature checked).
+
+        Raises:
+            InvalidRecord: the key's namespace has no validator.
+            RecordNotFound: nobody returned a valid value.
+        """
+        record = await self.get_record(key)
+        if self._signed(key):
+            return open_record(key, record, self.config.records.max_value).value
+        return record

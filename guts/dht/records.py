@@ -17,8 +17,16 @@ no validator is refused. When a record for the key exists, the
 validator's ``select`` decides which one stays, so every node converges
 on the same value whatever order the puts arrive in. Records expire
 after :attr:`RecordLimits.record_ttl` (48 h, js's record validity),
-counted from when we received them. A peer may hold at most
-:attr:`RecordLimits.max_values_per_peer` of the records we keep.
+counted from when we received them. Values under ``/guts/`` are signed
+by the owner their key names, and the highest sequence number wins
+(:mod:`guts.dht.signed`), so no peer can replace another's value.
+
+*Bounds*: both stores are bounded per peer and in total, in records and
+in bytes (:class:`RecordLimits`). Full, a store makes room by evicting
+the oldest record of the peer over its share, or of the peer holding the
+most (:mod:`guts.dht.quota`); never one of this node's own records. So
+a flood from many fresh identities churns among their own records, and
+the node's own puts and the few records of honest peers stay.
 
 Time comes in as ``now`` (seconds since the epoch: records outlive the
 process, see :mod:`guts.dht._store`). Every store tracks what changed
@@ -37,6 +45,8 @@ from guts.crypto import PublicKey
 from guts.errors import DecodeError, InvalidRecord
 from guts.multiaddr import Multiaddr
 from guts.peer import PeerId
+from guts.dht.quota import Quota
+from guts.dht.signed import open_record, select_signed
 
 __all__ = [
     "GutsValidator",
@@ -60,7 +70,18 @@ MAX_VALUE = 16 * 1024
 
 @dataclass(frozen=True, slots=True)
 class RecordLimits:
-    """How long records live and how many we keep.
+    """How long records live and how much of them we keep.
+
+    Every store is bounded per peer and in total, in records and in bytes,
+    so that neither one peer nor many fresh identities can make the node
+    hold more than these (at the defaults: about 32 MiB of values and
+    16 MiB of provider records, in memory and in ``dht.sqlite``). Past a
+    peer's share, its own oldest record makes room; past the total, the
+    oldest record of the peer holding the most bytes does (see
+    :mod:`guts.dht.quota`). The node's own records are never evicted for
+    others'; they are bounded by the per-peer caps (a put past them is
+    refused with an error) and, for provider records, not at all (the
+    node provides what it chose to serve).
 
     Attributes:
         provider_ttl: life of a provider record (spec: 24 h; js, go: 48 h).
@@ -71,8 +92,15 @@ class RecordLimits:
         max_providers_per_key: provider records kept per key (newest kept).
         max_keys_per_provider: keys one peer may have us hold records for.
         max_provider_records: provider records in total.
+        max_provider_bytes_per_peer: bytes of one peer's provider records
+            (keys, plus :data:`PROVIDER_OVERHEAD` each, plus its addresses).
+        max_provider_bytes: bytes of provider records in total.
         max_values: value records in total.
-        max_values_per_peer: value records one peer may have put here.
+        max_values_per_peer: value records one peer may have put here
+            (and values of our own).
+        max_value_bytes_per_peer: bytes (key and value) of the records one
+            peer put here (and of our own).
+        max_value_bytes: bytes of value records in total.
     """
 
     provider_ttl: float = 48 * HOUR
@@ -80,10 +108,14 @@ class RecordLimits:
     record_ttl: float = 48 * HOUR
     max_value: int = MAX_VALUE
     max_providers_per_key: int = 64
-    max_keys_per_provider: int = 4096
-    max_provider_records: int = 200_000
-    max_values: int = 50_000
-    max_values_per_peer: int = 1024
+    max_keys_per_provider: int = 1024
+    max_provider_records: int = 100_000
+    max_provider_bytes_per_peer: int = 256 * 1024
+    max_provider_bytes: int = 16 * 1024 * 1024
+    max_values: int = 10_000
+    max_values_per_peer: int = 256
+    max_value_bytes_per_peer: int = 1024 * 1024
+    max_value_bytes: int = 32 * 1024 * 1024
 
 
 # -- validators ----------------------------------------------------------
@@ -139,32 +171,23 @@ class PublicKeyValidator:
 
 
 class GutsValidator:
-    """``/guts/<name>``: Guts values, any bytes up to ``max_value``.
+    """``/guts/<owner peer id>/<name>``: values only their owner can write.
 
-    ``select`` picks the greatest value as a byte string. Values carry no
-    version of their own, so the order must come from the bytes, and
-    "greatest" is a total order every node computes alike, whatever order
-    the values arrived in: the network converges (the spec's entry
-    correction re-puts the winner on peers that hold a loser). A writer
-    that begins its values with a big-endian version or timestamp makes the
-    newest value win.
+    A value is a record signed by the key the DHT key names, with a
+    sequence number (:mod:`guts.dht.signed`); ``select`` picks the highest
+    sequence number, and between two of one sequence number the greater
+    record bytes, so every node converges on the owner's latest record
+    whatever order the puts arrive in, and no one else can outbid it.
     """
 
     def __init__(self, max_value: int = MAX_VALUE) -> None:
         self.max_value = max_value
 
     def validate(self, key: bytes, value: bytes) -> None:
-        if not key.startswith(b"/guts/") or len(key) <= len(b"/guts/"):
-            raise InvalidRecord("Guts record outside /guts/<name>")
-        if len(value) > self.max_value:
-            raise InvalidRecord(f"value of {len(value)} bytes (limit {self.max_value})")
+        open_record(key, value, self.max_value)
 
     def select(self, key: bytes, values: Sequence[bytes]) -> int:
-        best = 0
-        for i, value in enumerate(values):
-            if value > values[best]:
-                best = i
-        return best
+        return select_signed(values)
 
 
 def default_validators(max_value: int = MAX_VALUE) -> dict[str, Validator]:
@@ -201,6 +224,17 @@ class RateLimiter:
 
 # -- providers -------------------------------------------------------------
 
+#: Bytes a provider record counts for besides its key (what a record costs
+#: in memory and on disk, roughly).
+PROVIDER_OVERHEAD = 64
+#: Addresses kept per provider.
+MAX_PROVIDER_ADDRS = 8
+
+
+def _addrs_size(addrs: tuple[Multiaddr, ...]) -> int:
+    return sum(len(a.to_bytes()) for a in addrs)
+
+
 
 @dataclass(frozen=True, slots=True)
 class ProviderRecord:
@@ -214,22 +248,40 @@ class ProviderRecord:
 class ProviderStore:
     """Who provides which key.
 
-    Compact on purpose (a server may hold hundreds of thousands of
-    records): a record is one float (when it was received) in a per-key
-    dict, and each provider's addresses are kept once, not per record
-    (they are the same for every key a peer provides).
+    Compact on purpose (a server may hold a hundred thousand records): a
+    record is one float (when it was received) in a per-key dict, and
+    each provider's addresses are kept once, not per record (they are the
+    same for every key a peer provides), at most :data:`MAX_PROVIDER_ADDRS`.
+
+    Bounds (:class:`RecordLimits`): records per key, keys and bytes per
+    provider, records and bytes in total. A provider past its share loses
+    its oldest record; past the total, the provider holding the most bytes
+    does (:class:`~guts.dht.quota.Quota`). Records of ``local`` (this node)
+    are never evicted, and are not counted against the per-provider caps.
+
+    Args:
+        limits: the bounds.
+        local: this node's peer id.
     """
 
-    def __init__(self, limits: RecordLimits | None = None) -> None:
+    def __init__(self, limits: RecordLimits | None = None, local: PeerId | None = None) -> None:
         self.limits = limits or RecordLimits()
+        self.local = local
         self._by_key: dict[bytes, dict[PeerId, float]] = {}  # key -> provider -> received; oldest first
-        self._per_provider: dict[PeerId, int] = {}
+        self._quota: Quota[PeerId, bytes] = Quota(local)
         self._addrs: dict[PeerId, tuple[Multiaddr, ...]] = {}
-        self._count = 0
         self._changed: set[tuple[bytes, PeerId]] = set()
 
     def __len__(self) -> int:
-        return self._count
+        return self._quota.count
+
+    @property
+    def size(self) -> int:
+        """Bytes the records count for (see :class:`RecordLimits`)."""
+        return self._quota.bytes
+
+    def count_of(self, provider: PeerId) -> int:
+        return self._quota.count_of(provider)
 
     def keys(self) -> list[bytes]:
         return list(self._by_key)
@@ -238,33 +290,53 @@ class ProviderStore:
         return ProviderRecord(key, provider, self._addrs.get(provider, ()), received, received + self.limits.provider_ttl)
 
     def add(self, key: bytes, provider: PeerId, addrs: Iterable[Multiaddr], now: float) -> bool:
-        """Store or renew a provider record; returns False when a cap refuses it."""
-        lim = self.limits
-        records = self._by_key.get(key)
-        if records is None or provider not in records:
-            if self._per_provider.get(provider, 0) >= lim.max_keys_per_provider:
-                return False
-            if self._count >= lim.max_provider_records:
-                return False
+        """Store or renew a provider record, evicting others' to make room;
+        returns False when the record alone is past a cap."""
         self._put(key, provider, tuple(addrs), now)
-        records = self._by_key[key]
-        while len(records) > lim.max_providers_per_key:
-            self._remove(key, next(iter(records)))
-        return True
+        return self.get(key, provider) is not None
 
     def _put(self, key: bytes, provider: PeerId, addrs: tuple[Multiaddr, ...], received: float) -> None:
+        lim = self.limits
+        quota = self._quota
+        addrs = addrs[:MAX_PROVIDER_ADDRS] if addrs or provider not in self._addrs else self._addrs[provider]
+        size = len(key) + PROVIDER_OVERHEAD
+        if provider != self.local:
+            if size + _addrs_size(addrs) > lim.max_provider_bytes_per_peer:
+                return
+            self._remove(key, provider)  # a renewal is added again, as the newest
+            self._set_addrs(provider, addrs)
+            while quota.count_of(provider) >= lim.max_keys_per_provider or (
+                quota.bytes_of(provider) + size > lim.max_provider_bytes_per_peer
+            ):
+                self._evict(provider)
+            while quota.count >= lim.max_provider_records or quota.bytes + size > lim.max_provider_bytes:
+                victim = quota.heaviest()
+                if victim is None:
+                    return
+                self._evict(victim)
         records = self._by_key.get(key)
         if records is None:
             records = self._by_key[key] = {}
-        if provider in records:
-            del records[provider]
-        else:
-            self._per_provider[provider] = self._per_provider.get(provider, 0) + 1
-            self._count += 1
+        records.pop(provider, None)
         records[provider] = received
-        if addrs or provider not in self._addrs:
-            self._addrs[provider] = addrs
+        quota.add(provider, key, size)
+        self._set_addrs(provider, addrs)
         self._changed.add((key, provider))
+        while len(records) > lim.max_providers_per_key:
+            oldest = next((p for p in records if p != self.local), None)
+            if oldest is None:
+                break
+            self._remove(key, oldest)
+
+    def _set_addrs(self, provider: PeerId, addrs: tuple[Multiaddr, ...]) -> None:
+        if provider in self._quota:
+            self._addrs[provider] = addrs
+            self._quota.set_extra(provider, _addrs_size(addrs))
+
+    def _evict(self, provider: PeerId) -> None:
+        key = self._quota.oldest(provider)
+        if key is not None:
+            self._remove(key, provider)
 
     def _remove(self, key: bytes, provider: PeerId) -> None:
         records = self._by_key.get(key)
@@ -273,13 +345,9 @@ class ProviderStore:
         del records[provider]
         if not records:
             del self._by_key[key]
-        left = self._per_provider[provider] - 1
-        if left:
-            self._per_provider[provider] = left
-        else:
-            del self._per_provider[provider]
+        self._quota.remove(provider, key)
+        if provider not in self._quota:
             self._addrs.pop(provider, None)
-        self._count -= 1
         self._changed.add((key, provider))
 
     def remove(self, key: bytes, provider: PeerId) -> bool:
@@ -291,9 +359,13 @@ class ProviderStore:
         return True
 
     def restore(self, record: ProviderRecord) -> None:
-        """Put back a record loaded from disk (not counted as a change)."""
+        """Put back a record loaded from disk (not counted as a change;
+        what the caps evict to make room for it is)."""
         self._put(record.key, record.provider, record.addrs, record.received)
-        self._changed.discard((record.key, record.provider))
+        if self.get(record.key, record.provider) is not None:
+            self._changed.discard((record.key, record.provider))
+        else:
+            self._changed.add((record.key, record.provider))  # refused: delete the row
 
     def providers(self, key: bytes, now: float, count: int | None = None) -> list[ProviderRecord]:
         """Live providers of ``key``, newest first."""
@@ -368,7 +440,15 @@ class StoredValue:
 
 
 class ValueStore:
-    """Validated value records by key."""
+    """Validated value records by key.
+
+    Bounds (:class:`RecordLimits`): records and bytes (key and value) per
+    peer and in total. A peer past its share loses its oldest record; past
+    the total, the peer holding the most bytes does
+    (:class:`~guts.dht.quota.Quota`). Our own records (publisher ``None``)
+    are never evicted for others'; a put of our own past the per-peer caps
+    is refused.
+    """
 
     def __init__(self, validators: Mapping[str, Validator] | None = None, limits: RecordLimits | None = None) -> None:
         self.limits = limits or RecordLimits()
@@ -376,11 +456,20 @@ class ValueStore:
             validators if validators is not None else default_validators(self.limits.max_value)
         )
         self._values: dict[bytes, StoredValue] = {}
-        self._per_peer: dict[PeerId, int] = {}
+        self._quota: Quota[PeerId | None, bytes] = Quota(None)
         self._changed: set[bytes] = set()
 
     def __len__(self) -> int:
         return len(self._values)
+
+    @property
+    def size(self) -> int:
+        """Bytes of the records held (keys and values)."""
+        return self._quota.bytes
+
+    def count_of(self, publisher: PeerId | None) -> int:
+        """Records put by ``publisher`` (``None``: ours)."""
+        return self._quota.count_of(publisher)
 
     def validator_for(self, key: bytes) -> Validator:
         """Raises :class:`InvalidRecord` for a key outside every known namespace."""
@@ -411,50 +500,76 @@ class ValueStore:
         return index
 
     def put(self, key: bytes, value: bytes, now: float, publisher: PeerId | None) -> PutResult:
-        """Validate and store a value.
+        """Validate and store a value (``publisher`` ``None``: our own).
 
         Raises:
             InvalidRecord: the value does not validate.
         """
         self.validate(key, value)
         current = self.get(key, now)
-        if current is not None and current.value != value:
-            if self.select(key, [current.value, value]) == 0:
+        if current is not None:
+            if current.value != value and self.select(key, [current.value, value]) == 0:
                 return PutResult.KEPT
-        if current is None or current.publisher != publisher:
-            if publisher is not None and self._per_peer.get(publisher, 0) >= self.limits.max_values_per_peer:
-                return PutResult.REFUSED
-            if current is None and len(self._values) >= self.limits.max_values:
-                return PutResult.REFUSED
-        if publisher is None and current is not None and current.publisher is None and current.value == value:
-            # Our own value again (republish): keep the first time received.
-            now = current.received
-        self._set(StoredValue(key, value, now, now + self.limits.record_ttl, publisher))
-        return PutResult.STORED
+            if current.value == value and current.publisher is None:
+                # Ours already: another peer's copy (or our republish) changes nothing.
+                return PutResult.KEPT if publisher is not None else PutResult.STORED
+        return PutResult.STORED if self._admit(StoredValue(key, value, now, now + self.limits.record_ttl, publisher)) else PutResult.REFUSED
+
+    def _admit(self, stored: StoredValue) -> bool:
+        """Store ``stored`` within the caps, evicting others' records to make
+        room; False (and nothing changed) when it alone is past a cap."""
+        lim = self.limits
+        quota = self._quota
+        key, owner = stored.key, stored.publisher
+        size = len(key) + len(stored.value)
+        current = self._values.get(key)
+        held = 0 if current is None or current.publisher != owner else len(key) + len(current.value)
+        if size > lim.max_value_bytes_per_peer:
+            return False
+        if owner is None and (
+            quota.count_of(None) - (1 if held else 0) >= lim.max_values_per_peer
+            or quota.bytes_of(None) - held + size > lim.max_value_bytes_per_peer
+        ):
+            return False
+        self._drop(key)
+        if owner is not None:
+            while quota.count_of(owner) >= lim.max_values_per_peer or quota.bytes_of(owner) + size > lim.max_value_bytes_per_peer:
+                self._evict(owner)
+        while len(self._values) >= lim.max_values or quota.bytes + size > lim.max_value_bytes:
+            victim = quota.heaviest()
+            if victim is None:
+                break  # only our own records are left: they are bounded on their own
+            self._evict(victim)
+        self._values[key] = stored
+        quota.add(owner, key, size)
+        self._changed.add(key)
+        return True
+
+    def _evict(self, owner: PeerId | None) -> None:
+        key = self._quota.oldest(owner)
+        if key is not None:
+            self._drop(key)
 
     def _set(self, stored: StoredValue) -> None:
         self._drop(stored.key)
         self._values[stored.key] = stored
-        if stored.publisher is not None:
-            self._per_peer[stored.publisher] = self._per_peer.get(stored.publisher, 0) + 1
+        self._quota.add(stored.publisher, stored.key, len(stored.key) + len(stored.value))
         self._changed.add(stored.key)
 
     def _drop(self, key: bytes) -> None:
         old = self._values.pop(key, None)
         if old is None:
             return
-        if old.publisher is not None:
-            left = self._per_peer[old.publisher] - 1
-            if left:
-                self._per_peer[old.publisher] = left
-            else:
-                del self._per_peer[old.publisher]
+        self._quota.remove(old.publisher, key)
         self._changed.add(key)
 
     def restore(self, stored: StoredValue) -> None:
-        """Put back a record loaded from disk (not counted as a change)."""
-        self._set(stored)
-        self._changed.discard(stored.key)
+        """Put back a record loaded from disk, within the caps (not counted
+        as a change; what the caps evict to make room for it is)."""
+        if self._admit(stored):
+            self._changed.discard(stored.key)
+        else:
+            self._changed.add(stored.key)  # refused: delete the row
 
     def get(self, key: bytes, now: float) -> StoredValue | None:
         stored = self._values.get(key)
