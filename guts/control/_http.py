@@ -7,8 +7,13 @@ bounded request at a time and hands it to the application, and a client
 that sends one request and reads a JSON or JSON-lines answer.
 
 Everything is bounded: request heads (h11's ``max_incomplete_event_size``),
-bodies (:data:`MAX_BODY`), and the time a client may take to send its
-request (:data:`REQUEST_TIMEOUT`).
+bodies (:data:`MAX_BODY`), the nesting of a JSON body
+(:data:`MAX_JSON_DEPTH`: ``json`` recurses, and 100,000 brackets made it
+fail with a ``RecursionError``), the time a client may take to send its
+request (:data:`REQUEST_TIMEOUT`), and the time a connection may stay
+without starting one (:data:`IDLE_TIMEOUT`). While waiting for a request
+the connection is *idle*: the server (:mod:`guts.control._server`) may
+then drop it to make room for another client.
 
 Raw streams, for git's packs. A route may take a larger body than
 :data:`MAX_BODY` (its :class:`BodyLimit`), whole or as a stream of chunks
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,8 +59,11 @@ log = logging.getLogger("guts.control")
 
 #: Seconds a client has to deliver a whole request once it started one.
 REQUEST_TIMEOUT = 10.0
-#: Seconds an idle keep-alive connection is kept.
-IDLE_TIMEOUT = 60.0
+#: Seconds a connection is kept while it sends no request (before its
+#: first one, or between two): local clients send theirs at once.
+IDLE_TIMEOUT = 5.0
+#: Deepest nesting of arrays and objects accepted in a JSON body.
+MAX_JSON_DEPTH = 64
 #: Seconds a streamed body (either way) may go without a byte.
 STREAM_IDLE_TIMEOUT = 120.0
 _READ = 64 * 1024
@@ -95,14 +104,38 @@ class HttpRequest:
         """The body as a JSON object (``{}`` when empty).
 
         Raises:
-            ValueError: the body is not a JSON object.
+            ValueError: the body is not a JSON object, or it is nested
+                deeper than :data:`MAX_JSON_DEPTH`.
         """
         if not self.body:
             return {}
+        if _nested_deeper(self.body, MAX_JSON_DEPTH):
+            raise InputError(f"the request body is JSON nested deeper than {MAX_JSON_DEPTH} levels")
         value = json.loads(self.body)
         if not isinstance(value, dict):
             raise InputError("the request body must be a JSON object")
         return value
+
+
+#: A JSON string (skipped whole: brackets inside do not nest) or a bracket.
+_JSON_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+
+def _nested_deeper(data: bytes, limit: int) -> bool:
+    """Whether JSON ``data`` nests arrays and objects deeper than ``limit``
+    (checked before parsing; malformed input is left to the parser)."""
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False
+    depth = 0
+    for match in _JSON_TOKEN.finditer(data):
+        token = match.group()
+        if token in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif token in (b"]", b"}"):
+            depth -= 1
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,21 +174,30 @@ def _headers(content_type: str, length: int | None) -> list[tuple[str, str]]:
     return headers
 
 
-async def serve_http(stream: trio.abc.Stream, app: App, limits: Limits | None = None) -> None:
+async def serve_http(
+    stream: trio.abc.Stream,
+    app: App,
+    limits: Limits | None = None,
+    *,
+    idle: Callable[[bool], None] | None = None,
+) -> None:
     """Serve HTTP/1.1 requests on ``stream`` until the client is done.
 
     A malformed or oversized request gets a 400 or 413 answer and the
     connection is closed; the application's own errors are its business
     (it returns a response for each). Never raises for what the client does.
     ``limits`` says how each route takes its body (default: whole, up to
-    :data:`MAX_BODY`).
+    :data:`MAX_BODY`). A connection that starts no request within
+    :data:`IDLE_TIMEOUT` seconds is closed. ``idle`` is told ``True``
+    when the connection starts waiting for a request, ``False`` once a
+    request head arrived.
     """
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
     try:
         while True:
-            request = None
-            with trio.move_on_after(IDLE_TIMEOUT):
-                request = await _read_request(stream, conn, limits)
+            if idle is not None:
+                idle(True)
+            request = await _read_request(stream, conn, limits, idle)
             if request is None:
                 return
             response = await app(request)
@@ -202,12 +244,19 @@ async def _next_event(stream: trio.abc.Stream, conn: h11.Connection) -> Any:
             raise _BadRequest(str(exc)) from None
 
 
-async def _read_request(stream: trio.abc.Stream, conn: h11.Connection, limits: Limits | None) -> HttpRequest | None:
-    """The next request, or ``None`` once the client closed: its body read
-    whole, or left to the route as chunks if its limit says so."""
-    event = await _next_event(stream, conn)
-    if isinstance(event, h11.ConnectionClosed):
+async def _read_request(
+    stream: trio.abc.Stream, conn: h11.Connection, limits: Limits | None, idle: Callable[[bool], None] | None
+) -> HttpRequest | None:
+    """The next request, or ``None`` once the client closed or stayed idle
+    for :data:`IDLE_TIMEOUT`: its body read whole, or left to the route as
+    chunks if its limit says so."""
+    event = None
+    with trio.move_on_after(IDLE_TIMEOUT):
+        event = await _next_event(stream, conn)
+    if event is None or isinstance(event, h11.ConnectionClosed):
         return None
+    if idle is not None:
+        idle(False)
     if not isinstance(event, h11.Request):
         raise _BadRequest(f"unexpected {type(event).__name__}")
     target = urlsplit(event.target.decode("ascii", "replace"))

@@ -88,7 +88,7 @@ def bind_control_socket(path: Path) -> ControlSocket:
             pass
         sock.bind(os.fspath(tmp))
         os.chmod(tmp, 0o600)
-        sock.listen(16)
+        sock.listen(128)
         os.rename(tmp, path)
         info = os.lstat(path)
     except OSError as exc:
