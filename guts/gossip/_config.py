@@ -86,6 +86,23 @@ class GossipConfig:
             the peer are dropped and it is penalised.
         write_timeout: a write to a peer's gossip stream taking longer closes
             that stream (the peer does not read).
+        peer_message_rate: messages per second one peer may send us
+            (``peer_message_burst`` at once); the excess is dropped before
+            any check, counted, and charged to the peer (0: no limit;
+            direct peers have none). Relays forward a whole topic, so this
+            bounds what one peer can make us verify, not what a topic carries.
+        peer_message_burst: the bucket's size.
+        rate_limit_penalty: behavioural penalty (P7 counter) per message over
+            the rate: with the default P7 weight, 300 messages over it take
+            a peer to the graylist threshold.
+        graylist_disconnect_after: a peer whose score stays below the
+            graylist threshold this long (seconds, at heartbeats) has its
+            gossip streams closed by :class:`~guts.gossip.Gossipsub` (0:
+            never). Its score is kept (``retain_score``), so coming back
+            does not wash it.
+        drop_log_interval: messages not delivered are logged at most once
+            per peer and reason in this many seconds, then a line with the
+            count of the rest.
         signature_policy: StrictSign (default) or StrictNoSign.
         message_id: the message id function; ``None``: js's default for the
             policy (author key + seqno, or SHA-256 of the data).
@@ -139,6 +156,11 @@ class GossipConfig:
     validation_timeout: float = 10.0
     max_queued_bytes: int = 8 << 20
     write_timeout: float = 10.0
+    peer_message_rate: float = 500.0
+    peer_message_burst: int = 1000
+    rate_limit_penalty: float = 0.01
+    graylist_disconnect_after: float = 10.0
+    drop_log_interval: float = 60.0
     signature_policy: SignaturePolicy = SignaturePolicy.STRICT_SIGN
     message_id: MessageIdFn | None = None
     emit_self: bool = False
@@ -166,6 +188,11 @@ class GossipConfig:
             (self.max_rpc_size >= self.max_message_size, "max_rpc_size must be >= max_message_size"),
             (self.opportunistic_graft_ticks > 0, "opportunistic_graft_ticks must be > 0"),
             (self.gossip_retransmission >= 1, "gossip_retransmission must be >= 1"),
+            (self.peer_message_rate >= 0, "peer_message_rate must be >= 0"),
+            (self.peer_message_rate == 0 or self.peer_message_burst >= 1, "peer_message_burst must be >= 1"),
+            (self.rate_limit_penalty >= 0, "rate_limit_penalty must be >= 0"),
+            (self.graylist_disconnect_after >= 0, "graylist_disconnect_after must be >= 0"),
+            (self.drop_log_interval > 0, "drop_log_interval must be > 0"),
         ]
         for ok, why in checks:
             if not ok:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from guts.gossip._codec import PxPeer, RawMessage
+from guts.gossip._drops import DropCounts
 from guts.peer import PeerId
 
 __all__ = [
@@ -88,6 +89,7 @@ class RouterStats:
     rpcs_received: int = 0
     rpcs_graylisted: int = 0
     messages_received: int = 0
+    messages_rate_limited: int = 0
     messages_duplicate: int = 0
     messages_rejected: int = 0
     messages_ignored: int = 0
@@ -103,3 +105,8 @@ class RouterStats:
     idontwant_sent: int = 0
     idontwant_received: int = 0
     rejections: dict[str, int] = field(default_factory=dict)
+    #: Messages not delivered, by reason: ``rate_limited`` (over the peer's
+    #: message rate), ``rejected: <why>``, ``ignored: <why>``,
+    #: ``not_subscribed``, ``subscription_full`` (the application's buffer);
+    #: ``graylisted_rpcs`` counts whole RPCs dropped unread.
+    dropped: DropCounts = field(default_factory=DropCounts)

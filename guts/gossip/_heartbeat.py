@@ -111,7 +111,6 @@ def _housekeeping(st: RouterState, now: float) -> None:
             st.score.add_penalty(peer, 1)
             state.spammed_iwant = False
         state.ihave_count = state.iasked = state.iwant_count = state.idontwant_count = 0
-        state.rejections_logged = 0
         if state.dont_send:
             stale = [m for m, tick in state.dont_send.items() if ticks - tick >= cfg.history_length]
             for msg_id in stale:

@@ -22,12 +22,9 @@ from guts.gossip._state import Pending, RouterState
 from guts.gossip.score import RejectReason
 from guts.peer import PeerId
 
-__all__ = ["REJECTIONS_LOGGED", "gossip_message", "on_message", "report_validation"]
+__all__ = ["gossip_message", "on_message", "report_validation"]
 
 log = logging.getLogger("guts.gossip")
-
-#: Rejected messages logged at INFO per peer and heartbeat (the rest at DEBUG).
-REJECTIONS_LOGGED = 3
 
 
 def on_message(st: RouterState, source: PeerId, raw: RawMessage, now: float) -> None:
@@ -39,6 +36,7 @@ def on_message(st: RouterState, source: PeerId, raw: RawMessage, now: float) -> 
     topic = raw.topic
     if topic not in st.subscriptions:
         stats.messages_not_subscribed += 1
+        stats.dropped.add("not_subscribed")
         return
     if raw.size > cfg.max_message_size:
         _reject(st, source, None, topic, Rejection.TOO_LARGE, now)
@@ -48,7 +46,7 @@ def on_message(st: RouterState, source: PeerId, raw: RawMessage, now: float) -> 
         msg_id = st.message_id(raw)
     except InvalidMessage as exc:
         if exc.reason is Rejection.UNSUPPORTED_KEY:
-            stats.messages_ignored += 1
+            _ignore(st, source, "unsupported key", now)
             return
         _reject(st, source, None, topic, exc.reason, now)
         return
@@ -69,8 +67,7 @@ def on_message(st: RouterState, source: PeerId, raw: RawMessage, now: float) -> 
             # delivered nor forwarded, but a relay cannot tell, so nobody
             # is charged (go charges P4 here)
             st.seen.add(msg_id, now)
-            stats.messages_ignored += 1
-            log.debug("peer %s: message on %r claims to be ours; ignored", source, topic)
+            _ignore(st, source, "claims to be ours", now)
             return
         if not verify_signature(raw, author.public_key):
             _reject(st, source, None, topic, Rejection.BAD_SIGNATURE, now)
@@ -83,9 +80,8 @@ def on_message(st: RouterState, source: PeerId, raw: RawMessage, now: float) -> 
     message = gossip_message(raw, msg_id, source, author.peer_id if author else None)
     if topic in st.validated:
         if len(st.pending) >= cfg.max_pending_validations:
-            stats.messages_ignored += 1
             st.score.reject_message(source, msg_id, topic, RejectReason.IGNORED, now)
-            log.info("peer %s: message on %r ignored: %d messages await validation", source, topic, len(st.pending))
+            _ignore(st, source, "validation queue full", now)
             return
         st.pending[msg_id] = Pending(source, raw, message)
         st.events.append(ValidationRequested(message))
@@ -107,8 +103,8 @@ def report_validation(st: RouterState, msg_id: bytes, result: ValidationResult, 
     elif result is ValidationResult.REJECT:
         _reject(st, pending.source, msg_id, pending.raw.topic, "rejected by the validator", now)
     else:
-        st.stats.messages_ignored += 1
         st.score.reject_message(pending.source, msg_id, pending.raw.topic, RejectReason.IGNORED, now)
+        _ignore(st, pending.source, "by the validator", now)
     return True
 
 
@@ -162,11 +158,13 @@ def _reject(st: RouterState, source: PeerId, msg_id: bytes | None, topic: str, w
     reason = why.value if isinstance(why, Rejection) else why
     st.stats.messages_rejected += 1
     st.stats.rejections[reason] = st.stats.rejections.get(reason, 0) + 1
+    st.stats.dropped.add("rejected: " + reason)
     st.score.reject_message(source, msg_id, topic, RejectReason.INVALID if msg_id else RejectReason.UNTRACKED, now)
-    state = st.peers.get(source)
-    if state is not None:  # a few log lines per peer and heartbeat, not one per message of a flood
-        state.rejections_logged += 1
-        if state.rejections_logged > REJECTIONS_LOGGED:
-            log.debug("peer %s: message on %r rejected: %s", source, topic, reason)
-            return
-    log.info("peer %s: message on %r rejected: %s", source, topic, reason)
+    # one line per peer and reason a minute, not one per message of a flood
+    st.drop_log.note(source, "rejected: " + reason, now)
+
+
+def _ignore(st: RouterState, source: PeerId, why: str, now: float) -> None:
+    st.stats.messages_ignored += 1
+    st.stats.dropped.add("ignored: " + why)
+    st.drop_log.note(source, "ignored: " + why, now)

@@ -12,11 +12,13 @@ router it never does I/O and never reads a clock: ``now`` is passed in.
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass, field
 
 from guts.gossip._codec import Outbox, RawMessage
 from guts.gossip._config import MESHSUB_V10, MESHSUB_V11, GossipConfig
+from guts.gossip._drops import DropLog, TokenBucket
 from guts.gossip._events import GossipMessage, RouterEvent, RouterStats
 from guts.gossip._promises import Promises
 from guts.gossip._signing import AuthorCache, MessageIdFn
@@ -26,6 +28,8 @@ from guts.peer import PeerId
 
 __all__ = ["Pending", "PeerState", "RouterState"]
 
+log = logging.getLogger("guts.gossip")
+
 
 @dataclass(slots=True)
 class PeerState:
@@ -33,6 +37,7 @@ class PeerState:
 
     protocol: str
     outbound: bool
+    bucket: TokenBucket | None = None  # its message allowance (None: unlimited)
     topics: set[str] = field(default_factory=set)
     dont_send: dict[bytes, int] = field(default_factory=dict)  # IDONTWANT id -> heartbeat tick
     ihave_count: int = 0  # IHAVE messages received this heartbeat
@@ -41,7 +46,6 @@ class PeerState:
     idontwant_count: int = 0
     spammed_iwant: bool = False
     warned_topics: bool = False
-    rejections_logged: int = 0  # this heartbeat
 
     @property
     def v11(self) -> bool:  # backoff and peer exchange
@@ -79,9 +83,11 @@ class RouterState:
         "backoff",
         "config",
         "direct",
+        "drop_log",
         "events",
         "fanout",
         "fanout_lastpub",
+        "graylisted_since",
         "last_decay",
         "local",
         "mcache",
@@ -124,6 +130,8 @@ class RouterState:
         self.outbox: dict[PeerId, Outbox] = {}
         self.events: list[RouterEvent] = []
         self.stats = RouterStats()
+        self.drop_log = DropLog(log, config.drop_log_interval)
+        self.graylisted_since: dict[PeerId, float] = {}  # peers below the graylist threshold at heartbeats
         self.ticks = 0  # heartbeats so far
         self.last_decay: float | None = None  # when the score last decayed
 

@@ -31,13 +31,16 @@ class Subscription:
         self._send, self._receive = trio.open_memory_channel[GossipMessage](buffer)
         self._closed = False
 
-    def _deliver(self, message: GossipMessage) -> None:
+    def _deliver(self, message: GossipMessage) -> bool:
+        """Queue ``message``; False if the buffer is full (it is dropped)."""
         try:
             self._send.send_nowait(message)
         except trio.WouldBlock:
             self.dropped += 1
+            return False
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+        return True
 
     def _end(self) -> None:
         self._send.close()

@@ -20,6 +20,17 @@ heartbeat while that lasts, which takes it out of meshes, so less is sent
 to it. A write that does not complete within ``GossipConfig.write_timeout``
 closes the peer's gossip stream: it stops being a gossip peer (the
 connection stays).
+
+Floods: the router drops what a peer sends beyond its message rate and
+charges it (see :mod:`guts.gossip.router`); a peer whose score then stays
+below the graylist threshold for ``GossipConfig.graylist_disconnect_after``
+seconds has its gossip streams closed here, as above (the connection
+stays, for the other protocols). Its score is retained by the router, so
+if it opens a gossip stream again it comes back graylisted and is closed
+again. Messages not delivered, whatever the reason (over the rate,
+graylisted, rejected, ignored, a subscription whose reader fell behind,
+frames to a peer whose queue was full), are counted in
+:meth:`Gossipsub.drop_counts`.
 """
 
 from __future__ import annotations
@@ -112,6 +123,9 @@ class Gossipsub:
         self._nursery: trio.Nursery | None = None
         self._dialing: set[PeerId] = set()
         self._registered = False
+        self._send_dropped = 0  # frames dropped at the send queues of links now gone
+        #: Gossip links closed because the peer stayed graylisted.
+        self.graylist_closed = 0
 
     # ------------------------------------------------------------ lifecycle
 
@@ -166,7 +180,9 @@ class Gossipsub:
                 if stalled is not None and stalled > cfg.write_timeout:
                     log.warning("peer %s: has not read its gossip stream for %.0f s; closing it", link.peer, stalled)
                     link.scope.cancel()
-            self.router.heartbeat(trio.current_time())
+            now = trio.current_time()
+            self.router.heartbeat(now)
+            self._close_graylisted(now)
             self._flush()
             if self.config.direct_peers and direct_ticks % DIRECT_CONNECT_TICKS == 0:
                 self._connect_direct()
@@ -176,6 +192,20 @@ class Gossipsub:
             if deadline < now:  # fell behind: skip the missed beats
                 deadline = now + cfg.heartbeat_interval
             await trio.sleep_until(deadline)
+
+    def _close_graylisted(self, now: float) -> None:
+        limit = self.config.graylist_disconnect_after
+        if limit <= 0:
+            return
+        for link in list(self._links.values()):
+            below = self.router.graylisted_for(link.peer, now)
+            if below >= limit:
+                log.warning(
+                    "peer %s: score %.1f, below the graylist threshold for %.0f s; closing its gossip streams",
+                    link.peer, self.router.peer_score(link.peer, now), below,
+                )
+                self.graylist_closed += 1
+                link.scope.cancel()
 
     # ------------------------------------------------------------ peers
 
@@ -239,6 +269,7 @@ class Gossipsub:
         finally:
             link.failed = not added
             link.ready.set()
+            self._send_dropped += link.writer.dropped
             if self._links.get(peer) is link:
                 del self._links[peer]
                 inbound = self._inbound.pop(peer, None)
@@ -308,7 +339,9 @@ class Gossipsub:
             for event in events:
                 if isinstance(event, MessageDelivered):
                     for sub in self._subscriptions.get(event.message.topic, ()):
-                        sub._deliver(event.message)
+                        if not sub._deliver(event.message):
+                            router.note_dropped(event.message.propagation_source, "subscription_full",
+                                                trio.current_time())
                 elif isinstance(event, ValidationRequested):
                     self._validate(event.message)
                 elif isinstance(event, PeersExchanged):
@@ -463,6 +496,16 @@ class Gossipsub:
     @property
     def stats(self) -> RouterStats:
         return self.router.stats
+
+    def drop_counts(self) -> dict[str, int]:
+        """Messages not delivered since start, by reason (see
+        :attr:`RouterStats.dropped`), plus ``send_queue_full``: RPC frames to
+        peers dropped because the peer's send queue was full."""
+        counts = dict(self.router.stats.dropped)
+        sent = self._send_dropped + sum(link.writer.dropped for link in self._links.values())
+        if sent:
+            counts["send_queue_full"] = sent
+        return counts
 
     def dropped(self, peer: PeerId) -> int:
         """RPCs to ``peer`` dropped because its send queue was full."""

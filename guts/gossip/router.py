@@ -30,6 +30,21 @@ be read alone.
 An RPC from a graylisted peer is dropped whole, before it is decoded.
 Misbehaviour is charged through the score: bad messages through P4,
 misbehaviour in control messages through P7.
+
+Floods. Each peer has a message allowance (a token bucket of
+``peer_message_burst`` refilled at ``peer_message_rate`` per second,
+:mod:`guts.gossip._drops`), taken from as its RPC is read, before any
+message is checked or its signature verified. A message beyond it is
+dropped unseen: not delivered, not forwarded, not rewarded as a first
+delivery (P2), and charged ``rate_limit_penalty`` on the peer's P7 counter,
+so that a sustained flood takes the peer below the graylist threshold,
+where its RPCs are dropped unread. Each RPC dropped unread takes a token
+too, and is charged the same when there is none: a peer that keeps
+flooding while graylisted stays graylisted. :meth:`GossipRouter.graylisted_for`
+says for how long, so the adapter can close the peer's gossip streams
+(``graylist_disconnect_after``). Every message not delivered is counted by
+reason in ``stats.dropped`` and logged at most once per peer and reason a
+minute, with the count of the rest.
 """
 
 from __future__ import annotations
@@ -43,6 +58,7 @@ from guts.errors import ConfigError, LocalProtocolError
 from guts.gossip import _control, _heartbeat, _membership, _messages
 from guts.gossip._codec import RPC, decode_rpc, message_field
 from guts.gossip._config import GossipConfig
+from guts.gossip._drops import TokenBucket
 from guts.gossip._events import (
     GossipMessage,
     MessageDelivered,
@@ -202,7 +218,11 @@ class GossipRouter:
         st = self._state
         if peer in st.peers or peer == st.local:
             return
-        st.peers[peer] = PeerState(protocol, outbound)
+        cfg = st.config
+        bucket = None
+        if cfg.peer_message_rate > 0 and peer not in st.direct:
+            bucket = TokenBucket.full(cfg.peer_message_rate, cfg.peer_message_burst, now)
+        st.peers[peer] = PeerState(protocol, outbound, bucket)
         st.score.add_peer(peer, ips)
         _membership.announce(st, peer)
 
@@ -222,6 +242,7 @@ class GossipRouter:
         for peers in st.fanout.values():
             peers.discard(peer)
         st.outbox.pop(peer, None)
+        st.graylisted_since.pop(peer, None)
         st.score.remove_peer(peer, now)
 
     def penalize(self, peer: PeerId, count: float = 1.0) -> None:
@@ -369,22 +390,55 @@ class GossipRouter:
         if state is not None and self._admit(peer, now):
             self._process(peer, state, rpc, now)
 
+    def graylisted_for(self, peer: PeerId, now: float) -> float:
+        """Seconds ``peer`` has been below the graylist threshold, as the
+        heartbeats saw it (0 if it is not)."""
+        since = self._state.graylisted_since.get(peer)
+        return 0.0 if since is None else now - since
+
+    def note_dropped(self, peer: PeerId | None, reason: str, now: float) -> None:
+        """Count (and log, bounded) a delivered message the application could
+        not take, e.g. its subscription buffer was full."""
+        st = self._state
+        st.stats.dropped.add(reason)
+        if peer is not None:
+            st.drop_log.note(peer, reason, now)
+
     def _admit(self, peer: PeerId, now: float) -> bool:
         st = self._state
         st.stats.rpcs_received += 1
         if self.graylisted(peer, now):
             st.stats.rpcs_graylisted += 1
-            log.debug("peer %s: graylisted, RPC dropped", peer)
+            st.stats.dropped.add("graylisted_rpcs")
+            st.drop_log.note(peer, "graylisted", now, "RPC dropped unread")
+            # an RPC unread takes a token too: a peer that goes on flooding
+            # while graylisted is charged for it and stays there
+            state = st.peers.get(peer)
+            if state is not None and state.bucket is not None and not state.bucket.take(now):
+                st.score.add_penalty(peer, st.config.rate_limit_penalty)
             return False
         return True
 
     def _process(self, peer: PeerId, state: PeerState, rpc: RPC, now: float) -> None:
+        st = self._state
         for sub in rpc.subscriptions:
-            _membership.on_subscription(self._state, peer, state, sub, now)
+            _membership.on_subscription(st, peer, state, sub, now)
+        bucket = state.bucket
         for msg in rpc.messages:
-            _messages.on_message(self._state, peer, msg, now)
+            if bucket is not None and not bucket.take(now):
+                self._over_rate(peer, now)
+                continue
+            _messages.on_message(st, peer, msg, now)
         if rpc.control is not None:
             _control.handle_control(self._state, peer, state, rpc.control, now)
+
+    def _over_rate(self, peer: PeerId, now: float) -> None:
+        st = self._state
+        st.stats.messages_received += 1
+        st.stats.messages_rate_limited += 1
+        st.stats.dropped.add("rate_limited")
+        st.score.add_penalty(peer, st.config.rate_limit_penalty)
+        st.drop_log.note(peer, "rate_limited", now, "over its message rate")
 
     def report_validation(self, msg_id: bytes, result: ValidationResult, now: float) -> bool:
         """The application's verdict on a :class:`ValidationRequested` message.
@@ -400,4 +454,13 @@ class GossipRouter:
         """Counters and decay, mesh and fanout maintenance (:mod:`guts.gossip.mesh`),
         gossip emission, then the message cache moves on one window
         (gossipsub-v1.0.md, "Heartbeat"; :mod:`guts.gossip._heartbeat`)."""
-        _heartbeat.heartbeat(self._state, now)
+        st = self._state
+        _heartbeat.heartbeat(st, now)
+        threshold = st.config.score_thresholds.graylist_threshold
+        since = st.graylisted_since
+        for peer in st.peers:
+            if peer not in st.direct and st.score.score(peer, now) < threshold:
+                since.setdefault(peer, now)
+            else:
+                since.pop(peer, None)
+        st.drop_log.flush(now)

@@ -1,0 +1,157 @@
+"""Floods: a peer over its message rate is throttled, charged, graylisted and
+cut off while honest gossip still flows; every message not delivered is
+counted, and logged in a bounded number of lines."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import trio
+import trio.testing
+
+from guts.gossip import GossipConfig, open_gossipsub
+from guts.gossip._codec import RPC, SubOpts, encode_rpc
+from guts.gossip._drops import DropLog, TokenBucket
+from guts.gossip._signing import sign_message
+from guts.peer import PeerId
+from guts.wire import encode_length_prefixed
+
+from .helpers import full_addr, memory_hosts
+from .test_gossip_protocol import T, raw_gossip_stream, wait_until
+
+BURST = 5000
+
+
+def test_token_bucket_refills_at_its_rate_up_to_its_burst() -> None:
+    bucket = TokenBucket.full(rate=10.0, burst=5, now=0.0)
+    assert [bucket.take(0.0) for _ in range(6)] == [True] * 5 + [False]
+    assert bucket.take(0.05) is False  # half a token
+    assert bucket.take(0.1) is True
+    assert bucket.take(100.0) and sum(bucket.take(100.0) for _ in range(10)) == 4  # capped at the burst
+
+
+def test_drop_log_writes_one_line_a_minute_per_peer_and_reason(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("guts.test.drops")
+    drops = DropLog(logger, interval=60.0)
+    with caplog.at_level(logging.INFO, logger="guts.test.drops"):
+        for i in range(3952):
+            drops.note("peerA", "rate_limited", i * 0.01)
+        drops.note("peerB", "rate_limited", 1.0)
+        drops.note("peerA", "rejected: bad signature", 1.0)
+        drops.flush(59.0)
+        assert drops.lines == 3
+        drops.flush(60.0)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 4 == drops.lines
+    assert lines[0] == "peer peerA: message dropped: rate_limited"
+    assert lines[-1] == "... and 3,951 more like it (rate_limited) from peerA in the last 60 s"
+    # a new window after that opens with a line of its own
+    drops.note("peerA", "rate_limited", 61.0)
+    assert drops.lines == 5
+
+
+def test_drop_log_keeps_a_bounded_number_of_windows() -> None:
+    drops = DropLog(logging.getLogger("guts.test.drops"), interval=60.0, max_entries=10)
+    for i in range(1000):
+        drops.note(f"peer{i}", "rate_limited", 0.0)
+        drops.note(f"peer{i}", "rate_limited", 0.0)
+    assert len(drops._windows) == 10
+    assert drops.lines == 1000 + 990  # each evicted window said what it had suppressed
+
+
+async def test_a_burst_from_one_peer_is_throttled_counted_and_cut_off_while_honest_gossip_flows(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="guts.gossip")
+    cfg = GossipConfig()
+    async with memory_hosts(3) as (victim, honest, attacker):
+        async with open_gossipsub(victim, cfg) as gv, open_gossipsub(honest, cfg) as gh:
+            sub = gv.subscribe(T)
+            gh.subscribe(T)
+            await honest.connect(full_addr(victim))
+            stream = await raw_gossip_stream(attacker, victim)
+            await stream.send_all(encode_length_prefixed(encode_rpc(RPC(subscriptions=(SubOpts(True, T),)))))
+            await wait_until(lambda: attacker.peer_id in gv.subscribers(T) and honest.peer_id in gv.mesh_peers(T))
+            received: dict[PeerId | None, int] = {}
+            honest_data: list[bytes] = []
+            # every frame is ready before the flood starts: one message per RPC,
+            # so that RPCs dropped unread count messages too
+            frames = [encode_length_prefixed(encode_rpc(RPC(messages=(sign_message(attacker.keypair, T, b"flood %d" % i, i + 1),))))
+                      for i in range(BURST)]
+
+            async def read() -> None:
+                async for message in sub:
+                    received[message.author] = received.get(message.author, 0) + 1
+                    if message.author == honest.peer_id:
+                        honest_data.append(message.data)
+
+            async def flood() -> None:
+                for i in range(0, BURST, 100):
+                    await stream.send_all(b"".join(frames[i:i + 100]))
+
+            async def publish_honestly() -> None:
+                for i in range(20):
+                    await gh.publish(T, b"honest %d" % i)
+                    await trio.sleep(0.5)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read)
+                nursery.start_soon(publish_honestly)
+                with trio.fail_after(60):
+                    await flood()
+                await wait_until(lambda: len(honest_data) == 20)
+                # graylisted for graylist_disconnect_after: its gossip streams are closed
+                await wait_until(lambda: attacker.peer_id not in gv.peers, timeout=cfg.graylist_disconnect_after + 10)
+                nursery.cancel_scope.cancel()
+
+            assert honest_data == [b"honest %d" % i for i in range(20)]  # all of it, in order
+            assert honest.peer_id in gv.peers and gv.graylist_closed == 1
+            assert victim.connection(attacker.peer_id) is not None  # only gossip was closed
+            drops = gv.drop_counts()
+            delivered = received.get(attacker.peer_id, 0)
+            # throttled: at most the burst (and what the rate refilled) got through
+            assert 0 < delivered <= cfg.peer_message_burst + 10
+            assert drops["rate_limited"] > 0 and drops["graylisted_rpcs"] > 0
+            # every message not delivered is counted
+            counted = drops["rate_limited"] + drops["graylisted_rpcs"] + drops.get("subscription_full", 0)
+            assert delivered + counted == BURST, drops
+            assert gv.stats.messages_rate_limited == drops["rate_limited"]
+            # not rewarded for its first deliveries: its score is below the graylist threshold
+            assert gv.score(attacker.peer_id) < cfg.score_thresholds.graylist_threshold
+            # a bounded number of log lines about it
+            about = [r for r in caplog.records if str(attacker.peer_id) in r.getMessage()]
+            assert 2 <= len(about) <= 6, [r.getMessage() for r in about]
+
+
+async def test_a_peer_within_its_rate_loses_nothing(autojump_clock: trio.testing.MockClock) -> None:
+    cfg = GossipConfig(peer_message_rate=100.0, peer_message_burst=50)
+    async with memory_hosts(2) as (victim, sender):
+        async with open_gossipsub(victim, cfg) as gv:
+            sub = gv.subscribe(T)
+            stream = await raw_gossip_stream(sender, victim)
+            await stream.send_all(encode_length_prefixed(encode_rpc(RPC(subscriptions=(SubOpts(True, T),)))))
+            await wait_until(lambda: sender.peer_id in gv.subscribers(T))
+            for i in range(300):  # 300 messages at 50 a second: half the rate
+                msg = sign_message(sender.keypair, T, b"m %d" % i, i + 1)
+                await stream.send_all(encode_length_prefixed(encode_rpc(RPC(messages=(msg,)))))
+                await trio.sleep(0.02)
+            got = 0
+            with trio.move_on_after(5):
+                while got < 300:
+                    await sub.receive()
+                    got += 1
+            assert got == 300 and gv.drop_counts() == {}
+            assert gv.score(sender.peer_id) > 0
+
+
+async def test_subscription_overflow_is_counted(autojump_clock: trio.testing.MockClock) -> None:
+    async with memory_hosts(2) as (victim, sender):
+        async with open_gossipsub(victim) as gv:
+            sub = gv.subscribe(T, buffer=10)
+            stream = await raw_gossip_stream(sender, victim)
+            rpc = RPC(subscriptions=(SubOpts(True, T),),
+                      messages=tuple(sign_message(sender.keypair, T, b"m %d" % i, i + 1) for i in range(25)))
+            await stream.send_all(encode_length_prefixed(encode_rpc(rpc)))
+            await wait_until(lambda: gv.stats.messages_delivered == 25)
+            assert sub.dropped == 15 and gv.drop_counts() == {"subscription_full": 15}
