@@ -1,0 +1,97 @@
+"""The trio side of a :class:`~guts.connmgr.ConnManager`: a task that
+closes what the manager names, and log lines that a flood cannot
+multiply.
+
+Theory of operation
+-------------------
+The manager decides; this adapter only acts. Once a tick (a second, or a
+quarter of the identify grace when that is shorter) it asks the manager
+for the connections whose grace ran out and, past the high water mark,
+for the least valuable, and starts each one's close (a yamux GoAway,
+bounded by the muxer's close timeout) in the host's nursery. Refusals
+and expiries are logged through a :class:`~guts.connmgr.LogThrottle`:
+the first of each kind per address a minute is written, the rest summed
+up in one line when the minute is over.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import trio
+
+from guts.connmgr.logthrottle import LogThrottle
+from guts.connmgr.manager import ConnManager
+
+__all__ = ["ConnWatch"]
+
+
+class Closable(Protocol):
+    def aclose(self) -> Awaitable[None]: ...
+
+
+class ConnWatch:
+    """Acts for ``manager``; logs to ``logger``.
+
+    Args:
+        manager: the core.
+        logger: where refusals, expiries and trims are told.
+        window: seconds one logged line stands for the others like it.
+    """
+
+    def __init__(self, manager: ConnManager, logger: logging.Logger, window: float = 60.0) -> None:
+        self.manager = manager
+        self.log = logger
+        self.window = window
+        self._throttle: LogThrottle[tuple[str, str]] = LogThrottle(window, manager.limits.max_tracked)
+
+    def log_limited(self, source: str, reason: str, now: float, message: str, *args: object) -> None:
+        """Log ``message % (source, *args)`` at most once per ``source`` and
+        ``reason`` per window; the others are counted."""
+        self.flush(now)
+        if self._throttle.record((source, reason), now):
+            self.log.warning(message, source, *args)
+
+    def flush(self, now: float) -> None:
+        """Sum up the windows that are over."""
+        for (source, reason), count in self._throttle.flush(now):
+            self.log.warning(
+                "... and %d more like it (%s) from %s in the last %g s", count, reason, source, self.window
+            )
+
+    async def run(
+        self,
+        connection: Callable[[int], Any],
+        spawn: Callable[[Callable[[], Awaitable[None]]], None],
+        describe: Callable[[Any], tuple[str, str]],
+    ) -> None:
+        """Forever: close what the manager names.
+
+        Args:
+            connection: the connection holding a slot (``None`` if gone);
+                it has an ``aclose()``.
+            spawn: starts a close in the background (a nursery's ``start_soon``).
+            describe: ``(address, peer)`` of a connection, for the log.
+        """
+        manager = self.manager
+        tick = min(1.0, manager.limits.identify_grace / 4)
+        while True:
+            await trio.sleep(tick)
+            now = trio.current_time()
+            for slot in manager.expired(now):
+                conn = connection(slot)
+                if conn is not None:
+                    source, peer = describe(conn)
+                    self.log_limited(
+                        source, "not identified", now, "closing connection from %s: %s did not identify within %g s",
+                        peer, manager.limits.identify_grace,
+                    )  # fmt: skip
+                    spawn(conn.aclose)
+            trimmed = [c for c in map(connection, manager.trim(now)) if c is not None]
+            if trimmed:
+                self.log.info("over %d connections: closing the %d least useful", manager.high_water, len(trimmed))
+                for conn in trimmed:
+                    spawn(conn.aclose)
+            self.flush(now)
