@@ -23,9 +23,12 @@ times.
 
 Announcements travel only between peers that follow a topic and are
 connected, so a node joins each repository's swarm: when it starts to
-follow one, and every :attr:`Replicator.rejoin` seconds while it knows no
-other follower of its topic, it connects to a few of the seeds the DHT
-knows (:attr:`Replicator.swarm`).
+follow one, every :attr:`Replicator.rejoin` seconds while it knows no
+other follower of its topic, and every :attr:`Replicator.refill` seconds
+while it knows fewer than :attr:`Replicator.swarm` (a few repositories a
+round), it connects to a few of the seeds the DHT knows. So the two sides
+of a network partition find each other again once it heals, though every
+connection across it was lost.
 
 A node that was offline catches up when it meets a peer again: on each
 peer identified as serving the sync protocol, the node syncs each
@@ -201,6 +204,11 @@ class Replicator:
         self.swarm = swarm
         #: Seconds between two tries to join a swarm the node is alone in.
         self.rejoin = rejoin
+        #: Seconds between two tries to fill a swarm of fewer than
+        #: :attr:`swarm` followers, and repositories tried so in one round.
+        self.refill = 30.0
+        self.refill_per_round = 8
+        self._joined: dict[str, float] = {}  # when each followed repository last joined
         self._joining: dict[str, None] = {}
         self._join = trio.Event()
         self._meet: dict[PeerId, None] = {}
@@ -318,10 +326,14 @@ class Replicator:
             with trio.move_on_after(self.rejoin):
                 await self._join.wait()
             self._join = trio.Event()
-            for topic in self._subscriptions:  # alone in a swarm: try again
-                alone = topic_rid(topic) if not self.gossip.subscribers(topic) else None
-                if alone is not None:
-                    self._joining[str(alone)] = None
+            now, thin = trio.current_time(), 0
+            followed = {str(rid): topic for topic in self._subscriptions if (rid := topic_rid(topic)) is not None}
+            self._joined = {key: at for key, at in self._joined.items() if key in followed}
+            for key, topic in followed.items():  # alone in a swarm, or in too thin a one: try again
+                followers, last = len(self.gossip.subscribers(topic)), self._joined.get(key, -math.inf)
+                if not followers or (followers < self.swarm and thin < self.refill_per_round and now - last >= self.refill):
+                    self._joining[key] = None
+                    thin += followers > 0
             while self._joining:
                 key = next(iter(self._joining))
                 del self._joining[key]
@@ -332,6 +344,7 @@ class Replicator:
         connected to; how many it reached."""
         if self.dht is None:
             return 0
+        self._joined[rid] = trio.current_time()
         connected = {connection.peer_id for connection in self.host.connections}
         try:
             seeds = await find_seeds(self.host, self.dht, rid, exclude=connected)
