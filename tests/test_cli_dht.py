@@ -84,15 +84,52 @@ def test_provide_and_find_providers(network: list[tuple[Path, dict]]) -> None:
 
 
 def test_put_get_and_a_missing_key(network: list[tuple[Path, dict]]) -> None:
-    assert run("dht", "put", "greeting", "hello, world", home=network[0][0]).returncode == 0
-    got = run("dht", "get", "greeting", home=network[2][0])
+    owner = network[0][1]["peer_id"]
+    put = run("dht", "put", "greeting", "hello, world", "--json", home=network[0][0])
+    assert put.returncode == 0, put.stderr
+    answer = json.loads(put.stdout)
+    assert answer["key"] == f"/guts/{owner}/greeting" and answer["stored"] == len(answer["stored_at"]) >= 1
+    assert answer["stored_locally"] and answer["seq"] > 0
+    got = run("dht", "get", f"{owner}/greeting", home=network[2][0])
     assert got.returncode == 0, got.stderr
     assert got.stdout == "hello, world\n"
+    as_json = json.loads(run("dht", "get", f"/guts/{owner}/greeting", "--json", home=network[3][0]).stdout)
+    assert as_json["owner"] == owner and as_json["seq"] == answer["seq"] and as_json["value"] == "hello, world"
     missing = run("dht", "get", "no-such-key", home=network[2][0])
     assert missing.returncode == 1
-    assert "no value found" in missing.stderr and "/guts/no-such-key" in missing.stderr
+    assert "no value found" in missing.stderr and f"/guts/{network[2][1]['peer_id']}/no-such-key" in missing.stderr
     as_json = run("dht", "get", "no-such-key", "--json", home=network[2][0])
     assert json.loads(as_json.stdout)["kind"] == "not_found"
+
+
+def test_only_the_owner_can_replace_its_value(network: list[tuple[Path, dict]]) -> None:
+    owner = network[1][1]["peer_id"]
+    first = run("dht", "put", "motd", "first", home=network[1][0])
+    assert first.returncode == 0, first.stderr
+    assert f"stored /guts/{owner}/motd (seq " in first.stdout
+    hijack = run("dht", "put", f"{owner}/motd", "\xff" * 20, home=network[2][0])
+    assert hijack.returncode == 1 and "can only sign its own records" in hijack.stderr
+    assert run("dht", "put", "motd", "second", home=network[1][0]).returncode == 0
+    for home, _ in network:
+        got = run("dht", "get", f"{owner}/motd", home=home)
+        assert got.returncode == 0 and got.stdout == "second\n", (home, got.stdout, got.stderr)
+
+
+def test_a_put_that_stored_nowhere_fails(tmp_path: Path) -> None:
+    lone = _start(tmp_path / "lone", "--dht-mode", "server")
+    try:
+        assert lone.stdout is not None
+        json.loads(lone.stdout.readline())
+        result = run("dht", "put", "alone", "v", home=tmp_path / "lone")
+        assert result.returncode == 1
+        assert "stored at no peer" in result.stderr and "at 0 peers" in result.stdout
+        as_json = run("dht", "put", "alone", "v", "--json", home=tmp_path / "lone")
+        assert as_json.returncode == 1
+        answer = json.loads(as_json.stdout)
+        assert answer["stored"] == 0 and answer["stored_at"] == [] and answer["stored_locally"]
+    finally:
+        lone.send_signal(signal.SIGINT)
+        assert lone.wait(timeout=15) == 0
 
 
 def test_find_peer(network: list[tuple[Path, dict]]) -> None:
@@ -111,7 +148,7 @@ def test_without_a_node_a_bootstrap_peer_serves_one_query(network: list[tuple[Pa
     result = run("dht", "find-peers", "guts/repo-a", "--json", "--bootstrap", bootstrap, home=nobody)
     assert result.returncode == 0, result.stderr
     assert {p["peer_id"] for p in json.loads(result.stdout)["peers"]} == {r["peer_id"] for _, r in network}
-    got = run("dht", "get", "greeting", "--bootstrap", bootstrap, home=nobody)
+    got = run("dht", "get", f"{network[0][1]['peer_id']}/greeting", "--bootstrap", bootstrap, home=nobody)
     assert got.returncode == 0 and got.stdout == "hello, world\n"
     assert not (nobody / "control.sock").exists() and not (nobody / "dht.sqlite").exists()
 

@@ -290,9 +290,15 @@ def find_providers(
     typer.echo(f"{len(result['providers'])} providers of {key!r} ({kind}, key {result['key_hex'][:16]}...)")
 
 
+_RECORD_KEY = (
+    "The record's name: NAME (this node's /guts/<its peer id>/NAME), OWNER/NAME (another peer's), "
+    "or /namespace/name (/guts/OWNER/NAME, /pk/...)."
+)
+
+
 @app.command()
 def put(
-    key: Annotated[str, typer.Argument(help="The record's name (/guts/KEY), or /namespace/name.")],
+    key: Annotated[str, typer.Argument(help=_RECORD_KEY + " Under /guts/, only this node's own names.")],
     value: Annotated[str, typer.Argument(help="The value (text).")],
     home: HomeOption = None,
     bootstrap: BootstrapOption = [],
@@ -300,22 +306,42 @@ def put(
     timeout: TimeoutOption = 60.0,
     as_json: JsonOption = False,
 ) -> None:
-    """Store VALUE under KEY on the closest peers."""
+    """Store VALUE under KEY on the closest peers, signed with this node's key.
+
+    A value under /guts/ belongs to the node that signed it: a later put
+    of the same name replaces it everywhere (a higher sequence number),
+    and no other node can. Exits with status 1 when no peer took the
+    value, or when this node's own store refused it (then it is not
+    republished).
+    """
     result = _run(home, "put", {"key": key, "value": value}, bootstrap, dht_protocol, timeout, as_json)
+    stored, local = result["stored"], result["stored_locally"]
+    seq = f" (seq {result['seq']})" if result.get("seq") is not None else ""
     if not as_json:
-        typer.echo(f"stored {result['key']} at {len(result['stored_at'])} peers")
+        typer.echo(f"stored {result['key']}{seq} at {stored} peers" + ("" if local else ", not in this node's own store"))
+    if not stored:
+        message = f"{result['key']} was stored at no peer: " + (
+            "none of the closest peers took it" if result["queried"] else "no peer to store it at was found"
+        )
+        fail(message)
+    if not local:
+        fail(
+            f"this node's own store refused {result['key']} (it holds as many values of its own as it may), "
+            "so it will not be republished"
+        )
 
 
 @app.command()
 def get(
-    key: Annotated[str, typer.Argument(help="The record's name (/guts/KEY), or /namespace/name.")],
+    key: Annotated[str, typer.Argument(help=_RECORD_KEY)],
     home: HomeOption = None,
     bootstrap: BootstrapOption = [],
     dht_protocol: DhtProtocolOption = None,
     timeout: TimeoutOption = 60.0,
     as_json: JsonOption = False,
 ) -> None:
-    """Print the value stored under KEY (the best one found)."""
+    """Print the value stored under KEY (the best one found: under /guts/,
+    the latest its owner signed)."""
     result = _run(home, "get", {"key": key}, bootstrap, dht_protocol, timeout, as_json)
     if not as_json:
         sys.stdout.buffer.write(bytes.fromhex(result["value_hex"]) + b"\n")

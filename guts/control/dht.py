@@ -3,7 +3,9 @@
 Each operation is a function of the DHT and the request body that returns
 the JSON answer; the command line calls the same functions directly when it
 runs a short-lived node of its own (``--bootstrap`` with no node running).
-Keys are named as :mod:`guts.control.keys` says.
+Keys are named as :mod:`guts.control.keys` says; a record key under
+``/guts/`` names its owner (``/guts/<peer id>/<name>``), and a bare name
+is the node's own (see :func:`_owned_key`).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from guts.control._api import ControlApi, require
 from guts.control._http import HttpRequest, HttpResponse
 from guts.control.keys import dht_key, record_key
 from guts.dht import Dht, LookupResult
-from guts.errors import InputError
+from guts.errors import GutsError, InputError
 from guts.dht import bucket_index, kad_key
+from guts.dht.signed import NAMESPACE, guts_key, open_record
 from guts.peer import PeerId
 from guts.peerstore import PeerInfo
 
@@ -82,25 +85,62 @@ async def find_providers(dht: Dht, body: dict[str, Any]) -> dict[str, Any]:
     return {"key": text, "key_hex": key.hex(), "providers": [_peer(p) for p in providers]}
 
 
-async def put(dht: Dht, body: dict[str, Any]) -> dict[str, Any]:
-    text = require(body, "key")
+def _owned_key(dht: Dht, text: str) -> bytes:
+    """The record key ``text`` names: under ``/guts/``, ``OWNER/NAME`` (an
+    owner's peer id, then a name) or a bare ``NAME`` (ours); another
+    namespace as given (``/pk/...``).
+
+    Raises:
+        InputError: the key is empty, too long or malformed.
+    """
     key = record_key(text)
+    if not key.startswith(NAMESPACE):
+        return key
+    rest = key[len(NAMESPACE) :]
+    owner_text, slash, name = rest.partition(b"/")
+    if slash and name:
+        try:
+            return guts_key(PeerId.from_string(owner_text.decode("ascii")), name)
+        except (UnicodeDecodeError, ValueError, GutsError):
+            pass
+    return guts_key(dht.peer_id, rest)
+
+
+async def put(dht: Dht, body: dict[str, Any]) -> dict[str, Any]:
+    """Sign (under ``/guts/``) and publish a value. The answer says where it
+    was stored: ``stored`` counts the peers that took it, and
+    ``stored_locally`` whether our own store did (a value our store refused
+    is not republished); the command line fails when either is none."""
+    key = _owned_key(dht, require(body, "key"))
     if "value_hex" in body:
         value = bytes.fromhex(require(body, "value_hex"))
     else:
         value = require(body, "value").encode()
     result = await dht.put_value(key, value)
-    return {"key": key.decode(), "stored_at": [str(p) for p in result.stored_at], **_figures(result.lookup)}
+    return {
+        "key": key.decode(),
+        "seq": result.seq,
+        "stored": len(result.stored_at),
+        "stored_locally": result.stored_locally,
+        "stored_at": [str(p) for p in result.stored_at],
+        **_figures(result.lookup),
+    }
 
 
 async def get(dht: Dht, body: dict[str, Any]) -> dict[str, Any]:
-    key = record_key(require(body, "key"))
-    value = await dht.get_value(key)
+    key = _owned_key(dht, require(body, "key"))
+    record = await dht.get_record(key)
+    out: dict[str, Any] = {"key": key.decode()}
+    value = record
+    if key.startswith(NAMESPACE):
+        signed = open_record(key, record, len(record))
+        value = signed.value
+        out.update(owner=str(signed.owner), seq=signed.seq)
     try:
         text: str | None = value.decode()
     except UnicodeDecodeError:
         text = None
-    return {"key": key.decode(), "value": text, "value_hex": value.hex()}
+    return {**out, "value": text, "value_hex": value.hex()}
 
 
 OPERATIONS: dict[str, Operation] = {
