@@ -1,0 +1,317 @@
+"""A soak: one real ``guts start`` node against about 1,000 connections,
+honest and hostile mixed, for a bounded time; what the honest peers got,
+what the node held, and whether its memory came back.
+
+Usage::
+
+    python -m bench.soak [--seconds 60] [--scale 1.0] [--write]
+
+The populations (``--scale`` multiplies the hostile counts), each from its
+own loopback address so that per-IP limits see them apart:
+
+- ``honest``: 20 peers (127.0.0.10-29), each an authenticated connection
+  that pings every 0.5 s from before the attack until after it;
+- ``idle``: 400 authenticated connections (Noise and yamux done) that do
+  nothing, 200 from 127.0.0.2 and 200 from 127.0.0.3;
+- ``noise-stall``: 200 TCP connections (127.0.0.4) that propose ``/noise``
+  and then say nothing;
+- ``tcp-idle``: 200 TCP connections (127.0.0.5) that send nothing;
+- ``ls-spam``: 50 authenticated connections (127.0.0.6) that open streams
+  and ask ``ls`` again and again without reading the answers;
+- ``churn``: 50 authenticated connections (127.0.0.7) that open and reset
+  streams as fast as they can;
+- ``handshake-flood``: 80 workers (127.0.0.8), each connecting with a fresh
+  key, finishing the handshake and hanging up, again and again.
+
+Measured: the honest pings (answered, median and p99, before, during and
+after), the node's RSS (before, peak, 10 s after the attack ended), its
+connections during the attack (from ``guts status``), and its stderr lines.
+``--write`` puts the table into RELIABILITY.md between its soak markers.
+Every loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from bench._procs import child_env, proc_status
+from guts.crypto import KeyPair
+from guts.mux.yamux import YamuxConfig, YamuxConnection
+from guts.upgrade import upgrade_outbound
+from guts.wire import select_protocol
+from guts.wire._varint import encode_uvarint
+
+ROOT = Path(__file__).resolve().parent.parent
+PING = "/ipfs/ping/1.0.0"
+MULTISTREAM = "/multistream/1.0.0"
+START, END = "<!-- soak:start -->", "<!-- soak:end -->"
+
+
+def _line(text: str) -> bytes:
+    data = (text + "\n").encode()
+    return encode_uvarint(len(data)) + data
+
+
+@dataclass
+class Tally:
+    pings: dict[str, list[float]] = field(default_factory=lambda: {"before": [], "during": [], "after": []})
+    failures: Counter[str] = field(default_factory=Counter)
+    opened: Counter[str] = field(default_factory=Counter)
+    refused: Counter[str] = field(default_factory=Counter)
+    phase: str = "before"
+
+
+async def _tcp(port: int, source: str) -> trio.SocketStream:
+    return await trio.open_tcp_stream("127.0.0.1", port, local_address=source)
+
+
+async def _authenticated(port: int, source: str, nursery: trio.Nursery) -> YamuxConnection:
+    raw = await _tcp(port, source)
+    try:
+        with trio.fail_after(10):
+            _, muxer = await upgrade_outbound(raw, KeyPair.generate(), None, YamuxConfig(keepalive_interval=None))
+    except BaseException:
+        await trio.aclose_forcefully(raw)
+        raise
+    nursery.start_soon(muxer.run)
+    return muxer
+
+
+async def _honest(port: int, source: str, tally: Tally, stop: trio.Event) -> None:
+    async with trio.open_nursery() as nursery:
+        muxer = None
+        while not stop.is_set():
+            start = time.perf_counter()
+            try:
+                with trio.fail_after(5):
+                    if muxer is None:
+                        muxer = await _authenticated(port, source, nursery)
+                    stream = await muxer.open_stream()
+                    negotiated = await select_protocol(stream, [PING])
+                    payload = os.urandom(32)
+                    await negotiated.send_all(payload)
+                    got = b""
+                    while len(got) < 32:
+                        data = await negotiated.receive_some(32 - len(got))
+                        if not data:
+                            raise EOFError("ping stream ended")
+                        got += data
+                    await negotiated.aclose()
+                tally.pings[tally.phase].append(time.perf_counter() - start)
+            except Exception as exc:  # noqa: BLE001 - counted: the figure is how many failed
+                tally.failures[f"{tally.phase}: {type(exc).__name__}"] += 1
+                if muxer is not None:
+                    await muxer.aclose()
+                muxer = None
+            await trio.sleep(0.5)
+        nursery.cancel_scope.cancel()
+
+
+async def _hold(kind: str, port: int, source: str, tally: Tally, stop: trio.Event) -> None:
+    """One hostile connection of ``kind`` until ``stop``."""
+    try:
+        with trio.fail_after(15):
+            if kind in ("tcp-idle", "noise-stall"):
+                raw = await _tcp(port, source)
+            else:
+                raw = None
+    except (OSError, trio.TooSlowError):
+        tally.refused[kind] += 1
+        return
+    if raw is not None:
+        async with raw:
+            tally.opened[kind] += 1
+            try:
+                if kind == "noise-stall":
+                    await raw.send_all(_line(MULTISTREAM) + _line("/noise"))
+                await stop.wait()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+        return
+    async with trio.open_nursery() as nursery:
+        try:
+            muxer = await _authenticated(port, source, nursery)
+        except Exception:  # noqa: BLE001 - a refusal is what is counted
+            tally.refused[kind] += 1
+            nursery.cancel_scope.cancel()
+            return
+        tally.opened[kind] += 1
+        try:
+            if kind == "idle":
+                await stop.wait()
+            elif kind == "ls-spam":
+                while not stop.is_set():
+                    stream = await muxer.open_stream()
+                    await stream.send_all(_line(MULTISTREAM) + _line("ls") * 64)
+                    await trio.sleep(0.01)
+            elif kind == "churn":
+                while not stop.is_set():
+                    stream = await muxer.open_stream()
+                    await stream.send_all(_line(MULTISTREAM) + _line(PING))
+                    await stream.reset()
+                    await trio.sleep(0)
+        except Exception:  # noqa: BLE001 - the node closed it: counted as refused work
+            tally.refused[f"{kind} (closed by the node)"] += 1
+        await muxer.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def _flood(port: int, source: str, tally: Tally, stop: trio.Event) -> None:
+    async with trio.open_nursery() as nursery:
+        while not stop.is_set():
+            try:
+                with trio.fail_after(5):
+                    muxer = await _authenticated(port, source, nursery)
+                tally.opened["handshake-flood"] += 1
+                await muxer.aclose()
+            except Exception:  # noqa: BLE001 - counted
+                tally.refused["handshake-flood"] += 1
+                await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+
+
+def _status(home: Path) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "guts.cli", "status", "--json"],
+        capture_output=True, text=True, timeout=30, env={**child_env(), "GUTS_HOME": str(home)},
+    )  # fmt: skip
+    answer: dict[str, Any] = json.loads(done.stdout) if done.returncode == 0 else {}
+    return answer
+
+
+def _rss(pid: int) -> float:
+    return proc_status(pid).get("VmRSS", 0) / 1024
+
+
+async def soak(seconds: float, scale: float, home: Path) -> dict[str, Any]:
+    log_path = home / "node.log"
+    with open(log_path, "w") as log:
+        node = subprocess.Popen(
+            [sys.executable, "-m", "guts.cli", "start", "--json", "--listen", "/ip4/127.0.0.1/tcp/0"],
+            stdout=subprocess.PIPE, stderr=log, text=True, env={**child_env(), "GUTS_HOME": str(home)},
+        )  # fmt: skip
+    try:
+        assert node.stdout is not None
+        ready = json.loads(node.stdout.readline())
+        port = int(ready["addrs"][0].split("/")[4])
+        tally = Tally()
+        figures: dict[str, Any] = {"rss_start": _rss(node.pid)}
+        honest_stop, hostile_stop = trio.Event(), trio.Event()
+        count = {k: max(1, round(n * scale)) for k, n in
+                 {"idle": 400, "noise-stall": 200, "tcp-idle": 200, "ls-spam": 50, "churn": 50,
+                  "handshake-flood": 80}.items()}  # fmt: skip
+        async with trio.open_nursery() as nursery:
+            for i in range(20):
+                nursery.start_soon(_honest, port, f"127.0.0.{10 + i}", tally, honest_stop)
+            await trio.sleep(5)
+            tally.phase = "during"
+            attack_started = time.monotonic()
+            async with trio.open_nursery() as attack:
+                sources = {"noise-stall": "127.0.0.4", "tcp-idle": "127.0.0.5", "ls-spam": "127.0.0.6",
+                           "churn": "127.0.0.7"}  # fmt: skip
+                for i in range(count["idle"]):
+                    attack.start_soon(_hold, "idle", port, f"127.0.0.{2 + i % 2}", tally, hostile_stop)
+                for kind in ("noise-stall", "tcp-idle", "ls-spam", "churn"):
+                    for _ in range(count[kind]):
+                        attack.start_soon(_hold, kind, port, sources[kind], tally, hostile_stop)
+                for _ in range(count["handshake-flood"]):
+                    attack.start_soon(_flood, port, "127.0.0.8", tally, hostile_stop)
+                peak, held, samples = figures["rss_start"], 0, 0
+                while time.monotonic() - attack_started < seconds:
+                    await trio.sleep(2)
+                    peak = max(peak, _rss(node.pid))
+                    status = await trio.to_thread.run_sync(_status, home)
+                    if status:
+                        samples += 1
+                        held = max(held, len(status.get("connections", [])))
+                    else:
+                        tally.failures["during: guts status did not answer"] += 1
+                figures.update(rss_peak=peak, held=held, status_answers=samples)
+                hostile_stop.set()
+                attack.cancel_scope.deadline = trio.current_time() + 20  # the hostile tasks end by then
+            tally.phase = "after"
+            await trio.sleep(10)
+            figures["rss_after"] = _rss(node.pid)
+            honest_stop.set()
+        figures["stderr_lines"] = sum(1 for _ in open(log_path, errors="replace"))
+        figures["tally"] = tally
+        figures["alive"] = node.poll() is None
+        return figures
+    finally:
+        node.terminate()
+        try:
+            node.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            node.kill()
+
+
+def _ms(values: list[float], q: float) -> str:
+    if not values:
+        return "—"
+    ordered = sorted(values)
+    return f"{ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000:.1f} ms"
+
+
+def report(f: dict[str, Any], seconds: float) -> str:
+    tally: Tally = f["tally"]
+    lines = ["| phase | honest pings answered | failed | median | p99 |", "| --- | ---: | ---: | ---: | ---: |"]
+    for phase in ("before", "during", "after"):
+        ok = tally.pings[phase]
+        failed = sum(n for k, n in tally.failures.items() if k.startswith(phase + ":"))
+        median = f"{statistics.median(ok) * 1000:.1f} ms" if ok else "—"
+        lines.append(f"| {phase} the attack | {len(ok)} | {failed} | {median} | {_ms(ok, 0.99)} |")
+    lines += ["", "| hostile population | connections made | refused or closed by the node |", "| --- | ---: | ---: |"]
+    for kind in ("idle", "noise-stall", "tcp-idle", "ls-spam", "churn", "handshake-flood"):
+        closed = sum(n for k, n in tally.refused.items() if k.startswith(kind))
+        lines.append(f"| {kind} | {tally.opened[kind]} | {closed} |")
+    per = (f["rss_peak"] - f["rss_start"]) / f["held"] * 1024 if f["held"] else 0.0
+    lines += [
+        "",
+        f"Node RSS: {f['rss_start']:.0f} MiB before, {f['rss_peak']:.0f} MiB at the peak, "
+        f"{f['rss_after']:.0f} MiB 10 s after the attack ended; at most {f['held']} connections held at once "
+        f"({per:.0f} KiB each at the peak). `guts status` answered {f['status_answers']} times during the "
+        f"{seconds:.0f} s attack; failures: {dict(tally.failures) or 'none'}. The node wrote {f['stderr_lines']} "
+        f"lines to stderr, and {'was still running' if f['alive'] else 'HAD STOPPED'} at the end.",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `python -m bench.soak`, "
+        f"{os.cpu_count()} cores; the attackers run in one process on the same machine.",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="how long the attack lasts")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiplies the hostile populations")
+    parser.add_argument("--write", action="store_true", help="write the table into RELIABILITY.md")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="guts-soak-") as tmp:
+        figures = trio.run(soak, args.seconds, args.scale, Path(tmp))
+    text = report(figures, args.seconds)
+    print(text)
+    if args.write:
+        path = ROOT / "RELIABILITY.md"
+        doc = path.read_text()
+        if START not in doc or END not in doc:
+            print(f"RELIABILITY.md has no {START} … {END} markers", file=sys.stderr)
+            return 1
+        head, rest = doc.split(START, 1)
+        path.write_text(head + START + "\n" + text + "\n" + END + rest.split(END, 1)[1])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
