@@ -189,23 +189,23 @@ class DhtStore:
         lim = limits or RecordLimits()
         out: list[ProviderRecord] = []
         size = 0
-        cutoff = None
+        cutoff: tuple[float, int] | None = None
         with self._lock:
             rows = self._db.execute(
-                "SELECT key, provider, addrs, received, expires FROM providers WHERE expires > ? ORDER BY received DESC",
+                "SELECT rowid, key, provider, addrs, received, expires FROM providers WHERE expires > ? ORDER BY received DESC",
                 (now,),
             )
-            for key, provider, addrs, received, expires in rows:
+            for rowid, key, provider, addrs, received, expires in rows:
                 size += len(key) + PROVIDER_OVERHEAD
                 if len(out) >= lim.max_provider_records or size > lim.max_provider_bytes:
-                    cutoff = received
+                    cutoff = (received, rowid)
                     break
                 try:
                     out.append(ProviderRecord(bytes(key), PeerId.from_bytes(provider), _unpack_addrs(addrs), received, expires))
                 except (DecodeError, TypeError, ValueError) as exc:
                     log.warning("%s: skipping a provider row that does not decode: %s", self.path, exc)
             rows.close()
-        self._prune("providers", "expires <= ?" + ("" if cutoff is None else " OR received < ?"), now, cutoff)
+        self._prune("providers", "expires <= ?" + ("" if cutoff is None else " OR received < ? OR rowid = ?"), now, cutoff)
         out.reverse()
         return out
 
@@ -217,21 +217,21 @@ class DhtStore:
         own: list[StoredValue] = []
         others: list[StoredValue] = []
         size = 0
-        cutoff = None
+        cutoff: tuple[float, int] | None = None
         with self._lock:
             for key, value, received, expires in self._db.execute(
                 "SELECT key, value, received, expires FROM records WHERE publisher IS NULL ORDER BY received"
             ).fetchmany(lim.max_values_per_peer):
                 own.append(StoredValue(bytes(key), bytes(value), received, expires, None))
             rows = self._db.execute(
-                "SELECT key, value, received, expires, publisher FROM records "
+                "SELECT rowid, key, value, received, expires, publisher FROM records "
                 "WHERE publisher IS NOT NULL AND expires > ? ORDER BY received DESC",
                 (now,),
             )
-            for key, value, received, expires, publisher in rows:
+            for rowid, key, value, received, expires, publisher in rows:
                 size += len(key) + len(value)
                 if len(others) >= lim.max_values or size > lim.max_value_bytes:
-                    cutoff = received
+                    cutoff = (received, rowid)
                     break
                 try:
                     others.append(StoredValue(bytes(key), bytes(value), received, expires, PeerId.from_bytes(publisher)))
@@ -240,17 +240,19 @@ class DhtStore:
             rows.close()
         self._prune(
             "records",
-            "publisher IS NOT NULL AND (expires <= ?" + (")" if cutoff is None else " OR received < ?)"),
+            "publisher IS NOT NULL AND (expires <= ?" + (")" if cutoff is None else " OR received < ? OR rowid = ?)"),
             now,
             cutoff,
         )
         others.reverse()
         return own + others
 
-    def _prune(self, table: str, where: str, now: float, cutoff: float | None) -> None:
+    def _prune(self, table: str, where: str, now: float, cutoff: tuple[float, int] | None) -> None:
         """Delete the rows a load left out, and give the space back to the
         file system when most of the file is free pages."""
-        args = (now,) if cutoff is None else (now, cutoff)
+        # The cut: rows older than the first row left out, and that row (rows
+        # of its very time that were not read stay for the next load).
+        args: tuple[float, ...] = (now,) if cutoff is None else (now, *cutoff)
         with self._lock:
             deleted = self._db.execute(f"DELETE FROM {table} WHERE {where}", args).rowcount
             if deleted and self.path != ":memory:":
