@@ -22,6 +22,17 @@ accepted connection) to keep ``import guts.transport`` fast.
 Ping frames are answered from ``receive_some``; libp2p connections always
 have a reader (the muxer), so pings never wait long. A pong is never
 queued behind a blocked writer: it is handed to the writer instead.
+
+Bytes behind the upgrade request. A client may send its first frames in
+the same write as its HTTP request (a lazy multistream proposal does).
+wsproto's server keeps whatever follows the request head inside its HTTP
+parser and drops it on accepting, which stalled such a connection. So
+the server side cuts the request head itself (at the blank line, at most
+:data:`MAX_REQUEST_HEAD` bytes), hands wsproto the head, and feeds the
+rest to the accepted connection.
+
+An inbound connection whose upgrade fails is closed and logged, at most
+one line per remote address per 10 s (:class:`~guts.ratelog.RateLimitedLog`).
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ from trio.lowlevel import checkpoint
 
 from guts.errors import DialError, RemoteProtocolError
 from guts.multiaddr import Component, Multiaddr
+from guts.ratelog import RateLimitedLog
 from guts.transport._base import ConnectionHandler, RawConnection, ip_multiaddr, run_handler, serve_listeners
 from guts.transport.tcp import connect_tcp, open_listeners, tcp_target
 
@@ -45,6 +57,9 @@ if TYPE_CHECKING:
 __all__ = ["WebSocketConfig", "WebSocketConnection", "WebSocketTransport"]
 
 logger = logging.getLogger("guts.transport")
+
+#: Longest upgrade request head a server accepts (h11's default bound).
+MAX_REQUEST_HEAD = 16 * 1024
 
 _WS = (Component("ws", None),)
 
@@ -87,6 +102,7 @@ class WebSocketConnection(RawConnection):
         "local_addr",
         "remote_addr",
         "_ws",
+        "_head",
         "_config",
         "_incoming",
         "_outgoing",
@@ -111,6 +127,9 @@ class WebSocketConnection(RawConnection):
         self.local_addr = local_addr
         self.remote_addr = remote_addr
         self._ws = ws
+        #: Server side, until the upgrade request head is whole: what
+        #: arrived of it (see "Bytes behind the upgrade request").
+        self._head: bytearray | None = None
         self._config = config
         self._incoming = bytearray()  # payload received, not yet returned
         self._outgoing = bytearray()  # control frames waiting for the writer
@@ -168,7 +187,30 @@ class WebSocketConnection(RawConnection):
             # Pong and RejectData need nothing.
 
     def _feed(self, data: bytes | bytearray) -> None:
-        """Hand bytes read from the stream (``b""`` at EOF) to wsproto."""
+        """Hand bytes read from the stream (``b""`` at EOF) to wsproto; on
+        the server side, the request head alone first, then what followed."""
+        head = self._head
+        if head is None:
+            self._receive(data)
+            return
+        if not data:
+            self._head = None
+            self._receive(b"")
+            return
+        start = max(0, len(head) - 3)
+        head += data
+        end = head.find(b"\r\n\r\n", start)
+        if end < 0:
+            if len(head) > MAX_REQUEST_HEAD:
+                raise RemoteProtocolError(f"websocket upgrade request head over {MAX_REQUEST_HEAD} bytes")
+            return
+        self._head = None
+        self._receive(head[: end + 4])
+        rest = head[end + 4 :]
+        if rest:
+            self._receive(rest)  # frames sent in the same write as the request
+
+    def _receive(self, data: bytes | bytearray) -> None:
         from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 
         try:
@@ -353,6 +395,7 @@ async def server_handshake(
 
     ws = WSConnection(ConnectionType.SERVER)
     conn = WebSocketConnection(stream, ws, local_addr, remote_addr, config or WebSocketConfig())
+    conn._head = bytearray()
     await conn._handshake()
     return conn
 
@@ -372,6 +415,8 @@ class WebSocketTransport:
 
     def __init__(self, config: WebSocketConfig | None = None) -> None:
         self.config = config or WebSocketConfig()
+        #: Failed inbound upgrades: one line per remote address per 10 s.
+        self.failures = RateLimitedLog(logger, interval=10.0, max_keys=1024)
 
     def can_dial(self, addr: Multiaddr) -> bool:
         return tcp_target(addr, ("ws",)) is not None
@@ -408,14 +453,20 @@ class WebSocketTransport:
         listeners, addrs = await open_listeners(addr, _WS)
         config = self.config
 
+        failures = self.failures
+
         async def on_accept(tcp: trio.SocketStream) -> None:
+            who = "an unknown address"
             try:
                 local = ip_multiaddr(tcp.socket.getsockname(), _WS)
-                remote = ip_multiaddr(tcp.socket.getpeername(), _WS)
+                peer = tcp.socket.getpeername()
+                who = str(peer[0])
+                remote = ip_multiaddr(peer, _WS)
                 with trio.fail_after(config.handshake_timeout):
                     conn = await server_handshake(tcp, local, remote, config)
             except (OSError, RemoteProtocolError, trio.BrokenResourceError, trio.TooSlowError) as exc:
-                logger.debug("websocket handshake on %s failed: %s", addrs[0], exc)
+                reason = str(exc) or f"no upgrade within {config.handshake_timeout:g} s"
+                failures.info(who, "upgrade failed", "websocket upgrade from %s on %s failed: %s", who, addrs[0], reason)
                 await trio.aclose_forcefully(tcp)
                 return
             except Exception:
