@@ -89,18 +89,21 @@ def test_message_over_the_size_cap() -> None:
     honest_still_flow(net, a, honest)
 
 
-def test_three_invalid_messages_graylist_the_sender() -> None:
+def test_two_invalid_messages_graylist_the_sender() -> None:
     net, a, honest, attacker = setup()
     for seqno in range(3):
         net.send(attacker.peer_id, a.local, RPC(messages=(forged(attacker, seqno=seqno, signature=bytes(64)),)))
     assert a.peer_score(attacker.peer_id, net.now) < a.config.score_thresholds.graylist_threshold
+    # P4: -40 * 2^2 = -160; the third forgery was not even read
+    assert a.stats.rejections == {"bad signature": 2} and a.stats.rpcs_graylisted == 1
     # a perfectly valid message from it is now dropped with the rest of its RPCs
     net.send(attacker.peer_id, a.local, RPC(messages=(forged(attacker, seqno=10),)))
     net.pump()
-    assert net.delivered(a.local) == [] and a.stats.rpcs_graylisted == 1
+    assert net.delivered(a.local) == [] and a.stats.rpcs_graylisted == 2
     # its frames are not even decoded any more: garbage costs nothing and raises nothing
     a.handle_frame(attacker.peer_id, b"\xff\xff garbage", net.now)
-    assert a.stats.rpcs_graylisted == 2
+    assert a.stats.rpcs_graylisted == 3
+    assert a.stats.dropped == {"rejected: bad signature": 2, "graylisted_rpcs": 3}
     with pytest.raises(DecodeError):
         a.handle_frame(honest[0].local, b"\xff\xff garbage", net.now)
     honest_still_flow(net, a, honest)

@@ -64,9 +64,17 @@ class TopicScoreParams:
     """Per-topic parameters (times in seconds).
 
     The defaults reward up to 10 points for an hour in the mesh (P1) and one
-    point per recent first delivery (P2); three invalid messages take a peer
-    below the graylist threshold (P4: -10 · 3² = -90). P3 and P3b are off
-    (weight 0); see the module docstring.
+    point per recent first delivery (P2), up to 10: a peer earns at most 20
+    before the topic cap, whatever it sends. An invalid message costs 40
+    (P4: -40 · n²) and its count decays by 0.2 % a second (half-life near
+    6 minutes), so that one forgery outweighs any number of valid messages
+    for minutes: with P1 and P2 both full, the score is back above 0 after
+    about 3 minutes, and a new peer (P1 near 0) only after about 5; two
+    invalid messages take a peer below the graylist threshold
+    (-40 · 2² = -160) for about 3 minutes, three for about 6. Lighthouse and
+    Lodestar go further (P4 weighs the whole positive score and decays over
+    hours); a Guts topic carries fewer messages, so fewer are needed to earn
+    back trust. P3 and P3b are off (weight 0); see the module docstring.
     """
 
     topic_weight: float = 1.0
@@ -77,7 +85,7 @@ class TopicScoreParams:
     # P2
     first_message_deliveries_weight: float = 1.0
     first_message_deliveries_decay: float = 0.9
-    first_message_deliveries_cap: float = 100.0
+    first_message_deliveries_cap: float = 10.0
     # P3
     mesh_message_deliveries_weight: float = 0.0
     mesh_message_deliveries_decay: float = 0.5
@@ -89,8 +97,8 @@ class TopicScoreParams:
     mesh_failure_penalty_weight: float = 0.0
     mesh_failure_penalty_decay: float = 0.5
     # P4
-    invalid_message_deliveries_weight: float = -10.0
-    invalid_message_deliveries_decay: float = 0.9
+    invalid_message_deliveries_weight: float = -40.0
+    invalid_message_deliveries_decay: float = 0.998
 
     def __post_init__(self) -> None:
         checks = [
