@@ -177,6 +177,7 @@ class PeerGuard:
         return verdict
 
     def _enforce(self, peer: PeerId, verdict: Verdict, blocked: tuple[Block, ...]) -> None:
+        closing: set[PeerId] = set()
         for block in blocked:
             log.warning(
                 "blocked %s until %s: %s (offence %d)",
@@ -185,16 +186,14 @@ class PeerGuard:
             )  # fmt: skip
             if self._host is not None:
                 self._host.start_soon(self._save_quietly, block)
-            for other in self._covered(block.target):
-                self._close_soon(other)
+            closing.update(self._covered(block.target))
         if verdict in (Verdict.DISCONNECT, Verdict.BLOCK):
-            self._close_soon(peer)
-
-    def _close_soon(self, peer: PeerId) -> None:
+            closing.update(self._covered(peer))
         host = self._host
-        if host is not None and host.connection(peer) is not None:
-            self.disconnected += 1
-            host.start_soon(host.disconnect, peer)
+        if host is not None:
+            for other in closing:
+                self.disconnected += 1
+                host.start_soon(host.disconnect, other)
 
     # -- blocks by hand --------------------------------------------------------
 
