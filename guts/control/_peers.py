@@ -2,9 +2,10 @@
 of the node.
 
 ``GET /v1/peers``
-    the connected peers (id, direction, address, score, verdict, whether
-    blocked), the active blocks and the thresholds and counters of the
-    node's :class:`~guts.reputation.PeerGuard`.
+    the connected peers (id, direction, address, score, verdict), the
+    active blocks (those set by hand first, then the newest; at most
+    :data:`MAX_LISTED`, with ``blocks_total``), and the thresholds and
+    counters of the node's :class:`~guts.reputation.PeerGuard`.
 ``POST /v1/peers/block`` ``{"peer"}`` or ``{"ip"}`` (an address or a
 network in CIDR), ``"duration"?`` (seconds; none: until unblocked),
 ``"reason"?``
@@ -43,6 +44,9 @@ from guts.reputation import (
 
 __all__ = ["add_peer_routes", "block_json"]
 
+#: Blocks listed at most (a list of 100,000 would pass the answer's size
+#: limit); ``blocks_total`` says how many there are.
+MAX_LISTED = 1000
 #: The longest block by duration, in seconds (ten years; longer is "until lifted").
 MAX_DURATION = 10 * 365 * 86_400.0
 
@@ -121,7 +125,11 @@ def add_peer_routes(api: ControlApi, reputation: PeerGuard | None, host: Host) -
         body: dict[str, Any] = {"peers": rows}
         if guard is not None:
             config = guard.reputation.config
-            body["blocks"] = [block_json(b, now) for b in guard.blocks()]
+            blocks = guard.blocks()
+            # By hand first, then the newest: what a person looks for.
+            shown = [b for b in blocks if b.manual] + [b for b in reversed(blocks) if not b.manual]
+            body["blocks"] = [block_json(b, now) for b in shown[:MAX_LISTED]]
+            body["blocks_total"] = len(blocks)
             body["thresholds"] = {"throttle": config.throttle, "disconnect": config.disconnect, "block": config.block}
             body["status"] = guard.status()
         return HttpResponse(200, body)
