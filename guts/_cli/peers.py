@@ -57,8 +57,8 @@ def parse_duration(text: str) -> float:
             pos = match.end()
         if pos != len(text) or not text:
             raise ValueError(f"{text!r} is not a duration (say 90s, 10m, 2h, 7d or 1h30m)") from None
-    if not seconds > 0 or seconds != seconds:
-        raise ValueError("a duration is positive")
+    if not 0 < seconds < float("inf"):
+        raise ValueError("a duration is positive and finite")
     return seconds
 
 
@@ -135,7 +135,9 @@ def list_(home: HomeOption = None, as_json: JsonOption = False) -> None:
     if not blocks:
         console.print("no blocks")
         return
-    table = Table(title=f"{len(blocks)} block{'s' if len(blocks) != 1 else ''}", title_justify="left")
+    total = info.get("blocks_total", len(blocks))
+    title = f"{total} block{'s' if total != 1 else ''}" + (f" ({len(blocks)} shown)" if total > len(blocks) else "")
+    table = Table(title=title, title_justify="left")
     for column in ("target", "how long", "set", "offences", "reason"):
         table.add_column(column, overflow="fold")
     for block in blocks:
