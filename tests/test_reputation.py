@@ -477,3 +477,112 @@ async def test_a_blocked_address_is_refused_before_the_handshake(tmp_path: Path)
         assert await guard.unblock(block.target) == block
         await b.connect(target)
         assert b.connection(a.peer_id) is not None
+
+
+# -- the control routes, in process ------------------------------------------------------
+
+
+async def _call(api, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:  # type: ignore[no-untyped-def]
+    import json
+
+    from guts.control._http import HttpRequest
+
+    response = await api(HttpRequest(method, path, {}, b"" if body is None else json.dumps(body).encode()))
+    return response.status, response.body
+
+
+async def test_peer_routes(tmp_path: Path) -> None:
+    from guts.control import ControlApi
+    from guts.control._peers import add_peer_routes
+
+    network = MemoryNetwork()
+    guard = PeerGuard.in_home(tmp_path)
+    config = HostConfig(keep_alive=0)
+    try:
+        async with open_host(KeyPair.generate(), guard.gate([MemoryTransport(network)]), config) as a, \
+                open_host(KeyPair.generate(), [MemoryTransport(network)], config) as b:  # fmt: skip
+            guard.watch(a)
+            api = ControlApi(None)  # type: ignore[arg-type]  # the routes need no node
+            add_peer_routes(api, guard, a)
+            await a.listen(Multiaddr.parse("/memory/0"))
+            await b.connect(full_addr(a))
+            await _until(lambda: a.connection(b.peer_id) is not None)
+            guard.report(b.peer_id, "slow", 25)
+            status, listed = await _call(api, "GET", "/v1/peers")
+            assert status == 200
+            (row,) = listed["peers"]
+            assert row["peer_id"] == str(b.peer_id) and row["direction"] == "inbound"
+            assert row["score"] == -25.0 and row["verdict"] == "throttle"
+            assert listed["blocks"] == [] and listed["blocks_total"] == 0
+            assert listed["thresholds"] == {"throttle": -20.0, "disconnect": -50.0, "block": -100.0}
+
+            for bad in (
+                {}, {"peer": str(b.peer_id), "ip": "10.0.0.1"}, {"peer": "10.0.0.1"}, {"ip": str(b.peer_id)},
+                {"ip": "10.0.0.1", "duration": -1}, {"ip": "10.0.0.1", "duration": "2h"},
+                {"ip": "10.0.0.1", "duration": True}, {"ip": "10.0.0.1", "duration": 1e12},
+                {"ip": "10.0.0.1", "reason": "x" * 201}, {"ip": 5}, {"peer": str(a.peer_id)},
+            ):
+                status, answer = await _call(api, "POST", "/v1/peers/block", bad)
+                assert status == 400 and answer["kind"] == "bad_request", bad
+            assert guard.blocks() == []
+
+            status, answer = await _call(api, "POST", "/v1/peers/block", {"ip": "192.0.2.0/24", "duration": 60})
+            assert status == 200 and answer["disconnected"] == [] and answer["block"]["remaining_s"] == 60.0
+            status, answer = await _call(api, "POST", "/v1/peers/block", {"peer": str(b.peer_id), "reason": "r"})
+            assert status == 200 and answer["disconnected"] == [str(b.peer_id)] and answer["previous"] is None
+            await _until(lambda: a.connection(b.peer_id) is None)
+            status, listed = await _call(api, "GET", "/v1/peers")
+            assert [x["target"] for x in listed["blocks"]] == ["192.0.2.0/24", str(b.peer_id)]
+            assert listed["peers"] == [] and listed["blocks_total"] == 2
+
+            status, answer = await _call(api, "POST", "/v1/peers/unblock", {"ip": "192.0.2.9/24"})
+            assert status == 200 and answer == {**answer, "target": "192.0.2.0/24", "removed": True}
+            status, answer = await _call(api, "POST", "/v1/peers/unblock", {"ip": "192.0.2.0/24"})
+            assert status == 200 and answer["removed"] is False and answer["block"] is None
+
+            bare = ControlApi(None)  # type: ignore[arg-type]
+            add_peer_routes(bare, None, a)
+            status, listed = await _call(bare, "GET", "/v1/peers")
+            assert status == 200 and "blocks" not in listed
+            status, answer = await _call(bare, "POST", "/v1/peers/block", {"ip": "10.0.0.1"})
+            assert status == 409 and answer["kind"] == "unavailable"
+    finally:
+        guard.close()
+    with BlockStore.in_home(tmp_path) as store:
+        assert [target_text(b.target) for b in store.load()] == [str(b.peer_id)]
+
+
+async def test_the_block_listing_is_bounded_hand_blocks_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    from guts.control import ControlApi
+    from guts.control import _peers
+
+    monkeypatch.setattr(_peers, "MAX_LISTED", 3)
+    guard = PeerGuard()
+    for i in range(4):
+        guard.reputation.penalize(peer(i), f"auto {i}", 100, guard.now)
+    await guard.block(peer(10), reason="hand")
+    async with open_host(KeyPair.generate(), [MemoryTransport(MemoryNetwork())]) as host:
+        api = ControlApi(None)  # type: ignore[arg-type]
+        _peers.add_peer_routes(api, guard, host)
+        status, listed = await _call(api, "GET", "/v1/peers")
+    assert status == 200 and listed["blocks_total"] == 5
+    assert [x["reason"] for x in listed["blocks"]] == ["hand", "auto 3", "auto 2"]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90", 90.0), ("90s", 90.0), ("10m", 600.0), ("2h", 7200.0), ("1h30m", 5400.0), ("7d", 604_800.0),
+     ("1w", 604_800.0), ("0.5h", 1800.0), (" 2H ", 7200.0)],
+)  # fmt: skip
+def test_durations_of_guts_peers_block(text: str, seconds: float) -> None:
+    from guts._cli.peers import parse_duration
+
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "h", "2x", "2h 30m", "-5", "0", "0s", "nan", "inf", "1h-1m", "m30"])
+def test_bad_durations_of_guts_peers_block(text: str) -> None:
+    from guts._cli.peers import parse_duration
+
+    with pytest.raises(ValueError):
+        parse_duration(text)
