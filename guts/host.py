@@ -9,6 +9,15 @@ One connection per peer: when two connections to the same peer exist
 (both sides dialled at once), both sides keep the one dialled by the
 peer with the smaller id and close the other, so they agree without
 talking about it.
+
+Limits before work: ``host.connmgr`` (:class:`~guts.connmgr.ConnManager`)
+is asked before every inbound handshake and every dial and holds a slot
+for each connection until it closes; a refused attempt is closed before a
+byte of Noise is read. The host tells it when a handshake ends, a peer
+identifies and a stream agrees on a protocol; a :class:`~guts.connmgr.ConnWatch`
+task closes what it names. Protocols protect the peers they need with
+``host.connmgr.protect(peer, tag)``; an inbound stream of a protocol in
+``HostConfig.protect_streams`` protects its peer while its handler runs.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from typing import Any, TypeVar
 import trio
 
 from guts._netaddrs import expand_unspecified
+from guts.connmgr import ConnLimits, ConnManager, ConnWatch, Refusal
 from guts.crypto import KeyPair
 from guts.errors import DialError, GutsError, PeerNotFound, ProtocolError
 from guts.multiaddr import Multiaddr
@@ -53,27 +63,41 @@ log = logging.getLogger("guts.host")
 StreamHandler = Callable[[NegotiatedStream], Awaitable[None]]
 T = TypeVar("T")
 
+#: identify's protocol id: a host that serves it identifies its peers, so
+#: a connection that does not identify within the grace period is closed.
+_IDENTIFY = "/ipfs/id/1.0.0"
+
 
 @dataclass(frozen=True, slots=True)
 class HostConfig:
     """Limits and timers of a host.
 
     Attributes:
-        max_connections: connections open at once; inbound ones beyond it are
-            refused, outbound dials fail with :class:`DialError`.
+        max_connections: the hard ceiling: connections open or handshaking
+            at once, both directions; inbound ones beyond it are refused
+            before their handshake, outbound dials fail with
+            :class:`DialError`. 80: the connection manager keeps between
+            40 and 60 (:class:`~guts.connmgr.ConnLimits`).
         connection_timeout: seconds for dial plus upgrade (per address).
         keep_alive: seconds between yamux pings on each connection; a ping
             unanswered for that long closes the connection. 0 disables.
         negotiation_timeout: seconds a stream may take to agree on a protocol.
         muxer: yamux settings. The host runs its own keep-alive (with a
             timeout), so the muxer's own periodic ping is off by default.
+        connmgr: the connection manager's caps, rates, water marks and
+            identify grace.
+        protect_streams: protocols whose inbound streams protect the peer
+            (tag: the protocol) while their handler runs (a repository
+            being served).
     """
 
-    max_connections: int = 50
+    max_connections: int = 80
     connection_timeout: float = 10.0
     keep_alive: float = 30.0
     negotiation_timeout: float = 10.0
     muxer: YamuxConfig = field(default_factory=lambda: YamuxConfig(keepalive_interval=None))
+    connmgr: ConnLimits = field(default_factory=ConnLimits)
+    protect_streams: tuple[str, ...] = ()
 
 
 class Direction(Enum):
@@ -114,8 +138,11 @@ class Connection:
         secure: NoiseStream,
         muxer: YamuxConnection,
         direction: Direction,
+        slot: int = -1,
     ) -> None:
         self._host = host
+        #: The connection manager's slot (``host.connmgr.info(slot)``).
+        self.slot = slot
         self.raw = raw
         self.secure = secure
         self.muxer = muxer
@@ -151,6 +178,7 @@ class Connection:
                 await _abort(stream)
             raise
         negotiated.connection = self
+        self._host.connmgr.used(self.slot, negotiated.protocol, trio.current_time())
         return negotiated
 
     async def ping(self) -> float:
@@ -206,6 +234,10 @@ class Host:
         self.peer_id: PeerId = keypair.peer_id
         self.config = config
         self.peerstore = Peerstore()
+        #: Admission, states and trimming of the connections (sans-IO).
+        self.connmgr = ConnManager(config.connmgr, config.max_connections)
+        self._by_slot: dict[int, Connection] = {}
+        self._watch = ConnWatch(self.connmgr, log)
         self._transports = list(transports)
         self._nursery = nursery
         self._handlers: dict[str, StreamHandler] = {}
@@ -249,6 +281,8 @@ class Host:
         self._event_handlers.append(callback)
 
     def emit(self, event: HostEvent) -> None:
+        if isinstance(event, PeerIdentified):
+            self.connmgr.identified(event.peer_id, trio.current_time())
         for cb in self._event_handlers:
             try:
                 cb(event)
@@ -296,26 +330,43 @@ class Host:
         raise DialError(f"no transport for {addr}")
 
     async def _serve_inbound(self, raw: RawConnection) -> None:
-        if self._closing or len(self._connections) >= self.config.max_connections:
-            log.warning(
-                "refusing inbound connection from %s: connection limit (%d) reached",
-                raw.remote_addr, self.config.max_connections,
-            )
+        now = trio.current_time()
+        admitted = self.connmgr.admit_inbound(_ip_of(raw.remote_addr), now)
+        if isinstance(admitted, Refusal):
+            # Before any handshake: the refusal costs an accept and a close.
+            why = admitted.describe(self.connmgr.limits, self.connmgr.max_connections)
+            self._log_limited(raw.remote_addr, admitted.value, now, "refusing inbound connection from %s: %s", why)
             await trio.aclose_forcefully(raw)
             return
+        slot = admitted
         try:
-            with trio.fail_after(self.config.connection_timeout):
-                secure, muxer = await upgrade_inbound(raw, self.keypair, self.config.muxer, noise=self._noise)
-        except trio.TooSlowError:
-            log.warning("closing inbound connection from %s: upgrade timed out", raw.remote_addr)
-            await trio.aclose_forcefully(raw)
-            return
-        except (GutsError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            log.warning("closing inbound connection from %s: %s", raw.remote_addr, _reason(exc))
-            await trio.aclose_forcefully(raw)
-            return
-        conn = Connection(self, raw, secure, muxer, Direction.INBOUND)
-        await self._run_connection(conn)
+            try:
+                with trio.fail_after(self.config.connection_timeout):
+                    secure, muxer = await upgrade_inbound(raw, self.keypair, self.config.muxer, noise=self._noise)
+            except trio.TooSlowError:
+                self._log_limited(raw.remote_addr, "timeout", trio.current_time(), "closing inbound connection from %s: %s", "upgrade timed out")
+                await trio.aclose_forcefully(raw)
+                return
+            except (GutsError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                log.warning("closing inbound connection from %s: %s", raw.remote_addr, _reason(exc))
+                await trio.aclose_forcefully(raw)
+                return
+            conn = self._established(Connection(self, raw, secure, muxer, Direction.INBOUND, slot))
+            await self._run_connection(conn)
+        finally:
+            self._release(slot)
+
+    def _established(self, conn: Connection) -> Connection:
+        self._by_slot[conn.slot] = conn
+        self.connmgr.established(conn.slot, conn.peer_id, trio.current_time(), identify=_IDENTIFY in self._handlers)
+        return conn
+
+    def _release(self, slot: int) -> None:
+        self._by_slot.pop(slot, None)
+        self.connmgr.release(slot)
+
+    def _log_limited(self, addr: Multiaddr, reason: str, now: float, message: str, *args: object) -> None:
+        self._watch.log_limited(_ip_of(addr) or str(addr), reason, now, message, *args)
 
     # -- dialling ------------------------------------------------------------
 
@@ -371,19 +422,27 @@ class Host:
     async def _dial_one(self, peer: PeerId | None, addr: Multiaddr) -> Connection:
         if self._closing:
             raise DialError("host is shutting down")
-        if len(self._connections) >= self.config.max_connections:
-            raise DialError(f"connection limit ({self.config.max_connections}) reached")
         transport = self._transport_for(addr)
-        with trio.fail_after(self.config.connection_timeout):
-            raw = await transport.dial(addr)
-            try:
-                secure, muxer = await upgrade_outbound(raw, self.keypair, peer, self.config.muxer, noise=self._noise)
-            except BaseException as exc:
-                if isinstance(exc, (GutsError, trio.BrokenResourceError)):
-                    log.warning("closing outbound connection to %s: %s", addr, _reason(exc))
-                await trio.aclose_forcefully(raw)
-                raise
-        conn = Connection(self, raw, secure, muxer, Direction.OUTBOUND)
+        admitted = self.connmgr.admit_outbound(trio.current_time())
+        if isinstance(admitted, Refusal):
+            raise DialError(admitted.describe(self.connmgr.limits, self.connmgr.max_connections))
+        slot = admitted
+        try:
+            with trio.fail_after(self.config.connection_timeout):
+                raw = await transport.dial(addr)
+                try:
+                    secure, muxer = await upgrade_outbound(
+                        raw, self.keypair, peer, self.config.muxer, noise=self._noise
+                    )
+                except BaseException as exc:
+                    if isinstance(exc, (GutsError, trio.BrokenResourceError)):
+                        log.warning("closing outbound connection to %s: %s", addr, _reason(exc))
+                    await trio.aclose_forcefully(raw)
+                    raise
+            conn = self._established(Connection(self, raw, secure, muxer, Direction.OUTBOUND, slot))
+        except BaseException:
+            self._release(slot)
+            raise
         self.peerstore.add_addrs(conn.peer_id, [addr])
         kept: Connection = await self._nursery.start(self._run_connection, conn)
         return kept
@@ -408,7 +467,10 @@ class Host:
         if not self._admit(conn):
             kept = self._connections[peer]
             log.debug("closing duplicate connection to %s", peer)
-            await conn.aclose()
+            try:
+                await conn.aclose()
+            finally:
+                self._release(conn.slot)
             task_status.started(kept)
             return
         self.peerstore.set_public_key(peer, conn.secure.remote_public_key)
@@ -426,6 +488,7 @@ class Host:
             log.info("connection to %s lost: %s", peer, _reason(exc))
         finally:
             conn.closed.set()
+            self._release(conn.slot)
             with trio.CancelScope(shield=True):
                 await trio.aclose_forcefully(conn.muxer)
             if self._connections.get(peer) is conn:
@@ -471,6 +534,17 @@ class Host:
         if handler is None:  # removed while negotiating
             await _abort(stream)
             return
+        self.connmgr.used(conn.slot, negotiated.protocol, trio.current_time())
+        protect = negotiated.protocol in self.config.protect_streams
+        if protect:
+            self.connmgr.protect(conn.peer_id, negotiated.protocol)
+        try:
+            await self._run_handler(conn, handler, negotiated, stream)
+        finally:
+            if protect:
+                self.connmgr.unprotect(conn.peer_id, negotiated.protocol)
+
+    async def _run_handler(self, conn: Connection, handler: StreamHandler, negotiated: NegotiatedStream, stream: Any) -> None:
         try:
             await handler(negotiated)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -527,12 +601,21 @@ class Host:
     async def aclose(self) -> None:
         """Close every connection and stop every task; idempotent."""
         self._closing = True
+        self.connmgr.closing = True
         with trio.move_on_after(2) as scope:
             scope.shield = True
             async with trio.open_nursery() as nursery:
                 for conn in list(self._connections.values()):
                     nursery.start_soon(conn.aclose)
         self._nursery.cancel_scope.cancel()
+
+
+def _describe(conn: Connection) -> tuple[str, str]:
+    return _ip_of(conn.remote_addr) or str(conn.remote_addr), str(conn.peer_id)
+
+
+def _ip_of(addr: Multiaddr) -> str | None:
+    return addr.value_for("ip4") or addr.value_for("ip6")
 
 
 def _reason(exc: BaseException) -> str:
@@ -555,6 +638,7 @@ async def open_host(
     try:
         async with trio.open_nursery() as nursery:
             host = Host(keypair, transports, nursery, config or HostConfig())
+            nursery.start_soon(host._watch.run, host._by_slot.get, nursery.start_soon, _describe)
             try:
                 yield host
             finally:
