@@ -163,6 +163,9 @@ async def fetch(
     """
     cfg = config or SyncConfig()
     key = str(rid) if isinstance(rid, Rid) else str(Rid.parse(rid))
+    guarded = peer if isinstance(peer, PeerId) else None  # a fetch keeps its connection from being trimmed
+    if guarded is not None:
+        host.connmgr.protect(guarded, SYNC_PROTOCOL)
     try:
         with trio.fail_after(cfg.deadline):
             if refs is None:
@@ -207,6 +210,9 @@ async def fetch(
         absent = isinstance(exc, SyncRefused) and exc.reason is RefusedReason.NOT_FOUND
         log.log(logging.INFO if absent else logging.WARNING, "peer %s: fetch of %s failed: %s", peer, key, exc)
         raise
+    finally:
+        if guarded is not None:
+            host.connmgr.unprotect(guarded, SYNC_PROTOCOL)
 
 
 def _decode_refs(
