@@ -5,9 +5,18 @@ The config file is TOML::
 
     listen = ["/ip4/0.0.0.0/tcp/9000", "/ip4/0.0.0.0/tcp/9001/ws"]
     bootstrap = ["/ip4/192.0.2.1/tcp/9000/p2p/12D3KooW..."]
-    max_connections = 50
+    max_connections = 80
     connection_timeout = 10.0
     keep_alive = 30.0
+
+    # Connections (the connection manager, guts.connmgr):
+    conn_low_water = 40               # a trim brings the count back down to this
+    conn_high_water = 60              # past this many connections, trim
+    conn_max_per_ip = 8               # inbound connections from one IP
+    conn_max_per_subnet = 32          # from one /24 (IPv4) or /64 (IPv6)
+    conn_handshake_rate = 1.0         # handshakes a second from one IP (after a burst of 8)
+    conn_max_handshakes = 64          # inbound handshakes in flight
+    conn_identify_grace = 10.0        # seconds a new connection has to identify
     dht_mode = "auto"                 # client | server | auto
     dht_protocol = "/guts/kad/1.0.0"
     topics = ["guts/announce"]
@@ -43,7 +52,17 @@ repository and sync limit as ``GUTS_`` and its name in capitals
 likewise ``GUTS_SEED_POLICY``, each seeding limit
 (``GUTS_SEED_MAX_STORAGE_BYTES=1TiB``) and the block lists
 (``GUTS_SEED_BLOCK_RIDS``, ``GUTS_SEED_BLOCK_PEERS``, comma-separated),
-and ``GUTS_PUSH_WAIT``, ``GUTS_PUSH_REPLICAS_TIMEOUT``.
+and ``GUTS_PUSH_WAIT``, ``GUTS_PUSH_REPLICAS_TIMEOUT``, and each
+connection setting likewise (``GUTS_CONN_HIGH_WATER=100``).
+
+``max_connections`` is the hard ceiling (handshakes included, both
+directions); the ``conn_*`` settings are the connection manager's
+(:class:`guts.connmgr.ConnLimits`, which explains the defaults): the
+node keeps between ``conn_low_water`` and ``conn_high_water`` connections
+(both clamped to ``max_connections``; a low mark above the high one is a
+:class:`ConfigError`), dropping the least useful first and never its
+bootstrap peers, gossip mesh, DHT routing table or the peers it syncs
+with; each inbound attempt is judged on its IP before its handshake.
 
 ``push_wait`` and ``push_replicas_timeout`` are read by ``git-remote-guts``
 (the same home, file and environment), not by the node: after a push
@@ -144,6 +163,17 @@ LIMIT_RANGES: dict[str, tuple[float, float]] = {
     # control route's longest wait, an hour.
     "push_wait": (0.0, 600.0),
     "push_replicas_timeout": (0.1, 3600.0),
+    # Connections: at least one of each; at most what a process's file
+    # descriptors could hold. A handshake rate of one in 100 s at least
+    # (0.01/s); a grace of a second at least (identify takes a round trip
+    # or two), ten minutes at most.
+    "conn_low_water": (1, 100_000),
+    "conn_high_water": (1, 100_000),
+    "conn_max_per_ip": (1, 100_000),
+    "conn_max_per_subnet": (1, 100_000),
+    "conn_handshake_rate": (0.01, 10_000.0),
+    "conn_max_handshakes": (1, 100_000),
+    "conn_identify_grace": (1.0, 600.0),
 }
 
 
@@ -155,7 +185,20 @@ class NodeConfig:
         home: the node's directory (identity key, config, later its data).
         listen: addresses to listen on.
         bootstrap: peers to dial at start.
-        max_connections: connections open at once.
+        max_connections: connections open or handshaking at once, both
+            directions: the hard ceiling (80).
+        conn_low_water: connections a trim brings the count back to (40).
+        conn_high_water: connections past which the least useful are
+            closed (60). Both marks are clamped to ``max_connections``.
+        conn_max_per_ip: inbound connections from one IP (8), refused
+            before their handshake past it.
+        conn_max_per_subnet: inbound connections from one /24 or /64 (32).
+        conn_handshake_rate: inbound handshakes one IP may start a
+            second, after a burst of 8 (1.0; a subnet gets 8 times as
+            much, after a burst of 32).
+        conn_max_handshakes: inbound handshakes in flight at once (64).
+        conn_identify_grace: seconds a connection has, after its
+            handshake, to identify itself before it is closed (10).
         connection_timeout: seconds for one dial and upgrade.
         keep_alive: seconds between keep-alive pings (0 disables).
         control: serve the control API on ``home/control.sock``.
@@ -203,7 +246,7 @@ class NodeConfig:
     home: Path
     listen: tuple[Multiaddr, ...] = tuple(Multiaddr.parse(a) for a in DEFAULT_LISTEN)
     bootstrap: tuple[Multiaddr, ...] = ()
-    max_connections: int = 50
+    max_connections: int = 80
     connection_timeout: float = 10.0
     keep_alive: float = 30.0
     control: bool = True
@@ -226,6 +269,13 @@ class NodeConfig:
     seed_block_peers: tuple[str, ...] = ()
     push_wait: float = 2.0
     push_replicas_timeout: float = 30.0
+    conn_low_water: int = 40
+    conn_high_water: int = 60
+    conn_max_per_ip: int = 8
+    conn_max_per_subnet: int = 32
+    conn_handshake_rate: float = 1.0
+    conn_max_handshakes: int = 64
+    conn_identify_grace: float = 10.0
 
     @property
     def key_file(self) -> Path:
@@ -378,6 +428,13 @@ _FIELDS: dict[str, Any] = {
     "seed_block_peers": lambda v, w: _ids(v, w, PeerId.from_string, "peer id"),
     "push_wait": _limit("push_wait", _seconds),
     "push_replicas_timeout": _limit("push_replicas_timeout", _seconds),
+    "conn_low_water": _limit("conn_low_water", _whole),
+    "conn_high_water": _limit("conn_high_water", _whole),
+    "conn_max_per_ip": _limit("conn_max_per_ip", _whole),
+    "conn_max_per_subnet": _limit("conn_max_per_subnet", _whole),
+    "conn_handshake_rate": _limit("conn_handshake_rate", _seconds),
+    "conn_max_handshakes": _limit("conn_max_handshakes", _whole),
+    "conn_identify_grace": _limit("conn_identify_grace", _seconds),
 }
 
 
@@ -402,7 +459,8 @@ def load_config(
 
     Raises:
         ConfigError: a value does not parse or is out of its range, or the
-            sync idle timeout is longer than the sync deadline; the message
+            sync idle timeout is longer than the sync deadline, or the
+            connections' low water mark is above the high one; the message
             names where the value came from.
     """
     env = os.environ if env is None else env
@@ -436,6 +494,10 @@ def load_config(
             sources[key] = f"--{key.replace('_', '-')}"
             values[key] = _FIELDS[key](value, sources[key])
     config = replace(NodeConfig(home=home), **values)
+    low, high = config.conn_low_water, config.conn_high_water
+    if low > high:
+        where = sources.get("conn_low_water") or sources["conn_high_water"]
+        raise ConfigError(f"{where}: conn_low_water ({low}) is above conn_high_water ({high})")
     idle, deadline = config.sync_idle_timeout, config.sync_deadline
     if idle > deadline:  # the idle timeout would never fire; one of the two is a mistake
         if "sync_deadline" in sources:

@@ -21,6 +21,7 @@ from typing import Any
 import trio
 
 from guts.config import NodeConfig
+from guts.connmgr import ConnLimits
 from guts.crypto import KeyPair, load_or_create_keypair
 from guts.dht import Dht, DhtConfig, DhtMode, DhtStore
 from guts.gossip import Gossipsub, Subscription
@@ -40,7 +41,7 @@ from guts.replicate.providing import RepoProvider
 from guts.replicate.replicator import Replicator
 from guts.replicate.seeding import Seeding
 from guts.replicate.seeds import SeedStore
-from guts.sync import SyncConfig, SyncService
+from guts.sync import SYNC_PROTOCOL, SyncConfig, SyncService
 from guts.transport import TcpTransport, Transport, WebSocketTransport
 
 __all__ = ["Node", "open_node", "expand_unspecified", "repositories_config", "seeding_policy", "sync_config"]
@@ -79,6 +80,36 @@ def sync_config(config: NodeConfig) -> SyncConfig:
         max_uploads=config.sync_max_uploads,
         max_uploads_per_peer=config.sync_max_uploads_per_peer,
     )
+
+
+def _conn_limits(config: NodeConfig) -> ConnLimits:
+    """The connection manager's settings from ``config`` (a subnet's
+    handshakes: 8 times an address's, as its default is)."""
+    return replace(
+        ConnLimits(),
+        low_water=config.conn_low_water,
+        high_water=config.conn_high_water,
+        max_per_ip=config.conn_max_per_ip,
+        max_per_subnet=config.conn_max_per_subnet,
+        ip_handshake_rate=config.conn_handshake_rate,
+        subnet_handshake_rate=8 * config.conn_handshake_rate,
+        max_handshakes=config.conn_max_handshakes,
+        identify_grace=config.conn_identify_grace,
+    )
+
+
+def _protect(node: Node) -> None:
+    """Keep the connections the node cannot do without out of trims: its
+    bootstrap peers, its gossip meshes and its DHT routing table (asked
+    only when a trim runs); repositories being synced protect their peers
+    themselves (``protect_streams``, :func:`guts.sync.fetch`)."""
+    connmgr = node.host.connmgr
+    for addr in node.config.bootstrap:
+        if addr.peer_id:
+            connmgr.protect(PeerId.from_string(addr.peer_id), "bootstrap")
+    pubsub = node.pubsub
+    connmgr.protect_with("gossip-mesh", lambda: {p for t in pubsub.topics for p in pubsub.mesh_peers(t)})
+    connmgr.protect_with("dht-routing-table", node.dht.table.peers)
 
 
 def seeding_policy(config: NodeConfig) -> SeedingPolicy:
@@ -148,6 +179,7 @@ class Node:
                 "peers": len(self.pubsub.peers),
                 "mesh": {t: len(self.pubsub.mesh_peers(t)) for t in self.pubsub.topics},
             },
+            "connmgr": self.host.connmgr.status(),
             "repos": 0 if self.repos is None else len(self.repos),
             **({} if self.seeding is None else {
                 "seeding": self.seeding.status(self.replicator.running if self.replicator is not None else 0)
@@ -189,6 +221,8 @@ async def open_node(
             max_connections=config.max_connections,
             connection_timeout=config.connection_timeout,
             keep_alive=config.keep_alive,
+            connmgr=_conn_limits(config),
+            protect_streams=(SYNC_PROTOCOL,),
         )
         if transports is None:
             transports = [TcpTransport(), WebSocketTransport()]
@@ -223,6 +257,7 @@ async def open_node(
                 ),
                 seeding=seeding,
             )  # fmt: skip
+            _protect(node)
             await host.start(node.pubsub.run)
             for topic in config.topics:
                 node.subscriptions[topic] = node.pubsub.subscribe(topic)

@@ -1,5 +1,6 @@
 import os
 from contextlib import AsyncExitStack
+import re
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,8 @@ def test_defaults(tmp_path: Path) -> None:
     cfg = load_config(tmp_path, env={})
     assert [str(a) for a in cfg.listen] == list(DEFAULT_LISTEN)
     assert cfg.bootstrap == ()
-    assert cfg.max_connections == 50
+    assert cfg.max_connections == 80
+    assert (cfg.conn_low_water, cfg.conn_high_water, cfg.conn_max_per_ip) == (40, 60, 8)
     assert cfg.connection_timeout == 10.0
     assert cfg.keep_alive == 30.0
     assert cfg.home == tmp_path
@@ -43,6 +45,37 @@ def test_layers_file_env_flags(tmp_path: Path) -> None:
     cfg = load_config(tmp_path, env=env, listen=["/ip4/127.0.0.1/tcp/4"], max_connections=3)
     assert [str(a) for a in cfg.listen] == ["/ip4/127.0.0.1/tcp/4"]
     assert cfg.max_connections == 3
+
+
+def test_connection_settings_in_each_layer(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text("conn_low_water = 10\nconn_high_water = 20\nconn_identify_grace = 5\n")
+    cfg = load_config(tmp_path, env={"GUTS_CONN_MAX_PER_IP": "3", "GUTS_CONN_HANDSHAKE_RATE": "0.5"})
+    assert (cfg.conn_low_water, cfg.conn_high_water, cfg.conn_identify_grace) == (10, 20, 5.0)
+    assert (cfg.conn_max_per_ip, cfg.conn_handshake_rate) == (3, 0.5)
+    cfg = load_config(tmp_path, env={}, conn_max_handshakes=7, conn_max_per_subnet=9)
+    assert (cfg.conn_max_handshakes, cfg.conn_max_per_subnet) == (7, 9)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"GUTS_CONN_LOW_WATER": "70"}, "GUTS_CONN_LOW_WATER: conn_low_water (70) is above conn_high_water (60)"),
+        ({"GUTS_CONN_HIGH_WATER": "30"}, "GUTS_CONN_HIGH_WATER: conn_low_water (40) is above"),
+        ({"GUTS_CONN_MAX_PER_IP": "0"}, "GUTS_CONN_MAX_PER_IP: 0 is outside 1 to 100000"),
+        ({"GUTS_CONN_IDENTIFY_GRACE": "0.5"}, "GUTS_CONN_IDENTIFY_GRACE: 0.5 is outside 1 to 600"),
+        ({"GUTS_CONN_HANDSHAKE_RATE": "fast"}, "GUTS_CONN_HANDSHAKE_RATE: expected a number"),
+    ],
+)
+def test_bad_connection_settings(tmp_path: Path, env: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        load_config(tmp_path, env=env)
+
+
+def test_node_takes_the_connection_settings(tmp_path: Path) -> None:
+    from guts.node import _conn_limits
+
+    limits = _conn_limits(load_config(tmp_path, env={"GUTS_CONN_HANDSHAKE_RATE": "2", "GUTS_CONN_LOW_WATER": "5"}))
+    assert (limits.low_water, limits.ip_handshake_rate, limits.subnet_handshake_rate) == (5, 2.0, 16.0)
 
 
 def test_home_from_env(tmp_path: Path) -> None:
