@@ -39,6 +39,7 @@ from guts.sync import (
     encode_request,
     fetch,
 )
+from guts.sync.probe import probe_seq
 from guts.wire import LengthPrefixedDecoder, encode_length_prefixed
 
 from .helpers import full_addr, memory_hosts
@@ -304,6 +305,34 @@ async def test_an_upload_past_the_node_limit_is_refused_busy(
             state = await fetch(t.b, t.repos["b"], t.a.peer_id, t.rid)
             assert state.canonical.ref_map() == t.repos["a"].show(t.rid).canonical.ref_map()
             fsck(t.repos["b"].storage.path(t.rid))
+
+
+async def test_a_peer_over_its_request_rate_is_refused_busy_and_others_are_served(
+    tmp_path: Path, busy_source: History, caplog: pytest.LogCaptureFixture
+) -> None:
+    """B asks for A's refs 40 times at once with a bucket of 10 (refilled at
+    1 a second): about 10 are answered, the rest refused ``BUSY`` before A
+    reads them, with one log line; C, another peer, is served meanwhile."""
+    config = SyncConfig(requests_per_second=1.0, request_burst=10)
+    with trio.fail_after(60):
+        async with three(tmp_path, busy_source, config) as t:
+            caplog.set_level(logging.WARNING, logger="guts.sync")
+            outcomes: list[str] = []
+
+            async def get_refs() -> None:
+                try:
+                    await probe_seq(t.b, t.a.peer_id, t.rid, t.a.peer_id)
+                    outcomes.append("ok")
+                except SyncRefused as exc:
+                    outcomes.append(exc.reason.name)
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(40):
+                    nursery.start_soon(get_refs)
+            assert outcomes.count("BUSY") >= 25 and outcomes.count("ok") >= 1, outcomes
+            assert len([line for line in _fetch_warnings(caplog) if "request rate" in line]) == 1
+            state = await fetch(t.c, t.repos["c"], t.a.peer_id, t.rid)
+            assert state.canonical.ref_map() == t.repos["a"].show(t.rid).canonical.ref_map()
 
 
 # -- the serving node's storage changed by hand ----------------------------------------

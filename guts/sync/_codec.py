@@ -66,6 +66,11 @@ class SyncConfig:
         deadline: seconds one whole fetch may take, pack included.
         max_uploads: upload-packs this node runs at once.
         max_uploads_per_peer: of those, for one peer.
+        requests_per_second: requests (streams) one peer may open a
+            second, on average; past its bucket of ``request_burst`` (a
+            catch-up asks one ``GetRefs`` per repository both hold, at most
+            256), a request is refused ``BUSY`` before it is read.
+        request_burst: requests one peer may make at once.
     """
 
     max_request: int = 4 * 1024 * 1024
@@ -76,6 +81,8 @@ class SyncConfig:
     deadline: float = 6 * 3600.0
     max_uploads: int = 16
     max_uploads_per_peer: int = 4
+    requests_per_second: float = 32.0
+    request_burst: int = 320
 
 
 class RefusedReason(enum.IntEnum):

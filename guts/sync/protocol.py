@@ -14,8 +14,12 @@ One request per stream, as a length-prefixed ``Request``:
   response is streamed as it comes, and the stream ends: the end of the
   stream is the end of the response.
 
-Bounds: the request's size (:attr:`SyncConfig.max_request`), uploads at
-once per node and per peer (``Refused{BUSY}`` past them), the idle
+Bounds: requests per peer (a token bucket of
+:attr:`SyncConfig.request_burst` refilled at
+:attr:`SyncConfig.requests_per_second`: past it a request is refused
+``BUSY`` before it is read), the request's size
+(:attr:`SyncConfig.max_request`), uploads at once per node and per peer
+(``Refused{BUSY}`` past them), the idle
 timeout on reading the request and on each write of the response (a peer
 that stops reading is dropped and upload-pack killed), and the storage's
 pack deadline on the whole upload. Bad input gets one log line naming the
@@ -30,6 +34,7 @@ from collections import Counter, OrderedDict
 
 import trio
 
+from guts.connmgr import RateLimiter
 from guts.errors import DecodeError, GutsError
 from guts.host import Host
 from guts.peer import PeerId
@@ -93,6 +98,7 @@ class SyncService:
         self.config = config or SyncConfig()
         self.bad_input = BadInputLog(log)
         self._uploads: Counter[PeerId] = Counter()
+        self._requests = RateLimiter(self.config.requests_per_second, self.config.request_burst, max_keys=10_000)
         host.set_handler(SYNC_PROTOCOL, self._serve)
 
     async def _serve(self, stream: NegotiatedStream) -> None:
@@ -100,6 +106,14 @@ class SyncService:
         cfg = self.config
         async with stream:
             messages = MessageStream(stream, cfg.max_request)
+            if not self._requests.take(str(peer), trio.current_time()):
+                self.bad_input(peer, "sync request refused", "BUSY: over its request rate")
+                with trio.move_on_after(1):
+                    try:
+                        await self._answer(messages, Refused(RefusedReason.BUSY, "too many requests; slow down"))
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+                        pass
+                return
             try:
                 with trio.fail_after(cfg.idle_timeout):
                     data = await messages.receive()
