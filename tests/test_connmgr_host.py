@@ -26,7 +26,7 @@ from guts.identify import Identify
 from guts.multiaddr import Multiaddr
 from guts.mux.yamux import YamuxConfig
 from guts.ping import Ping, ping
-from guts.transport import MemoryNetwork, TcpConnection, TcpTransport
+from guts.transport import MemoryNetwork, MemoryTransport, TcpConnection, TcpTransport
 from guts.upgrade import upgrade_outbound
 
 from .helpers import full_addr, memory_hosts
@@ -211,3 +211,42 @@ async def test_trim_keeps_the_protected_and_the_useful() -> None:
         assert kept == {clients[0].peer_id, clients[5].peer_id}
         await trio.sleep(1.5)  # at low water nothing more goes
         assert {c.peer_id for c in server.connections} == kept
+
+
+async def test_node_protects_its_bootstrap_and_reports_connections(tmp_path_factory: pytest.TempPathFactory) -> None:
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from guts.config import NodeConfig
+    from guts.control import ControlClient
+    from guts.control.node import open_controlled_node
+    from guts.node import open_node
+
+    net = MemoryNetwork()
+    root = Path(tempfile.mkdtemp(prefix="guts-", dir="/tmp"))  # a Unix socket path holds at most 107 bytes
+    try:
+        listen = (Multiaddr.parse("/memory/0"),)
+        seed_config = NodeConfig(home=root / "seed", listen=listen, keep_alive=0, control=False, dht_mode="server")
+        async with open_node(seed_config, keypair=KeyPair.generate(), transports=[MemoryTransport(net)],
+                             persist=False) as seed:
+            config = NodeConfig(home=root / "n", listen=listen, keep_alive=0, bootstrap=tuple(seed.addrs),
+                                conn_max_per_ip=3, dht_mode="server")
+            async with open_controlled_node(config, keypair=KeyPair.generate(),
+                                            transports=[MemoryTransport(net)]) as node:
+                assert node.host.connmgr.tags(seed.host.peer_id) >= {"bootstrap"}
+                assert node.host.connmgr.limits.max_per_ip == 3
+                with trio.fail_after(10):
+                    while node.host.connmgr.status()["outbound"]["identified"] < 1:
+                        await trio.sleep(0.05)
+                status = await ControlClient(config.control_socket).call("GET", "/v1/status")
+                counts = status["connmgr"]
+                assert counts["outbound"] == {"handshaking": 0, "unidentified": 0, "identified": 1, "protected": 1}
+                assert counts["inbound"]["identified"] == 0 and counts["refused"] == {}
+                assert counts["limits"]["high_water"] == 60 and counts["limits"]["max_per_ip"] == 3
+                # the seed's DHT routing table holds the node: protected there too
+                with trio.fail_after(10):
+                    while "dht-routing-table" not in seed.host.connmgr.tags(node.host.peer_id):
+                        await trio.sleep(0.05)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
