@@ -244,6 +244,9 @@ class Reputation:
         self._blocks: OrderedDict[Target, Block] = OrderedDict()
         # (version, prefix length) -> how many network blocks have it.
         self._prefixes: Counter[tuple[int, int]] = Counter()
+        # (version, prefix length, the network's bits) -> its block: an
+        # address is looked up with one shift per prefix length in use.
+        self._nets: dict[tuple[int, int, int], Block] = {}
         for block in blocks:
             self.restore(block)
 
@@ -352,11 +355,12 @@ class Reputation:
         address = _address(ip)
         if address is None or not self._prefixes:
             return None
+        bits = int(address)
+        width = address.max_prefixlen
         for version, length in self._prefixes:
             if version != address.version:
                 continue
-            net = ipaddress.ip_network((address, length), strict=False)
-            block = self._blocks.get(net)
+            block = self._nets.get((version, length, bits >> (width - length)))
             if block is not None and block.active(now):
                 return block
         return None
@@ -397,6 +401,7 @@ class Reputation:
         block = self._blocks.pop(target, None)
         if block is not None and not isinstance(target, PeerId):
             self._drop_prefix(target)
+            del self._nets[_net_key(target)]
         if isinstance(target, PeerId):
             self._peers.pop(target, None)
         else:
@@ -454,6 +459,8 @@ class Reputation:
             del self._blocks[target]
         elif not isinstance(target, PeerId):
             self._prefixes[(target.version, target.prefixlen)] += 1
+        if not isinstance(target, PeerId):
+            self._nets[_net_key(target)] = block
         self._blocks[target] = block
 
     def _drop_prefix(self, net: Network) -> None:
@@ -468,6 +475,10 @@ def _normal(target: Target) -> Target:
     if isinstance(target, PeerId):
         return target
     return ipaddress.ip_network(target, strict=False)
+
+
+def _net_key(net: Network) -> tuple[int, int, int]:
+    return net.version, net.prefixlen, int(net.network_address) >> (net.max_prefixlen - net.prefixlen)
 
 
 def _address(ip: str | Address | None) -> Address | None:
