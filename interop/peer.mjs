@@ -118,8 +118,83 @@ if (!argv['no-identify-push']) {
 
 // The longest delay setTimeout honours (a larger one fires at once).
 const NEVER_MS = 2 ** 31 - 1
-// Values under /guts/... : any bytes are valid, the first record found wins.
+// Values under /guts/<peer id>/<name> are records their owner signed (Guts's
+// guts/dht/signed.py): uvarint seq | uvarint length | value | 64-byte Ed25519
+// signature over "guts-dht-record:" | uvarint(len key) | key | uvarint seq |
+// uvarint length | value. The highest seq wins, then the greater bytes.
 const GUTS_NAMESPACE = 'guts'
+const GUTS_RECORD_DOMAIN = new TextEncoder().encode('guts-dht-record:')
+
+function readUvarint (bytes, pos) {
+  let value = 0n
+  let shift = 0n
+  for (let i = 0; i < 9; i++) {
+    if (pos >= bytes.length) throw new Error('truncated varint')
+    const b = bytes[pos++]
+    value |= BigInt(b & 0x7f) << shift
+    if ((b & 0x80) === 0) return [value, pos]
+    shift += 7n
+  }
+  throw new Error('varint too long')
+}
+
+function uvarint (value) {
+  const out = []
+  let v = BigInt(value)
+  while (v >= 0x80n) {
+    out.push(Number(v & 0x7fn) | 0x80)
+    v >>= 7n
+  }
+  out.push(Number(v))
+  return Uint8Array.from(out)
+}
+
+function concatBytes (...parts) {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
+  let at = 0
+  for (const p of parts) {
+    out.set(p, at)
+    at += p.length
+  }
+  return out
+}
+
+function decodeGutsRecord (record) {
+  const [seq, at] = readUvarint(record, 0)
+  const [length, start] = readUvarint(record, at)
+  const end = start + Number(length)
+  if (record.length !== end + 64) throw new Error('Guts record length does not match its value and signature')
+  return { seq, value: record.subarray(start, end), signature: record.subarray(end) }
+}
+
+async function validateGutsRecord (key, record) {
+  const parts = new TextDecoder().decode(key).split('/')
+  if (parts.length < 4 || parts[1] !== GUTS_NAMESPACE || parts[3] === '') {
+    throw new Error('Guts record key is not /guts/<peer id>/<name>')
+  }
+  const owner = peerIdFromString(parts[2])
+  if (owner.publicKey == null) throw new Error('Guts record owner carries no public key')
+  const { seq, value, signature } = decodeGutsRecord(record)
+  const signed = concatBytes(GUTS_RECORD_DOMAIN, uvarint(key.length), key, uvarint(seq), uvarint(value.length), value)
+  if (!(await owner.publicKey.verify(signed, signature))) throw new Error('Guts record signature is not its owner\'s')
+}
+
+function compareBytes (a, b) {
+  for (let i = 0; i < Math.min(a.length, b.length); i++) {
+    if (a[i] !== b[i]) return a[i] - b[i]
+  }
+  return a.length - b.length
+}
+
+function selectGutsRecord (key, records) {
+  let best = 0
+  for (let i = 1; i < records.length; i++) {
+    const a = decodeGutsRecord(records[i]).seq
+    const b = decodeGutsRecord(records[best]).seq
+    if (a > b || (a === b && compareBytes(records[i], records[best]) > 0)) best = i
+  }
+  return best
+}
 // js's raw codec, for providing a bare multihash as a CID v1
 const RAW_CODEC = 0x55
 // CID text in any multibase multiformats knows (CID.parse alone reads
@@ -137,8 +212,8 @@ if (argv.dht) {
     clientMode: false,
     // keep loopback addresses in answers and in the routing table
     peerInfoMapper: passthroughMapper,
-    validators: { [GUTS_NAMESPACE]: async () => {} },
-    selectors: { [GUTS_NAMESPACE]: () => 0 },
+    validators: { [GUTS_NAMESPACE]: validateGutsRecord },
+    selectors: { [GUTS_NAMESPACE]: selectGutsRecord },
     ...(argv['dht-no-self-query']
       ? { querySelfInterval: NEVER_MS, initialQuerySelfInterval: NEVER_MS, allowQueryWithZeroPeers: true }
       : {})

@@ -19,11 +19,13 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import trio
 
 from guts.cid import Cid
 from guts.crypto import KeyPair
-from guts.dht import IPFS_PROTOCOL, Dht, DhtConfig, DhtMode
+from guts.dht import IPFS_PROTOCOL, Dht, DhtConfig, DhtMode, KadMessage, MessageType, Record, RequestFailed
+from guts.dht.signed import SignedValue, guts_key, open_record, sign_record
 from guts.host import Host, HostConfig, open_host
 from guts.identify import Identify
 from guts.multiaddr import Multiaddr
@@ -148,15 +150,33 @@ async def test_mixed_network(spawn_js: SpawnJs) -> None:
         assert Multiaddr.parse(strip(j2.addr("tcp"))) in got[0].addrs
         assert g2.dht.providers.get(key2, j2_id) is not None  # js's ADD_PROVIDER, accepted by Guts
 
-        # Values, Guts -> js.
-        stored = await g1.dht.put_value(b"/guts/from-guts", b"value one")
+        # Values, Guts -> js: js checks the owner's signature (its validator
+        # for /guts/ in interop/peer.mjs), stores and serves the signed record.
+        from_guts = guts_key(g1_id, b"from-guts")
+        stored = await g1.dht.put_value(from_guts, b"value one")
         assert {j1_id, j2_id} & set(stored.stored_at)  # js echoed the PUT_VALUE
-        assert (await j2.call("dht:get", key_hex=b"/guts/from-guts".hex()))["value_hex"] == b"value one".hex()
-        # Values, js -> Guts: a Guts node that did not take part in the put reads it.
-        await j2.call("dht:put", key_hex=b"/guts/from-js".hex(), value_hex=b"value two".hex())
-        assert await g1.dht.get_value(b"/guts/from-js") == b"value two"
-        assert await g2.dht.get_value(b"/guts/from-js") == b"value two"
-        assert g2.dht.values.get(b"/guts/from-js", 0) is not None  # js's PUT_VALUE, stored by Guts
+        served = bytes.fromhex((await j2.call("dht:get", key_hex=from_guts.hex()))["value_hex"])
+        assert open_record(from_guts, served, 1024) == SignedValue(g1_id, b"from-guts", stored.seq, b"value one")
+        # the owner's next put wins on js too (js selects the highest seq)
+        newer = await g1.dht.put_value(from_guts, b"value \x00ne")
+        served = bytes.fromhex((await j2.call("dht:get", key_hex=from_guts.hex()))["value_hex"])
+        assert open_record(from_guts, served, 1024).seq == newer.seq
+        # Values, js -> Guts: js puts a record a Guts key signed; a Guts node
+        # that did not take part in the put reads it.
+        writer = KeyPair.generate()
+        from_js = guts_key(writer.peer_id, b"from-js")
+        record = sign_record(writer, from_js, 7, b"value two")
+        await j2.call("dht:put", key_hex=from_js.hex(), value_hex=record.hex())
+        assert await g1.dht.get_value(from_js) == b"value two"
+        assert await g2.dht.get_value(from_js) == b"value two"
+        assert g2.dht.values.get(from_js, 0) is not None  # js's PUT_VALUE, stored by Guts
+        # js refuses a record its owner did not sign, and keeps serving the genuine one
+        forger = KeyPair.generate()
+        forged = sign_record(forger, guts_key(forger.peer_id, b"from-js"), 8, b"forged")
+        put = KadMessage(MessageType.PUT_VALUE, key=from_js, record=Record(from_js, forged))
+        with pytest.raises(RequestFailed):
+            await g1.dht.request(j2_id, put)
+        assert bytes.fromhex((await j2.call("dht:get", key_hex=from_js.hex()))["value_hex"]) == record
 
 
 async def test_guts_client_mode_against_js(spawn_js: SpawnJs) -> None:
@@ -194,8 +214,10 @@ async def test_guts_client_mode_against_js(spawn_js: SpawnJs) -> None:
         await dht.provide(key)
         providers = (await j2.call("dht:find-providers", key_hex=key.hex()))["providers"]
         assert [p["peer_id"] for p in providers] == [str(host.peer_id)]
-        await j1.call("dht:put", key_hex=b"/guts/c".hex(), value_hex=b"v".hex())
-        assert await dht.get_value(b"/guts/c") == b"v"
+        writer = KeyPair.generate()
+        key = guts_key(writer.peer_id, b"c")
+        await j1.call("dht:put", key_hex=key.hex(), value_hex=sign_record(writer, key, 1, b"v").hex())
+        assert await dht.get_value(key) == b"v"
         nursery.cancel_scope.cancel()
 
 

@@ -15,6 +15,9 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from guts.crypto import KeyPair
+from guts.dht.signed import guts_key, sign_record
+
 from .conftest import SpawnJs
 from .jspeer import ECHO_PROTOCOL, JsCommandError, JsPeer, JsPeerError
 
@@ -194,8 +197,11 @@ async def test_dht_commands(spawn_js: SpawnJs) -> None:
     providers = (await c.call("dht:find-providers", key_hex=key.hex()))["providers"]
     assert [p["peer_id"] for p in providers] == [a.peer_id]
     assert strip_p2p(a.addr("tcp")) in providers[0]["addrs"]
-    await a.call("dht:put", key_hex=b"/guts/k".hex(), value_hex=b"v".hex())
-    assert (await c.call("dht:get", key_hex=b"/guts/k".hex()))["value_hex"] == b"v".hex()
+    owner = KeyPair.generate()  # /guts/ values are records their owner signed
+    name = guts_key(owner.peer_id, b"k")
+    record = sign_record(owner, name, 1, b"v")
+    await a.call("dht:put", key_hex=name.hex(), value_hex=record.hex())
+    assert (await c.call("dht:get", key_hex=name.hex()))["value_hex"] == record.hex()
     found = await c.call("dht:find-peer", peer=a.peer_id)
     assert strip_p2p(a.addr("tcp")) in found["addrs"]
     closest = (await c.call("dht:closest", key_hex=key.hex()))["peers"]
