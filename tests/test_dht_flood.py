@@ -171,3 +171,22 @@ def test_a_store_a_flood_filled_is_cut_to_the_bounds_on_loading(tmp_path: Path) 
 
 def provider_key_bytes(i: int) -> bytes:
     return b"\x12\x20" + hashlib.sha256(b"%d" % i).digest()
+
+
+async def test_a_put_our_own_store_refuses_says_so(autojump_clock: trio.testing.MockClock) -> None:
+    from guts.control.dht import put
+
+    cfg = DhtConfig(mode=DhtMode.SERVER, records=RecordLimits(max_values_per_peer=1))
+    async with memory_hosts(2) as (host, other):
+        dht = Dht(host, cfg)
+        Dht(other, DhtConfig(mode=DhtMode.SERVER))
+        conn = await host.connect(full_addr(other))
+        await conn.identified.wait()
+        assert other.peer_id in dht.table
+        first = await put(dht, {"key": "one", "value": "1"})
+        assert first["stored_locally"] and first["stored"] == 1 and first["key"] == f"/guts/{host.peer_id}/one"
+        second = await put(dht, {"key": "two", "value": "2"})  # past our own bound: refused here, taken there
+        assert not second["stored_locally"] and second["stored"] == 1
+        assert dht.values.get(guts_key(host.peer_id, b"two"), 0) is None
+        again = await put(dht, {"key": "one", "value": "1 again"})  # a new seq of one held is fine
+        assert again["stored_locally"] and again["seq"] > first["seq"]

@@ -9,8 +9,12 @@ Usage::
     info = await dht.find_peer(peer_id)
     await dht.provide(multihash)
     providers = await dht.find_providers(multihash)
-    await dht.put_value(b"/guts/name", value)
-    value = await dht.get_value(b"/guts/name")
+    await dht.put_value(guts_key(dht.peer_id, b"name"), value)  # signed with the host's key
+    value = await dht.get_value(guts_key(owner, b"name"))
+
+Values under ``/guts/<owner peer id>/<name>`` are records their owner
+signed, with a sequence number (:mod:`guts.dht.signed`); the stores are
+bounded per peer and in total (:class:`RecordLimits`, :mod:`guts.dht.quota`).
 
 ``kad_key`` and ``bucket_index`` place keys in the key space, for callers
 that show where a peer stands relative to a key.

@@ -58,9 +58,13 @@ class DhtConfig:
         flush_interval: seconds between writes of changes to the store.
         addr_scope: addresses kept and handed out; ``None`` decides from our
             own addresses (see :mod:`guts.dht._addrs`).
-        records: record lifetimes and caps.
+        records: record lifetimes and the stores' bounds, per peer and in
+            total, in records and bytes (see :class:`RecordLimits`: about
+            32 MiB of values and 16 MiB of provider records at most).
         codec: message bounds.
-        validators: value validators by namespace; ``None`` for ``/pk/`` and ``/guts/``.
+        validators: value validators by namespace; ``None`` for ``/pk/`` and
+            ``/guts/`` (records signed by the owner their key names, see
+            :mod:`guts.dht.signed`).
         write_rate, write_burst: PUT_VALUE + ADD_PROVIDER per peer per
             second, and the burst allowed.
         get_quorum: values to collect before ``get_value`` stops early

@@ -75,16 +75,16 @@ class Quota(Generic[O, I]):
         return len(self._items)
 
     def add(self, owner: O, item: I, size: int) -> None:
-        """Record ``item`` as ``owner``'s newest (after removing it if held)."""
-        self.remove(owner, item)
+        """Record ``item`` as ``owner``'s newest (it moves there if held)."""
         items = self._items.get(owner)
         if items is None:
             items = self._items[owner] = {}
-            self._bytes[owner] = self._extra.get(owner, 0)
-            self.bytes += self._extra.get(owner, 0)
+            self._bytes[owner] = 0
+        old = items.pop(item, None)
+        if old is None:
+            self.count += 1
         items[item] = size
-        self.count += 1
-        self._weigh(owner, size)
+        self._weigh(owner, size - (old or 0))
 
     def remove(self, owner: O, item: I) -> int | None:
         """Forget ``item``; its size, or ``None`` if ``owner`` did not hold it.
