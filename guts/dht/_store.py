@@ -66,6 +66,8 @@ _SLICE = 2000
 #: Free pages (4 KiB each) past which, when they are most of the file, a
 #: load compacts it.
 _VACUUM_MIN_PAGES = 2048
+#: Bytes the write-ahead log is cut back to after a checkpoint.
+_WAL_LIMIT = 4 * 1024 * 1024
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -154,6 +156,8 @@ class DhtStore:
         self._closed = False
         if self.path != ":memory:":
             self._db.execute("PRAGMA journal_mode=WAL")
+            # A large flush grows the WAL; cut it back after each checkpoint.
+            self._db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         row = self._db.execute("SELECT value FROM meta WHERE name = 'schema'").fetchone()
