@@ -155,3 +155,39 @@ async def test_a_full_table_drops_the_longest_idle_and_refuses_when_all_are_busy
     clients.remove(c)
     assert clients.admit() is not None
     assert MAX_CLIENTS >= 16
+
+
+async def test_when_every_client_is_busy_a_new_one_gets_503(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from guts.control import _server
+
+    monkeypatch.setattr(_server, "MAX_CLIENTS", 3)
+    config = NodeConfig(home=home, listen=(Multiaddr.parse("/memory/0"),), keep_alive=0)
+    async with open_controlled_node(config, keypair=KeyPair.generate(), transports=[MemoryTransport(MemoryNetwork())]) as node:
+        path = socket_path(node)
+        busy = []
+        for _ in range(3):  # subscriptions: busy for as long as they last
+            stream = await trio.open_unix_socket(os.fspath(path))
+            await stream.send_all(b"GET /v1/pubsub/subscribe?topic=t HTTP/1.1\r\nHost: x\r\n\r\n")
+            with trio.fail_after(5):
+                assert (await stream.receive_some()).startswith(b"HTTP/1.1 200 ")
+            busy.append(stream)
+        try:
+            stream = await trio.open_unix_socket(os.fspath(path))
+            async with stream:
+                answer = b""
+                with trio.fail_after(5):
+                    while chunk := await stream.receive_some():
+                        answer += chunk
+            assert answer.startswith(b"HTTP/1.1 503 ")
+            assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["kind"] == "busy"
+        finally:
+            for stream in busy:
+                await stream.aclose()
+        # the subscriptions gone, status gets through again
+        with trio.fail_after(5):
+            while True:
+                try:
+                    await ControlClient(path).call("GET", "/v1/status")
+                    break
+                except Exception:
+                    await trio.sleep(0.05)

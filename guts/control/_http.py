@@ -335,16 +335,27 @@ async def _send_lines(
     """
     try:
         await stream.send_all(conn.send(h11.Response(status_code=status, headers=_headers("application/x-ndjson", None))))
+        gone = False
+        # A client that resets its socket must end the answer, not raise
+        # inside the nursery (an exception group nobody above expects).
         async with trio.open_nursery() as nursery:
 
             async def watch_client() -> None:
-                await stream.receive_some(_READ)
+                try:
+                    await stream.receive_some(_READ)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(watch_client)
-            async for item in items:
-                await stream.send_all(conn.send(h11.Data(data=json.dumps(item).encode() + b"\n")))
+            try:
+                async for item in items:
+                    await stream.send_all(conn.send(h11.Data(data=json.dumps(item).encode() + b"\n")))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                gone = True
             nursery.cancel_scope.cancel()
+        if gone:
+            raise trio.BrokenResourceError("the client went away")
         await stream.send_all(conn.send(h11.EndOfMessage()))
     finally:
         aclose = getattr(items, "aclose", None)
