@@ -211,3 +211,31 @@ def test_rate_limiter() -> None:
     limiter.allow(peer(2), 0)
     limiter.allow(peer(3), 0)
     assert len(limiter._buckets) == 2  # bounded
+
+
+def test_signed_record_varints() -> None:
+    from guts.dht.signed import MAX_SEQ, decode_uvarint, encode_uvarint
+    from guts.errors import DecodeError
+
+    for n in (0, 1, 127, 128, 300, 2**32, MAX_SEQ):
+        assert decode_uvarint(b"\x00" + encode_uvarint(n) + b"\x01", 1) == (n, 1 + len(encode_uvarint(n)))
+    for bad in (b"", b"\x80", b"\x80\x00", b"\xff" * 9 + b"\x01"):
+        with pytest.raises(DecodeError):
+            decode_uvarint(bad, 0)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_any_bytes_open_as_a_record_or_give_invalid_record(data: bytes) -> None:
+    from guts.dht.signed import open_record
+
+    key, good = signed(b"x", b"v")
+    for candidate in (data, good[:1] + data, data + good[-64:]):
+        try:
+            open_record(key, candidate, 64)
+        except InvalidRecord:
+            pass

@@ -47,7 +47,6 @@ from dataclasses import dataclass
 from guts.crypto import KeyPair, PublicKey
 from guts.errors import DecodeError, InvalidRecord
 from guts.peer import PeerId
-from guts.wire._varint import decode_uvarint, encode_uvarint
 
 __all__ = [
     "DOMAIN",
@@ -70,6 +69,37 @@ DOMAIN = b"guts-dht-record:"
 #: Largest sequence number (fits a signed 64-bit integer, for js and SQLite).
 MAX_SEQ = 2**63 - 1
 _SIGNATURE = 64
+
+
+# The unsigned varints of the layout, here rather than from guts.wire, whose
+# package brings trio along (this module is a sans-IO core).
+def encode_uvarint(value: int) -> bytes:
+    """``value`` (0 to :data:`MAX_SEQ`) as an unsigned LEB128 varint."""
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def decode_uvarint(data: bytes, pos: int) -> tuple[int, int]:
+    """One minimal varint of at most 9 bytes at ``pos``: ``(value, next pos)``.
+
+    Raises:
+        DecodeError: truncated, longer than 9 bytes, or not minimal.
+    """
+    value = 0
+    for i in range(9):
+        if pos + i >= len(data):
+            raise DecodeError("truncated varint")
+        byte = data[pos + i]
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            if byte == 0 and i:
+                raise DecodeError("varint not minimal")
+            return value, pos + i + 1
+    raise DecodeError("varint longer than 9 bytes")
 
 
 @dataclass(frozen=True, slots=True)
