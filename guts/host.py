@@ -283,6 +283,7 @@ class Host:
     def emit(self, event: HostEvent) -> None:
         if isinstance(event, PeerIdentified):
             self.connmgr.identified(event.peer_id, trio.current_time())
+            self._watch.poke()
         for cb in self._event_handlers:
             try:
                 cb(event)
@@ -359,6 +360,7 @@ class Host:
     def _established(self, conn: Connection) -> Connection:
         self._by_slot[conn.slot] = conn
         self.connmgr.established(conn.slot, conn.peer_id, trio.current_time(), identify=_IDENTIFY in self._handlers)
+        self._watch.poke()
         return conn
 
     def _release(self, slot: int) -> None:
@@ -431,9 +433,7 @@ class Host:
             with trio.fail_after(self.config.connection_timeout):
                 raw = await transport.dial(addr)
                 try:
-                    secure, muxer = await upgrade_outbound(
-                        raw, self.keypair, peer, self.config.muxer, noise=self._noise
-                    )
+                    secure, muxer = await upgrade_outbound(raw, self.keypair, peer, self.config.muxer, noise=self._noise)
                 except BaseException as exc:
                     if isinstance(exc, (GutsError, trio.BrokenResourceError)):
                         log.warning("closing outbound connection to %s: %s", addr, _reason(exc))

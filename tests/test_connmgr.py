@@ -164,8 +164,25 @@ def test_protected_alone_over_high_water_are_trimmed_to_it() -> None:
     for i in range(6):
         m.established(m.admit_outbound(float(i)), PEERS[i], float(i))  # type: ignore[arg-type]
         m.protect(PEERS[i], "dht")
-    trimmed = m.trim(10.0)
+    trimmed = m.trim(100.0)
     assert len(trimmed) == 2  # down to high water, not low
+
+
+def test_newcomers_get_their_grace_before_a_trim() -> None:
+    m = manager(low_water=1, high_water=2, identify_grace=10.0)
+    old = m.admit_outbound(0.0)
+    m.established(old, PEERS[0], 0.0)  # type: ignore[arg-type]
+    m.identified(PEERS[0], 1.0)
+    fresh = [m.admit_outbound(20.0) for _ in range(2)]
+    for i, slot in enumerate(fresh):
+        m.established(slot, PEERS[i + 1], 20.0)  # type: ignore[arg-type]
+    assert m.next_deadline() == 30.0
+    assert m.trim(21.0) == [old]  # only the settled one could go
+    bare = manager(low_water=1, high_water=2, identify_grace=10.0)
+    for i in range(3):
+        bare.established(bare.admit_outbound(0.0), PEERS[i], 0.0, identify=False)  # type: ignore[arg-type]
+    assert bare.trim(5.0) == [] and bare.next_deadline() == 10.0
+    assert len(bare.trim(10.0)) == 2
 
 
 def test_protect_is_counted() -> None:

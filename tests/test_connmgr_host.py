@@ -188,29 +188,32 @@ async def test_noise_only_stall_is_closed_at_the_identify_grace() -> None:
 
 
 async def test_trim_keeps_the_protected_and_the_useful() -> None:
+    from .helpers import ECHO
+
     net = MemoryNetwork()
-    config = HostConfig(keep_alive=0, connmgr=ConnLimits(low_water=2, high_water=4))
-    async with memory_hosts(1, net, config) as (server,), memory_hosts(6, net) as clients:
-        for client in clients:
-            with trio.fail_after(5):
+    config = HostConfig(keep_alive=0, connmgr=ConnLimits(low_water=3, high_water=4))
+    async with memory_hosts(1, net, config) as (server,), memory_hosts(8, net) as clients:
+        guarded, useful, others, newcomer = clients[0], clients[1], clients[2:7], clients[7]
+        server.connmgr.protect(guarded.peer_id, "bootstrap")
+        server.connmgr.high_water = 100  # no trim while the scene is set
+        with trio.fail_after(5):
+            for client in (guarded, useful, *others):
                 conn = await client.connect(full_addr(server))
                 await conn.identified.wait()
-        server.connmgr.protect(clients[0].peer_id, "bootstrap")
-        with trio.fail_after(5):  # the server identified them all
-            while server.connmgr.status()["inbound"]["identified"] < 6:
+            stream = await useful.new_stream(server.peer_id, [ECHO])  # useful: identify and ping are not
+            await stream.aclose()
+            while server.connmgr.status()["inbound"]["identified"] < 7:
                 await trio.sleep(0.01)
-        # clients[5] carries a useful stream (echo); the others only identify and ping
-        from .helpers import ECHO
-
-        stream = await clients[5].new_stream(server.peer_id, [ECHO])
-        await stream.aclose()
+        server.connmgr.high_water = 4
+        # The next connection takes the count past high water: the five
+        # settled, unprotected, never useful peers go (down to low water, 3);
+        # the newcomer is within its grace.
         with trio.fail_after(5):
-            while len(server.connections) > 2:
-                await trio.sleep(0.05)
-        kept = {c.peer_id for c in server.connections}
-        assert kept == {clients[0].peer_id, clients[5].peer_id}
-        await trio.sleep(1.5)  # at low water nothing more goes
-        assert {c.peer_id for c in server.connections} == kept
+            await newcomer.connect(full_addr(server))
+            while len(server.connections) > 3:
+                await trio.sleep(0.01)
+        assert {c.peer_id for c in server.connections} == {guarded.peer_id, useful.peer_id, newcomer.peer_id}
+        assert server.connmgr.status()["inbound"]["protected"] == 1
 
 
 async def test_node_protects_its_bootstrap_and_reports_connections(tmp_path_factory: pytest.TempPathFactory) -> None:

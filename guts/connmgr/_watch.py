@@ -4,11 +4,14 @@ multiply.
 
 Theory of operation
 -------------------
-The manager decides; this adapter only acts. Once a tick (a second, or a
-quarter of the identify grace when that is shorter) it asks the manager
-for the connections whose grace ran out and, past the high water mark,
-for the least valuable, and starts each one's close (a yamux GoAway,
-bounded by the muxer's close timeout) in the host's nursery. Refusals
+The manager decides; this adapter only acts. It sleeps until the next
+identify grace runs out, a log window ends, or the host pokes it (a
+connection was established or a peer identified: the count may be past
+the high water mark, a grace began or ended), and no longer: an idle host never wakes, which
+matters when a simulation runs a thousand of them. Awake, it asks the
+manager for the connections whose grace ran out and, past the high water
+mark, for the least valuable, and starts each one's close (a yamux
+GoAway, bounded by the muxer's close timeout) in the host's nursery. Refusals
 and expiries are logged through a :class:`~guts.connmgr.LogThrottle`:
 the first of each kind per address a minute is written, the rest summed
 up in one line when the minute is over.
@@ -17,6 +20,7 @@ up in one line when the minute is over.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -46,6 +50,11 @@ class ConnWatch:
         self.log = logger
         self.window = window
         self._throttle: LogThrottle[tuple[str, str]] = LogThrottle(window, manager.limits.max_tracked)
+        self._poked = trio.Event()
+
+    def poke(self) -> None:
+        """Look again now (a connection was established, a peer identified)."""
+        self._poked.set()
 
     def log_limited(self, source: str, reason: str, now: float, message: str, *args: object) -> None:
         """Log ``message % (source, *args)`` at most once per ``source`` and
@@ -76,9 +85,11 @@ class ConnWatch:
             describe: ``(address, peer)`` of a connection, for the log.
         """
         manager = self.manager
-        tick = min(1.0, manager.limits.identify_grace / 4)
         while True:
-            await trio.sleep(tick)
+            wake = [t for t in (manager.next_deadline(), self._throttle.next_end()) if t is not None]
+            with trio.move_on_at(min(wake, default=math.inf)):
+                await self._poked.wait()
+            self._poked = trio.Event()
             now = trio.current_time()
             for slot in manager.expired(now):
                 conn = connection(slot)

@@ -64,6 +64,12 @@ class LogThrottle(Generic[K]):
         if window.suppressed and len(self._ended) < self.max_keys:
             self._ended.append((key, window.suppressed))
 
+    def next_end(self) -> float | None:
+        """When the oldest window ends (``None``: no window is open)."""
+        for window in self._windows.values():
+            return window.opened + self.window
+        return None
+
     def flush(self, now: float) -> list[tuple[K, int]]:
         """Keys whose window is over, with how many events each suppressed
         (only those with at least one); their windows are forgotten."""

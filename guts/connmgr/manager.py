@@ -29,7 +29,10 @@ or answered it and never identify). The handshake itself is bounded by the
 host's connection timeout.
 
 When more than ``high_water`` connections are open, :meth:`trim` names
-the ones to close to get back to ``low_water``, least valuable first:
+the ones to close to get back to ``low_water``, among those that have
+settled (identified, or open longer than the grace: a newcomer is given
+its chance to identify, and one that does not is closed by the grace
+anyway), least valuable first:
 connections that never identified and never carried a useful stream (any
 protocol but identify and ping), then those with one of the two, then the
 rest; within a tier, the one whose last useful stream is oldest (or, never
@@ -273,6 +276,15 @@ class ConnManager:
                 due.append(info.slot)
         return due
 
+    def next_deadline(self) -> float | None:
+        """When :meth:`expired` will next have something to say (``None``:
+        no connection is waiting to identify)."""
+        live = [i for i in self._slots.values() if i.state is not ConnState.HANDSHAKING and not i.doomed]
+        due = [i.grace_until for i in live if i.grace_until is not None]
+        if len(live) > self.high_water:  # a trim waits for newcomers to settle
+            due += [i.opened + self.limits.identify_grace for i in live if i.state is ConnState.UNIDENTIFIED]
+        return min(due) if due else None
+
     def trim(self, now: float) -> list[int]:
         """Slots to close so that at most ``low_water`` stay, when more than
         ``high_water`` are open (least valuable first; each named once)."""
@@ -281,7 +293,9 @@ class ConnManager:
             return []
         excess = len(open_) - self.low_water
         protected = self._protected()
-        ranked = sorted(open_, key=_value)
+        grace = self.limits.identify_grace
+        settled = [s for s in open_ if s.state is ConnState.IDENTIFIED or now - s.opened >= grace]
+        ranked = sorted(settled, key=_value)
         victims = [s for s in ranked if s.peer not in protected][:excess]
         guarded = [s for s in ranked if s.peer in protected]
         if len(guarded) > self.high_water:
