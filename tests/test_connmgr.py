@@ -326,3 +326,55 @@ def test_log_throttle_is_bounded() -> None:
         t.record(k, 0.0)
     assert len(t) == 10
     assert len(t.flush(0.0)) <= 10
+
+
+# -- the watch (the trio side), on a clock that jumps ------------------------------
+
+
+async def test_watch_sums_up_what_it_did_not_log(autojump_clock: object, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    import trio
+
+    from guts.connmgr import ConnWatch
+
+    caplog.set_level(logging.INFO, logger="test.connmgr")
+    watch = ConnWatch(manager(), logging.getLogger("test.connmgr"))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch.run, lambda slot: None, nursery.start_soon, lambda conn: ("", ""))
+        await trio.sleep(1)
+        for _ in range(50):
+            watch.log_limited("127.0.0.2", "per_ip", trio.current_time(), "refusing %s: %s", "8 connections")
+        watch.log_limited("127.0.0.3", "per_ip", trio.current_time(), "refusing %s: %s", "8 connections")
+        await trio.sleep(61)
+        nursery.cancel_scope.cancel()
+    assert [r.getMessage() for r in caplog.records] == [
+        "refusing 127.0.0.2: 8 connections",
+        "refusing 127.0.0.3: 8 connections",
+        "... and 49 more like it (per_ip) from 127.0.0.2 in the last 60 s",
+    ]
+
+
+async def test_watch_closes_at_the_grace(autojump_clock: object) -> None:
+    import trio
+
+    from guts.connmgr import ConnWatch
+
+    m = manager(identify_grace=10.0)
+    closed: list[float] = []
+
+    class Conn:
+        async def aclose(self) -> None:
+            closed.append(trio.current_time())
+
+    watch = ConnWatch(m, __import__("logging").getLogger("test.connmgr"))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch.run, lambda slot: Conn(), nursery.start_soon, lambda conn: ("192.0.2.1", "peer"))
+        await trio.sleep(1)
+        started = trio.current_time()
+        slot = m.admit_inbound("192.0.2.1", started)
+        m.established(slot, PEERS[0], started)  # type: ignore[arg-type]
+        watch.poke()
+        await trio.sleep(30)
+        nursery.cancel_scope.cancel()
+    assert len(closed) == 1 and closed[0] - started == pytest.approx(10.0)

@@ -62,6 +62,7 @@ class ConnWatch:
         self.flush(now)
         if self._throttle.record((source, reason), now):
             self.log.warning(message, source, *args)
+            self._poked.set()  # a window opened: the watch sums it up when it ends
 
     def flush(self, now: float) -> None:
         """Sum up the windows that are over."""
