@@ -158,6 +158,24 @@ async def test_concurrent_strangers_stay_within_the_inbound_budget() -> None:
             await strangers.aclose()
 
 
+async def test_strangers_never_take_the_slots_for_dialling_out() -> None:
+    config = HostConfig(max_connections=8, keep_alive=0)  # a quarter (2) kept for dials: 6 inbound
+    strangers = _Strangers()
+    async with _target(config) as (host, _addr, port), _target() as (first, first_addr, _), \
+            _target() as (second, second_addr, _):
+        try:
+            for _ in range(10):
+                await strangers.one("127.0.1.2", port)
+            assert len(strangers.held) == 6 and strangers.refused == 4
+            assert host.connmgr.status()["refused"] == {"inbound_budget": 4}
+            with trio.fail_after(5):
+                for other in (first_addr, second_addr):
+                    await host.connect(other)
+            assert host.connmgr.status()["outbound"]["unidentified"] + host.connmgr.status()["outbound"]["identified"] == 2
+        finally:
+            await strangers.aclose()
+
+
 async def test_noise_only_stall_is_closed_at_the_identify_grace() -> None:
     grace = 2.0
     config = HostConfig(keep_alive=0, connmgr=ConnLimits(identify_grace=grace))
