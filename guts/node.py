@@ -109,7 +109,7 @@ def _protect(node: Node) -> None:
             connmgr.protect(PeerId.from_string(addr.peer_id), "bootstrap")
     pubsub = node.pubsub
     connmgr.protect_with("gossip-mesh", lambda: {p for t in pubsub.topics for p in pubsub.mesh_peers(t)})
-    connmgr.protect_with("dht-routing-table", node.dht.table.peers)
+    connmgr.protect_with("dht-routing-table", lambda: node.dht.table.peers())
 
 
 def seeding_policy(config: NodeConfig) -> SeedingPolicy:
