@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: start test proto bench sim clean
+.PHONY: start test proto bench sim fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,13 @@ bench: $(VENV)/.installed-test
 ## make sim: the DHT, gossip and repository propagation simulations (tables also go to BENCHMARKS.md with --write)
 sim: $(VENV)/.installed-test
 	$(BIN)/python -m bench.sim $(SIMFLAGS)
+
+## make fuzz: every decoder's fuzz target for FUZZ_SECONDS each; what they find
+## goes to fuzz/corpus/, minimised back within its bounds (python -m fuzz --merge)
+FUZZ_SECONDS ?= 60
+fuzz: $(VENV)/.installed-test
+	$(BIN)/python -m fuzz --all --seconds $(FUZZ_SECONDS)
+	$(BIN)/python -m fuzz --merge
 
 clean:
 	rm -rf $(VENV) interop/node_modules .pytest_cache .mypy_cache .bench
