@@ -14,6 +14,7 @@ import typer
 
 from guts import __version__
 from guts._cli import dht as dht_commands
+from guts._cli import peers as peers_commands
 from guts._cli import pubsub as pubsub_commands
 from guts._cli import repo as repo_commands
 from guts._cli import seed as seed_commands  # adds its commands to `guts repo`
@@ -29,6 +30,7 @@ app = typer.Typer(
 )
 
 app.add_typer(dht_commands.app, name="dht")
+app.add_typer(peers_commands.app, name="peers")
 app.add_typer(pubsub_commands.app, name="pubsub")
 app.add_typer(repo_commands.app, name="repo")
 
@@ -129,17 +131,36 @@ async def _serve(config: Any, as_json: bool, output: Any) -> None:
     def emit(event: dict[str, Any], text: str) -> None:
         output.emit(json.dumps(event) if as_json else text)
 
+    # events of connections made while the node started (bootstrap dials)
+    # came before our handler: they are told from the host's state, once
+    told: set[tuple[type, Any]] = set()
+
     def on_event(event: HostEvent) -> None:
+        key = (type(event), event.peer_id)
+        if key in told:
+            told.discard(key)
+            return
         if isinstance(event, PeerConnected):
             emit({"event": "peer_connected", "peer_id": str(event.peer_id),
                   "addr": str(event.addr), "direction": event.direction.value},
                  f"connected: {event.peer_id} ({event.direction.value}, {event.addr})")
         elif isinstance(event, PeerDisconnected):
+            told.discard((PeerConnected, event.peer_id))
+            told.discard((PeerIdentified, event.peer_id))
             emit({"event": "peer_disconnected", "peer_id": str(event.peer_id)}, f"disconnected: {event.peer_id}")
         elif isinstance(event, PeerIdentified):
             emit({"event": "peer_identified", "peer_id": str(event.peer_id),
                   "agent_version": event.agent_version, "protocols": list(event.protocols)},
                  f"identified: {event.peer_id} {event.agent_version or ''}")
+
+    def tell_existing(host: Any) -> None:
+        for conn in host.connections:
+            on_event(PeerConnected(conn.peer_id, conn.remote_addr, conn.direction))
+            told.add((PeerConnected, conn.peer_id))
+            agent = host.peerstore.info(conn.peer_id).agent_version
+            if agent is not None:
+                on_event(PeerIdentified(conn.peer_id, tuple(host.peerstore.protocols(conn.peer_id)), agent, ()))
+                told.add((PeerIdentified, conn.peer_id))
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_controlled_node(config) as node:
@@ -159,6 +180,7 @@ async def _serve(config: Any, as_json: bool, output: Any) -> None:
                 output.emit(f"dht: {dht.mode.value} mode on {dht.config.protocol}{why}")
                 for topic in node.subscriptions:
                     output.emit(f"subscribed to {topic}")
+            tell_existing(node.host)  # no checkpoint since the handler was added: nothing is told twice
             async with trio.open_nursery() as nursery:
                 for sub in node.subscriptions.values():
                     nursery.start_soon(_print_messages, sub, emit)
@@ -209,6 +231,9 @@ def status(
     if pubsub:
         topics = ", ".join(f"{t} (mesh {pubsub['mesh'][t]})" for t in pubsub["topics"]) or "none"
         typer.echo(f"pubsub:       {pubsub['peers']} peers; topics {topics}")
+        dropped = pubsub.get("dropped")
+        if dropped:
+            typer.echo("  not delivered: " + ", ".join(f"{why} {n:,}" for why, n in sorted(dropped.items())))
     if "repos" in info:
         typer.echo(f"repositories: {info['repos']} (`guts repo list`)")
     if "seeding" in info:
