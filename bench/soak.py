@@ -51,8 +51,7 @@ from bench._procs import child_env, proc_status
 from guts.crypto import KeyPair
 from guts.mux.yamux import YamuxConfig, YamuxConnection
 from guts.upgrade import upgrade_outbound
-from guts.wire import select_protocol
-from guts.wire._varint import encode_uvarint
+from guts.wire import encode_uvarint, select_protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 PING = "/ipfs/ping/1.0.0"

@@ -40,6 +40,7 @@ from guts.multiaddr import Multiaddr
 from guts.mux.yamux import YamuxConfig, YamuxConnection
 from guts.peer import PeerId
 from guts.peerstore import Peerstore
+from guts.ratelog import RateLimitedLog
 from guts.security.noise import NoiseIdentity, NoiseStream
 from guts.transport import RawConnection, Transport
 from guts.upgrade import upgrade_inbound, upgrade_outbound
@@ -248,6 +249,10 @@ class Host:
         self._event_handlers: list[Callable[[HostEvent], None]] = []
         self._protocol_listeners: list[Callable[[], None]] = []
         self._closing = False
+        #: Log lines a peer can cause at will (stream negotiation, lost
+        #: connections): one per peer and reason per 10 s, the next one
+        #: saying how many were held back.
+        self._peer_log = RateLimitedLog(log, interval=10.0, max_keys=4096)
 
     # -- protocols ---------------------------------------------------------
 
@@ -483,9 +488,9 @@ class Host:
                 task_status.started(conn)
                 self.emit(PeerConnected(peer, conn.remote_addr, conn.direction))
         except ProtocolError as exc:
-            log.warning("closing connection to %s: %s", peer, _reason(exc))
+            self._peer_log.warning(peer, "closing", "closing connection to %s: %s", peer, _reason(exc))
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            log.info("connection to %s lost: %s", peer, _reason(exc))
+            self._peer_log.info(peer, "lost", "connection to %s lost: %s", peer, _reason(exc))
         finally:
             conn.closed.set()
             self._release(conn.slot)
@@ -506,9 +511,9 @@ class Host:
             nursery.cancel_scope.cancel()
         error = conn.muxer.error
         if isinstance(error, ProtocolError):
-            log.warning("closing connection to %s: %s", conn.peer_id, _reason(error))
+            self._peer_log.warning(conn.peer_id, "closing", "closing connection to %s: %s", conn.peer_id, _reason(error))
         elif error is not None:
-            log.info("connection to %s lost: %s", conn.peer_id, _reason(error))
+            self._peer_log.info(conn.peer_id, "lost", "connection to %s lost: %s", conn.peer_id, _reason(error))
 
     async def _accept_streams(self, conn: Connection, nursery: trio.Nursery) -> None:
         while True:
@@ -522,11 +527,13 @@ class Host:
         try:
             negotiated = await _within(self.config.negotiation_timeout, accept_protocol(stream, self._handlers))
         except trio.TooSlowError:
-            log.info("peer %s: stream negotiation timed out", conn.peer_id)
+            self._peer_log.info(conn.peer_id, "negotiation timed out", "peer %s: stream negotiation timed out", conn.peer_id)
             await _abort(stream)
             return
         except (GutsError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            log.info("peer %s: stream negotiation failed: %s", conn.peer_id, _reason(exc))
+            self._peer_log.info(
+                conn.peer_id, "negotiation failed", "peer %s: stream negotiation failed: %s", conn.peer_id, _reason(exc)
+            )
             await _abort(stream)
             return
         negotiated.connection = conn

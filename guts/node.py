@@ -24,6 +24,7 @@ from guts.config import NodeConfig
 from guts.connmgr import ConnLimits
 from guts.crypto import KeyPair, load_or_create_keypair
 from guts.dht import Dht, DhtConfig, DhtMode, DhtStore
+from guts.home import prepare_home
 from guts.gossip import Gossipsub, Subscription
 from guts._netaddrs import expand_unspecified
 from guts.host import Host, HostConfig, open_host
@@ -41,6 +42,7 @@ from guts.replicate.providing import RepoProvider
 from guts.replicate.replicator import Replicator
 from guts.replicate.seeding import Seeding
 from guts.replicate.seeds import SeedStore
+from guts.reputation import PeerGuard
 from guts.sync import SYNC_PROTOCOL, SyncConfig, SyncService
 from guts.transport import TcpTransport, Transport, WebSocketTransport
 
@@ -152,6 +154,9 @@ class Node:
     #: ``config.home / "seeds.sqlite"``) and the limits; ``None`` without
     #: repositories.
     seeding: Seeding | None = None
+    #: Peer scores and the block list (``config.home / "blocks.sqlite"``),
+    #: enforced before the handshake (by address) and after it (by peer id).
+    reputation: PeerGuard | None = None
     #: The subscriptions to ``config.topics``, by topic.
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
 
@@ -181,6 +186,7 @@ class Node:
             },
             "connmgr": self.host.connmgr.status(),
             "repos": 0 if self.repos is None else len(self.repos),
+            **({} if self.reputation is None else {"reputation": self.reputation.status()}),
             **({} if self.seeding is None else {
                 "seeding": self.seeding.status(self.replicator.running if self.replicator is not None else 0)
             }),
@@ -214,7 +220,9 @@ async def open_node(
     """
     store = None
     seeds = None
+    guard = None
     try:
+        prepare_home(config.home)  # 0700, refused if others can write it; files 0600 from here on
         if keypair is None:
             keypair = load_or_create_keypair(config.key_file)
         host_config = HostConfig(
@@ -226,6 +234,8 @@ async def open_node(
         )
         if transports is None:
             transports = [TcpTransport(), WebSocketTransport()]
+        guard = PeerGuard.in_home(config.home) if persist else PeerGuard()
+        transports = guard.gate(transports)
         store = DhtStore.in_home(config.home) if persist else None
         # Before the host: repositories are verified and repaired before any peer can ask for one.
         repos = await Repositories.open(config.home / "storage", repositories_config(config)) if persist else None
@@ -238,6 +248,7 @@ async def open_node(
         )  # fmt: skip
         dht_config = DhtConfig(protocol=config.dht_protocol, mode=DhtMode(config.dht_mode), bootstrap=config.bootstrap)
         async with open_host(keypair, transports, host_config) as host:
+            guard.watch(host)
             dht = Dht(host, dht_config, store)
             pubsub = Gossipsub(host)
             providing = None if seeding is None else RepoProvider(dht, seeding.repos, seeds=seeding.seeds)
@@ -256,6 +267,7 @@ async def open_node(
                     seeding=seeding, max_fetches=config.seed_max_fetches,
                 ),
                 seeding=seeding,
+                reputation=guard,
             )  # fmt: skip
             _protect(node)
             await host.start(node.pubsub.run)
@@ -277,3 +289,5 @@ async def open_node(
             store.close()
         if seeds is not None:
             seeds.close()
+        if guard is not None:
+            guard.close()

@@ -8,7 +8,7 @@ import pytest
 PUBLIC = {
     'guts.dht': ['AddOutcome', 'AddResult', 'AddrScope', 'ConnectionType', 'DEFAULT_PROTOCOL', 'Dht', 'DhtConfig', 'DhtMode', 'DhtStore', 'GutsValidator', 'IPFS_PROTOCOL', 'KEY_BITS', 'KadMessage', 'KadPeer', 'Limits', 'Lookup', 'LookupConfig', 'LookupResult', 'LookupStats', 'MessageType', 'PeerState', 'ProviderRecord', 'ProviderStore', 'PublicKeyValidator', 'PublishResult', 'PutResult', 'Record', 'RecordLimits', 'RequestFailed', 'RoutingTable', 'StoredValue', 'Validator', 'ValueStore', 'bucket_index', 'decode_message', 'encode_message', 'kad_key'],
     'guts.errors': ['ConfigError', 'DecodeError', 'DialError', 'GutsError', 'HandshakeError', 'InputError', 'InvalidIdentity', 'InvalidRecord', 'InvalidRefs', 'InvalidRid', 'LocalProtocolError', 'NegotiationError', 'NodeNotRunning', 'PeerIdMismatch', 'PeerNotFound', 'ProtocolError', 'RecordNotFound', 'RemoteProtocolError', 'StreamReset'],
-    'guts.wire': ['DialerNegotiation', 'LengthPrefixedDecoder', 'ListenerNegotiation', 'MAX_VARINT_BYTES', 'MULTISTREAM_PROTOCOL', 'MessageStream', 'NeedMoreData', 'NegotiatedStream', 'accept_protocol', 'decode_uvarint', 'encode_length_prefixed', 'encode_line', 'encode_uvarint', 'select_protocol'],
+    'guts.wire': ['DialerNegotiation', 'LengthPrefixedDecoder', 'ListenerNegotiation', 'MAX_VARINT_BYTES', 'MULTISTREAM_PROTOCOL', 'MessageStream', 'NeedMoreData', 'NegotiatedStream', 'NegotiationLimit', 'accept_protocol', 'decode_uvarint', 'encode_length_prefixed', 'encode_line', 'encode_uvarint', 'select_protocol'],
     'guts.crypto': ['KeyPair', 'PublicKey', 'UnsupportedKeyType', 'load_or_create_keypair'],
     'guts.cid': ['CODECS', 'Cid', 'HASHES', 'InvalidCid', 'MULTIBASES', 'recognize_cid'],
     'guts.peer': ['InvalidPeerId', 'InvalidPeerIdBytes', 'InvalidPeerIdText', 'PeerId'],
@@ -22,7 +22,7 @@ PUBLIC = {
     'guts.identify': ['AGENT_VERSION', 'IDENTIFY', 'IDENTIFY_PUSH', 'Identify', 'IdentifyInfo', 'PROTOCOL_VERSION', 'decode_identify', 'encode_identify'],
     'guts.gossip': ['ControlMessage', 'GossipConfig', 'GossipMessage', 'GossipRouter', 'Gossipsub', 'InvalidMessage', 'MESHSUB_V10', 'MESHSUB_V11', 'MESHSUB_V12', 'PROTOCOLS', 'RPC', 'RawMessage', 'Rejection', 'RouterStats', 'RpcLimits', 'ScoreParams', 'ScoreThresholds', 'SignaturePolicy', 'Subscription', 'TopicScoreParams', 'ValidationResult', 'Validator', 'decode_rpc', 'default_message_id', 'encode_rpc', 'hash_message_id', 'open_gossipsub'],
     'guts.ping': ['PING', 'PING_SIZE', 'Ping', 'ping'],
-    'guts.home': ['CONFIG_FILE', 'CONTROL_SOCKET', 'KEY_FILE', 'default_home'],
+    'guts.home': ['CONFIG_FILE', 'CONTROL_SOCKET', 'KEY_FILE', 'default_home', 'prepare_home'],
     'guts.config': ['CONFIG_FILE', 'CONTROL_SOCKET', 'DEFAULT_DHT_PROTOCOL', 'DEFAULT_LISTEN', 'DHT_MODES', 'KEY_FILE', 'LIMIT_RANGES', 'NodeConfig', 'default_home', 'load_config'],
     'guts.control': ['ApiError', 'ControlApi', 'ControlClient', 'ControlError', 'ControlSocket', 'bind_control_socket', 'connect_control', 'serve_control'],
     'guts.control.blocking': ['BlockingControlClient', 'ControlError'],
@@ -62,6 +62,9 @@ PUBLIC = {
     'guts.sync.race': ['FetchProgressed', 'Fetched', 'MAX_CANDIDATES', 'NoPeerServed', 'PeerAsked', 'PeerFailed', 'PeerOutraced', 'RACE_WIDTH', 'RaceEvent', 'fetch_first'],
     'guts.sync.probe': ['held_seq', 'probe_seq'],
     'guts.repo.proposals': ['MAX_PROPOSALS', 'MIN_PREFIX', 'ProposalMerge', 'ProposalNotFound', 'changes', 'check_proposal', 'check_served', 'find_proposal', 'merge_proposals', 'proposal_id', 'signers'],
+    'guts.connmgr': ['ConnLimits', 'ConnManager', 'ConnState', 'ConnWatch', 'LogThrottle', 'RateLimiter', 'Refusal', 'SlotInfo', 'TokenBucket', 'subnet_of'],
+    'guts.reputation': ['BLOCKS_FILE', 'Block', 'BlockListFull', 'BlockStore', 'BlockStoreError', 'BlockStoreFull', 'Outcome', 'PeerGuard', 'Reputation', 'ReputationConfig', 'Target', 'Verdict', 'ip_of', 'parse_target', 'target_text'],
+    'guts.ratelog': ['RateLimitedLog'],
 }
 
 

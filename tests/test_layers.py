@@ -39,17 +39,17 @@ PACKAGE = ROOT / "guts"
 #: code are the foundation every layer stands on.
 LAYERS: list[tuple[str, ...]] = [
     # 0: foundation
-    ("guts", "guts.errors", "guts.crypto", "guts.peer", "guts.cid", "guts.multiaddr", "guts.pb", "guts._netaddrs", "guts.home"),
+    ("guts", "guts.errors", "guts.crypto", "guts.peer", "guts.cid", "guts.multiaddr", "guts.pb", "guts._netaddrs", "guts.home", "guts.ratelog"),
     # 1: framing and negotiation
     ("guts.wire",),
     # 2: security and muxers
     ("guts.security", "guts.mux"),
     # 3: transports
     ("guts.transport",),
-    # 4: the upgrader
-    ("guts.upgrade",),
-    # 5: the host and what it keeps
-    ("guts.host", "guts.peerstore"),
+    # 4: the upgrader, and the connection manager's core below the host
+    ("guts.upgrade", "guts.connmgr"),
+    # 5: the host and what it keeps (peer scores and the block list too)
+    ("guts.host", "guts.peerstore", "guts.reputation"),
     # 6: protocols on the host
     ("guts.identify", "guts.ping", "guts.dht", "guts.gossip", "guts.sync", "guts.repo"),
     # 7: replication, composed of the protocols (announcements, seeding)
@@ -89,6 +89,14 @@ CORES: list[str] = [
     "guts.dht.collect",
     "guts.dht.addrbook",
     "guts.dht.inbound",
+    "guts.dht.signed",
+    "guts.dht.quota",
+    "guts.connmgr.limits",
+    "guts.connmgr.manager",
+    "guts.connmgr.logthrottle",
+    "guts.reputation._core",
+    "guts.reputation._store",
+    "guts.ratelog",
     "guts.gossip.router",
     "guts.replicate.announce",
     "guts.replicate.coalesce",

@@ -10,6 +10,7 @@ from guts.control._api import ControlApi
 from guts.control.dht import add_dht_routes
 from guts.control.pubsub import add_pubsub_routes
 from guts.control.repo import add_repo_routes
+from guts.control._peers import add_peer_routes
 from guts.control._seeding import add_seeding_routes
 from guts.control._server import serve_control
 from guts.control._socket import bind_control_socket
@@ -51,6 +52,7 @@ async def open_controlled_node(
                     dht=node.dht, providing=node.providing, replicator=node.replicator,
                 )  # fmt: skip
                 add_seeding_routes(api, node.seeding, node.replicator)
+                add_peer_routes(api, node.reputation, node.host)
                 serving, control = control, None  # serve_control closes it from now on
                 await node.host.start(serve_control, api, serving)
             yield node
