@@ -24,7 +24,7 @@ import sys
 import trio
 
 from guts.crypto import KeyPair
-from guts.gossip import open_gossipsub
+from guts.gossip import GossipConfig, open_gossipsub
 from guts.host import HostConfig, open_host
 from guts.identify import Identify
 from guts.multiaddr import Multiaddr
@@ -44,7 +44,8 @@ async def main() -> None:
         Identify(host)
         Ping(host)
         [addr] = await host.listen(Multiaddr.parse("/ip4/127.0.0.1/tcp/0"))
-        async with open_gossipsub(host) as gossip:
+        # capacity, not policy: without the per-peer message rate (500/s by default)
+        async with open_gossipsub(host, GossipConfig(peer_message_rate=0)) as gossip:
             gossip.subscribe(TOPIC, buffer=1)  # a relay: it need not keep what it delivers
             print(json.dumps({"addr": str(addr.with_p2p(str(host.peer_id)))}), flush=True)
             stdin = trio.lowlevel.FdStream(os.dup(0))
