@@ -183,6 +183,7 @@ class Node:
                 "topics": self.pubsub.topics,
                 "peers": len(self.pubsub.peers),
                 "mesh": {t: len(self.pubsub.mesh_peers(t)) for t in self.pubsub.topics},
+                "dropped": self.pubsub.drop_counts(),
             },
             "connmgr": self.host.connmgr.status(),
             "repos": 0 if self.repos is None else len(self.repos),
