@@ -271,7 +271,9 @@ async def open_node(
                 reputation=guard,
             )  # fmt: skip
             _protect(node)
+            _feed_reputation(node, guard)
             await host.start(node.pubsub.run)
+            await host.start(_note_gossip_scores, pubsub, guard)
             for topic in config.topics:
                 node.subscriptions[topic] = node.pubsub.subscribe(topic)
             if config.listen:
@@ -292,3 +294,28 @@ async def open_node(
             seeds.close()
         if guard is not None:
             guard.close()
+
+
+def _feed_reputation(node: Node, guard: PeerGuard) -> None:
+    """The protocols' reports of bad input lower the peers' scores."""
+    node.dht.report = guard.report
+    if node.sync is not None:
+        node.sync.report = guard.report
+        node.sync.throttled = guard.throttled
+
+
+async def _note_gossip_scores(
+    pubsub: Gossipsub, guard: PeerGuard, interval: float = 5.0, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Every ``interval`` seconds, gossip's score of each peer gossip has
+    graylisted (its messages ignored already) counts in the peer's score:
+    a peer gossip found sending invalid messages or flooding is
+    disconnected, then blocked, as it keeps on."""
+    task_status.started()
+    threshold = pubsub.config.score_thresholds.graylist_threshold
+    while True:
+        await trio.sleep(interval)
+        for peer in pubsub.peers:
+            score = pubsub.score(peer)
+            if score < threshold:
+                guard.note_score(peer, "gossip", score)

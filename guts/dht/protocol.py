@@ -145,6 +145,9 @@ class Dht:
         self._serving = False
         self._mode = DhtMode.CLIENT
         self._inbound = InboundStreams(cfg.max_streams_per_peer)
+        #: Told of each request refused (a peer over its limits), with the
+        #: peer, the reason and a penalty weight (the node's peer scores).
+        self.report: Callable[[PeerId, str, float], object] | None = None
         self._checking: set[PeerId] = set()
         self.client = KadClient(host, cfg, self._spawn)
         self._nursery: trio.Nursery | None = None
@@ -368,6 +371,8 @@ class Dht:
     def _log_refusal(self, peer: PeerId, reason: str) -> None:
         level = logging.WARNING if self._inbound.loud(peer, trio.current_time()) else logging.DEBUG
         log.log(level, "peer %s: DHT request refused: %s", peer, reason)
+        if self.report is not None:
+            self.report(peer, f"DHT: {reason}", 1.0)
 
     async def _serve(self, stream: NegotiatedStream) -> None:
         """Answer requests on one inbound stream until EOF (bounded).

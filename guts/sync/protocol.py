@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 
 import trio
 
@@ -99,15 +100,28 @@ class SyncService:
         self.bad_input = BadInputLog(log)
         self._uploads: Counter[PeerId] = Counter()
         self._requests = RateLimiter(self.config.requests_per_second, self.config.request_burst, max_keys=10_000)
+        #: Told of each peer's bad input (peer, reason, penalty weight: 1
+        #: for a request refused unread, 10 for one that breaks the rules),
+        #: and asked whether a peer is throttled (its requests refused
+        #: ``BUSY``): the node's peer scores.
+        self.report: Callable[[PeerId, str, float], object] | None = None
+        self.throttled: Callable[[PeerId], bool] | None = None
         host.set_handler(SYNC_PROTOCOL, self._serve)
+
+    def _bad(self, peer: PeerId, what: str, reason: object, weight: float) -> None:
+        self.bad_input(peer, what, reason)
+        if self.report is not None:
+            self.report(peer, f"sync: {what}: {reason}", weight)
 
     async def _serve(self, stream: NegotiatedStream) -> None:
         peer: PeerId = stream.connection.peer_id
         cfg = self.config
         async with stream:
             messages = MessageStream(stream, cfg.max_request)
-            if not self._requests.take(str(peer), trio.current_time()):
-                self.bad_input(peer, "sync request refused", "BUSY: over its request rate")
+            throttled = self.throttled is not None and self.throttled(peer)
+            if throttled or not self._requests.take(str(peer), trio.current_time()):
+                why = "BUSY: throttled for misbehaving" if throttled else "BUSY: over its request rate"
+                self._bad(peer, "sync request refused", why, 1.0)
                 with trio.move_on_after(1):
                     try:
                         await self._answer(messages, Refused(RefusedReason.BUSY, "too many requests; slow down"))
@@ -120,8 +134,11 @@ class SyncService:
                 if data is None:
                     return
                 request = decode_request(data, cfg)
-            except (DecodeError, trio.TooSlowError) as exc:
-                self.bad_input(peer, "sync request refused", str(exc) or "no request within the idle timeout")
+            except DecodeError as exc:
+                self._bad(peer, "sync request refused", exc, 10.0)
+                return
+            except trio.TooSlowError:
+                self.bad_input(peer, "sync request refused", "no request within the idle timeout")
                 return
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
@@ -167,7 +184,7 @@ class SyncService:
         try:
             checked = check_upload_request(request.request, signed, cfg.max_request)
         except DecodeError as exc:
-            self.bad_input(peer, f"upload request for {state.rid} refused", exc)
+            self._bad(peer, f"upload request for {state.rid} refused", exc, 10.0)
             await self._answer(messages, Refused(RefusedReason.BAD_REQUEST, str(exc)))
             return
         if sum(self._uploads.values()) >= cfg.max_uploads or self._uploads[peer] >= cfg.max_uploads_per_peer:
