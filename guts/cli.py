@@ -222,6 +222,17 @@ def status(
     for c in conns:
         agent = f", {c['agent_version']}" if c.get("agent_version") else ""
         typer.echo(f"  {c['peer_id']} {c['direction']} {c['addr']} ({c['streams']} streams{agent})")
+    cm = info.get("connmgr")
+    if cm:
+        for direction in ("inbound", "outbound"):
+            n = cm[direction]
+            typer.echo(f"  {direction + ':':<10} {n['identified']} identified, {n['unidentified']} unidentified, "
+                       f"{n['handshaking']} handshaking; {n['protected']} protected")  # fmt: skip
+        limits = cm["limits"]
+        typer.echo(f"  limits:    keeps {limits['low_water']} to {limits['high_water']}, at most "
+                   f"{limits['max_connections']} ({limits['inbound_budget']} inbound), {limits['max_per_ip']} per IP")  # fmt: skip
+        if cm["refused"]:
+            typer.echo("  refused:   " + ", ".join(f"{why} {n:,}" for why, n in sorted(cm["refused"].items())))
     dht = info.get("dht")
     if dht:
         typer.echo(
@@ -234,6 +245,11 @@ def status(
         dropped = pubsub.get("dropped")
         if dropped:
             typer.echo("  not delivered: " + ", ".join(f"{why} {n:,}" for why, n in sorted(dropped.items())))
+    rep = info.get("reputation")
+    if rep:
+        typer.echo(f"peers:        {rep['blocks']} blocked (`guts peers list`), {rep['peers_scored']} scored; refused "
+                   f"{rep['refused_inbound']} connections and {rep['refused_peers']} peers, "
+                   f"disconnected {rep['disconnected']}")  # fmt: skip
     if "repos" in info:
         typer.echo(f"repositories: {info['repos']} (`guts repo list`)")
     if "seeding" in info:
