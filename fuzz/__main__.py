@@ -31,7 +31,9 @@ takes more than ``--timeout`` seconds counts as a crash too.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import hashlib
+import importlib
 import os
 import shlex
 import shutil
@@ -77,18 +79,22 @@ def write_seeds(names: list[str]) -> None:
             (directory / _name_file(seed)).write_bytes(seed)
 
 
-def _instrumented_targets() -> dict[str, Target]:
-    """Import the targets (and so every ``guts`` module) instrumented."""
+def _instrumented_targets(module: str = "fuzz.targets") -> dict[str, Target]:
+    """Import the targets (and so every ``guts`` module) instrumented.
+
+    Args:
+        module: the module whose ``TARGETS`` to fuzz (the test suite names
+            one of its own to check that a crash is caught).
+    """
     import atheris
 
-    with atheris.instrument_imports(include=["guts", "fuzz.targets"]):
-        from fuzz.targets import TARGETS
-    return TARGETS
+    with atheris.instrument_imports(include=["guts", module]):
+        targets: dict[str, Target] = importlib.import_module(module).TARGETS
+    return targets
 
 
 def _libfuzzer_args(target: Target, args: argparse.Namespace) -> list[str]:
     committed = CORPUS / target.name
-    committed.mkdir(parents=True, exist_ok=True)
     artifacts = Path(args.artifacts) if args.artifacts else Path(tempfile.gettempdir()) / "guts-fuzz"
     artifacts.mkdir(parents=True, exist_ok=True)
     libfuzzer = [
@@ -103,12 +109,13 @@ def _libfuzzer_args(target: Target, args: argparse.Namespace) -> list[str]:
         libfuzzer.append(f"-max_total_time={args.seconds}")
     if args.runs is not None:
         libfuzzer.append(f"-runs={args.runs}")
-    if args.corpus:
-        # One directory per target below --corpus when several run.
-        out = Path(args.corpus) / target.name if args.all or len(args.target) > 1 else Path(args.corpus)
-        out.mkdir(parents=True, exist_ok=True)
-        return libfuzzer + [str(out), str(committed)]
-    return libfuzzer + [str(committed)]
+    if not args.corpus:
+        committed.mkdir(parents=True, exist_ok=True)
+        return libfuzzer + [str(committed)]
+    # One directory per target below --corpus when several run.
+    out = Path(args.corpus) / target.name if args.all or len(args.target) > 1 else Path(args.corpus)
+    out.mkdir(parents=True, exist_ok=True)
+    return libfuzzer + [str(out)] + ([str(committed)] if committed.is_dir() else [])
 
 
 def _self_command(name: str) -> str:
@@ -160,6 +167,12 @@ def run_all(names: list[str], args: argparse.Namespace, targets: dict[str, Targe
                     os.dup2(fd, 1)
                     os.dup2(fd, 2)
                     _fuzz(targets[name], args)
+                except SystemExit as exc:
+                    # atheris raises it after a crash; libFuzzer writes the
+                    # crashing input from its C exit handler, so leave through
+                    # C's exit (os._exit would skip it).
+                    sys.stdout.flush()
+                    ctypes.CDLL(None).exit(exc.code if isinstance(exc.code, int) else 1)
                 finally:
                     os._exit(70)
             running[pid] = (name, time.monotonic())
@@ -278,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--artifacts", help="where crashing inputs go (default: $TMPDIR/guts-fuzz)")
     parser.add_argument("--timeout", type=int, default=10, help="seconds one input may take (default 10)")
     parser.add_argument("--max-len", type=int, default=16384, help="longest input tried (default 16384)")
+    parser.add_argument("--module", default="fuzz.targets", help=argparse.SUPPRESS)
     parser.add_argument("--logs", help="where --all writes each target's log (default: a new temporary directory)")
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--libfuzzer"] and len(argv) > 1:
@@ -287,11 +301,11 @@ def main(argv: list[str] | None = None) -> int:
     several = args.all or args.list or args.seed or args.merge or len(args.target) != 1
     if not several:
         # One target: guts must not be imported before the instrumentation.
-        targets = _instrumented_targets()
+        targets = _instrumented_targets(args.module)
         if args.target[0] not in targets:
             parser.error(f"no fuzz target {args.target[0]!r}; --list names them")
         _fuzz(targets[args.target[0]], args)
-    targets = _instrumented_targets() if not (args.list or args.seed or args.merge) else _targets()
+    targets = _instrumented_targets(args.module) if not (args.list or args.seed or args.merge) else _targets()
     known = sorted(targets)
     if args.list:
         print("\n".join(known))
