@@ -25,7 +25,7 @@ committed corpus in-process).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from guts.crypto import KeyPair, PublicKey
@@ -51,7 +51,9 @@ from guts.dht._codec import (
     encode_message,
     encode_record,
 )
+from guts.control._http import HttpRequest
 from guts.dht.records import default_validators, namespace_of
+from guts.dht.signed import guts_key, open_record, sign_record
 from guts.gossip._codec import (
     RPC,
     ControlMessage,
@@ -70,6 +72,7 @@ from guts.gossip._signing import AuthorCache, SignaturePolicy, check_author, sig
 from guts.identify._codec import IdentifyInfo, decode_identify, encode_identify
 from guts.multiaddr import InvalidMultiaddr, Multiaddr
 from guts.mux.yamux._frames import Flag, FrameType, decode_header, encode_header
+from guts.mux.yamux._events import DataReceived
 from guts.mux.yamux._session import YamuxSession
 from guts.peer import InvalidPeerId, PeerId
 from guts.repo.identity import Identity, SignedRevision, create_genesis
@@ -77,6 +80,7 @@ from guts.repo.pktline import (
     DataPacket,
     DelimPacket,
     FlushPacket,
+    Packet,
     PktLineDecoder,
     ResponseTracker,
     demux_sideband,
@@ -91,7 +95,9 @@ from guts.repo.sigrefs import SignedStatement, Statement, next_statement, sign_s
 from guts.replicate.announce import (
     announce_refs,
     announce_repository,
+    check_announcement,
     decode_announcement,
+    topic_of,
     encode_announcement,
     InvalidAnnouncement,
 )
@@ -208,25 +214,44 @@ def _feed_varint(data: bytes) -> None:
         pos = new
 
 
+def _negotiate(core: DialerNegotiation | ListenerNegotiation, chunks: Iterable[bytes]) -> tuple[object, ...]:
+    """Feed ``chunks`` until the negotiation ends: what was agreed, what
+    was answered, what followed, or the error's type."""
+    sent = bytearray(core.data_to_send())
+    try:
+        for chunk in chunks:
+            core.receive_data(chunk)
+            sent += core.data_to_send()
+            if core.done:
+                return (core.protocol, bytes(sent), core.unused_data())
+    except (RemoteProtocolError, NegotiationError) as exc:
+        return (type(exc), bytes(sent))
+    return (None, bytes(sent))
+
+
+def _feed_multistream(make: Callable[[], DialerNegotiation | ListenerNegotiation], data: bytes) -> None:
+    """The outcome must not depend on how the bytes were split (the
+    remainder after the agreement aside: a split read stops earlier)."""
+    split = _negotiate(make(), _chunks(data))
+    whole = _negotiate(make(), [data[1:]])
+    if len(whole) == 3 and len(split) == 3:
+        assert split[:2] == whole[:2], "multistream agrees differently when split"
+        assert whole[2].startswith(split[2]), "multistream garbles the bytes behind the agreement when split"  # type: ignore[attr-defined]
+    elif len(split) == 2 and len(whole) == 2 and split[0] is not None and whole[0] is not None:
+        # both refused; answers queued in the failing read are dropped, so compare the error only
+        assert split[0] is whole[0], f"multistream fails differently when split: {split[0]} vs {whole[0]}"
+    else:
+        assert split == whole, f"multistream ends differently when split: {split[:1]} vs {whole[:1]}"
+    if isinstance(split[0], type) and issubclass(split[0], Exception):
+        raise split[0]("refused")
+
+
 def _feed_multistream_dialer(data: bytes) -> None:
-    core = DialerNegotiation(["/noise", "/yamux/1.0.0"])
-    core.data_to_send()
-    for chunk in _chunks(data):
-        core.receive_data(chunk)
-        core.data_to_send()
-        if core.done:
-            core.unused_data()
-            return
+    _feed_multistream(lambda: DialerNegotiation(["/noise", "/yamux/1.0.0"]), data)
 
 
 def _feed_multistream_listener(data: bytes) -> None:
-    core = ListenerNegotiation({"/noise": None, "/yamux/1.0.0": None})
-    for chunk in _chunks(data):
-        core.receive_data(chunk)
-        core.data_to_send()
-        if core.done:
-            core.unused_data()
-            return
+    _feed_multistream(lambda: ListenerNegotiation({"/noise": None, "/yamux/1.0.0": None}), data)
 
 
 def _multistream_seeds() -> list[bytes]:
@@ -294,9 +319,25 @@ def _feed_noise_frames(data: bytes) -> None:
         if len(data) > 1 and data[1] and wire:
             wire[data[1] % len(wire)] ^= data[1]
         data = bytes((data[0] & 0x1F,)) + bytes(wire)
-    for chunk in _chunks(data):
-        receiver.receive_data(chunk)
-    assert receiver.buffered <= 65537
+    out = []
+    try:
+        for chunk in _chunks(data):
+            out.append(receiver.receive_data(chunk))
+            assert receiver.buffered <= 65537, "Noise holds more than one frame"
+    except DecodeError:
+        out.append(b"<error>")
+    whole = NoiseTransport(CipherState(bytes(32)), CipherState(_NOISE_KEY))
+    try:
+        expected = whole.receive_data(data[1:])
+    except DecodeError:
+        expected = b"<error>"
+    got = b"".join(out)
+    if expected == b"<error>":
+        assert got.endswith(b"<error>"), "Noise refuses frames only when whole"
+    else:
+        assert got == expected, "Noise decrypts differently when split"
+    if got.endswith(b"<error>"):
+        raise DecodeError("refused")
 
 
 def _noise_frames_seeds() -> list[bytes]:
@@ -307,15 +348,34 @@ def _feed_yamux_header(data: bytes) -> None:
     decode_header(data, data[0] % 4 if data else 0)
 
 
+def _yamux_run(initiator: bool, chunks: Iterable[bytes]) -> tuple[list[object], int | None]:
+    """The session's events, adjacent data of one stream joined, and the
+    GoAway code of the error that ended it (``None``: no error)."""
+    session = YamuxSession(initiator)
+    events: list[object] = []
+    try:
+        for chunk in chunks:
+            for event in session.receive_data(chunk):
+                last = events[-1] if events else None
+                if isinstance(event, DataReceived) and isinstance(last, DataReceived) and last.stream_id == event.stream_id:
+                    events[-1] = DataReceived(event.stream_id, last.data + event.data)
+                else:
+                    events.append(event)
+            session.data_to_send()
+    except RemoteProtocolError as exc:
+        return events, exc.hint if exc.hint is not None else -1
+    return events, None
+
+
 def _feed_yamux_session(data: bytes) -> None:
+    """Both roles; what the peer's bytes mean must not depend on how they
+    were split across reads."""
     for initiator in (False, True):
-        session = YamuxSession(initiator)
-        try:
-            for chunk in _chunks(data):
-                session.receive_data(chunk)
-                session.data_to_send()
-        except RemoteProtocolError:
-            continue
+        events, error = _yamux_run(initiator, _chunks(data))
+        whole, whole_error = _yamux_run(initiator, [data[1:]])
+        assert error == whole_error, f"yamux fails differently when split: {error} vs {whole_error}"
+        if error is None:
+            assert events == whole, "yamux events differ when the bytes are split"
 
 
 def _yamux_seeds() -> list[bytes]:
@@ -511,24 +571,58 @@ def _feed_refname(data: bytes) -> None:
     decode_refname(data)
 
 
-def _feed_pktline(data: bytes) -> None:
+def _packets(chunks: Iterable[bytes]) -> tuple[list[Packet], bytes, DecodeError | None]:
     decoder = PktLineDecoder()
-    for chunk in _chunks(data):
-        decoder.receive_data(chunk)
-        while (packet := decoder.next_packet()) is not None:
-            if isinstance(packet, DataPacket) and packet.payload[:1] in (b"\x01", b"\x02", b"\x03", b"\x04"):
-                try:
-                    demux_sideband(packet.payload)
-                except DecodeError:
-                    pass
-    decoder.unused_data()
+    packets: list[Packet] = []
+    try:
+        for chunk in chunks:
+            decoder.receive_data(chunk)
+            while (packet := decoder.next_packet()) is not None:
+                packets.append(packet)
+    except DecodeError as exc:
+        return packets, b"", exc
+    return packets, decoder.unused_data(), None
+
+
+def _feed_pktline(data: bytes) -> None:
+    """The packets must not depend on how the bytes were split across reads."""
+    packets, rest, error = _packets(_chunks(data))
+    whole, whole_rest, whole_error = _packets([data[1:]])
+    assert packets == whole, "pkt-lines decode differently when split"
+    assert (error is None) == (whole_error is None), "pkt-lines fail only when split (or only whole)"
+    assert rest == whole_rest, "pkt-lines keep other unused bytes when split"
+    for packet in packets:
+        if isinstance(packet, DataPacket) and packet.payload[:1] in (b"\x01", b"\x02", b"\x03", b"\x04"):
+            try:
+                demux_sideband(packet.payload)
+            except DecodeError:
+                pass
+    if error is not None:
+        raise error
+
+
+def _track(chunks: Iterable[bytes]) -> bytes | DecodeError:
+    tracker = ResponseTracker()
+    try:
+        for chunk in chunks:
+            tracker.receive_data(chunk)
+        return tracker.end()
+    except DecodeError as exc:
+        return exc
 
 
 def _feed_pktline_response(data: bytes) -> None:
-    tracker = ResponseTracker()
-    for chunk in _chunks(data):
-        tracker.receive_data(chunk)
-    tracker.end()
+    """The verdict must not depend on how the bytes were split, and must
+    agree with the full decoder's."""
+    split, whole = _track(_chunks(data)), _track([data[1:]])
+    assert type(split) is type(whole), "a response is judged differently when split"
+    packets, rest, error = _packets([data[1:]])
+    if isinstance(whole, bytes):
+        assert error is None and not rest and isinstance(packets[-1], FlushPacket), "tracker ends a response the decoder does not"
+    elif error is None and not rest and packets and isinstance(packets[-1], FlushPacket):
+        raise AssertionError("the tracker refuses a response the decoder reads whole")
+    if isinstance(split, DecodeError):
+        raise split
 
 
 def _pktline_seeds() -> list[bytes]:
@@ -542,15 +636,40 @@ def _pktline_seeds() -> list[bytes]:
 
 
 def _feed_announcement(data: bytes) -> None:
-    decode_announcement(data)
+    announcement = decode_announcement(data)
+    check_announcement(announcement, topic_of(announcement))
 
 
 def _announcement_seeds() -> list[bytes]:
     return [
         encode_announcement(announce_refs(FIRST, "5" * 40)),
-        encode_announcement(announce_refs(SECOND, "6" * 64)),
+        encode_announcement(announce_refs(SECOND, "6" * 40)),
         encode_announcement(announce_repository([GENESIS])),
     ]
+
+
+_SIGNED_KEY = guts_key(ALICE.peer_id, b"name")
+
+
+def _feed_dht_signed_record(data: bytes) -> None:
+    """Input byte 0 (when below 128): the length of the key that follows,
+    then the record; otherwise the record under Alice's ``/guts/`` key."""
+    if data and data[0] < 128:
+        key, record = data[1 : 1 + data[0]], data[1 + data[0] :]
+    else:
+        key, record = _SIGNED_KEY, data[1:]
+    open_record(key, record, 1024)
+
+
+def _dht_signed_seeds() -> list[bytes]:
+    return [
+        b"\xff" + sign_record(ALICE, _SIGNED_KEY, 7, b"value"),
+        bytes((len(_SIGNED_KEY),)) + _SIGNED_KEY + sign_record(ALICE, _SIGNED_KEY, 1, b""),
+    ]
+
+
+def _feed_control_json(data: bytes) -> None:
+    HttpRequest("POST", "/", {}, data).json()
 
 
 # -- addresses and identifiers --------------------------------------------------
@@ -650,6 +769,13 @@ def _all_targets() -> dict[str, Target]:
         Target("pktline", _feed_pktline, (DecodeError,), _pktline_seeds),
         Target("pktline_response", _feed_pktline_response, (DecodeError,), _pktline_seeds),
         Target("announcement", _feed_announcement, (InvalidAnnouncement,), _announcement_seeds),
+        Target("dht_signed_record", _feed_dht_signed_record, (InvalidRecord,), _dht_signed_seeds),
+        Target(
+            "control_json",
+            _feed_control_json,
+            (ValueError,),
+            _const(b'{"topic": "t", "data": [1, {"a": "]]]"}]}', b"[]", b'{"a": ' * 64 + b"1" + b"}" * 64),
+        ),
         Target("multiaddr_bytes", _feed_multiaddr_bytes, (DecodeError,), lambda: [a.to_bytes() for a in ADDRS]),
         Target("multiaddr_text", _feed_multiaddr_text, (InvalidMultiaddr,), lambda: [text(str(a)) for a in ADDRS]),
         Target(
