@@ -113,3 +113,28 @@ def test_short_mutation_run_finds_no_crash(tmp_path: Path) -> None:
     details = [f"{path.name}: {path.read_bytes().hex()}" for path in crashes]
     assert done.returncode == 0 and not crashes, "\n".join(report + details + [done.stderr[-4000:]])
     assert sum(" ok " in line for line in report) == len(TARGETS), "\n".join(report)
+
+
+def test_a_crash_fails_the_run_and_keeps_its_input(tmp_path: Path) -> None:
+    artifacts = tmp_path / "artifacts"
+    command = [
+        sys.executable,
+        "-m",
+        "fuzz",
+        "--module=tests.fuzz_crashing",
+        "--all",
+        "--seconds=20",
+        f"--corpus={tmp_path / 'corpus'}",
+        f"--artifacts={artifacts}",
+        f"--logs={tmp_path / 'logs'}",
+    ]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "buggy" in done.stdout and "CRASH" in done.stdout
+    assert "IndexError: a bug in the decoder" in done.stdout
+    crashes = list(artifacts.glob("crash-*"))
+    assert len(crashes) == 1
+    data = crashes[0].read_bytes()
+    assert len(data) == 3 and data[0] != data[1]
+    assert not (CORPUS / "buggy").exists()
