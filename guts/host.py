@@ -27,11 +27,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any, TypeVar
 
 import trio
 
+from guts._host_events import Direction, HostEvent, PeerConnected, PeerDisconnected, PeerIdentified
 from guts._netaddrs import expand_unspecified
 from guts.connmgr import ConnLimits, ConnManager, ConnWatch, Refusal
 from guts.crypto import KeyPair
@@ -99,34 +99,6 @@ class HostConfig:
     muxer: YamuxConfig = field(default_factory=lambda: YamuxConfig(keepalive_interval=None))
     connmgr: ConnLimits = field(default_factory=ConnLimits)
     protect_streams: tuple[str, ...] = ()
-
-
-class Direction(Enum):
-    INBOUND = "inbound"
-    OUTBOUND = "outbound"
-
-
-@dataclass(frozen=True, slots=True)
-class PeerConnected:
-    peer_id: PeerId
-    addr: Multiaddr
-    direction: Direction
-
-
-@dataclass(frozen=True, slots=True)
-class PeerDisconnected:
-    peer_id: PeerId
-
-
-@dataclass(frozen=True, slots=True)
-class PeerIdentified:
-    peer_id: PeerId
-    protocols: tuple[str, ...]
-    agent_version: str | None
-    listen_addrs: tuple[Multiaddr, ...]
-
-
-HostEvent = PeerConnected | PeerDisconnected | PeerIdentified
 
 
 class Connection:
