@@ -26,10 +26,13 @@ committed corpus in-process).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 from guts.crypto import KeyPair, PublicKey
 from guts.errors import (
+    ConfigError,
     DecodeError,
     HandshakeError,
     InvalidIdentity,
@@ -51,6 +54,7 @@ from guts.dht._codec import (
     encode_message,
     encode_record,
 )
+from guts.config import load_config
 from guts.control._http import HttpRequest
 from guts.dht.records import default_validators, namespace_of
 from guts.dht.signed import guts_key, open_record, sign_record
@@ -668,6 +672,36 @@ def _dht_signed_seeds() -> list[bytes]:
     ]
 
 
+_CONFIG_HOME = Path(tempfile.mkdtemp(prefix="guts-fuzz-config-"))
+
+
+def _feed_config(data: bytes) -> None:
+    """What a person writes: ``config.toml`` before the first NUL, then
+    ``name=value`` lines for the ``GUTS_*`` environment."""
+    toml, _, env_lines = _text(data).partition("\0")
+    (_CONFIG_HOME / "config.toml").write_text(toml, encoding="utf-8")
+    env = {}
+    for line in env_lines.splitlines():
+        name, _, value = line.partition("=")
+        env["GUTS_" + name.upper()] = value
+    load_config(_CONFIG_HOME, env=env)
+
+
+def _config_seeds() -> list[bytes]:
+    toml = (
+        'listen = ["/ip4/127.0.0.1/tcp/9000", "/ip6/::1/tcp/9000/ws"]\n'
+        "max_connections = 80\nkeep_alive = 30.0\ndht_mode = \"server\"\n"
+        'topics = ["a", "b"]\nrepo_max_pack_bytes = "16GiB"\nseed_policy = "all"\n'
+    )
+    env = (
+        f"bootstrap=/ip4/10.0.0.1/tcp/9000/p2p/{ALICE.peer_id}\nsync_deadline=3600\n"
+        f"seed_block_rids={RID}\nseed_block_peers={BOB.peer_id}\nseed_max_storage_bytes=1TiB\n"
+        "conn_low_water=10\nconn_high_water=20\nconn_handshake_rate=0.5\npush_wait=1.5\n"
+        "dht_protocol=/guts/kad/1.0.0\nconnection_timeout=5\n"
+    )
+    return [toml.encode() + b"\0" + env.encode(), toml.encode(), b"\0" + env.encode()]
+
+
 def _feed_control_json(data: bytes) -> None:
     HttpRequest("POST", "/", {}, data).json()
 
@@ -769,6 +803,7 @@ def _all_targets() -> dict[str, Target]:
         Target("pktline", _feed_pktline, (DecodeError,), _pktline_seeds),
         Target("pktline_response", _feed_pktline_response, (DecodeError,), _pktline_seeds),
         Target("announcement", _feed_announcement, (InvalidAnnouncement,), _announcement_seeds),
+        Target("config", _feed_config, (ConfigError,), _config_seeds),
         Target("dht_signed_record", _feed_dht_signed_record, (InvalidRecord,), _dht_signed_seeds),
         Target(
             "control_json",
