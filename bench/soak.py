@@ -6,21 +6,23 @@ Usage::
 
     python -m bench.soak [--seconds 60] [--scale 1.0] [--write]
 
-The populations (``--scale`` multiplies the hostile counts), each from its
-own loopback address so that per-IP limits see them apart:
+The populations (``--scale`` multiplies the hostile counts), from loopback
+addresses in /24s of their own, so that the per-address and per-subnet
+limits see them as a stranger spread over many hosts would look:
 
-- ``honest``: 20 peers (127.0.0.10-29), each an authenticated connection
+- ``honest``: 20 peers (127.0.0.10-29), each a full host (it identifies)
   that pings every 0.5 s from before the attack until after it;
 - ``idle``: 400 authenticated connections (Noise and yamux done) that do
-  nothing, 200 from 127.0.0.2 and 200 from 127.0.0.3;
-- ``noise-stall``: 200 TCP connections (127.0.0.4) that propose ``/noise``
+  nothing, 4 from each of 100 addresses in 100 subnets (127.10.0.1,
+  127.11.0.1, ...);
+- ``noise-stall``: 200 TCP connections (127.3.0.4) that propose ``/noise``
   and then say nothing;
-- ``tcp-idle``: 200 TCP connections (127.0.0.5) that send nothing;
-- ``ls-spam``: 50 authenticated connections (127.0.0.6) that open streams
+- ``tcp-idle``: 200 TCP connections (127.4.0.5) that send nothing;
+- ``ls-spam``: 50 authenticated connections (127.5.0.6) that open streams
   and ask ``ls`` again and again without reading the answers;
-- ``churn``: 50 authenticated connections (127.0.0.7) that open and reset
+- ``churn``: 50 authenticated connections (127.6.0.7) that open and reset
   streams as fast as they can;
-- ``handshake-flood``: 80 workers (127.0.0.8), each connecting with a fresh
+- ``handshake-flood``: 80 workers (127.7.0.8), each connecting with a fresh
   key, finishing the handshake and hanging up, again and again.
 
 Measured: the honest pings (answered, median and p99, before, during and
@@ -49,9 +51,16 @@ import trio
 
 from bench._procs import child_env, proc_status
 from guts.crypto import KeyPair
+from guts.host import HostConfig, open_host
+from guts.identify import Identify
+from guts.multiaddr import Multiaddr
+from guts.peer import PeerId
 from guts.mux.yamux import YamuxConfig, YamuxConnection
+from guts.ping import Ping, ping
+from guts.transport import TcpConnection, TcpTransport
+from guts.transport.tcp import tcp_target
 from guts.upgrade import upgrade_outbound
-from guts.wire import encode_uvarint, select_protocol
+from guts.wire import encode_uvarint
 
 ROOT = Path(__file__).resolve().parent.parent
 PING = "/ipfs/ping/1.0.0"
@@ -89,34 +98,41 @@ async def _authenticated(port: int, source: str, nursery: trio.Nursery) -> Yamux
     return muxer
 
 
-async def _honest(port: int, source: str, tally: Tally, stop: trio.Event) -> None:
-    async with trio.open_nursery() as nursery:
-        muxer = None
+class _FromAddress(TcpTransport):
+    """TCP dialled from one loopback address, so that the node tells the
+    peers apart by IP."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__()
+        self.source = source
+
+    async def dial(self, addr: Multiaddr) -> TcpConnection:
+        target = tcp_target(addr)
+        assert target is not None
+        stream = await trio.open_tcp_stream(target[1], target[2], local_address=self.source)
+        return TcpConnection(stream)
+
+
+async def _honest(addr: Multiaddr, source: str, tally: Tally, stop: trio.Event) -> None:
+    """An honest peer: a full host (it identifies) that pings every 0.5 s,
+    dialling again when its connection is gone."""
+    assert addr.peer_id is not None
+    node = PeerId.from_string(addr.peer_id)
+    async with open_host(KeyPair.generate(), [_FromAddress(source)], HostConfig(keep_alive=0)) as host:
+        Identify(host)
+        Ping(host)
         while not stop.is_set():
             start = time.perf_counter()
             try:
                 with trio.fail_after(5):
-                    if muxer is None:
-                        muxer = await _authenticated(port, source, nursery)
-                    stream = await muxer.open_stream()
-                    negotiated = await select_protocol(stream, [PING])
-                    payload = os.urandom(32)
-                    await negotiated.send_all(payload)
-                    got = b""
-                    while len(got) < 32:
-                        data = await negotiated.receive_some(32 - len(got))
-                        if not data:
-                            raise EOFError("ping stream ended")
-                        got += data
-                    await negotiated.aclose()
+                    if host.connection(node) is None:
+                        await host.connect(addr)
+                    async for _ in ping(host, node, 1):
+                        pass
                 tally.pings[tally.phase].append(time.perf_counter() - start)
             except Exception as exc:  # noqa: BLE001 - counted: the figure is how many failed
                 tally.failures[f"{tally.phase}: {type(exc).__name__}"] += 1
-                if muxer is not None:
-                    await muxer.aclose()
-                muxer = None
             await trio.sleep(0.5)
-        nursery.cancel_scope.cancel()
 
 
 async def _hold(kind: str, port: int, source: str, tally: Tally, stop: trio.Event) -> None:
@@ -214,20 +230,20 @@ async def soak(seconds: float, scale: float, home: Path) -> dict[str, Any]:
                   "handshake-flood": 80}.items()}  # fmt: skip
         async with trio.open_nursery() as nursery:
             for i in range(20):
-                nursery.start_soon(_honest, port, f"127.0.0.{10 + i}", tally, honest_stop)
+                nursery.start_soon(_honest, Multiaddr.parse(ready["addrs"][0]), f"127.0.0.{10 + i}", tally, honest_stop)
             await trio.sleep(5)
             tally.phase = "during"
             attack_started = time.monotonic()
             async with trio.open_nursery() as attack:
-                sources = {"noise-stall": "127.0.0.4", "tcp-idle": "127.0.0.5", "ls-spam": "127.0.0.6",
-                           "churn": "127.0.0.7"}  # fmt: skip
+                sources = {"noise-stall": "127.3.0.4", "tcp-idle": "127.4.0.5", "ls-spam": "127.5.0.6",
+                           "churn": "127.6.0.7"}  # fmt: skip
                 for i in range(count["idle"]):
-                    attack.start_soon(_hold, "idle", port, f"127.0.0.{2 + i % 2}", tally, hostile_stop)
+                    attack.start_soon(_hold, "idle", port, f"127.{10 + i % 100}.0.1", tally, hostile_stop)
                 for kind in ("noise-stall", "tcp-idle", "ls-spam", "churn"):
                     for _ in range(count[kind]):
                         attack.start_soon(_hold, kind, port, sources[kind], tally, hostile_stop)
                 for _ in range(count["handshake-flood"]):
-                    attack.start_soon(_flood, port, "127.0.0.8", tally, hostile_stop)
+                    attack.start_soon(_flood, port, "127.7.0.8", tally, hostile_stop)
                 peak, held, samples = figures["rss_start"], 0, 0
                 while time.monotonic() - attack_started < seconds:
                     await trio.sleep(2)
