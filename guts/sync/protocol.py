@@ -124,8 +124,11 @@ class SyncService:
                 self._bad(peer, "sync request refused", why, 1.0)
                 with trio.move_on_after(1):
                     try:
+                        # Taken off the stream undecoded, so that closing it
+                        # after the answer does not reset it under the peer.
+                        await messages.receive()
                         await self._answer(messages, Refused(RefusedReason.BUSY, "too many requests; slow down"))
-                    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+                    except (DecodeError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
                         pass
                 return
             try:
