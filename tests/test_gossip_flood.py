@@ -155,3 +155,32 @@ async def test_subscription_overflow_is_counted(autojump_clock: trio.testing.Moc
             await stream.send_all(encode_length_prefixed(encode_rpc(rpc)))
             await wait_until(lambda: gv.stats.messages_delivered == 25)
             assert sub.dropped == 15 and gv.drop_counts() == {"subscription_full": 15}
+
+
+async def test_a_hundred_one_mib_messages_from_one_peer_do_not_all_pass(autojump_clock: trio.testing.MockClock) -> None:
+    """A peer may send ``peer_byte_burst`` (8 MiB) of payload at once and
+    ``peer_byte_rate`` (2 MiB) a second after: of 100 messages of 1 MiB
+    sent at once, 8 pass; the others are dropped before their signatures
+    are checked, and counted."""
+    cfg = GossipConfig()
+    size = cfg.max_message_size - 1024
+    async with memory_hosts(2) as (victim, sender):
+        async with open_gossipsub(victim, cfg) as gv:
+            sub = gv.subscribe(T)
+            stream = await raw_gossip_stream(sender, victim)
+            await stream.send_all(encode_length_prefixed(encode_rpc(RPC(subscriptions=(SubOpts(True, T),)))))
+            await wait_until(lambda: sender.peer_id in gv.subscribers(T))
+            payload = b"x" * size
+            frame = b""
+            for i in range(100):
+                msg = sign_message(sender.keypair, T, payload[:-8] + b"%08d" % i, i + 1)
+                frame = encode_length_prefixed(encode_rpc(RPC(messages=(msg,))))
+                await stream.send_all(frame)
+            got = 0
+            with trio.move_on_after(2):
+                async for _ in sub:
+                    got += 1
+            drops = gv.drop_counts()
+            assert got == cfg.peer_byte_burst // size, (got, drops)
+            assert got + drops["byte_rate"] + drops.get("graylisted_rpcs", 0) == 100, drops
+            assert len(frame) > size

@@ -92,6 +92,11 @@ class GossipConfig:
             direct peers have none). Relays forward a whole topic, so this
             bounds what one peer can make us verify, not what a topic carries.
         peer_message_burst: the bucket's size.
+        peer_byte_rate: payload bytes per second one peer may send us
+            (``peer_byte_burst`` at once, at least ``max_message_size``);
+            past it a message is dropped as one over the message rate is.
+            A hundred 1 MiB messages from one peer no longer all pass.
+        peer_byte_burst: that bucket's size.
         rate_limit_penalty: behavioural penalty (P7 counter) per message over
             the rate: with the default P7 weight, 300 messages over it take
             a peer to the graylist threshold.
@@ -158,6 +163,8 @@ class GossipConfig:
     write_timeout: float = 10.0
     peer_message_rate: float = 500.0
     peer_message_burst: int = 1000
+    peer_byte_rate: float = 2 * 1024 * 1024
+    peer_byte_burst: int = 8 * 1024 * 1024
     rate_limit_penalty: float = 0.01
     graylist_disconnect_after: float = 10.0
     drop_log_interval: float = 60.0
@@ -191,6 +198,11 @@ class GossipConfig:
             (self.peer_message_rate >= 0, "peer_message_rate must be >= 0"),
             (self.peer_message_rate == 0 or self.peer_message_burst >= 1, "peer_message_burst must be >= 1"),
             (self.rate_limit_penalty >= 0, "rate_limit_penalty must be >= 0"),
+            (self.peer_byte_rate >= 0, "peer_byte_rate must be >= 0"),
+            (
+                self.peer_byte_rate == 0 or self.peer_byte_burst >= self.max_message_size,
+                "peer_byte_burst must be at least max_message_size",
+            ),
             (self.graylist_disconnect_after >= 0, "graylist_disconnect_after must be >= 0"),
             (self.drop_log_interval > 0, "drop_log_interval must be > 0"),
         ]

@@ -42,14 +42,14 @@ class TokenBucket:
     def full(cls, rate: float, burst: float, now: float) -> TokenBucket:
         return cls(rate, burst, burst, now)
 
-    def take(self, now: float) -> bool:
-        """Take one token if there is one."""
+    def take(self, now: float, cost: float = 1.0) -> bool:
+        """Take ``cost`` tokens if there are as many."""
         elapsed = now - self.updated
         if elapsed > 0:
             self.tokens = min(self.burst, self.tokens + elapsed * self.rate)
             self.updated = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if self.tokens >= cost:
+            self.tokens -= cost
             return True
         return False
 

@@ -38,6 +38,7 @@ class PeerState:
     protocol: str
     outbound: bool
     bucket: TokenBucket | None = None  # its message allowance (None: unlimited)
+    bytes_bucket: TokenBucket | None = None  # its allowance in payload bytes (None: unlimited)
     topics: set[str] = field(default_factory=set)
     dont_send: dict[bytes, int] = field(default_factory=dict)  # IDONTWANT id -> heartbeat tick
     ihave_count: int = 0  # IHAVE messages received this heartbeat

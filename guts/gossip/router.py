@@ -33,8 +33,9 @@ misbehaviour in control messages through P7.
 
 Floods. Each peer has a message allowance (a token bucket of
 ``peer_message_burst`` refilled at ``peer_message_rate`` per second,
-:mod:`guts.gossip._drops`), taken from as its RPC is read, before any
-message is checked or its signature verified. A message beyond it is
+:mod:`guts.gossip._drops`), and one in payload bytes (``peer_byte_burst``,
+``peer_byte_rate``), taken from as its RPC is read, before any message is
+checked or its signature verified. A message beyond it is
 dropped unseen: not delivered, not forwarded, not rewarded as a first
 delivery (P2), and charged ``rate_limit_penalty`` on the peer's P7 counter,
 so that a sustained flood takes the peer below the graylist threshold,
@@ -219,10 +220,12 @@ class GossipRouter:
         if peer in st.peers or peer == st.local:
             return
         cfg = st.config
-        bucket = None
+        bucket = bytes_bucket = None
         if cfg.peer_message_rate > 0 and peer not in st.direct:
             bucket = TokenBucket.full(cfg.peer_message_rate, cfg.peer_message_burst, now)
-        st.peers[peer] = PeerState(protocol, outbound, bucket)
+        if cfg.peer_byte_rate > 0 and peer not in st.direct:
+            bytes_bucket = TokenBucket.full(cfg.peer_byte_rate, cfg.peer_byte_burst, now)
+        st.peers[peer] = PeerState(protocol, outbound, bucket, bytes_bucket)
         st.score.add_peer(peer, ips)
         _membership.announce(st, peer)
 
@@ -423,22 +426,25 @@ class GossipRouter:
         st = self._state
         for sub in rpc.subscriptions:
             _membership.on_subscription(st, peer, state, sub, now)
-        bucket = state.bucket
+        bucket, bytes_bucket = state.bucket, state.bytes_bucket
         for msg in rpc.messages:
             if bucket is not None and not bucket.take(now):
                 self._over_rate(peer, now)
+                continue
+            if bytes_bucket is not None and not bytes_bucket.take(now, msg.size):
+                self._over_rate(peer, now, "byte_rate", "over its byte rate")
                 continue
             _messages.on_message(st, peer, msg, now)
         if rpc.control is not None:
             _control.handle_control(self._state, peer, state, rpc.control, now)
 
-    def _over_rate(self, peer: PeerId, now: float) -> None:
+    def _over_rate(self, peer: PeerId, now: float, reason: str = "rate_limited", what: str = "over its message rate") -> None:
         st = self._state
         st.stats.messages_received += 1
         st.stats.messages_rate_limited += 1
-        st.stats.dropped.add("rate_limited")
+        st.stats.dropped.add(reason)
         st.score.add_penalty(peer, st.config.rate_limit_penalty)
-        st.drop_log.note(peer, "rate_limited", now, "over its message rate")
+        st.drop_log.note(peer, reason, now, what)
 
     def report_validation(self, msg_id: bytes, result: ValidationResult, now: float) -> bool:
         """The application's verdict on a :class:`ValidationRequested` message.
