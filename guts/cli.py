@@ -164,6 +164,7 @@ async def _serve(config: Any, as_json: bool, output: Any) -> None:
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_controlled_node(config) as node:
+            node.status_sections["output"] = lambda: {"lines_written": output.written, "lines_dropped": output.dropped}
             node.host.add_event_handler(on_event)
             addrs = [str(a) for a in node.addrs]
             dht = node.dht
@@ -245,6 +246,10 @@ def status(
         dropped = pubsub.get("dropped")
         if dropped:
             typer.echo("  not delivered: " + ", ".join(f"{why} {n:,}" for why, n in sorted(dropped.items())))
+    out = info.get("output")
+    if out and out["lines_dropped"]:
+        typer.echo(f"output:       {out['lines_dropped']:,} event lines dropped (stdout not read fast enough), "
+                   f"{out['lines_written']:,} written")  # fmt: skip
     rep = info.get("reputation")
     if rep:
         typer.echo(f"peers:        {rep['blocks']} blocked (`guts peers list`), {rep['peers_scored']} scored; refused "

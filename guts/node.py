@@ -13,7 +13,7 @@ The local control API sits one layer above and drives a node from outside:
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -159,6 +159,9 @@ class Node:
     reputation: PeerGuard | None = None
     #: The subscriptions to ``config.topics``, by topic.
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
+    #: More sections of :meth:`status`, by name, from what runs the node
+    #: (``guts start`` adds its output's counts).
+    status_sections: dict[str, Callable[[], Any]] = field(default_factory=dict)
 
     @property
     def addrs(self) -> list[Multiaddr]:
@@ -191,6 +194,7 @@ class Node:
             **({} if self.seeding is None else {
                 "seeding": self.seeding.status(self.replicator.running if self.replicator is not None else 0)
             }),
+            **{name: section() for name, section in self.status_sections.items()},
         }  # fmt: skip
 
 

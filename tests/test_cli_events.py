@@ -109,7 +109,10 @@ def test_start_whose_stdout_nobody_reads_answers_ping_and_status(tmp_path: Path)
         assert "2 pings" in ping.stdout
         status = run("status", "--json", home=tmp_path / "a", timeout=30)
         assert status.returncode == 0, status.stderr
-        assert json.loads(status.stdout)["peer_id"] == ready_a["peer_id"]
+        answer = json.loads(status.stdout)
+        assert answer["peer_id"] == ready_a["peer_id"]
+        # 300 lines fit the queue of 4,096: none dropped, and status says so
+        assert answer["output"]["lines_dropped"] == 0 and answer["output"]["lines_written"] >= 1
         # what did fit is real output: messages from b, in order
         seen = []
         for _ in range(30):
