@@ -77,6 +77,28 @@ async def test_a_pipe_nobody_reads_never_blocks_the_trio_thread(caplog: pytest.L
         os.close(write_fd)
 
 
+async def test_the_queue_is_bounded_in_bytes_too() -> None:
+    """Lines of 1 MiB (a subscription's biggest messages) into a pipe nobody
+    reads: at most ``max_bytes`` wait in the queue, whatever the count."""
+    read_fd, write_fd = _pipe()
+    try:
+        output = EventOutput(write_fd, OutputConfig(capacity=4096, max_bytes=4 << 20, drain_timeout=0.2))
+        line = "y" * (1 << 20)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(output.run)
+            kept = 0
+            for _ in range(64):
+                kept += output.emit(line)
+                await trio.sleep(0)
+                assert output._queued_bytes <= 4 << 20
+            output.close()
+        # in the pipe and the writer's hands: one batch; in the queue: 4 MiB at most
+        assert kept <= 4 + 2 and output.dropped == 64 - kept
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+
+
 def test_start_whose_stdout_nobody_reads_answers_ping_and_status(tmp_path: Path) -> None:
     """300 remote 1 KB messages on the node's --topic, stdout never read:
     the node still answers ping and status, and stops on SIGINT."""

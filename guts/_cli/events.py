@@ -9,7 +9,8 @@ So the Trio side never writes::
 
     emit(line)  ->  bounded channel  ->  writer task  ->  worker thread: os.write(fd)
     (send_nowait;     (``capacity``      (batches what    (blocks as long as the
-     full: counted)    lines)             is queued)       reader lets it)
+     full: counted)    lines, and         is queued)       reader lets it)
+                       ``max_bytes``)
 
 :meth:`EventOutput.emit` puts the line in a bounded channel without
 waiting; when the channel is full the line is dropped and counted in
@@ -45,6 +46,8 @@ class OutputConfig:
 
     Attributes:
         capacity: lines queued at most; past it new lines are dropped.
+        max_bytes: bytes queued at most (a subscription's messages may be
+            up to 1 MiB each); past it new lines are dropped too.
         report_interval: seconds between two warnings about dropped lines.
         drain_timeout: seconds :meth:`EventOutput.run` spends writing what is
             queued once closed.
@@ -52,6 +55,7 @@ class OutputConfig:
     """
 
     capacity: int = 4096
+    max_bytes: int = 16 * 1024 * 1024
     report_interval: float = 60.0
     drain_timeout: float = 2.0
     batch_bytes: int = 256 * 1024
@@ -68,6 +72,7 @@ class EventOutput:
     config: OutputConfig = field(default_factory=OutputConfig)
     dropped: int = 0
     written: int = 0
+    _queued_bytes: int = 0
     _unreported: int = 0
     _last_report: float | None = None
     _send: trio.MemorySendChannel[bytes] = field(init=False)
@@ -84,8 +89,13 @@ class EventOutput:
             False if it was dropped: the queue is full (the reader is slow
             or gone) or the output is closed.
         """
+        data = line.encode() + b"\n"
+        if self._queued_bytes + len(data) > self.config.max_bytes:
+            self._drop()
+            return False
         try:
-            self._send.send_nowait(line.encode() + b"\n")
+            self._send.send_nowait(data)
+            self._queued_bytes += len(data)
             return True
         except trio.WouldBlock:
             self._drop()
@@ -136,6 +146,7 @@ class EventOutput:
                             break
                         chunks.append(chunk)
                         size += len(chunk)
+                    self._queued_bytes -= size
                     await trio.to_thread.run_sync(_write_all, self.fd, b"".join(chunks), abandon_on_cancel=True)
                     self.written += len(chunks)
         finally:
