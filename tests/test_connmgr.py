@@ -177,7 +177,9 @@ def test_newcomers_get_their_grace_before_a_trim() -> None:
     for i, slot in enumerate(fresh):
         m.established(slot, PEERS[i + 1], 20.0)  # type: ignore[arg-type]
     assert m.next_deadline() == 30.0
-    assert m.trim(21.0) == [old]  # only the settled one could go
+    # Newcomers in their grace do not count toward the marks: one settled
+    # connection is under high water, and stays.
+    assert m.trim(21.0) == []
     bare = manager(low_water=1, high_water=2, identify_grace=10.0)
     for i in range(3):
         bare.established(bare.admit_outbound(0.0), PEERS[i], 0.0, identify=False)  # type: ignore[arg-type]
@@ -378,3 +380,24 @@ async def test_watch_closes_at_the_grace(autojump_clock: object) -> None:
         await trio.sleep(30)
         nursery.cancel_scope.cancel()
     assert len(closed) == 1 and closed[0] - started == pytest.approx(10.0)
+
+
+def test_a_spent_inbound_budget_shortens_the_grace() -> None:
+    """While the inbound budget is spent, strangers that never identify
+    are closed after ``pressure_grace`` (2 s), not ``identify_grace``."""
+    m = ConnManager(ConnLimits(identify_grace=10.0, pressure_grace=2.0, exempt=()), max_connections=8)
+    budget = m.inbound_budget
+    slots = []
+    for i in range(budget):
+        slot = m.admit_inbound(f"10.{i}.0.1", 0.0)
+        assert isinstance(slot, int)
+        m.established(slot, PEERS[i], 0.0)
+        slots.append(slot)
+    assert isinstance(m.admit_inbound("10.99.0.1", 0.5), Refusal)  # spent
+    assert m.next_deadline() == 2.0 and m.expired(1.9) == []
+    assert sorted(m.expired(2.0)) == sorted(slots)
+    n = manager(identify_grace=10.0, pressure_grace=2.0)
+    slot = n.admit_inbound("10.0.0.1", 0.0)
+    assert isinstance(slot, int)
+    n.established(slot, PEERS[0], 0.0)
+    assert n.expired(2.0) == [] and n.next_deadline() == 10.0  # budget not spent: the full grace

@@ -87,6 +87,9 @@ class ConnLimits:
             ``subnet_handshake_burst``.
         identify_grace: seconds a connection has, after its handshake, to
             identify itself (on a host that runs identify); then it is closed.
+        pressure_grace: the same while the inbound budget is spent: an
+            honest peer identifies within a second, so strangers that
+            never do cannot hold the slots newcomers need for long.
         housekeeping: protocols whose streams are not "useful": identify
             and ping keep a connection alive but earn it no value.
         exempt: networks free of the per-IP and per-subnet caps and buckets.
@@ -109,6 +112,7 @@ class ConnLimits:
     subnet_handshake_rate: float = 8.0
     subnet_handshake_burst: int = 32
     identify_grace: float = 10.0
+    pressure_grace: float = 2.0
     housekeeping: frozenset[str] = frozenset({"/ipfs/id/1.0.0", "/ipfs/id/push/1.0.0", "/ipfs/ping/1.0.0"})
     exempt: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
     subnet_v4: int = 24
@@ -119,8 +123,8 @@ class ConnLimits:
         for name in ("low_water", "high_water", "max_handshakes", "max_per_ip", "max_per_subnet", "max_tracked"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        if self.outbound_reserve < 0 or self.identify_grace <= 0:
-            raise ValueError("outbound_reserve must not be negative, identify_grace must be positive")
+        if self.outbound_reserve < 0 or self.identify_grace <= 0 or self.pressure_grace <= 0:
+            raise ValueError("outbound_reserve must not be negative, identify_grace and pressure_grace positive")
         if self.ip_handshake_rate <= 0 or self.subnet_handshake_rate <= 0:
             raise ValueError("handshake rates must be positive")
         if self.ip_handshake_burst < 1 or self.subnet_handshake_burst < 1:

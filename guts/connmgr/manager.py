@@ -28,11 +28,18 @@ those that did not (a peer that finished Noise and never answered yamux,
 or answered it and never identify). The handshake itself is bounded by the
 host's connection timeout.
 
-When more than ``high_water`` connections are open, :meth:`trim` names
-the ones to close to get back to ``low_water``, among those that have
-settled (identified, or open longer than the grace: a newcomer is given
-its chance to identify, and one that does not is closed by the grace
-anyway), least valuable first:
+While the inbound budget is spent, the grace is ``pressure_grace``
+(2 s) instead: strangers that handshake and never identify cannot keep
+the inbound slots filled for long, while an honest peer identifies within
+a second.
+
+When more than ``high_water`` connections have settled (identified, or
+open longer than the grace: a newcomer is given its chance to identify,
+and one that does not is closed by the grace anyway), :meth:`trim` names
+the settled ones to close to get back to ``low_water``. Newcomers still
+in their grace do not count: else a stream of strangers, each closed at
+its grace, would push the total over the mark and get the node's settled
+peers trimmed for them. Least valuable first:
 connections that never identified and never carried a useful stream (any
 protocol but identify and ping), then those with one of the two, then the
 rest; within a tier, the one whose last useful stream is oldest (or, never
@@ -267,11 +274,19 @@ class ConnManager:
 
     # -- decisions ---------------------------------------------------------------
 
+    def _grace_end(self, info: SlotInfo) -> float | None:
+        if info.grace_until is None:
+            return None
+        if info.inbound and self._inbound >= self.inbound_budget:
+            return min(info.grace_until, info.opened + self.limits.pressure_grace)
+        return info.grace_until
+
     def expired(self, now: float) -> list[int]:
         """Slots whose identify grace ran out; each is named once."""
         due = []
         for info in self._slots.values():
-            if info.grace_until is not None and info.grace_until <= now and not info.doomed:
+            end = self._grace_end(info)
+            if end is not None and end <= now and not info.doomed:
                 info.doomed = True
                 due.append(info.slot)
         return due
@@ -280,21 +295,22 @@ class ConnManager:
         """When :meth:`expired` will next have something to say (``None``:
         no connection is waiting to identify)."""
         live = [i for i in self._slots.values() if i.state is not ConnState.HANDSHAKING and not i.doomed]
-        due = [i.grace_until for i in live if i.grace_until is not None]
+        due = [end for i in live if (end := self._grace_end(i)) is not None]
         if len(live) > self.high_water:  # a trim waits for newcomers to settle
             due += [i.opened + self.limits.identify_grace for i in live if i.state is ConnState.UNIDENTIFIED]
         return min(due) if due else None
 
     def trim(self, now: float) -> list[int]:
-        """Slots to close so that at most ``low_water`` stay, when more than
-        ``high_water`` are open (least valuable first; each named once)."""
+        """Settled slots to close so that at most ``low_water`` stay, when
+        more than ``high_water`` have settled (least valuable first; each
+        named once)."""
         open_ = [s for s in self._slots.values() if s.state is not ConnState.HANDSHAKING and not s.doomed]
-        if len(open_) <= self.high_water:
-            return []
-        excess = len(open_) - self.low_water
-        protected = self._protected()
         grace = self.limits.identify_grace
         settled = [s for s in open_ if s.state is ConnState.IDENTIFIED or now - s.opened >= grace]
+        if len(settled) <= self.high_water:
+            return []
+        excess = len(settled) - self.low_water
+        protected = self._protected()
         ranked = sorted(settled, key=_value)
         victims = [s for s in ranked if s.peer not in protected][:excess]
         guarded = [s for s in ranked if s.peer in protected]
