@@ -23,7 +23,10 @@ limits see them as a stranger spread over many hosts would look:
 - ``churn``: 50 authenticated connections (127.6.0.7) that open and reset
   streams as fast as they can;
 - ``handshake-flood``: 80 workers (127.7.0.8), each connecting with a fresh
-  key, finishing the handshake and hanging up, again and again.
+  key, finishing the handshake and hanging up, again and again;
+- ``gossip-big``: 5 peers (127.8.0.9) that identify, join the node's topic
+  ``soak`` and each send 100 signed messages of 1 MiB as fast as the node
+  reads them.
 
 Measured: the honest pings (answered, median and p99, before, during and
 after), the node's RSS (before, peak, 10 s after the attack ended), its
@@ -51,6 +54,9 @@ import trio
 
 from bench._procs import child_env, proc_status
 from guts.crypto import KeyPair
+from guts.gossip import MESHSUB_V12, RPC, encode_rpc
+from guts.gossip._codec import SubOpts
+from guts.gossip._signing import sign_message
 from guts.host import HostConfig, open_host
 from guts.identify import Identify
 from guts.multiaddr import Multiaddr
@@ -60,7 +66,7 @@ from guts.ping import Ping, ping
 from guts.transport import TcpConnection, TcpTransport
 from guts.transport.tcp import tcp_target
 from guts.upgrade import upgrade_outbound
-from guts.wire import encode_uvarint
+from guts.wire import encode_length_prefixed, encode_uvarint
 
 ROOT = Path(__file__).resolve().parent.parent
 PING = "/ipfs/ping/1.0.0"
@@ -184,6 +190,32 @@ async def _hold(kind: str, port: int, source: str, tally: Tally, stop: trio.Even
         nursery.cancel_scope.cancel()
 
 
+async def _gossip_big(addr: Multiaddr, source: str, tally: Tally, stop: trio.Event) -> None:
+    """A peer that joins the topic ``soak`` and sends 100 messages of 1 MiB."""
+    assert addr.peer_id is not None
+    node = PeerId.from_string(addr.peer_id)
+    keypair = KeyPair.generate()
+    try:
+        async with open_host(keypair, [_FromAddress(source)], HostConfig(keep_alive=0)) as host:
+            Identify(host)
+            host.set_handler(MESHSUB_V12, lambda stream: trio.sleep_forever())  # the node opens its stream too
+            with trio.fail_after(60):
+                await host.connect(addr)
+                stream = await host.new_stream(node, [MESHSUB_V12])
+                tally.opened["gossip-big"] += 1
+                await stream.send_all(encode_length_prefixed(encode_rpc(RPC(subscriptions=(SubOpts(True, "soak"),)))))
+                payload = os.urandom(1024 * 1024 - 2048)
+                for i in range(100):
+                    if stop.is_set():
+                        break
+                    message = sign_message(keypair, "soak", payload[:-8] + b"%08d" % i, i + 1)
+                    await stream.send_all(encode_length_prefixed(encode_rpc(RPC(messages=(message,)))))
+                    tally.opened["gossip-big messages sent"] += 1
+            await stop.wait()
+    except Exception:  # noqa: BLE001 - the node closed it: counted
+        tally.refused["gossip-big"] += 1
+
+
 async def _flood(port: int, source: str, tally: Tally, stop: trio.Event) -> None:
     async with trio.open_nursery() as nursery:
         while not stop.is_set():
@@ -215,7 +247,7 @@ async def soak(seconds: float, scale: float, home: Path) -> dict[str, Any]:
     log_path = home / "node.log"
     with open(log_path, "w") as log:
         node = subprocess.Popen(
-            [sys.executable, "-m", "guts.cli", "start", "--json", "--listen", "/ip4/127.0.0.1/tcp/0"],
+            [sys.executable, "-m", "guts.cli", "start", "--json", "--listen", "/ip4/127.0.0.1/tcp/0", "--topic", "soak"],
             stdout=subprocess.PIPE, stderr=log, text=True, env={**child_env(), "GUTS_HOME": str(home)},
         )  # fmt: skip
     try:
@@ -227,7 +259,7 @@ async def soak(seconds: float, scale: float, home: Path) -> dict[str, Any]:
         honest_stop, hostile_stop = trio.Event(), trio.Event()
         count = {k: max(1, round(n * scale)) for k, n in
                  {"idle": 400, "noise-stall": 200, "tcp-idle": 200, "ls-spam": 50, "churn": 50,
-                  "handshake-flood": 80}.items()}  # fmt: skip
+                  "handshake-flood": 80, "gossip-big": 5}.items()}  # fmt: skip
         async with trio.open_nursery() as nursery:
             for i in range(20):
                 nursery.start_soon(_honest, Multiaddr.parse(ready["addrs"][0]), f"127.0.0.{10 + i}", tally, honest_stop)
@@ -244,6 +276,8 @@ async def soak(seconds: float, scale: float, home: Path) -> dict[str, Any]:
                         attack.start_soon(_hold, kind, port, sources[kind], tally, hostile_stop)
                 for _ in range(count["handshake-flood"]):
                     attack.start_soon(_flood, port, "127.7.0.8", tally, hostile_stop)
+                for _ in range(count["gossip-big"]):
+                    attack.start_soon(_gossip_big, Multiaddr.parse(ready["addrs"][0]), "127.8.0.9", tally, hostile_stop)
                 peak, held, samples = figures["rss_start"], 0, 0
                 while time.monotonic() - attack_started < seconds:
                     await trio.sleep(2)
@@ -252,6 +286,8 @@ async def soak(seconds: float, scale: float, home: Path) -> dict[str, Any]:
                     if status:
                         samples += 1
                         held = max(held, len(status.get("connections", [])))
+                        figures["gossip_dropped"] = status.get("pubsub", {}).get("dropped", {})
+                        figures["output"] = status.get("output", {})
                     else:
                         tally.failures["during: guts status did not answer"] += 1
                 figures.update(rss_peak=peak, held=held, status_answers=samples)
@@ -289,7 +325,7 @@ def report(f: dict[str, Any], seconds: float) -> str:
         median = f"{statistics.median(ok) * 1000:.1f} ms" if ok else "—"
         lines.append(f"| {phase} the attack | {len(ok)} | {failed} | {median} | {_ms(ok, 0.99)} |")
     lines += ["", "| hostile population | connections made | refused or closed by the node |", "| --- | ---: | ---: |"]
-    for kind in ("idle", "noise-stall", "tcp-idle", "ls-spam", "churn", "handshake-flood"):
+    for kind in ("idle", "noise-stall", "tcp-idle", "ls-spam", "churn", "handshake-flood", "gossip-big"):
         closed = sum(n for k, n in tally.refused.items() if k.startswith(kind))
         lines.append(f"| {kind} | {tally.opened[kind]} | {closed} |")
     per = (f["rss_peak"] - f["rss_start"]) / f["held"] * 1024 if f["held"] else 0.0
@@ -299,7 +335,11 @@ def report(f: dict[str, Any], seconds: float) -> str:
         f"{f['rss_after']:.0f} MiB 10 s after the attack ended; at most {f['held']} connections held at once "
         f"({per:.0f} KiB each at the peak). `guts status` answered {f['status_answers']} times during the "
         f"{seconds:.0f} s attack; failures: {dict(tally.failures) or 'none'}. The node wrote {f['stderr_lines']} "
-        f"lines to stderr, and {'was still running' if f['alive'] else 'HAD STOPPED'} at the end.",
+        f"lines to stderr, and {'was still running' if f['alive'] else 'HAD STOPPED'} at the end. "
+        f"The gossip-big peers sent {tally.opened['gossip-big messages sent']} messages of 1 MiB; the node "
+        f"did not deliver {sum(f.get('gossip_dropped', {}).values()):,} gossip messages "
+        f"({', '.join(f'{k} {v:,}' for k, v in sorted(f.get('gossip_dropped', {}).items())) or 'none'}), and its "
+        f"output (stdout not read after the first line) dropped {f.get('output', {}).get('lines_dropped', 0):,} lines.",
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `python -m bench.soak`, "
         f"{os.cpu_count()} cores; the attackers run in one process on the same machine.",
