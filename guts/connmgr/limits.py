@@ -157,7 +157,8 @@ def subnet_of(ip: str, v4: int = 24, v6: int = 64) -> str:
 
 @dataclass(slots=True)
 class TokenBucket:
-    """``burst`` tokens, refilled at ``rate`` a second; each take costs one."""
+    """``burst`` tokens, refilled at ``rate`` a second; a take costs one
+    unless it says otherwise (gossip's byte allowance takes a message's size)."""
 
     rate: float
     burst: float
@@ -173,15 +174,15 @@ class TokenBucket:
             self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
             self.updated = now
 
-    def can_take(self, now: float) -> bool:
+    def can_take(self, now: float, cost: float = 1.0) -> bool:
         self.refill(now)
-        return self.tokens >= 1.0
+        return self.tokens >= cost
 
-    def take(self, now: float) -> bool:
-        """Spend a token if there is one; whether there was."""
-        if not self.can_take(now):
+    def take(self, now: float, cost: float = 1.0) -> bool:
+        """Spend ``cost`` tokens if there are as many; whether there were."""
+        if not self.can_take(now, cost):
             return False
-        self.tokens -= 1.0
+        self.tokens -= cost
         return True
 
 

@@ -26,32 +26,9 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
 
+from guts.connmgr import TokenBucket
+
 __all__ = ["DropCounts", "DropLog", "TokenBucket"]
-
-
-@dataclass(slots=True)
-class TokenBucket:
-    """``burst`` tokens at most, ``rate`` more per second."""
-
-    rate: float
-    burst: float
-    tokens: float
-    updated: float
-
-    @classmethod
-    def full(cls, rate: float, burst: float, now: float) -> TokenBucket:
-        return cls(rate, burst, burst, now)
-
-    def take(self, now: float, cost: float = 1.0) -> bool:
-        """Take ``cost`` tokens if there are as many."""
-        elapsed = now - self.updated
-        if elapsed > 0:
-            self.tokens = min(self.burst, self.tokens + elapsed * self.rate)
-            self.updated = now
-        if self.tokens >= cost:
-            self.tokens -= cost
-            return True
-        return False
 
 
 class DropCounts(dict[str, int]):
