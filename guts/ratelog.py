@@ -17,10 +17,18 @@ recently logged forgotten first (an LRU). What a forgotten pair had held
 back is not lost from sight: it is added to :attr:`RateLimitedLog.forgotten`,
 and the next line written says so too.
 
-The clock is injected (``clock``, seconds, monotonic) and the call is
-synchronous, so the class is usable from every layer, sans-IO cores
-included, and testable without waiting. This module imports nothing
-else from guts.
+A flood that stops leaves its count untold until the same pair logs
+again, which may be never; :meth:`RateLimitedLog.flush` tells it instead.
+A caller with a timer (the heartbeat of gossip, the connection watch)
+calls it now and then, or when :meth:`RateLimitedLog.next_end` says the
+oldest interval is over: each pair whose interval ended with lines held
+back gets one summary line ("... and 3,951 more like it (rate_limited)
+from 12D3KooW... in the last 60 s"), and ended pairs are forgotten.
+
+The clock is injected (``clock``, seconds, monotonic), or a sans-IO core
+passes its own ``now`` to each call; the call is synchronous, so the class
+is usable from every layer and testable without waiting. This module
+imports nothing else from guts.
 """
 
 from __future__ import annotations
@@ -34,11 +42,12 @@ __all__ = ["RateLimitedLog"]
 
 
 class _Entry:
-    __slots__ = ("since", "held")
+    __slots__ = ("since", "held", "level")
 
-    def __init__(self, since: float) -> None:
+    def __init__(self, since: float, level: int) -> None:
         self.since = since  # when the last line for this pair was written
         self.held = 0  # lines held back since then
+        self.level = level  # of that line, for the summary
 
 
 def _short(key: object) -> str:
@@ -60,6 +69,7 @@ class RateLimitedLog:
     Attributes:
         forgotten: lines held back by pairs that were forgotten since the
             last line written (reported, then reset, by the next line).
+        lines: lines written so far, summaries included.
     """
 
     def __init__(
@@ -76,22 +86,27 @@ class RateLimitedLog:
         self.interval = interval
         self.max_keys = max_keys
         self.forgotten = 0
+        self.lines = 0
         self._clock = clock
         self._entries: OrderedDict[tuple[Hashable, str], _Entry] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def log(self, level: int, key: Hashable, reason: str, msg: str, *args: object) -> bool:
+    def log(
+        self, level: int, key: Hashable, reason: str, msg: str, *args: object, now: float | None = None
+    ) -> bool:
         """Log ``msg % args`` at ``level`` unless ``(key, reason)`` logged
         within the interval; return whether a line was written.
 
         ``reason`` groups lines that are alike (a short constant such as
-        ``"negotiation failed"``); the message itself may vary.
+        ``"negotiation failed"``); the message itself may vary. ``now``
+        overrides the clock.
         """
         if not self.logger.isEnabledFor(level):
             return False
-        now = self._clock()
+        if now is None:
+            now = self._clock()
         pair = (key, reason)
         entry = self._entries.get(pair)
         if entry is not None and now - entry.since < self.interval:
@@ -99,13 +114,13 @@ class RateLimitedLog:
             return False
         held, elapsed = 0, 0.0
         if entry is None:
-            entry = self._entries[pair] = _Entry(now)
+            entry = self._entries[pair] = _Entry(now, level)
             while len(self._entries) > self.max_keys:
                 _, old = self._entries.popitem(last=False)
                 self.forgotten += old.held
         else:
             held, elapsed = entry.held, now - entry.since
-            entry.since, entry.held = now, 0
+            entry.since, entry.held, entry.level = now, 0, level
             self._entries.move_to_end(pair)
         if held:
             msg += " (and %s more like it from %s in the last %.0f s)"
@@ -114,14 +129,42 @@ class RateLimitedLog:
             msg += " (%s more lines held back from sources no longer tracked)"
             args += (f"{self.forgotten:,}",)
             self.forgotten = 0
+        self.lines += 1
         self.logger.log(level, msg, *args)
         return True
 
-    def debug(self, key: Hashable, reason: str, msg: str, *args: object) -> bool:
-        return self.log(logging.DEBUG, key, reason, msg, *args)
+    def debug(self, key: Hashable, reason: str, msg: str, *args: object, now: float | None = None) -> bool:
+        return self.log(logging.DEBUG, key, reason, msg, *args, now=now)
 
-    def info(self, key: Hashable, reason: str, msg: str, *args: object) -> bool:
-        return self.log(logging.INFO, key, reason, msg, *args)
+    def info(self, key: Hashable, reason: str, msg: str, *args: object, now: float | None = None) -> bool:
+        return self.log(logging.INFO, key, reason, msg, *args, now=now)
 
-    def warning(self, key: Hashable, reason: str, msg: str, *args: object) -> bool:
-        return self.log(logging.WARNING, key, reason, msg, *args)
+    def warning(self, key: Hashable, reason: str, msg: str, *args: object, now: float | None = None) -> bool:
+        return self.log(logging.WARNING, key, reason, msg, *args, now=now)
+
+    def next_end(self) -> float | None:
+        """When the oldest interval ends (``None``: no pair is remembered)."""
+        for entry in self._entries.values():
+            return entry.since + self.interval
+        return None
+
+    def flush(self, now: float | None = None) -> int:
+        """Tell what the pairs whose interval is over held back, one summary
+        line each, and forget those pairs; return the lines written."""
+        if now is None:
+            now = self._clock()
+        written = 0
+        while self._entries:
+            pair, entry = next(iter(self._entries.items()))
+            if now - entry.since < self.interval:
+                break  # the rest are younger: the dict is in the order of their lines
+            del self._entries[pair]
+            if entry.held and self.logger.isEnabledFor(entry.level):
+                key, reason = pair
+                self.lines += 1
+                written += 1
+                self.logger.log(
+                    entry.level, "... and %s more like it (%s) from %s in the last %.0f s",
+                    f"{entry.held:,}", reason, _short(key), now - entry.since,
+                )  # fmt: skip
+        return written

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from guts.connmgr import ConnLimits, ConnManager, ConnState, LogThrottle, Refusal, TokenBucket, subnet_of
+from guts.connmgr import ConnLimits, ConnManager, ConnState, Refusal, TokenBucket, subnet_of
 from guts.crypto import KeyPair
 
 PEERS = [KeyPair.from_seed(bytes([i]) * 32).peer_id for i in range(1, 90)]
@@ -297,37 +297,6 @@ def test_trim_lands_on_low_water_and_spares_the_protected(n: int, protected: set
     spared = {m.info(s).peer for s in trimmed}  # type: ignore[union-attr]
     if guarded <= 8:
         assert not spared & {PEERS[i] for i in protected}
-
-
-# -- the log throttle ------------------------------------------------------------
-
-
-def test_log_throttle_counts_what_it_suppresses() -> None:
-    t: LogThrottle[str] = LogThrottle(window=60.0)
-    assert t.record("a", 0.0)
-    assert not any(t.record("a", float(i)) for i in range(1, 20))
-    assert t.record("b", 1.0)
-    assert t.flush(59.0) == []
-    assert t.flush(60.0) == [("a", 19)]  # b suppressed nothing
-    assert t.flush(61.0) == []
-    assert t.record("a", 61.0)  # a new window
-
-
-def test_log_throttle_new_window_carries_the_count() -> None:
-    t: LogThrottle[str] = LogThrottle(window=10.0)
-    t.record("a", 0.0)
-    t.record("a", 1.0)
-    assert t.record("a", 15.0)  # the old window ends here, unflushed
-    assert t.flush(15.0) == [("a", 1)]
-
-
-def test_log_throttle_is_bounded() -> None:
-    t: LogThrottle[int] = LogThrottle(window=60.0, max_keys=10)
-    for k in range(1000):
-        assert t.record(k, 0.0)
-        t.record(k, 0.0)
-    assert len(t) == 10
-    assert len(t.flush(0.0)) <= 10
 
 
 # -- the watch (the trio side), on a clock that jumps ------------------------------

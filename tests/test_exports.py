@@ -62,7 +62,7 @@ PUBLIC = {
     'guts.sync.race': ['FetchProgressed', 'Fetched', 'MAX_CANDIDATES', 'NoPeerServed', 'PeerAsked', 'PeerFailed', 'PeerOutraced', 'RACE_WIDTH', 'RaceEvent', 'fetch_first'],
     'guts.sync.probe': ['held_seq', 'probe_seq'],
     'guts.repo.proposals': ['MAX_PROPOSALS', 'MIN_PREFIX', 'ProposalMerge', 'ProposalNotFound', 'changes', 'check_proposal', 'check_served', 'find_proposal', 'merge_proposals', 'proposal_id', 'signers'],
-    'guts.connmgr': ['ConnLimits', 'ConnManager', 'ConnState', 'ConnWatch', 'LogThrottle', 'RateLimiter', 'Refusal', 'SlotInfo', 'TokenBucket', 'subnet_of'],
+    'guts.connmgr': ['ConnLimits', 'ConnManager', 'ConnState', 'ConnWatch', 'RateLimiter', 'Refusal', 'SlotInfo', 'TokenBucket', 'subnet_of'],
     'guts.reputation': ['BLOCKS_FILE', 'Block', 'BlockListFull', 'BlockStore', 'BlockStoreError', 'BlockStoreFull', 'Outcome', 'PeerGuard', 'Reputation', 'ReputationConfig', 'Target', 'Verdict', 'ip_of', 'parse_target', 'target_text'],
     'guts.ratelog': ['RateLimitedLog'],
 }

@@ -93,7 +93,6 @@ CORES: list[str] = [
     "guts.dht.quota",
     "guts.connmgr.limits",
     "guts.connmgr.manager",
-    "guts.connmgr.logthrottle",
     "guts.reputation._core",
     "guts.reputation._store",
     "guts.ratelog",

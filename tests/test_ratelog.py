@@ -88,3 +88,34 @@ def test_bad_settings_are_refused(logger: logging.Logger) -> None:
         RateLimitedLog(logger, interval=0)
     with pytest.raises(ValueError):
         RateLimitedLog(logger, max_keys=0)
+
+
+def test_flush_tells_what_a_flood_that_stopped_held_back(logger: logging.Logger, caplog: pytest.LogCaptureFixture) -> None:
+    rl = RateLimitedLog(logger, interval=60.0)
+    assert rl.next_end() is None
+    assert rl.warning("127.0.0.2", "per_ip", "refusing %s", "127.0.0.2", now=0.0)
+    assert not any(rl.warning("127.0.0.2", "per_ip", "refusing %s", "127.0.0.2", now=float(i)) for i in range(1, 20))
+    assert rl.warning("127.0.0.3", "per_ip", "refusing %s", "127.0.0.3", now=1.0)
+    assert rl.next_end() == 60.0
+    assert rl.flush(59.0) == 0
+    assert rl.flush(60.0) == 1  # .3 held nothing back: forgotten without a line
+    assert len(rl) == 1 and rl.next_end() == 61.0
+    assert rl.flush(61.0) == 0 and len(rl) == 0
+    assert [r.getMessage() for r in caplog.records] == [
+        "refusing 127.0.0.2",
+        "refusing 127.0.0.3",
+        "... and 19 more like it (per_ip) from 127.0.0.2 in the last 60 s",
+    ]
+    assert caplog.records[-1].levelno == logging.WARNING  # the level of the line it sums up
+    assert rl.lines == 3
+    assert rl.warning("127.0.0.2", "per_ip", "refusing %s", "127.0.0.2", now=62.0)  # a new interval
+
+
+def test_flush_without_a_clock_argument_uses_the_clock(logger: logging.Logger, caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    rl = RateLimitedLog(logger, interval=10.0, clock=clock)
+    rl.info("a", "x", "a")
+    rl.info("a", "x", "a")
+    clock.now = 10.0
+    assert rl.flush() == 1
+    assert caplog.records[-1].getMessage() == "... and 1 more like it (x) from a in the last 10 s"

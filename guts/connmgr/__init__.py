@@ -4,14 +4,12 @@ A sans-IO core (no trio; time passed in) that the host consults before
 each inbound handshake and each dial, tells when connections change
 state, and asks periodically whom to close. :mod:`guts.connmgr.limits`
 holds the settings and token buckets, :mod:`guts.connmgr.manager` the
-decisions, :mod:`guts.connmgr.logthrottle` the bounded logging of
-refusals; :class:`ConnWatch` is the trio side that closes what the
-manager names. The host (:mod:`guts.host`) wires them in.
+decisions; :class:`ConnWatch` is the trio side that closes what the
+manager names and logs refusals, bounded by :mod:`guts.ratelog`. The host (:mod:`guts.host`) wires them in.
 """
 
 from guts.connmgr._watch import ConnWatch
 from guts.connmgr.limits import ConnLimits, RateLimiter, Refusal, TokenBucket, subnet_of
-from guts.connmgr.logthrottle import LogThrottle
 from guts.connmgr.manager import ConnManager, ConnState, SlotInfo
 
 __all__ = [
@@ -19,7 +17,6 @@ __all__ = [
     "ConnManager",
     "ConnState",
     "ConnWatch",
-    "LogThrottle",
     "RateLimiter",
     "Refusal",
     "SlotInfo",

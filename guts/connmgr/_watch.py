@@ -12,7 +12,7 @@ matters when a simulation runs a thousand of them. Awake, it asks the
 manager for the connections whose grace ran out and, past the high water
 mark, for the least valuable, and starts each one's close (a yamux
 GoAway, bounded by the muxer's close timeout) in the host's nursery. Refusals
-and expiries are logged through a :class:`~guts.connmgr.LogThrottle`:
+and expiries are logged through a :class:`~guts.ratelog.RateLimitedLog`:
 the first of each kind per address a minute is written, the rest summed
 up in one line when the minute is over.
 """
@@ -26,8 +26,8 @@ from typing import Any, Protocol
 
 import trio
 
-from guts.connmgr.logthrottle import LogThrottle
 from guts.connmgr.manager import ConnManager
+from guts.ratelog import RateLimitedLog
 
 __all__ = ["ConnWatch"]
 
@@ -49,7 +49,7 @@ class ConnWatch:
         self.manager = manager
         self.log = logger
         self.window = window
-        self._throttle: LogThrottle[tuple[str, str]] = LogThrottle(window, manager.limits.max_tracked)
+        self._throttle = RateLimitedLog(logger, interval=window, max_keys=manager.limits.max_tracked)
         self._poked = trio.Event()
 
     def poke(self) -> None:
@@ -60,16 +60,12 @@ class ConnWatch:
         """Log ``message % (source, *args)`` at most once per ``source`` and
         ``reason`` per window; the others are counted."""
         self.flush(now)
-        if self._throttle.record((source, reason), now):
-            self.log.warning(message, source, *args)
+        if self._throttle.warning(source, reason, message, source, *args, now=now):
             self._poked.set()  # a window opened: the watch sums it up when it ends
 
     def flush(self, now: float) -> None:
         """Sum up the windows that are over."""
-        for (source, reason), count in self._throttle.flush(now):
-            self.log.warning(
-                "... and %d more like it (%s) from %s in the last %g s", count, reason, source, self.window
-            )
+        self._throttle.flush(now)
 
     async def run(
         self,

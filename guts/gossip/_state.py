@@ -131,7 +131,7 @@ class RouterState:
         self.outbox: dict[PeerId, Outbox] = {}
         self.events: list[RouterEvent] = []
         self.stats = RouterStats()
-        self.drop_log = DropLog(log, config.drop_log_interval)
+        self.drop_log = DropLog(log, interval=config.drop_log_interval)
         self.graylisted_since: dict[PeerId, float] = {}  # peers below the graylist threshold at heartbeats
         self.ticks = 0  # heartbeats so far
         self.last_decay: float | None = None  # when the score last decayed
