@@ -47,13 +47,13 @@ def honest_still_flow(net: RouterNet, a: GossipRouter, honest: list[GossipRouter
 
 def forged(attacker: Puppet, data: bytes = b"evil", seqno: int = 1, **change: object) -> RawMessage:
     msg = sign_message(attacker.keypair, T, data, seqno)
-    return dataclasses.replace(msg, encoded=b"", **change) if change else msg
+    return dataclasses.replace(msg, wire=b"", **change) if change else msg
 
 
 def test_bad_signature() -> None:
     net, a, honest, attacker = setup()
     msg = forged(attacker)
-    bad = dataclasses.replace(msg, encoded=b"", data=b"tampered")  # the signature no longer matches
+    bad = dataclasses.replace(msg, wire=b"", data=b"tampered")  # the signature no longer matches
     net.send(attacker.peer_id, a.local, RPC(messages=(bad,)))
     net.pump()
     assert net.delivered(a.local) == [] and a.stats.rejections == {"bad signature": 1}

@@ -187,3 +187,75 @@ async def test_a_hundred_one_mib_messages_from_one_peer_do_not_all_pass(autojump
             assert got == cfg.peer_byte_burst // size, (got, drops)
             assert got + drops["byte_rate"] + drops.get("graylisted_rpcs", 0) == 100, drops
             assert len(frame) > size
+
+
+def test_a_big_message_is_one_bytes_object_in_every_peer_frame_and_the_cache() -> None:
+    """Forwarding 1 MiB to the mesh costs no copy per peer: the frames to each
+    peer and the message cache hold the very bytes the message came in."""
+    from guts.gossip._codec import decode_rpc
+
+    from .gossip_net import RouterNet
+
+    net = RouterNet()
+    a, b, *others = net.routers_n(6)
+    net.full_mesh([a, b, *others])
+    for r in [a, b, *others]:
+        r.subscribe(T, net.now)
+    net.pump()
+    net.tick(2)
+    a.publish(T, b"z" * (1 << 20), net.now)
+    published = [frame for peer, frame in a.take_outgoing() if peer == b.local and len(frame) > 1 << 20]
+    assert len(published) == 1
+    b.handle_frame(a.local, published[0], net.now)
+    big = [frame for _, frame in b.take_outgoing() if len(frame) > 1 << 20]
+    assert len(big) >= 3  # to b's mesh, a (the source) left out
+    assert all(frame is big[0] for frame in big)
+    (cached,) = [m for m in (b._state.mcache.get(i) for i in list(b._state.mcache._entries)) if m is not None]
+    assert cached.wire is big[0]
+    assert decode_rpc(big[0], GossipConfig().rpc_limits).messages[0].data == b"z" * (1 << 20)
+
+
+async def test_a_subscription_is_bounded_in_bytes_too() -> None:
+    from guts.gossip._events import GossipMessage
+    from guts.gossip._codec import RawMessage
+    from guts.gossip._subscription import Subscription
+
+    def message(size: int) -> GossipMessage:
+        raw = RawMessage(None, b"q" * size, None, T)
+        return GossipMessage(T, raw.data or b"", b"id", None, None, None, None, None, raw)
+
+    sub = Subscription(T, 100, lambda s: None, max_bytes=3 << 20)
+    assert sub._deliver(message(5 << 20))  # one message always fits, whatever its size
+    assert not sub._deliver(message(1 << 20))
+    assert (await sub.receive()).data == b"q" * (5 << 20)
+    assert [sub._deliver(message(1 << 20)) for _ in range(4)] == [True, True, True, False]
+    assert sub.dropped == 2
+    await sub.receive()
+    assert sub._deliver(message(1 << 20))
+
+
+async def test_a_peer_that_never_read_leaves_nothing_queued_behind(autojump_clock: trio.testing.MockClock) -> None:
+    """A peer that subscribes, never reads and goes: the big messages queued for
+    it are let go with it (before, the heartbeat's loop variable kept its link,
+    and up to 8 MiB queued, until another peer came)."""
+    import gc
+    import weakref
+
+    async with memory_hosts(2) as (victim, attacker):
+        async with open_gossipsub(victim) as gv:
+            gv.subscribe(T)
+            stream = await raw_gossip_stream(attacker, victim)
+            await stream.send_all(encode_length_prefixed(encode_rpc(RPC(subscriptions=(SubOpts(True, T),)))))
+            await wait_until(lambda: attacker.peer_id in gv.subscribers(T))
+            writer = gv._links[attacker.peer_id].writer
+            for i in range(12):
+                await gv.publish(T, b"%02d" % i + b"w" * ((1 << 20) - 2))
+            await wait_until(lambda: writer._queued > 4 << 20)
+            await trio.sleep(2)  # heartbeats with the link
+            ref = weakref.ref(writer)
+            del writer
+            await attacker.disconnect(victim.peer_id)
+            await wait_until(lambda: attacker.peer_id not in gv.peers)
+            await trio.sleep(3)  # heartbeats with no link left
+            gc.collect()
+            assert ref() is None

@@ -70,3 +70,33 @@ def test_seen_cache_expiry_and_bound() -> None:
     for i in range(5):
         seen.add(bytes([i]), 6)
     assert len(seen) == 3
+
+
+def test_the_cache_is_bounded_in_bytes_oldest_first() -> None:
+    big = b"x" * 100_000
+    cache: MessageCache[str] = MessageCache(history_length=5, history_gossip=3, max_bytes=1_000_000)
+    ids = []
+    for window in range(3):
+        for n in range(3):
+            msg_id = b"m%d%d" % (window, n)
+            cache.put(msg_id, RawMessage(None, big, None, "t"))
+            ids.append(msg_id)
+        cache.shift()
+    # each message costs its payload and its encoding: 4 fit, the 5 oldest went early
+    assert cache.bytes <= 1_000_000
+    assert [i for i in ids if i in cache] == ids[-4:]
+    assert cache.evicted == 5
+    assert cache.get_for_peer(ids[0], "p") is None  # an IWANT for one gone early is not answered
+    assert sorted(cache.gossip_ids()["t"]) == sorted(ids[-4:])
+    cache.remove(ids[-1])
+    for _ in range(5):
+        cache.shift()
+    assert len(cache) == 0 and cache.bytes == 0
+
+
+def test_one_message_over_the_bound_passes_through() -> None:
+    cache: MessageCache[str] = MessageCache(max_bytes=1000)
+    cache.put(b"a", RawMessage(None, b"y" * 5000, None, "t"))
+    assert b"a" not in cache and cache.bytes == 0 and cache.evicted == 1
+    with pytest.raises(ConfigError):
+        MessageCache(max_bytes=0)

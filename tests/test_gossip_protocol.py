@@ -247,7 +247,7 @@ async def test_bad_signature_over_the_wire_lowers_the_score(autojump_clock: trio
             good = sign_message(attacker.keypair, T, b"real", 1)
             import dataclasses
 
-            bad = dataclasses.replace(good, encoded=b"", data=b"fake")
+            bad = dataclasses.replace(good, wire=b"", data=b"fake")
             await stream.send_all(encode_length_prefixed(encode_rpc(RPC(subscriptions=(SubOpts(True, T),), messages=(bad,)))))
             await wait_until(lambda: gv.stats.messages_rejected == 1)
             assert gv.score(attacker.peer_id) < 0

@@ -63,7 +63,7 @@ def test_signature_survives_the_wire() -> None:
 
 @pytest.mark.parametrize("change", [{"data": b"hellO"}, {"topic": "other"}, {"seqno": b"\x00" * 8}])
 def test_tampering_breaks_the_signature(change: dict) -> None:
-    msg = dataclasses.replace(signed(), encoded=b"", **change)
+    msg = dataclasses.replace(signed(), wire=b"", **change)
     assert not verify_signature(msg, KEY.public_key)
 
 
@@ -75,8 +75,8 @@ def test_message_id_is_key_protobuf_then_seqno() -> None:
     # not the peer id (two more bytes of multihash prefix) + seqno
     assert msg_id != KEY.peer_id.to_bytes() + msg.seqno
     # the same id whether the key comes inlined in `from` or in `key`
-    assert default_message_id(dataclasses.replace(msg, encoded=b"", key=None)) == msg_id
-    assert default_message_id(dataclasses.replace(msg, encoded=b"", from_peer=None)) == msg_id
+    assert default_message_id(dataclasses.replace(msg, wire=b"", key=None)) == msg_id
+    assert default_message_id(dataclasses.replace(msg, wire=b"", from_peer=None)) == msg_id
 
 
 def test_hash_message_id() -> None:
@@ -105,7 +105,7 @@ def _sha256_peer_id() -> bytes:
     ],
 )
 def test_strict_sign_rejections(change: dict, reason: Rejection) -> None:
-    msg = dataclasses.replace(signed(), encoded=b"", **change)
+    msg = dataclasses.replace(signed(), wire=b"", **change)
     with pytest.raises(InvalidMessage) as info:
         check_author(msg, SignaturePolicy.STRICT_SIGN)
     assert info.value.reason is reason
@@ -118,7 +118,7 @@ def test_strict_no_sign_refuses_signed_fields() -> None:
 
 
 def test_key_matching_author_is_accepted_without_inlining() -> None:
-    msg = dataclasses.replace(signed(), encoded=b"", key=None)
+    msg = dataclasses.replace(signed(), wire=b"", key=None)
     author = check_author(msg, SignaturePolicy.STRICT_SIGN)
     assert author is not None and author.public_key == KEY.public_key
     assert PeerId.from_bytes(msg.from_peer or b"") == KEY.peer_id
@@ -129,7 +129,7 @@ def test_author_cache_remembers_authors_and_rejections() -> None:
     msg = signed()
     first = check_author(msg, SignaturePolicy.STRICT_SIGN, cache)
     assert check_author(msg, SignaturePolicy.STRICT_SIGN, cache) is first
-    bad = dataclasses.replace(msg, encoded=b"", key=OTHER.public_key.to_protobuf())
+    bad = dataclasses.replace(msg, wire=b"", key=OTHER.public_key.to_protobuf())
     for _ in range(2):  # the second time from the cache
         with pytest.raises(InvalidMessage) as info:
             check_author(bad, SignaturePolicy.STRICT_SIGN, cache)
@@ -139,4 +139,4 @@ def test_author_cache_remembers_authors_and_rejections() -> None:
     assert len(cache._known) == 1
     # per-message checks still run for a cached author
     with pytest.raises(InvalidMessage):
-        check_author(dataclasses.replace(msg, encoded=b"", seqno=b"\x01"), SignaturePolicy.STRICT_SIGN, cache)
+        check_author(dataclasses.replace(msg, wire=b"", seqno=b"\x01"), SignaturePolicy.STRICT_SIGN, cache)

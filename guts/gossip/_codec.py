@@ -9,9 +9,11 @@ them, so that a small frame of many tiny entries cannot make the router do
 unbounded work.
 
 Encoding goes the other way, field by field, because a protobuf message is
-the concatenation of its fields: a forwarded message is encoded once
-(:attr:`RawMessage.encoded`) and the same bytes go into the RPC for every
-peer, next to whatever control entries that peer's RPC piggybacks.
+the concatenation of its fields: a forwarded message is encoded once, as
+the RPC field that carries it (:attr:`RawMessage.wire`), and the same bytes
+go into the RPC for every peer, next to whatever control entries that
+peer's RPC piggybacks (a big message goes as a frame of its own, so that
+one bytes object serves every peer's queue and the message cache).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from google.protobuf.message import DecodeError as _PbDecodeError
 
 from guts.errors import DecodeError
 from guts.pb import pubsub_pb2
-from guts.wire import encode_uvarint
+from guts.wire import decode_uvarint, encode_uvarint
 
 __all__ = [
     "ControlMessage",
@@ -88,7 +90,9 @@ class RawMessage:
             encoded without ``signature`` and ``key``.
         key: the author's ``PublicKey`` protobuf, when it is not inlined in
             ``from_peer``.
-        encoded: the ``Message`` protobuf bytes (computed once).
+        wire: the RPC ``publish`` field carrying the message: tag, length
+            and the ``Message`` protobuf bytes (computed once; a decoded
+            message keeps the bytes it came with).
     """
 
     from_peer: bytes | None
@@ -97,11 +101,17 @@ class RawMessage:
     topic: str
     signature: bytes | None = None
     key: bytes | None = None
-    encoded: bytes = field(default=b"", compare=False, repr=False)
+    wire: bytes = field(default=b"", compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not self.encoded:
-            object.__setattr__(self, "encoded", encode_message(self))
+        if not self.wire:
+            object.__setattr__(self, "wire", message_field(encode_message(self)))
+
+    @property
+    def encoded(self) -> bytes:
+        """The ``Message`` protobuf bytes (a copy, out of :attr:`wire`)."""
+        _, start = decode_uvarint(self.wire, 1)
+        return self.wire[start:]
 
     @property
     def size(self) -> int:
@@ -239,16 +249,25 @@ def encode_control(control: ControlMessage) -> bytes:
 def encode_rpc(rpc: RPC) -> bytes:
     """The RPC protobuf: subscriptions, messages, then control."""
     parts = [subscription_field(s) for s in rpc.subscriptions]
-    parts.extend(message_field(m.encoded) for m in rpc.messages)
+    parts.extend(m.wire for m in rpc.messages)
     if rpc.control is not None:
         parts.append(encode_control(rpc.control))
     return b"".join(parts)
 
 
+#: Encoded parts this large are sent as frames of their own (see :class:`Outbox`).
+SHARED_PART = 64 * 1024
+
+
 @dataclass(slots=True)
 class Outbox:
     """What one peer will be sent: encoded subscriptions and messages, and
-    control entries, coalesced into as few RPC frames as ``limit`` allows."""
+    control entries, coalesced into as few RPC frames as ``limit`` allows.
+
+    A message of ``SHARED_PART`` bytes or more is a frame of its own: an
+    RPC is the concatenation of its fields, so its encoded bytes are that
+    frame as they are, shared by every peer's queue and the message cache.
+    """
 
     subscriptions: list[bytes] = field(default_factory=list)
     messages: list[bytes] = field(default_factory=list)
@@ -272,6 +291,14 @@ class Outbox:
         current: list[bytes] = []
         size = 0
         for part in parts:
+            if len(part) >= SHARED_PART:
+                # a big message goes out as a frame of its own: the same bytes
+                # object for every peer it is sent to, not a copy per peer
+                if current:
+                    frames.append(b"".join(current))
+                    current, size = [], 0
+                frames.append(part)
+                continue
             if current and size + len(part) > limit:
                 frames.append(b"".join(current))
                 current, size = [], 0
@@ -340,7 +367,7 @@ def decode_rpc(data: bytes, limits: RpcLimits = RpcLimits()) -> RPC:
                 topic=_text(m.topicIDs[0], "message topic"),
                 signature=_optional(m, "signature"),
                 key=_optional(m, "key"),
-                encoded=m.SerializeToString(),
+                wire=message_field(m.SerializeToString()),
             )
         )
     control = None

@@ -41,6 +41,10 @@ class GossipConfig:
             dropped after this.
         history_length: heartbeats the message cache keeps (``mcache_len``).
         history_gossip: heartbeats whose messages IHAVE advertises.
+        mcache_max_bytes: bytes of messages the message cache holds at most
+            (payload and encoding); past it the oldest go before their
+            windows end. A node relaying big messages needs no more than a
+            few seconds of them for IWANT.
         seen_ttl: how long a message id counts as seen.
         prune_backoff: backoff after a PRUNE, sent in it.
         unsubscribe_backoff: backoff sent in the PRUNEs of leaving a topic.
@@ -133,6 +137,7 @@ class GossipConfig:
     fanout_ttl: float = 60.0
     history_length: int = 5
     history_gossip: int = 3
+    mcache_max_bytes: int = 32 << 20
     seen_ttl: float = 120.0
     prune_backoff: float = 60.0
     unsubscribe_backoff: float = 10.0
@@ -192,6 +197,7 @@ class GossipConfig:
             (self.seen_ttl > 0, "seen_ttl must be > 0"),
             (self.prune_backoff >= 0 and self.unsubscribe_backoff >= 0, "backoffs must be >= 0"),
             (self.max_message_size > 0, "max_message_size must be > 0"),
+            (self.mcache_max_bytes > 0, "mcache_max_bytes must be > 0"),
             (self.max_rpc_size >= self.max_message_size, "max_rpc_size must be >= max_message_size"),
             (self.opportunistic_graft_ticks > 0, "opportunistic_graft_ticks must be > 0"),
             (self.gossip_retransmission >= 1, "gossip_retransmission must be >= 1"),

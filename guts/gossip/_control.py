@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from guts.gossip._codec import ControlMessage, Graft, IDontWant, IHave, IWant, Prune, PxPeer, message_field
+from guts.gossip._codec import ControlMessage, Graft, IDontWant, IHave, IWant, Prune, PxPeer
 from guts.gossip._events import PeersExchanged
 from guts.gossip._state import PeerState, RouterState
 from guts.peer import PeerId
@@ -126,7 +126,7 @@ def _on_iwant(st: RouterState, peer: PeerId, state: PeerState, iwants: tuple[IWa
                 continue
             if box is None:
                 box = st.box(peer)
-            box.messages.append(message_field(raw.encoded))
+            box.messages.append(raw.wire)
             st.stats.iwant_answered += 1
 
 

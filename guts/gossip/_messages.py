@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 
-from guts.gossip._codec import RawMessage, message_field
+from guts.gossip._codec import RawMessage
 from guts.gossip._control import send_idontwant
 from guts.gossip._events import GossipMessage, MessageDelivered, ValidationRequested, ValidationResult
 from guts.gossip._signing import InvalidMessage, Rejection, check_author, verify_signature
@@ -142,7 +142,7 @@ def _forward(st: RouterState, msg_id: bytes, raw: RawMessage, source: PeerId, au
         targets.discard(author)
     if not targets:
         return
-    field_bytes = message_field(raw.encoded)
+    field_bytes = raw.wire
     peers = st.peers
     sent = 0
     for peer in targets:

@@ -121,7 +121,9 @@ class RouterState:
         self.fanout_lastpub: dict[str, float] = {}
         self.backoff: dict[str, dict[PeerId, float]] = {}  # topic -> peer -> when it ends
         self.direct: set[PeerId] = set(config.direct_peers)
-        self.mcache: MessageCache[PeerId] = MessageCache(config.history_length, config.history_gossip)
+        self.mcache: MessageCache[PeerId] = MessageCache(
+            config.history_length, config.history_gossip, config.mcache_max_bytes
+        )
         self.seen = SeenCache(config.seen_ttl)
         self.score: PeerScore[PeerId] = PeerScore(config.score_params)
         self.promises: Promises[PeerId] = Promises(config.iwant_followup_time, rng)

@@ -15,32 +15,47 @@ __all__ = ["Subscription"]
 class Subscription:
     """Messages of one topic, as an async iterator.
 
-    Bounded: when the application falls ``buffer`` messages behind, newer
-    ones are dropped (and counted in :attr:`dropped`); the network is not
-    slowed down by a slow reader. Closing it (or leaving its ``with``
+    Bounded: when the application falls ``buffer`` messages or ``max_bytes``
+    bytes of payload behind, newer ones are dropped (and counted in
+    :attr:`dropped`); the network is not slowed down by a slow reader, and
+    a topic of big messages cannot pile up unread (one message is always
+    let in, whatever its size). Closing it (or leaving its ``with``
     block) unsubscribes; it also ends when the gossipsub service stops.
 
     :meth:`guts.gossip.Gossipsub.subscribe` makes them; ``on_close`` is how
     it learns that one was closed.
     """
 
-    def __init__(self, topic: str, buffer: int, on_close: Callable[[Subscription], None]) -> None:
+    def __init__(
+        self, topic: str, buffer: int, on_close: Callable[[Subscription], None], max_bytes: int = 16 << 20
+    ) -> None:
         self.topic = topic
         self.dropped = 0
+        self.max_bytes = max_bytes
+        self._queued_bytes = 0
         self._on_close = on_close
         self._send, self._receive = trio.open_memory_channel[GossipMessage](buffer)
         self._closed = False
 
     def _deliver(self, message: GossipMessage) -> bool:
         """Queue ``message``; False if the buffer is full (it is dropped)."""
+        size = len(message.data)
+        if self._queued_bytes and self._queued_bytes + size > self.max_bytes:
+            self.dropped += 1
+            return False
         try:
             self._send.send_nowait(message)
         except trio.WouldBlock:
             self.dropped += 1
             return False
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+            return True
+        self._queued_bytes += size
         return True
+
+    def _taken(self, message: GossipMessage) -> GossipMessage:
+        self._queued_bytes -= len(message.data)
+        return message
 
     def _end(self) -> None:
         self._send.close()
@@ -51,14 +66,14 @@ class Subscription:
         Raises:
             trio.EndOfChannel: the subscription was closed or gossip stopped.
         """
-        return await self._receive.receive()
+        return self._taken(await self._receive.receive())
 
     def __aiter__(self) -> Subscription:
         return self
 
     async def __anext__(self) -> GossipMessage:
         try:
-            return await self._receive.receive()
+            return self._taken(await self._receive.receive())
         except (trio.EndOfChannel, trio.ClosedResourceError):
             raise StopAsyncIteration from None
 

@@ -7,7 +7,9 @@ are dropped (gossip heals the loss) and the queue reports that it
 overflowed, so that the heartbeat can charge the peer a penalty. A write
 that has been in progress for a long time shows in :meth:`stalled_for`,
 so that the caller can close a stream whose peer stopped reading
-altogether. Dropping is not left to the transport: blocking the router on
+altogether. A frame is queued as it is, beside its length prefix, not
+copied: a message forwarded to many peers is one bytes object in all their
+queues and in the message cache. Dropping is not left to the transport: blocking the router on
 one slow peer would slow every other peer down.
 """
 
@@ -19,7 +21,7 @@ from collections import deque
 import trio
 
 from guts.peer import PeerId
-from guts.wire import encode_length_prefixed
+from guts.wire import encode_uvarint
 
 __all__ = ["WRITE_BATCH", "PeerWriter"]
 
@@ -42,7 +44,7 @@ class PeerWriter:
         self.max_queued_bytes = max_queued_bytes
         #: Frames dropped because the queue was full.
         self.dropped = 0
-        self._queue: deque[bytes] = deque()
+        self._queue: deque[bytes] = deque()  # length prefixes and frames, alternately
         self._queued = 0
         self._wake = trio.Event()
         self._overflowed = False  # since take_overflow() last asked
@@ -51,16 +53,23 @@ class PeerWriter:
     def enqueue(self, frame: bytes) -> None:
         """Queue one RPC frame (the length prefix is added here), or drop it
         if the queue is full."""
-        data = encode_length_prefixed(frame)
-        if self._queued + len(data) > self.max_queued_bytes:
+        prefix = encode_uvarint(len(frame))
+        size = len(prefix) + len(frame)
+        if self._queued + size > self.max_queued_bytes:
             self.dropped += 1
             if not self._overflowed:
                 log.info("peer %s: send queue full (%d bytes); dropping RPCs", self.peer, self._queued)
             self._overflowed = True
             return
-        self._queue.append(data)
-        self._queued += len(data)
+        self._queue.append(prefix)
+        self._queue.append(frame)
+        self._queued += size
         self._wake.set()
+
+    def clear(self) -> None:
+        """Forget what is queued (the stream is gone)."""
+        self._queue.clear()
+        self._queued = 0
 
     def take_overflow(self) -> bool:
         """Whether frames were dropped since the last call."""
@@ -86,9 +95,9 @@ class PeerWriter:
             batch: list[bytes] = []
             size = 0
             while self._queue and size < WRITE_BATCH:
-                frame = self._queue.popleft()
-                batch.append(frame)
-                size += len(frame)
+                prefix, frame = self._queue.popleft(), self._queue.popleft()
+                batch += (prefix, frame)
+                size += len(prefix) + len(frame)
             self._queued -= size
             self._writing_since = trio.current_time()
             await stream.send_all(b"".join(batch))

@@ -6,7 +6,11 @@ heartbeats in windows; IHAVE gossip advertises the ids of the newest
 ``history_gossip`` windows, and IWANT answers come from all of them, so an
 id we advertise is still there when the IWANT arrives. It also counts how
 often each peer asked for each message, which bounds what an IWANT flood can
-get out of us (gossipsub-v1.1.md, "Spam Protection Measures").
+get out of us (gossipsub-v1.1.md, "Spam Protection Measures"). It is
+bounded in bytes too (``max_bytes``): past it the oldest messages go
+early, so that big messages arriving at their peers' allowances cannot
+make the windows hold hundreds of MiB; an IWANT for a message gone early
+is not answered, as one for a message past its windows is not.
 
 :class:`SeenCache` remembers message ids for ``ttl`` seconds so that a
 message is processed once however many peers forward it.
@@ -42,16 +46,25 @@ class MessageCache(Generic[P]):
         history_length: windows kept (``mcache_len``, 5 by default).
         history_gossip: newest windows whose ids go out in IHAVE
             (``mcache_gossip``, 3); at most ``history_length``.
+        max_bytes: bytes of messages held at most (payload and encoding);
+            the oldest go first past it.
     """
 
-    def __init__(self, history_length: int = 5, history_gossip: int = 3) -> None:
+    def __init__(self, history_length: int = 5, history_gossip: int = 3, max_bytes: int = 1 << 62) -> None:
         if not 1 <= history_gossip <= history_length:
             raise ConfigError("need 1 <= history_gossip <= history_length")
+        if max_bytes < 1:
+            raise ConfigError("max_bytes must be at least 1")
         self.history_length = history_length
         self.history_gossip = history_gossip
+        self.max_bytes = max_bytes
+        #: Bytes held now.
+        self.bytes = 0
+        #: Messages that went before their windows ended, to stay within ``max_bytes``.
+        self.evicted = 0
         self._entries: dict[bytes, CacheEntry[P]] = {}
         # newest window first; each holds (message id, topic) in arrival order
-        self._windows: deque[list[tuple[bytes, str]]] = deque([[]])
+        self._windows: deque[deque[tuple[bytes, str]]] = deque([deque()])
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -65,6 +78,20 @@ class MessageCache(Generic[P]):
             return
         self._entries[msg_id] = CacheEntry(message)
         self._windows[0].append((msg_id, message.topic))
+        self.bytes += _cost(message)
+        if self.bytes > self.max_bytes:
+            self._evict()
+
+    def _evict(self) -> None:
+        for window in reversed(self._windows):  # oldest first
+            while window and self.bytes > self.max_bytes:
+                msg_id, _ = window.popleft()
+                entry = self._entries.pop(msg_id, None)
+                if entry is not None:
+                    self.bytes -= _cost(entry.message)
+                    self.evicted += 1
+            if self.bytes <= self.max_bytes:
+                return
 
     def get(self, msg_id: bytes) -> RawMessage | None:
         entry = self._entries.get(msg_id)
@@ -83,7 +110,10 @@ class MessageCache(Generic[P]):
     def remove(self, msg_id: bytes) -> RawMessage | None:
         """Forget a message (an invalid one); its window slot is skipped later."""
         entry = self._entries.pop(msg_id, None)
-        return entry.message if entry is not None else None
+        if entry is None:
+            return None
+        self.bytes -= _cost(entry.message)
+        return entry.message
 
     def gossip_ids(self, topics: Iterable[str] | None = None) -> dict[str, list[bytes]]:
         """Ids of the newest ``history_gossip`` windows, by topic.
@@ -103,10 +133,17 @@ class MessageCache(Generic[P]):
 
     def shift(self) -> None:
         """Start a new window, dropping the messages of the oldest one."""
-        self._windows.appendleft([])
+        self._windows.appendleft(deque())
         while len(self._windows) > self.history_length:
             for msg_id, _ in self._windows.pop():
-                self._entries.pop(msg_id, None)
+                entry = self._entries.pop(msg_id, None)
+                if entry is not None:
+                    self.bytes -= _cost(entry.message)
+
+
+def _cost(message: RawMessage) -> int:
+    # the payload and the encoding are separate bytes objects; 200 for the rest
+    return message.size + len(message.wire) + 200
 
 
 class SeenCache:

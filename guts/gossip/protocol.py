@@ -172,14 +172,7 @@ class Gossipsub:
         direct_ticks = 0
         deadline = trio.current_time()
         while True:
-            now = trio.current_time()
-            for link in list(self._links.values()):
-                if link.writer.take_overflow():
-                    self.router.penalize(link.peer, 1)
-                stalled = link.writer.stalled_for(now)
-                if stalled is not None and stalled > cfg.write_timeout:
-                    log.warning("peer %s: has not read its gossip stream for %.0f s; closing it", link.peer, stalled)
-                    link.scope.cancel()
+            self._check_writers(trio.current_time())
             now = trio.current_time()
             self.router.heartbeat(now)
             self._close_graylisted(now)
@@ -192,6 +185,17 @@ class Gossipsub:
             if deadline < now:  # fell behind: skip the missed beats
                 deadline = now + cfg.heartbeat_interval
             await trio.sleep_until(deadline)
+
+    def _check_writers(self, now: float) -> None:
+        # a method, not a loop in _heartbeats: a loop variable there would pin
+        # the last link (and what its queue holds) until the next link came
+        for link in list(self._links.values()):
+            if link.writer.take_overflow():
+                self.router.penalize(link.peer, 1)
+            stalled = link.writer.stalled_for(now)
+            if stalled is not None and stalled > self.config.write_timeout:
+                log.warning("peer %s: has not read its gossip stream for %.0f s; closing it", link.peer, stalled)
+                link.scope.cancel()
 
     def _close_graylisted(self, now: float) -> None:
         limit = self.config.graylist_disconnect_after
@@ -269,6 +273,7 @@ class Gossipsub:
         finally:
             link.failed = not added
             link.ready.set()
+            link.writer.clear()  # what was queued is lost with the stream, now rather than when the link is collected
             self._send_dropped += link.writer.dropped
             if self._links.get(peer) is link:
                 del self._links[peer]
@@ -418,13 +423,15 @@ class Gossipsub:
 
     # ------------------------------------------------------------ API
 
-    def subscribe(self, topic: str, *, buffer: int = 1024) -> Subscription:
-        """Join ``topic`` and return its messages.
+    def subscribe(self, topic: str, *, buffer: int = 1024, max_bytes: int = 16 << 20) -> Subscription:
+        """Join ``topic`` and return its messages, at most ``buffer`` of them
+        and ``max_bytes`` of payload waiting to be read (the rest dropped
+        and counted).
 
         Raises:
             LocalProtocolError: empty or over-long topic.
         """
-        sub = Subscription(topic, buffer, self._unsubscribe)
+        sub = Subscription(topic, buffer, self._unsubscribe, max_bytes)
         subs = self._subscriptions.get(topic)
         if subs is None:
             self.router.subscribe(topic, trio.current_time())

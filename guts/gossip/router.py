@@ -57,7 +57,7 @@ from collections.abc import Iterable
 from guts.crypto import KeyPair
 from guts.errors import ConfigError, LocalProtocolError
 from guts.gossip import _control, _heartbeat, _membership, _messages
-from guts.gossip._codec import RPC, decode_rpc, message_field
+from guts.gossip._codec import RPC, decode_rpc
 from guts.gossip._config import GossipConfig
 from guts.gossip._drops import TokenBucket
 from guts.gossip._events import (
@@ -316,7 +316,7 @@ class GossipRouter:
             raise LocalProtocolError("this message was already published (same message id)")
         st.mcache.put(msg_id, raw)
         st.promises.delivered(msg_id)
-        field_bytes = message_field(raw.encoded)
+        field_bytes = raw.wire
         for peer in self._publish_targets(topic, now) if limit is None else self._limited_targets(topic, now, limit):
             st.box(peer).messages.append(field_bytes)
         st.stats.messages_published += 1
