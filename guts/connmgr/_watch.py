@@ -87,19 +87,30 @@ class ConnWatch:
             with trio.move_on_at(min(wake, default=math.inf)):
                 await self._poked.wait()
             self._poked = trio.Event()
-            now = trio.current_time()
-            for slot in manager.expired(now):
-                conn = connection(slot)
-                if conn is not None:
-                    source, peer = describe(conn)
-                    self.log_limited(
-                        source, "not identified", now, "closing connection from %s: %s did not identify within %g s",
-                        peer, manager.limits.identify_grace,
-                    )  # fmt: skip
-                    spawn(conn.aclose)
-            trimmed = [c for c in map(connection, manager.trim(now)) if c is not None]
-            if trimmed:
-                self.log.info("over %d connections: closing the %d least useful", manager.high_water, len(trimmed))
-                for conn in trimmed:
-                    spawn(conn.aclose)
-            self.flush(now)
+            self._act(trio.current_time(), connection, spawn, describe)
+
+    def _act(
+        self,
+        now: float,
+        connection: Callable[[int], Any],
+        spawn: Callable[[Callable[[], Awaitable[None]]], None],
+        describe: Callable[[Any], tuple[str, str]],
+    ) -> None:
+        # a method of its own: locals of the loop in run() would pin the last
+        # connection closed (and its buffers) until the next wake-up
+        manager = self.manager
+        for slot in manager.expired(now):
+            conn = connection(slot)
+            if conn is not None:
+                source, peer = describe(conn)
+                self.log_limited(
+                    source, "not identified", now, "closing connection from %s: %s did not identify within %g s",
+                    peer, manager.limits.identify_grace,
+                )  # fmt: skip
+                spawn(conn.aclose)
+        trimmed = [c for c in map(connection, manager.trim(now)) if c is not None]
+        if trimmed:
+            self.log.info("over %d connections: closing the %d least useful", manager.high_water, len(trimmed))
+            for conn in trimmed:
+                spawn(conn.aclose)
+        self.flush(now)
