@@ -55,7 +55,7 @@ class OutputConfig:
     """
 
     capacity: int = 4096
-    max_bytes: int = 16 * 1024 * 1024
+    max_bytes: int = 4 * 1024 * 1024
     report_interval: float = 60.0
     drain_timeout: float = 2.0
     batch_bytes: int = 256 * 1024
