@@ -95,44 +95,36 @@ def start(
         )
     except GutsError as exc:
         _fail(str(exc))
-    _fixed_mmap_threshold()
+    from guts._cli import heap
+
+    heap.fix_mmap_threshold()
     try:
         trio.run(_run_node, config, as_json)
     except (GutsError, OSError) as exc:
         _fail(str(exc))
 
 
-def _fixed_mmap_threshold(threshold: int = 128 * 1024) -> None:
-    """Have glibc serve every block of ``threshold`` bytes or more from its
-    own mmap, returned to the system when freed. By default glibc raises
-    the threshold each time such a block is freed, after which 1 MiB buffers
-    (gossip messages, pack chunks) come from the heap and their pages stay
-    in the node's RSS after an attack ends: 334 MiB instead of 109 MiB in
-    the soak (RELIABILITY.md). Nothing happens off glibc."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        if libc is not None and hasattr(libc, "mallopt"):
-            libc.mallopt(-3, threshold)  # M_MMAP_THRESHOLD (fixing it stops the dynamic raise)
-    except OSError:
-        pass
-
-
 async def _run_node(config: Any, as_json: bool) -> None:
     import trio
 
+    from guts._cli import heap
     from guts._cli.events import EventOutput
 
     output = EventOutput(sys.stdout.fileno())
+    trimming = trio.CancelScope()
+
+    async def trim() -> None:
+        with trimming:
+            await heap.trim_periodically()
+
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(output.run)
+            nursery.start_soon(trim)
             try:
                 await _serve(config, as_json, output)
             finally:
+                trimming.cancel()
                 output.close()
     except BaseExceptionGroup as group:  # the node's own error, not wrapped
         if len(group.exceptions) == 1:
