@@ -31,7 +31,9 @@ limits see them as a stranger spread over many hosts would look:
 Measured: the honest pings (answered, median and p99, before, during and
 after), the node's RSS (before, peak, 10 s after the attack ended), its
 connections during the attack (from ``guts status``), and its stderr lines.
-``--write`` puts the table into RELIABILITY.md between its soak markers.
+``--rounds N`` attacks the same node N times in a row, 10 s apart, and
+gives its RSS after each: memory the node keeps must not grow from one
+attack to the next. ``--write`` puts the table into RELIABILITY.md between its soak markers.
 Every loop is bounded in count and time.
 """
 
@@ -251,7 +253,7 @@ def _rss(pid: int) -> float:
     return proc_status(pid).get("VmRSS", 0) / 1024
 
 
-async def soak(seconds: float, scale: float, home: Path) -> dict[str, Any]:
+async def soak(seconds: float, scale: float, home: Path, rounds: int = 1) -> dict[str, Any]:
     log_path = home / "node.log"
     with open(log_path, "w") as log:
         node = subprocess.Popen(
@@ -264,7 +266,7 @@ async def soak(seconds: float, scale: float, home: Path) -> dict[str, Any]:
         port = int(ready["addrs"][0].split("/")[4])
         tally = Tally()
         figures: dict[str, Any] = {"rss_start": _rss(node.pid)}
-        honest_stop, hostile_stop = trio.Event(), trio.Event()
+        honest_stop = trio.Event()
         count = {k: max(1, round(n * scale)) for k, n in
                  {"idle": 400, "noise-stall": 200, "tcp-idle": 200, "ls-spam": 50, "churn": 50,
                   "handshake-flood": 80, "gossip-big": 5}.items()}  # fmt: skip
@@ -272,38 +274,41 @@ async def soak(seconds: float, scale: float, home: Path) -> dict[str, Any]:
             for i in range(20):
                 nursery.start_soon(_honest, Multiaddr.parse(ready["addrs"][0]), f"127.0.0.{10 + i}", tally, honest_stop)
             await trio.sleep(5)
-            tally.phase = "during"
-            attack_started = time.monotonic()
-            async with trio.open_nursery() as attack:
-                sources = {"noise-stall": "127.3.0.4", "tcp-idle": "127.4.0.5", "ls-spam": "127.5.0.6",
-                           "churn": "127.6.0.7"}  # fmt: skip
-                for i in range(count["idle"]):
-                    attack.start_soon(_hold, "idle", port, f"127.{10 + i % 100}.0.1", tally, hostile_stop)
-                for kind in ("noise-stall", "tcp-idle", "ls-spam", "churn"):
-                    for _ in range(count[kind]):
-                        attack.start_soon(_hold, kind, port, sources[kind], tally, hostile_stop)
-                for _ in range(count["handshake-flood"]):
-                    attack.start_soon(_flood, port, "127.7.0.8", tally, hostile_stop)
-                for _ in range(count["gossip-big"]):
-                    attack.start_soon(_gossip_big, Multiaddr.parse(ready["addrs"][0]), "127.8.0.9", tally, hostile_stop)
-                peak, held, samples = figures["rss_start"], 0, 0
-                while time.monotonic() - attack_started < seconds:
-                    await trio.sleep(2)
-                    peak = max(peak, _rss(node.pid))
-                    status = await trio.to_thread.run_sync(_status, home)
-                    if status:
-                        samples += 1
-                        held = max(held, len(status.get("connections", [])))
-                        figures["gossip_dropped"] = status.get("pubsub", {}).get("dropped", {})
-                        figures["output"] = status.get("output", {})
-                    else:
-                        tally.failures["during: guts status did not answer"] += 1
-                figures.update(rss_peak=peak, held=held, status_answers=samples)
-                hostile_stop.set()
-                attack.cancel_scope.deadline = trio.current_time() + 20  # the hostile tasks end by then
-            tally.phase = "after"
-            await trio.sleep(10)
-            figures["rss_after"] = _rss(node.pid)
+            for _ in range(rounds):
+                hostile_stop = trio.Event()
+                tally.phase = "during"
+                attack_started = time.monotonic()
+                async with trio.open_nursery() as attack:
+                    sources = {"noise-stall": "127.3.0.4", "tcp-idle": "127.4.0.5", "ls-spam": "127.5.0.6",
+                               "churn": "127.6.0.7"}  # fmt: skip
+                    for i in range(count["idle"]):
+                        attack.start_soon(_hold, "idle", port, f"127.{10 + i % 100}.0.1", tally, hostile_stop)
+                    for kind in ("noise-stall", "tcp-idle", "ls-spam", "churn"):
+                        for _ in range(count[kind]):
+                            attack.start_soon(_hold, kind, port, sources[kind], tally, hostile_stop)
+                    for _ in range(count["handshake-flood"]):
+                        attack.start_soon(_flood, port, "127.7.0.8", tally, hostile_stop)
+                    for _ in range(count["gossip-big"]):
+                        attack.start_soon(_gossip_big, Multiaddr.parse(ready["addrs"][0]), "127.8.0.9", tally, hostile_stop)
+                    peak, held, samples = max(figures["rss_start"], figures.get("rss_peak", 0)), figures.get("held", 0), 0
+                    while time.monotonic() - attack_started < seconds:
+                        await trio.sleep(2)
+                        peak = max(peak, _rss(node.pid))
+                        status = await trio.to_thread.run_sync(_status, home)
+                        if status:
+                            samples += 1
+                            held = max(held, len(status.get("connections", [])))
+                            figures["gossip_dropped"] = status.get("pubsub", {}).get("dropped", {})
+                            figures["output"] = status.get("output", {})
+                        else:
+                            tally.failures["during: guts status did not answer"] += 1
+                    figures.update(rss_peak=peak, held=held)
+                    figures["status_answers"] = figures.get("status_answers", 0) + samples
+                    hostile_stop.set()
+                    attack.cancel_scope.deadline = trio.current_time() + 20  # the hostile tasks end by then
+                tally.phase = "after"
+                await trio.sleep(10)
+                figures.setdefault("rss_after", []).append(_rss(node.pid))
             honest_stop.set()
         figures["stderr_lines"] = sum(1 for _ in open(log_path, errors="replace"))
         figures["tally"] = tally
@@ -324,7 +329,7 @@ def _ms(values: list[float], q: float) -> str:
     return f"{ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000:.1f} ms"
 
 
-def report(f: dict[str, Any], seconds: float) -> str:
+def report(f: dict[str, Any], seconds: float, rounds: int = 1) -> str:
     tally: Tally = f["tally"]
     lines = ["| phase | honest pings answered | failed | median | p99 |", "| --- | ---: | ---: | ---: | ---: |"]
     for phase in ("before", "during", "after"):
@@ -340,16 +345,18 @@ def report(f: dict[str, Any], seconds: float) -> str:
     lines += [
         "",
         f"Node RSS: {f['rss_start']:.0f} MiB before, {f['rss_peak']:.0f} MiB at the peak, "
-        f"{f['rss_after']:.0f} MiB 10 s after the attack ended; at most {f['held']} connections held at once "
-        f"({per:.0f} KiB each at the peak). `guts status` answered {f['status_answers']} times during the "
-        f"{seconds:.0f} s attack; failures: {dict(tally.failures) or 'none'}. The node wrote {f['stderr_lines']} "
+        f"{', '.join(f'{r:.0f}' for r in f['rss_after'])} MiB 10 s after the attack ended"
+        f"{' (after each of the ' + str(rounds) + ' rounds)' if rounds > 1 else ''}; at most {f['held']} connections "
+        f"held at once ({per:.0f} KiB each at the peak). `guts status` answered {f['status_answers']} times during the "
+        f"{seconds:.0f} s attack{' rounds' if rounds > 1 else ''}; failures: {dict(tally.failures) or 'none'}. The node wrote {f['stderr_lines']} "
         f"lines to stderr, and {'was still running' if f['alive'] else 'HAD STOPPED'} at the end. "
         f"The gossip-big peers sent {tally.opened['gossip-big messages sent']} messages of 1 MiB; the node "
         f"did not deliver {sum(f.get('gossip_dropped', {}).values()):,} gossip messages "
         f"({', '.join(f'{k} {v:,}' for k, v in sorted(f.get('gossip_dropped', {}).items())) or 'none'}), and its "
         f"output (stdout not read after the first line) dropped {f.get('output', {}).get('lines_dropped', 0):,} lines.",
         "",
-        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `python -m bench.soak`, "
+        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} with `python -m bench.soak"
+        f"{' --rounds ' + str(rounds) if rounds > 1 else ''}`, "
         f"{os.cpu_count()} cores; the attackers run in one process on the same machine.",
     ]
     return "\n".join(lines)
@@ -359,11 +366,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="how long the attack lasts")
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies the hostile populations")
+    parser.add_argument("--rounds", type=int, default=1, help="attacks in a row against the same node")
     parser.add_argument("--write", action="store_true", help="write the table into RELIABILITY.md")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="guts-soak-") as tmp:
-        figures = trio.run(soak, args.seconds, args.scale, Path(tmp))
-    text = report(figures, args.seconds)
+        figures = trio.run(soak, args.seconds, args.scale, Path(tmp), args.rounds)
+    text = report(figures, args.seconds, args.rounds)
     print(text)
     if args.write:
         path = ROOT / "RELIABILITY.md"
