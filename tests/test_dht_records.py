@@ -2,19 +2,20 @@
 
 import pytest
 
+from guts.connmgr import RateLimiter
 from guts.crypto import KeyPair
 from guts.dht.records import (
     GutsValidator,
     ProviderStore,
     PublicKeyValidator,
     PutResult,
-    RateLimiter,
     RecordLimits,
     ValueStore,
     namespace_of,
 )
 from guts.errors import InvalidRecord
 from guts.multiaddr import Multiaddr
+from guts.peer import PeerId
 
 from .dht_helpers import peer
 from .dht_signed_helpers import gkey, owner, record, signed
@@ -203,13 +204,13 @@ def test_value_bytes_are_bounded_per_peer_and_in_total() -> None:
 
 
 def test_rate_limiter() -> None:
-    limiter = RateLimiter(rate=2, burst=3, max_peers=2)
+    limiter: RateLimiter[PeerId] = RateLimiter(rate=2, burst=3, max_keys=2)
     p = peer(1)
-    assert [limiter.allow(p, 0) for _ in range(4)] == [True, True, True, False]
-    assert limiter.allow(p, 0.5)  # one token back after half a second
-    assert not limiter.allow(p, 0.5)
-    limiter.allow(peer(2), 0)
-    limiter.allow(peer(3), 0)
+    assert [limiter.take(p, 0) for _ in range(4)] == [True, True, True, False]
+    assert limiter.take(p, 0.5)  # one token back after half a second
+    assert not limiter.take(p, 0.5)
+    limiter.take(peer(2), 0)
+    limiter.take(peer(3), 0)
     assert len(limiter._buckets) == 2  # bounded
 
 

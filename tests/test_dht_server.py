@@ -9,7 +9,8 @@ from guts.dht._addrs import AddrScope
 from guts.dht._codec import KadMessage, KadPeer, MessageType, Record
 from guts.dht._key import kad_key
 from guts.dht._server import KadServer
-from guts.dht.records import ProviderStore, RateLimiter, ValueStore
+from guts.connmgr import RateLimiter
+from guts.dht.records import ProviderStore, ValueStore
 from guts.dht.routing_table import RoutingTable
 from guts.errors import InvalidRecord, RemoteProtocolError
 from guts.multiaddr import Multiaddr

@@ -34,10 +34,14 @@ from __future__ import annotations
 
 import ipaddress
 from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Generic, TypeVar
 
 __all__ = ["ConnLimits", "Refusal", "TokenBucket", "RateLimiter", "subnet_of"]
+
+K = TypeVar("K", bound=Hashable)
 
 
 class Refusal(Enum):
@@ -186,21 +190,22 @@ class TokenBucket:
         return True
 
 
-class RateLimiter:
-    """One :class:`TokenBucket` per key, at most ``max_keys`` remembered
-    (the least recently used forgotten first: a forgotten key starts full,
-    which costs at most one burst per key forgotten)."""
+class RateLimiter(Generic[K]):
+    """One :class:`TokenBucket` per key (an address, a subnet, a peer), at
+    most ``max_keys`` remembered (the least recently used forgotten first:
+    a forgotten key starts full, which costs at most one burst per key
+    forgotten)."""
 
-    def __init__(self, rate: float, burst: int, max_keys: int) -> None:
+    def __init__(self, rate: float, burst: float, max_keys: int = 10_000) -> None:
         self.rate = rate
         self.burst = burst
         self.max_keys = max_keys
-        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._buckets: OrderedDict[K, TokenBucket] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._buckets)
 
-    def _bucket(self, key: str, now: float) -> TokenBucket:
+    def _bucket(self, key: K, now: float) -> TokenBucket:
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = self._buckets[key] = TokenBucket.full(self.rate, self.burst, now)
@@ -210,8 +215,9 @@ class RateLimiter:
             self._buckets.move_to_end(key)
         return bucket
 
-    def can_take(self, key: str, now: float) -> bool:
+    def can_take(self, key: K, now: float) -> bool:
         return self._bucket(key, now).can_take(now)
 
-    def take(self, key: str, now: float) -> bool:
+    def take(self, key: K, now: float) -> bool:
+        """Spend one of ``key``'s tokens if it has one; whether it had."""
         return self._bucket(key, now).take(now)

@@ -119,8 +119,8 @@ class ConnManager:
         self._handshaking_in = 0
         self._per_ip: Counter[str] = Counter()
         self._per_subnet: Counter[str] = Counter()
-        self._ip_rate = RateLimiter(limits.ip_handshake_rate, limits.ip_handshake_burst, limits.max_tracked)
-        self._subnet_rate = RateLimiter(
+        self._ip_rate: RateLimiter[str] = RateLimiter(limits.ip_handshake_rate, limits.ip_handshake_burst, limits.max_tracked)
+        self._subnet_rate: RateLimiter[str] = RateLimiter(
             limits.subnet_handshake_rate, limits.subnet_handshake_burst, limits.max_tracked
         )
         self._exempt = [ipaddress.ip_network(n, strict=False) for n in limits.exempt]

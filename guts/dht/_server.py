@@ -17,7 +17,8 @@ from guts.crypto import PublicKey
 from guts.dht._addrs import AddrScope, filter_addrs
 from guts.dht._codec import KadMessage, KadPeer, MessageType, Record, format_time_received
 from guts.dht._key import kad_key
-from guts.dht.records import ProviderStore, PutResult, RateLimiter, ValueStore
+from guts.connmgr import RateLimiter
+from guts.dht.records import ProviderStore, PutResult, ValueStore
 from guts.dht.routing_table import RoutingTable
 from guts.errors import DecodeError, RemoteProtocolError
 from guts.multiaddr import Multiaddr
@@ -64,7 +65,7 @@ class KadServer:
         table: RoutingTable,
         providers: ProviderStore,
         values: ValueStore,
-        writes: RateLimiter,
+        writes: RateLimiter[PeerId],
         *,
         own_addrs: Callable[[], tuple[Multiaddr, ...]],
         peer_addrs: Callable[[PeerId], tuple[Multiaddr, ...]],
@@ -192,7 +193,7 @@ class KadServer:
             raise RemoteProtocolError("PUT_VALUE without a record")
         if record.key != msg.key:
             raise RemoteProtocolError("PUT_VALUE record key differs from the message key")
-        if not self.writes.allow(sender, now):
+        if not self.writes.take(sender, now):
             return Served(None, refused="PUT_VALUE over the write rate limit")
         result = self.values.put(record.key, record.value, now, sender)  # raises InvalidRecord
         if result is PutResult.REFUSED:
@@ -208,7 +209,7 @@ class KadServer:
         if not own:
             others = len(msg.provider_peers)
             return Served(None, refused=f"ADD_PROVIDER names {others} other peer(s) and not the sender")
-        if not self.writes.allow(sender, now):
+        if not self.writes.take(sender, now):
             return Served(None, refused="ADD_PROVIDER over the write rate limit")
         addrs = filter_addrs(own[0].addrs, self._scope())
         if not self.providers.add(msg.key, sender, addrs, now):

@@ -38,6 +38,7 @@ from typing import Any
 
 import trio
 
+from guts.connmgr import RateLimiter
 from guts.dht._addrs import AddrScope
 from guts.dht._client import KadClient, RequestFailed
 from guts.dht._codec import KadMessage, KadPeer, MessageType, Record, decode_message, encode_message
@@ -50,7 +51,7 @@ from guts.dht.addrbook import AddrBook
 from guts.dht.collect import PeerCollector, ProviderCollector, ValueCollector, put_echoed
 from guts.dht.inbound import InboundStreams
 from guts.dht.mode import decide_mode
-from guts.dht.records import GutsValidator, ProviderStore, PutResult, RateLimiter, ValueStore, default_validators
+from guts.dht.records import GutsValidator, ProviderStore, PutResult, ValueStore, default_validators
 from guts.dht.republish import sweep
 from guts.dht.signed import NAMESPACE, next_seq, open_record, seq_of, sign_record
 from guts.dht.routing_table import AddResult, RoutingTable
@@ -128,7 +129,7 @@ class Dht:
         self.providers = ProviderStore(cfg.records, host.peer_id)
         validators = cfg.validators if cfg.validators is not None else default_validators(cfg.records.max_value)
         self.values = ValueStore(validators, cfg.records)
-        self._writes = RateLimiter(cfg.write_rate, cfg.write_burst)
+        self._writes: RateLimiter[PeerId] = RateLimiter(cfg.write_rate, cfg.write_burst)
         self.server = KadServer(
             host.peer_id,
             self.table,

@@ -54,7 +54,6 @@ __all__ = [
     "ProviderStore",
     "PutResult",
     "PublicKeyValidator",
-    "RateLimiter",
     "RecordLimits",
     "StoredValue",
     "Validator",
@@ -192,34 +191,6 @@ class GutsValidator:
 
 def default_validators(max_value: int = MAX_VALUE) -> dict[str, Validator]:
     return {"pk": PublicKeyValidator(), "guts": GutsValidator(max_value)}
-
-
-# -- rate limiting ---------------------------------------------------------
-
-
-class RateLimiter:
-    """A token bucket per peer: ``rate`` writes a second, bursts of ``burst``.
-
-    Bounded: at most ``max_peers`` buckets (the least recently used is
-    forgotten, which only ever gives a peer a fresh, full bucket).
-    """
-
-    def __init__(self, rate: float, burst: float, max_peers: int = 10_000) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.max_peers = max_peers
-        self._buckets: OrderedDict[PeerId, tuple[float, float]] = OrderedDict()
-
-    def allow(self, peer: PeerId, now: float) -> bool:
-        tokens, stamp = self._buckets.pop(peer, (self.burst, now))
-        tokens = min(self.burst, tokens + max(0.0, now - stamp) * self.rate)
-        allowed = tokens >= 1.0
-        if allowed:
-            tokens -= 1.0
-        self._buckets[peer] = (tokens, now)
-        while len(self._buckets) > self.max_peers:
-            self._buckets.popitem(last=False)
-        return allowed
 
 
 # -- providers -------------------------------------------------------------

@@ -99,7 +99,7 @@ class SyncService:
         self.config = config or SyncConfig()
         self.bad_input = BadInputLog(log)
         self._uploads: Counter[PeerId] = Counter()
-        self._requests = RateLimiter(self.config.requests_per_second, self.config.request_burst, max_keys=10_000)
+        self._requests: RateLimiter[PeerId] = RateLimiter(self.config.requests_per_second, self.config.request_burst, max_keys=10_000)
         #: Told of each peer's bad input (peer, reason, penalty weight: 1
         #: for a request refused unread, 10 for one that breaks the rules),
         #: and asked whether a peer is throttled (its requests refused
@@ -119,7 +119,7 @@ class SyncService:
         async with stream:
             messages = MessageStream(stream, cfg.max_request)
             throttled = self.throttled is not None and self.throttled(peer)
-            if throttled or not self._requests.take(str(peer), trio.current_time()):
+            if throttled or not self._requests.take(peer, trio.current_time()):
                 why = "BUSY: throttled for misbehaving" if throttled else "BUSY: over its request rate"
                 self._bad(peer, "sync request refused", why, 1.0)
                 with trio.move_on_after(1):
