@@ -39,7 +39,7 @@ PACKAGE = ROOT / "guts"
 #: code are the foundation every layer stands on.
 LAYERS: list[tuple[str, ...]] = [
     # 0: foundation
-    ("guts", "guts.errors", "guts.crypto", "guts.peer", "guts.cid", "guts.multiaddr", "guts.pb", "guts._netaddrs", "guts.home", "guts.ratelog"),
+    ("guts", "guts.errors", "guts.crypto", "guts.peer", "guts.cid", "guts.multiaddr", "guts.pb", "guts._netaddrs", "guts.home", "guts.ratelog", "guts.sqlitefile"),
     # 1: framing and negotiation
     ("guts.wire",),
     # 2: security and muxers
@@ -96,6 +96,7 @@ CORES: list[str] = [
     "guts.reputation._core",
     "guts.reputation._store",
     "guts.ratelog",
+    "guts.sqlitefile",
     "guts.gossip.router",
     "guts.replicate.announce",
     "guts.replicate.coalesce",

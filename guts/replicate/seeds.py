@@ -33,18 +33,15 @@ the node makes changes off the Trio thread::
 
 then hands the policy the new choices
 (:meth:`guts.replicate.policy.SeedingPolicy.update` with :meth:`SeedStore.load`).
-This module itself imports no trio.
+The file itself (private, versioned, one transaction at a time) is a
+:class:`~guts.sqlitefile.SqliteFile`. This module itself imports no trio.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
-import stat
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -53,6 +50,7 @@ from guts.errors import DecodeError, GutsError
 from guts.peer import PeerId
 from guts.repo.rid import Rid
 from guts.replicate.policy import Seeds, SeedScope
+from guts.sqlitefile import SqliteFile
 
 __all__ = ["MAX_ROWS", "SCHEMA_VERSION", "SEEDS_FILE", "SeedStore", "SeedStoreError", "SeedStoreFull"]
 
@@ -97,30 +95,6 @@ class SeedStoreFull(SeedStoreError):
         self.limit = limit
 
 
-def _private_file(path: Path) -> None:
-    """Create ``path`` mode 0600 if missing; narrow it to 0600 if others
-    may read or write it.
-
-    Raises:
-        SeedStoreError: it is not a regular file.
-    """
-    # O_NONBLOCK: a FIFO planted at the path must not hang the node.
-    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
-    try:
-        fd = os.open(path, flags, 0o600)
-    except OSError as exc:
-        raise SeedStoreError(f"{path}: {exc.strerror or exc}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise SeedStoreError(f"{path} is not a regular file")
-        if os.name == "posix" and info.st_mode & 0o077:
-            log.warning("%s was readable by others (mode %04o); narrowed to 0600", path, stat.S_IMODE(info.st_mode))
-            os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
-
-
 class SeedStore:
     """The seeded repositories and the block lists, in one SQLite file.
 
@@ -138,20 +112,8 @@ class SeedStore:
             raise ValueError("max_rows must be at least 1")
         self.path = str(path)
         self.max_rows = max_rows
-        if self.path != ":memory:":
-            _private_file(Path(self.path))
-        self._lock = threading.Lock()
-        self._closed = False
-        try:
-            # Used from worker threads too; the lock is what makes it safe.
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
-        except sqlite3.Error as exc:
-            raise SeedStoreError(f"{self.path}: {exc}") from None
-        try:
-            self._open_schema()
-        except BaseException:
-            self._db.close()
-            raise
+        # used from worker threads too: the file's lock makes it safe
+        self._file = SqliteFile(path, schema=_SCHEMA, version=SCHEMA_VERSION, error=SeedStoreError, what="the seed store")
 
     @classmethod
     def in_home(cls, home: Path, *, max_rows: int = MAX_ROWS) -> SeedStore:
@@ -159,28 +121,12 @@ class SeedStore:
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
         return cls(home / SEEDS_FILE, max_rows=max_rows)
 
-    def _open_schema(self) -> None:
-        with self._transaction("BEGIN IMMEDIATE") as db:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise SeedStoreError(
-                    f"{self.path} has schema version {version}, newer than this Guts reads ({SCHEMA_VERSION}): "
-                    "it was written by a newer Guts; run that one, or move the file away to start afresh"
-                )
-            if version < SCHEMA_VERSION:
-                for statement in filter(str.strip, _SCHEMA.split(";")):
-                    db.execute(statement)
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
     def close(self) -> None:
         """Close the file, after the change under way (if any) is committed.
 
         Idempotent; the store cannot be used afterwards.
         """
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._db.close()
+        self._file.close()
 
     def __enter__(self) -> SeedStore:
         return self
@@ -202,7 +148,7 @@ class SeedStore:
             SeedStoreFull: it was not seeded and ``max_rows`` are.
         """
         key = rid.multihash
-        with self._transaction("BEGIN IMMEDIATE") as db:
+        with self._file.transaction("BEGIN IMMEDIATE") as db:
             db.execute("DELETE FROM unseeded WHERE rid = ?", (key,))
             row = db.execute("SELECT scope FROM seeds WHERE rid = ?", (key,)).fetchone()
             if row is None:
@@ -223,7 +169,7 @@ class SeedStore:
             SeedStoreFull: it was not unseeded before and ``max_rows`` are.
         """
         key = rid.multihash
-        with self._transaction("BEGIN IMMEDIATE") as db:
+        with self._file.transaction("BEGIN IMMEDIATE") as db:
             seeded = db.execute("DELETE FROM seeds WHERE rid = ?", (key,)).rowcount > 0
             if db.execute("SELECT 1 FROM unseeded WHERE rid = ?", (key,)).fetchone() is None:
                 self._check_room(db, "unseeded")
@@ -292,35 +238,8 @@ class SeedStore:
 
     # -- internals -----------------------------------------------------------
 
-    @contextmanager
-    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
-        """One transaction under the lock; SQLite's errors become
-        :class:`SeedStoreError` naming the file."""
-        with self._lock:
-            if self._closed:
-                raise SeedStoreError(f"{self.path}: the seed store is closed")
-            db = self._db
-            try:
-                db.execute(begin)
-            except sqlite3.Error as exc:
-                raise SeedStoreError(f"{self.path}: {exc}") from None
-            try:
-                yield db
-            except BaseException as exc:
-                try:
-                    db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass  # SQLite rolled back already (a failed write does)
-                if isinstance(exc, sqlite3.Error):
-                    raise SeedStoreError(f"{self.path}: {exc}") from None
-                raise
-            try:
-                db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise SeedStoreError(f"{self.path}: {exc}") from None
-
     def _read(self, read: Callable[[sqlite3.Connection], _T]) -> _T:
-        with self._transaction("BEGIN") as db:
+        with self._file.transaction("BEGIN") as db:
             return read(db)
 
     def _check_room(self, db: sqlite3.Connection, table: str) -> None:
@@ -329,7 +248,7 @@ class SeedStore:
             raise SeedStoreFull(f"{self.path}: {table} holds {count} rows, its limit", table, self.max_rows)
 
     def _insert(self, table: str, column: str, key: bytes) -> bool:
-        with self._transaction("BEGIN IMMEDIATE") as db:
+        with self._file.transaction("BEGIN IMMEDIATE") as db:
             if db.execute(f"SELECT 1 FROM {table} WHERE {column} = ?", (key,)).fetchone() is not None:
                 return False
             self._check_room(db, table)
@@ -337,7 +256,7 @@ class SeedStore:
             return True
 
     def _delete(self, table: str, column: str, key: bytes) -> bool:
-        with self._transaction("BEGIN IMMEDIATE") as db:
+        with self._file.transaction("BEGIN IMMEDIATE") as db:
             return db.execute(f"DELETE FROM {table} WHERE {column} = ?", (key,)).rowcount > 0
 
     def _rows(self, db: sqlite3.Connection, query: str, decode: Callable[..., _T], what: str) -> list[_T]:

@@ -23,19 +23,15 @@ change as it happens, one row at a time.
   (``trio.to_thread.run_sync``), which is how the node calls it: a commit
   waits for an fsync.
 
-This module imports no trio.
+The file itself (private, versioned, one transaction at a time) is a
+:class:`~guts.sqlitefile.SqliteFile`. This module imports no trio.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import sqlite3
-import stat
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -43,6 +39,7 @@ from typing import Any
 from guts.errors import DecodeError, GutsError
 from guts.peer import PeerId
 from guts.reputation._core import MAX_REASON, Block, Target
+from guts.sqlitefile import SqliteFile
 
 __all__ = ["BLOCKS_FILE", "MAX_BLOCK_ROWS", "SCHEMA_VERSION", "BlockStore", "BlockStoreError", "BlockStoreFull"]
 
@@ -75,24 +72,6 @@ class BlockStoreError(GutsError):
 class BlockStoreFull(BlockStoreError):
     """Every row of the block store is a block set by hand, and there are
     ``max_rows``; nothing was changed."""
-
-
-def _private_file(path: Path) -> None:
-    # O_NONBLOCK: a FIFO planted at the path must not hang the node.
-    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
-    try:
-        fd = os.open(path, flags, 0o600)
-    except OSError as exc:
-        raise BlockStoreError(f"{path}: {exc.strerror or exc}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise BlockStoreError(f"{path} is not a regular file")
-        if info.st_mode & 0o077:
-            log.warning("%s was open to others (mode %04o); narrowed to 0600", path, stat.S_IMODE(info.st_mode))
-            os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
 
 
 def _key(target: Target) -> tuple[str, bytes]:
@@ -135,28 +114,7 @@ class BlockStore:
             raise ValueError("max_rows must be at least 1")
         self.path = str(path)
         self.max_rows = max_rows
-        if self.path != ":memory:":
-            _private_file(Path(self.path))
-        self._lock = threading.Lock()
-        self._closed = False
-        try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
-        except sqlite3.Error as exc:
-            raise BlockStoreError(f"{self.path}: {exc}") from None
-        try:
-            with self._transaction("BEGIN IMMEDIATE") as db:
-                version = db.execute("PRAGMA user_version").fetchone()[0]
-                if version > SCHEMA_VERSION:
-                    raise BlockStoreError(
-                        f"{self.path} has schema version {version}, newer than this Guts reads ({SCHEMA_VERSION}): "
-                        "run the newer Guts, or move the file away to start afresh"
-                    )
-                if version < SCHEMA_VERSION:
-                    db.execute(_SCHEMA)
-                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        except BaseException:
-            self._db.close()
-            raise
+        self._file = SqliteFile(path, schema=_SCHEMA, version=SCHEMA_VERSION, error=BlockStoreError, what="the block store")
 
     @classmethod
     def in_home(cls, home: Path, *, max_rows: int = MAX_BLOCK_ROWS) -> BlockStore:
@@ -166,10 +124,7 @@ class BlockStore:
 
     def close(self) -> None:
         """Close the file; idempotent."""
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._db.close()
+        self._file.close()
 
     def __enter__(self) -> BlockStore:
         return self
@@ -185,7 +140,7 @@ class BlockStore:
         """
         kind, key = _key(block.target)
         row = (kind, key, block.reason, block.since, block.expires, block.offences, int(block.manual))
-        with self._transaction("BEGIN IMMEDIATE") as db:
+        with self._file.transaction("BEGIN IMMEDIATE") as db:
             exists = db.execute("SELECT 1 FROM blocks WHERE kind = ? AND target = ?", (kind, key)).fetchone()
             if exists is None:
                 (count,) = db.execute("SELECT count(*) FROM blocks").fetchone()
@@ -201,12 +156,12 @@ class BlockStore:
     def delete(self, target: Target) -> bool:
         """Remove the row of ``target``; whether there was one."""
         kind, key = _key(target)
-        with self._transaction("BEGIN IMMEDIATE") as db:
+        with self._file.transaction("BEGIN IMMEDIATE") as db:
             return db.execute("DELETE FROM blocks WHERE kind = ? AND target = ?", (kind, key)).rowcount > 0
 
     def purge(self, before: float) -> int:
         """Remove the blocks that expired before ``before``; how many."""
-        with self._transaction("BEGIN IMMEDIATE") as db:
+        with self._file.transaction("BEGIN IMMEDIATE") as db:
             return db.execute("DELETE FROM blocks WHERE expires IS NOT NULL AND expires < ?", (before,)).rowcount
 
     def load(self) -> list[Block]:
@@ -221,36 +176,11 @@ class BlockStore:
                     log.warning("%s: skipping a block that does not decode: %s", self.path, exc)
             return out
 
-        with self._transaction("BEGIN") as db:
+        with self._file.transaction("BEGIN") as db:
             return read(db)
 
     def __len__(self) -> int:
-        with self._transaction("BEGIN") as db:
+        with self._file.transaction("BEGIN") as db:
             count: int = db.execute("SELECT count(*) FROM blocks").fetchone()[0]
             return count
-
-    @contextmanager
-    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            if self._closed:
-                raise BlockStoreError(f"{self.path}: the block store is closed")
-            db = self._db
-            try:
-                db.execute(begin)
-            except sqlite3.Error as exc:
-                raise BlockStoreError(f"{self.path}: {exc}") from None
-            try:
-                yield db
-            except BaseException as exc:
-                try:
-                    db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-                if isinstance(exc, sqlite3.Error):
-                    raise BlockStoreError(f"{self.path}: {exc}") from None
-                raise
-            try:
-                db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise BlockStoreError(f"{self.path}: {exc}") from None
 
