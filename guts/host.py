@@ -35,14 +35,16 @@ from guts._host_events import Direction, HostEvent, PeerConnected, PeerDisconnec
 from guts._netaddrs import expand_unspecified
 from guts.connmgr import ConnLimits, ConnManager, ConnWatch, Refusal
 from guts.crypto import KeyPair
-from guts.errors import DialError, GutsError, PeerNotFound, ProtocolError
+from guts.errors import DialError, GutsError, HandshakeError, PeerNotFound, ProtocolError
 from guts.multiaddr import Multiaddr
-from guts.mux.yamux import YamuxConfig, YamuxConnection
+from guts.mux import MuxedConnection
+from guts.mux.yamux import YamuxConfig
 from guts.peer import PeerId
 from guts.peerstore import Peerstore
 from guts.ratelog import RateLimitedLog
-from guts.security.noise import NoiseIdentity, NoiseStream
-from guts.transport import RawConnection, Transport
+from guts.security import SecureChannel
+from guts.security.noise import NoiseIdentity
+from guts.transport import RawConnection, Transport, UpgradedConnection
 from guts.upgrade import upgrade_inbound, upgrade_outbound
 from guts.wire import NegotiatedStream, accept_protocol, select_protocol
 
@@ -107,9 +109,9 @@ class Connection:
     def __init__(
         self,
         host: Host,
-        raw: RawConnection,
-        secure: NoiseStream,
-        muxer: YamuxConnection,
+        raw: RawConnection | UpgradedConnection,
+        secure: SecureChannel,
+        muxer: MuxedConnection,
         direction: Direction,
         slot: int = -1,
     ) -> None:
@@ -155,11 +157,11 @@ class Connection:
         return negotiated
 
     async def ping(self) -> float:
-        """Round trip of a yamux ping, in seconds."""
+        """Round trip of the muxer's ping (yamux's, QUIC's), in seconds."""
         return await self.muxer.ping()
 
     async def aclose(self) -> None:
-        """Close with a yamux GoAway; idempotent."""
+        """Close gracefully (a yamux GoAway, a QUIC CONNECTION_CLOSE); idempotent."""
         await self.muxer.aclose()
 
     def __repr__(self) -> str:
@@ -176,6 +178,14 @@ async def _within(seconds: float, work: Awaitable[T]) -> T:
     with scope:
         return await work
     raise trio.TooSlowError
+
+
+async def _close_forcefully(muxer: MuxedConnection) -> None:
+    # trio.aclose_forcefully, for a muxer that is not a trio AsyncResource:
+    # start a graceful close already cancelled, so it does only what is immediate
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await muxer.aclose()
 
 
 async def _abort(stream: Any) -> None:
@@ -319,8 +329,13 @@ class Host:
         slot = admitted
         try:
             try:
-                with trio.fail_after(self.config.connection_timeout):
-                    secure, muxer = await upgrade_inbound(raw, self.keypair, self.config.muxer, noise=self._noise)
+                secure: SecureChannel
+                muxer: MuxedConnection
+                if isinstance(raw, UpgradedConnection):  # the transport's own handshake did it
+                    secure, muxer = raw.secure, raw.muxer
+                else:
+                    with trio.fail_after(self.config.connection_timeout):
+                        secure, muxer = await upgrade_inbound(raw, self.keypair, self.config.muxer, noise=self._noise)
             except trio.TooSlowError:
                 self._log_limited(raw.remote_addr, "timeout", trio.current_time(), "closing inbound connection from %s: %s", "upgrade timed out")
                 await trio.aclose_forcefully(raw)
@@ -409,8 +424,17 @@ class Host:
         try:
             with trio.fail_after(self.config.connection_timeout):
                 raw = await transport.dial(addr)
+                secure: SecureChannel
+                muxer: MuxedConnection
                 try:
-                    secure, muxer = await upgrade_outbound(raw, self.keypair, peer, self.config.muxer, noise=self._noise)
+                    if isinstance(raw, UpgradedConnection):  # authenticated during the transport's handshake
+                        secure, muxer = raw.secure, raw.muxer
+                        if peer is not None and secure.remote_peer != peer:
+                            raise HandshakeError(f"dialled {peer} but the remote is {secure.remote_peer}")
+                    else:
+                        secure, muxer = await upgrade_outbound(
+                            raw, self.keypair, peer, self.config.muxer, noise=self._noise
+                        )
                 except BaseException as exc:
                     if isinstance(exc, (GutsError, trio.BrokenResourceError)):
                         log.warning("closing outbound connection to %s: %s", addr, _reason(exc))
@@ -467,7 +491,7 @@ class Host:
             conn.closed.set()
             self._release(conn.slot)
             with trio.CancelScope(shield=True):
-                await trio.aclose_forcefully(conn.muxer)
+                await _close_forcefully(conn.muxer)
             if self._connections.get(peer) is conn:
                 del self._connections[peer]
                 self.emit(PeerDisconnected(peer))

@@ -353,7 +353,7 @@ def test_can_listen() -> None:
 def test_public_surface() -> None:
     assert sorted(guts.transport.__all__) == sorted([
         "ConnectionHandler", "MemoryConnection", "MemoryLink", "MemoryNetwork", "MemoryTransport", "RawConnection",
-        "TcpConnection", "TcpTransport", "Transport", "WebSocketConfig", "WebSocketConnection",
+        "TcpConnection", "TcpTransport", "Transport", "UpgradedConnection", "WebSocketConfig", "WebSocketConnection",
         "WebSocketTransport", "memory_connection_pair",
     ])
     # Structural conformance, checked by mypy.

@@ -52,7 +52,7 @@ from guts.multiaddr import Multiaddr
 from guts.peer import PeerId
 from guts.reputation._core import Block, Reputation, ReputationConfig, Target, Verdict, target_text
 from guts.reputation._store import BlockStore, BlockStoreError
-from guts.transport import ConnectionHandler, RawConnection, Transport
+from guts.transport import ConnectionHandler, RawConnection, Transport, UpgradedConnection
 
 __all__ = ["PeerGuard", "ip_of"]
 
@@ -328,7 +328,7 @@ class _GatedTransport:
     def can_listen(self, addr: Multiaddr) -> bool:
         return self.inner.can_listen(addr)
 
-    async def dial(self, addr: Multiaddr) -> RawConnection:
+    async def dial(self, addr: Multiaddr) -> RawConnection | UpgradedConnection:
         if not self._guard.allow_addr(addr):
             raise DialError(f"{addr}: the address is blocked on this node")
         return await self.inner.dial(addr)
@@ -342,7 +342,7 @@ class _GatedTransport:
     ) -> None:
         guard = self._guard
 
-        async def gated(raw: RawConnection) -> None:
+        async def gated(raw: RawConnection | UpgradedConnection) -> None:
             if guard.allow_addr(raw.remote_addr):
                 await handler(raw)
                 return

@@ -1,13 +1,16 @@
-"""Transports: raw byte streams to and from multiaddrs.
+"""Transports: connections to and from multiaddrs.
 
 One interface, :class:`Transport` (``can_dial``, ``can_listen``, ``dial``,
-``serve``), and three implementations: :class:`TcpTransport`,
-:class:`WebSocketTransport` and the in-process :class:`MemoryTransport`.
+``serve``), and three implementations that hand over raw byte streams
+(:class:`RawConnection`): :class:`TcpTransport`, :class:`WebSocketTransport`
+and the in-process :class:`MemoryTransport`. A transport that secures and
+multiplexes its connections itself hands over an
+:class:`UpgradedConnection`.
 Importing this package stays cheap: the WebSocket transport imports
 wsproto only on its first connection.
 """
 
-from guts.transport._base import ConnectionHandler, RawConnection, Transport
+from guts.transport._base import ConnectionHandler, RawConnection, Transport, UpgradedConnection
 from guts.transport.memory import (
     MemoryConnection,
     MemoryLink,
@@ -28,6 +31,7 @@ __all__ = [
     "TcpConnection",
     "TcpTransport",
     "Transport",
+    "UpgradedConnection",
     "WebSocketConfig",
     "WebSocketConnection",
     "WebSocketTransport",

@@ -1,10 +1,15 @@
 """The transport interface and the accept loop every transport shares.
 
-A transport turns a multiaddr into a raw, unauthenticated byte stream:
-:meth:`Transport.dial` connects out, :meth:`Transport.serve` accepts in.
-Security and multiplexing are layered on top by the upgrader, so nothing
-here knows about peers; a trailing ``/p2p/<id>`` on a dialled address is
-ignored (the upgrader checks it after the handshake).
+A transport turns a multiaddr into a connection: :meth:`Transport.dial`
+connects out, :meth:`Transport.serve` accepts in. Most hand over a raw,
+unauthenticated byte stream (:class:`RawConnection`: TCP, WebSocket,
+memory); security and multiplexing are layered on top by the upgrader, so
+those know nothing about peers, and a trailing ``/p2p/<id>`` on a dialled
+address is checked by the upgrader after the handshake. A transport that
+brings its own security and streams (QUIC: TLS 1.3 is part of its
+handshake, its streams are its own) hands over an
+:class:`UpgradedConnection` instead, already authenticated and
+multiplexed, and checks the ``/p2p/<id>`` during its handshake.
 
 Why ``serve`` and not ``listen() -> trio.abc.Listener``: a WebSocket
 connection needs an HTTP upgrade handshake after ``accept``, and doing
@@ -26,11 +31,14 @@ from typing import Any, Protocol, TypeAlias, TypeVar
 import trio
 
 from guts.multiaddr import Component, Multiaddr
+from guts.mux import MuxedConnection
+from guts.security import SecureChannel
 
 __all__ = [
     "ConnectionHandler",
     "RawConnection",
     "Transport",
+    "UpgradedConnection",
 ]
 
 logger = logging.getLogger("guts.transport")
@@ -63,7 +71,29 @@ class RawConnection(trio.abc.Stream):
     remote_addr: Multiaddr
 
 
-ConnectionHandler: TypeAlias = Callable[[RawConnection], Awaitable[None]]
+class UpgradedConnection(trio.abc.AsyncResource):
+    """A connection its transport authenticated and multiplexed itself.
+
+    Attributes:
+        local_addr, remote_addr: as for :class:`RawConnection`.
+        secure: who the peer is.
+        muxer: its streams; the host runs it as it runs yamux.
+
+    Closing it closes the connection (gracefully, through the muxer).
+    """
+
+    __slots__ = ()
+
+    local_addr: Multiaddr
+    remote_addr: Multiaddr
+    secure: SecureChannel
+    muxer: MuxedConnection
+
+    async def aclose(self) -> None:
+        await self.muxer.aclose()
+
+
+ConnectionHandler: TypeAlias = Callable[[RawConnection | UpgradedConnection], Awaitable[None]]
 
 
 class Transport(Protocol):
@@ -80,7 +110,7 @@ class Transport(Protocol):
         """Whether :meth:`serve` understands ``addr``."""
         ...
 
-    async def dial(self, addr: Multiaddr) -> RawConnection:
+    async def dial(self, addr: Multiaddr) -> RawConnection | UpgradedConnection:
         """Connect to ``addr``.
 
         Raises:
@@ -117,7 +147,7 @@ class Transport(Protocol):
 StreamT = TypeVar("StreamT", bound=trio.abc.AsyncResource)
 
 
-async def run_handler(handler: ConnectionHandler, conn: RawConnection) -> None:
+async def run_handler(handler: ConnectionHandler, conn: RawConnection | UpgradedConnection) -> None:
     """Run ``handler`` on ``conn``, log its failure, always close ``conn``."""
     try:
         await handler(conn)

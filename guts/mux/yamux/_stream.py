@@ -15,6 +15,7 @@ from typing import Protocol
 import trio
 
 from guts.errors import StreamReset
+from guts.mux import MuxedStream
 from guts.mux.yamux._config import YamuxConfig
 from guts.mux.yamux._session import YamuxSession
 from guts.wire import NegotiationLimit
@@ -55,7 +56,7 @@ _SEND_BUSY = "another task is sending on this yamux stream"
 _RECV_BUSY = "another task is receiving on this yamux stream"
 
 
-class YamuxStream(trio.abc.HalfCloseableStream):
+class YamuxStream(MuxedStream):
     """One yamux stream, as a trio half-closeable stream.
 
     Created by :meth:`YamuxConnection.open_stream` and
