@@ -26,8 +26,9 @@ if TYPE_CHECKING:  # mypy sees the bench package; the script runs by path, bench
 else:
     from _wire import ECHO, READ_SIZE, SINK, emit, log
 
-#: No keep-alive pings during a benchmark; room for the 1,000-stream test.
-CONFIG = HostConfig(keep_alive=0)
+#: No keep-alive pings during a benchmark; room for the 1,000-stream test
+#: (no per-protocol cap on streams served at once).
+CONFIG = HostConfig(keep_alive=0, max_streams_per_protocol=0)
 
 
 async def echo(stream: NegotiatedStream) -> None:

@@ -92,6 +92,11 @@ class HostConfig:
         protect_streams: protocols whose inbound streams protect the peer
             (tag: the protocol) while their handler runs (a repository
             being served).
+        max_streams_per_protocol: inbound streams of one protocol one
+            connection may have served at once; past it a new one is
+            reset once negotiated, before its handler runs (the muxer's own
+            cap, 1,024 streams, bounds them all together; this keeps one
+            protocol's handlers from taking them all). 0: no cap.
     """
 
     max_connections: int = 80
@@ -101,6 +106,7 @@ class HostConfig:
     muxer: YamuxConfig = field(default_factory=lambda: YamuxConfig(keepalive_interval=None))
     connmgr: ConnLimits = field(default_factory=ConnLimits)
     protect_streams: tuple[str, ...] = ()
+    max_streams_per_protocol: int = 64
 
 
 class Connection:
@@ -129,6 +135,8 @@ class Connection:
         self.closed = trio.Event()
         #: Set once identify on this connection finished, well or not.
         self.identified = trio.Event()
+        #: Inbound streams being served now, by protocol.
+        self.serving: dict[str, int] = {}
 
     @property
     def dialer(self) -> PeerId:
@@ -537,15 +545,31 @@ class Host:
         if handler is None:  # removed while negotiating
             await _abort(stream)
             return
-        self.connmgr.used(conn.slot, negotiated.protocol, trio.current_time())
-        protect = negotiated.protocol in self.config.protect_streams
+        protocol = negotiated.protocol
+        serving = conn.serving.get(protocol, 0)
+        cap = self.config.max_streams_per_protocol
+        if cap and serving >= cap:
+            self._peer_log.info(
+                conn.peer_id, "streams over cap", "peer %s: %d %s streams already served; resetting another",
+                conn.peer_id, serving, protocol,
+            )  # fmt: skip
+            await _abort(stream)
+            return
+        self.connmgr.used(conn.slot, protocol, trio.current_time())
+        protect = protocol in self.config.protect_streams
         if protect:
-            self.connmgr.protect(conn.peer_id, negotiated.protocol)
+            self.connmgr.protect(conn.peer_id, protocol)
+        conn.serving[protocol] = serving + 1
         try:
             await self._run_handler(conn, handler, negotiated, stream)
         finally:
+            left = conn.serving[protocol] - 1
+            if left:
+                conn.serving[protocol] = left
+            else:
+                del conn.serving[protocol]
             if protect:
-                self.connmgr.unprotect(conn.peer_id, negotiated.protocol)
+                self.connmgr.unprotect(conn.peer_id, protocol)
 
     async def _run_handler(self, conn: Connection, handler: StreamHandler, negotiated: NegotiatedStream, stream: Any) -> None:
         try:

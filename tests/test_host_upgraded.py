@@ -106,3 +106,37 @@ async def test_a_host_runs_connections_its_transport_upgraded(check_peer: bool) 
             await conn.aclose()
             await trio.sleep(0.1)
             assert a.connection(b.peer_id) is None
+
+
+async def test_streams_of_one_protocol_served_at_once_are_capped() -> None:
+    """A peer cannot take every stream of a connection with one protocol's
+    handlers: past the cap a new stream is reset once negotiated, and the
+    other protocols are still served."""
+    from .helpers import memory_hosts
+
+    held = trio.Event()
+
+    async def hold(stream: object) -> None:
+        await held.wait()
+
+    async with memory_hosts(2, config=HostConfig(keep_alive=0, max_streams_per_protocol=4)) as (a, b):
+        b.set_handler("/hold/1.0.0", hold)  # type: ignore[arg-type]
+        with trio.fail_after(10):
+            broken = 0
+            for _ in range(6):
+                try:  # a stream past the cap is reset as soon as it is negotiated
+                    stream = await a.new_stream(b.listen_addrs[0].with_p2p(str(b.peer_id)), ["/hold/1.0.0"])
+                    with trio.move_on_after(0.2):
+                        await stream.receive_some()
+                except trio.BrokenResourceError:
+                    broken += 1
+            conn = b.connection(a.peer_id)
+            assert conn is not None
+            assert broken == 2 and conn.serving == {"/hold/1.0.0": 4}
+            echo = await a.new_stream(b.peer_id, [ECHO])  # another protocol is served
+            await echo.send_all(b"hi")
+            await echo.send_eof()
+            assert await echo.receive_some() == b"hi"
+            held.set()
+            while conn.serving:
+                await trio.sleep(0.01)
