@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import datetime
 import os
+import ssl
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from guts.crypto import KeyPair
@@ -495,3 +497,86 @@ async def test_behind_lazy_multistream_select(alice: TlsIdentity, bob: TlsIdenti
     assert client.transport_stream is left  # the wrapper is gone once the handshake is done
     await client.send_all(b"over tls")
     assert await server.receive_some() == b"over tls"
+
+
+# -- OpenSSL as the peer, through ssl.MemoryBIO (no sockets) ----------------------
+
+
+def openssl_peer(identity: TlsIdentity, tmp_path: Path, *, server: bool) -> tuple[ssl.SSLObject, ssl.MemoryBIO, ssl.MemoryBIO]:
+    """An OpenSSL endpoint with ``identity``'s certificate. It cannot check a
+    libp2p certificate itself (no verify callback in ``ssl``), so it checks
+    none: this exercises our side against a second TLS 1.3 stack."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_bytes(identity.certificate.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(
+        identity.private_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.load_cert_chain(cert, key)
+    context.set_alpn_protocols([YAMUX, LIBP2P_ALPN])
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    return context.wrap_bio(incoming, outgoing, server_side=server), incoming, outgoing
+
+
+def openssl_step(peer: ssl.SSLObject) -> None:
+    try:
+        peer.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+
+
+def openssl_read(peer: ssl.SSLObject) -> bytes:
+    data = b""
+    while True:
+        try:
+            chunk = peer.read(1 << 16)
+        except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
+def test_openssl_client_to_our_server(alice: TlsIdentity, bob: TlsIdentity, tmp_path: Path) -> None:
+    """OpenSSL sends a middlebox-compatible ClientHello (session id, dummy
+    change_cipher_spec) and its certificate when asked."""
+    peer, incoming, outgoing = openssl_peer(alice, tmp_path, server=False)
+    server = TlsConnection(bob, initiator=False, muxers=(YAMUX,), now=NOW)
+    for _ in range(4):
+        openssl_step(peer)
+        server.receive_data(outgoing.read())
+        incoming.write(server.data_to_send())
+    assert server.state is TlsState.OPEN and server.remote_peer == alice.keypair.peer_id
+    assert peer.version() == "TLSv1.3" and peer.selected_alpn_protocol() == YAMUX == server.muxer
+    peer.write(b"from openssl")
+    assert server.receive_data(outgoing.read()) == b"from openssl"
+    payload = os.urandom(100_000)
+    incoming.write(server.encrypt(payload) + server.close())
+    assert openssl_read(peer) == payload
+
+
+def test_our_client_to_an_openssl_server(alice: TlsIdentity, bob: TlsIdentity, tmp_path: Path) -> None:
+    """OpenSSL sends two NewSessionTickets after the handshake; we ignore
+    them. It does not ask for our certificate (it could not check it)."""
+    peer, incoming, outgoing = openssl_peer(bob, tmp_path, server=True)
+    client = TlsConnection(alice, initiator=True, muxers=(YAMUX,), expected_peer=bob.keypair.peer_id, now=NOW)
+    for _ in range(4):
+        incoming.write(client.data_to_send())
+        openssl_step(peer)
+        client.receive_data(outgoing.read())
+    assert client.state is TlsState.OPEN and client.remote_peer == bob.keypair.peer_id and client.muxer == YAMUX
+    incoming.write(client.encrypt(b"from guts"))
+    assert openssl_read(peer) == b"from guts"
+    payload = os.urandom(100_000)
+    peer.write(payload)
+    assert client.receive_data(outgoing.read()) == payload
+    try:
+        peer.unwrap()  # close_notify
+    except ssl.SSLWantReadError:
+        pass
+    assert client.receive_data(outgoing.read()) == b"" and client.eof_received
