@@ -9,6 +9,8 @@ from pathlib import Path
 
 import nacl.bindings
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -309,3 +311,37 @@ def test_non_certificates_are_refused() -> None:
 def test_encode_signed_key_long_lengths_round_trip() -> None:
     host_key, signature = b"k" * 300, b"s" * 200
     assert decode_signed_key(encode_signed_key(host_key, signature)) == (host_key, signature)
+
+
+# -- robustness: whatever the bytes, a typed refusal -------------------------------
+
+OURS = TlsIdentity.generate(KeyPair.generate(), now=NOW)
+OURS_DER = der(OURS.certificate)
+
+
+def test_invalid_x509_version_is_refused() -> None:
+    data = bytearray(OURS_DER)
+    version = data.index(bytes.fromhex("a003020102")) + 4  # [0] EXPLICIT INTEGER 2 (v3)
+    data[version] = 38
+    refused(bytes(data), "does not parse")
+
+
+@settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(edits=st.lists(st.tuples(st.integers(0, len(OURS_DER) - 1), st.binary(max_size=4)), min_size=1, max_size=3))
+def test_mutated_certificates_are_refused_cleanly(edits: list[tuple[int, bytes]]) -> None:
+    data = bytearray(OURS_DER)
+    for position, replacement in edits:
+        data[position : position + 1] = replacement
+    try:
+        peer = verify_certificate_chain([bytes(data)], now=NOW)
+    except CertificateError:
+        return
+    # Accepted: then it still says who it said (the self-signature covers it).
+    assert peer == OURS.keypair.peer_id
+
+
+@settings(deadline=None, max_examples=300)
+@given(data=st.binary(max_size=600))
+def test_random_bytes_are_refused_cleanly(data: bytes) -> None:
+    with pytest.raises(CertificateError):
+        verify_certificate_chain([data], now=NOW)

@@ -11,6 +11,8 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 import trio
 import trio.testing
 from cryptography import x509
@@ -580,3 +582,37 @@ def test_our_client_to_an_openssl_server(alice: TlsIdentity, bob: TlsIdentity, t
     except ssl.SSLWantReadError:
         pass
     assert client.receive_data(outgoing.read()) == b"" and client.eof_received
+
+
+# -- robustness: mutated handshakes end in typed errors ----------------------------
+
+IDENTITIES = (TlsIdentity.generate(KeyPair.generate()), TlsIdentity.generate(KeyPair.generate()))
+
+
+@settings(deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    flight=st.sampled_from([0, 1, 2]),
+    edits=st.lists(st.tuples(st.integers(0, 10_000), st.binary(max_size=3)), min_size=1, max_size=3),
+)
+def test_mutated_flights_end_in_typed_errors(flight: int, edits: list[tuple[int, bytes]]) -> None:
+    """ClientHello, the server's flight, or the client's: bytes changed,
+    dropped or inserted, the receiver fails with a HandshakeError or
+    carries on; nothing else escapes."""
+    client = TlsConnection(IDENTITIES[0], initiator=True, expected_peer=IDENTITIES[1].keypair.peer_id, now=NOW)
+    server = TlsConnection(IDENTITIES[1], initiator=False, now=NOW)
+    sender, receiver = client, server
+    try:
+        for step in range(3):
+            data = bytearray(sender.data_to_send())
+            if step == flight:
+                for position, replacement in edits:
+                    position %= len(data)
+                    data[position : position + 1] = replacement
+            receiver.receive_data(bytes(data))
+            sender, receiver = receiver, sender
+    except HandshakeError:
+        assert TlsState.FAILED in (client.state, server.state)
+        return
+    if client.state is server.state is TlsState.OPEN:
+        assert client.remote_peer == IDENTITIES[1].keypair.peer_id
+        assert server.remote_peer == IDENTITIES[0].keypair.peer_id

@@ -299,7 +299,7 @@ def verify_certificate(der: bytes, *, now: datetime.datetime) -> PublicKey:
         raise CertificateError(f"certificate of {len(der)} bytes, over {MAX_CERTIFICATE_SIZE}", _BAD_CERTIFICATE)
     try:
         certificate = x509.load_der_x509_certificate(bytes(der))
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise CertificateError(f"certificate does not parse: {exc}", _BAD_CERTIFICATE) from None
     if certificate.version is not x509.Version.v3:
         raise CertificateError("certificate is not X.509 v3", _BAD_CERTIFICATE)
