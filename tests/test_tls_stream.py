@@ -9,6 +9,7 @@ import ssl
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -35,7 +36,7 @@ from guts.security.tls import (
 )
 from guts.security.tls import _connection
 from guts.wire import NegotiatedStream, accept_protocol
-from guts.security.tls._record import MAX_CIPHERTEXT, MAX_PLAINTEXT
+from guts.security.tls._record import MAX_CIPHERTEXT, MAX_PLAINTEXT, RecordKeys
 
 YAMUX = "/yamux/1.0.0"
 NOW = datetime.datetime.now(datetime.UTC)
@@ -616,3 +617,65 @@ def test_mutated_flights_end_in_typed_errors(flight: int, edits: list[tuple[int,
     if client.state is server.state is TlsState.OPEN:
         assert client.remote_peer == IDENTITIES[1].keypair.peer_id
         assert server.remote_peer == IDENTITIES[0].keypair.peer_id
+
+
+@settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    side=st.sampled_from(["server", "client"]),
+    edits=st.lists(st.tuples(st.integers(0, 10_000), st.binary(max_size=3)), min_size=1, max_size=3),
+)
+def test_mutated_handshake_messages_end_in_typed_errors(side: str, edits: list[tuple[int, bytes]]) -> None:
+    """The handshake messages themselves changed before they are
+    encrypted (what a peer with the keys could send): certificates, ALPN,
+    signatures, lengths. A HandshakeError, or a handshake that holds."""
+    client = TlsConnection(IDENTITIES[0], initiator=True, now=NOW)
+    server = TlsConnection(IDENTITIES[1], initiator=False, now=NOW)
+    seal_all = RecordKeys.seal_all
+    mutate = False
+
+    def mutated(keys: RecordKeys, content_type: int, data: bytes | bytearray | memoryview) -> bytes:
+        if mutate and content_type == 22:
+            changed = bytearray(data)
+            for position, replacement in edits:
+                position %= len(changed)
+                changed[position : position + 1] = replacement
+            data = bytes(changed)
+        return seal_all(keys, content_type, data)
+
+    with mock.patch.object(RecordKeys, "seal_all", mutated):
+        try:
+            mutate = side == "server"
+            server.receive_data(client.data_to_send())
+            mutate = False
+            flight = server.data_to_send()
+            mutate = side == "client"
+            client.receive_data(flight)
+            mutate = False
+            server.receive_data(client.data_to_send())
+        except HandshakeError:
+            return
+    if client.state is server.state is TlsState.OPEN:
+        assert client.remote_peer == IDENTITIES[1].keypair.peer_id
+        assert server.remote_peer == IDENTITIES[0].keypair.peer_id
+
+
+class _ForgedCertificate:
+    """Stands in for our certificate in the context: its DER is what we say."""
+
+    def __init__(self, der: bytes) -> None:
+        self._der = der
+
+    def public_bytes(self, encoding: serialization.Encoding) -> bytes:
+        return self._der
+
+
+def test_certificate_that_cryptography_cannot_load_is_refused(alice: TlsIdentity, bob: TlsIdentity) -> None:
+    """An invalid X.509 version makes cryptography raise InvalidVersion, not
+    ValueError, while aioquic parses the certificate."""
+    der = bytearray(bob.certificate.public_bytes(serialization.Encoding.DER))
+    der[der.index(bytes.fromhex("a003020102")) + 4] = 38
+    client, server = pair(alice, bob)
+    server._context.certificate = _ForgedCertificate(bytes(der))  # type: ignore[assignment]
+    server.receive_data(client.data_to_send())
+    with pytest.raises(CertificateError, match="does not parse"):
+        client.receive_data(server.data_to_send())

@@ -69,6 +69,7 @@ import enum
 import ssl
 from collections.abc import Sequence
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from aioquic._buffer import Buffer
@@ -210,6 +211,8 @@ class TlsConnection:
             self._context.handle_message(message, buffers)
         except Alert as exc:
             raise TlsError(f"TLS handshake failed: {exc or type(exc).__name__}", int(getattr(exc, "description", _INTERNAL_ERROR))) from None
+        except x509.InvalidVersion as exc:  # the peer's certificate, parsed in there
+            raise CertificateError(f"certificate does not parse: {exc}", _BAD_CERTIFICATE) from None
         except ValueError as exc:  # BufferWriteError: an answer we cannot hold
             raise TlsError(f"TLS handshake failed: {exc}", _INTERNAL_ERROR) from None
         for epoch in _EPOCHS:
