@@ -33,6 +33,7 @@ from guts.security.tls import (
     TlsStream,
     make_certificate,
     tls_handshake,
+    verify_certificate_chain,
 )
 from guts.security.tls import _connection
 from guts.wire import NegotiatedStream, accept_protocol
@@ -679,3 +680,45 @@ def test_certificate_that_cryptography_cannot_load_is_refused(alice: TlsIdentity
     server.receive_data(client.data_to_send())
     with pytest.raises(CertificateError, match="does not parse"):
         client.receive_data(server.data_to_send())
+
+
+def test_our_client_to_an_openssl_server_that_requires_a_certificate(alice: TlsIdentity, bob: TlsIdentity) -> None:
+    """What js-libp2p's server does: OpenSSL asking for a certificate it
+    will not check against a CA (``requestCert``, ``rejectUnauthorized:
+    false``), choosing the muxer in its ALPN callback. ``ssl`` cannot do
+    that (no verify callback); pyOpenSSL, which aioquic brings, can."""
+    from OpenSSL import SSL
+
+    context = SSL.Context(SSL.TLS_METHOD)
+    context.set_min_proto_version(SSL.TLS1_3_VERSION)
+    context.use_certificate(bob.certificate)
+    context.use_privatekey(bob.private_key)
+    context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, lambda *_: True)
+    context.set_alpn_select_callback(lambda _, offered: YAMUX.encode() if YAMUX.encode() in offered else b"libp2p")
+    peer = SSL.Connection(context, None)
+    peer.set_accept_state()
+    client = TlsConnection(alice, initiator=True, muxers=(YAMUX,), expected_peer=bob.keypair.peer_id, now=NOW)
+
+    def from_peer() -> bytes:
+        try:
+            return peer.bio_read(1 << 20)
+        except SSL.WantReadError:
+            return b""
+
+    for _ in range(4):
+        data = client.data_to_send()
+        if data:
+            peer.bio_write(data)
+        try:
+            peer.do_handshake()
+        except SSL.WantReadError:
+            pass
+        client.receive_data(from_peer())
+    assert client.state is TlsState.OPEN and client.muxer == YAMUX
+    presented = peer.get_peer_certificate(as_cryptography=True)
+    assert presented is not None
+    assert verify_certificate_chain([presented.public_bytes(serialization.Encoding.DER)], now=NOW) == alice.keypair.peer_id
+    peer.bio_write(client.encrypt(b"from guts"))
+    assert peer.recv(100) == b"from guts"
+    peer.send(b"from openssl")
+    assert client.receive_data(from_peer()) == b"from openssl"
