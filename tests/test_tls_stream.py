@@ -36,6 +36,8 @@ from guts.security.tls import (
     verify_certificate_chain,
 )
 from guts.security.tls import _connection
+from guts.mux.yamux import YamuxConfig, YamuxConnection
+from guts.transport import memory_connection_pair
 from guts.wire import NegotiatedStream, accept_protocol
 from guts.security.tls._record import MAX_CIPHERTEXT, MAX_PLAINTEXT, RecordKeys
 
@@ -722,3 +724,86 @@ def test_our_client_to_an_openssl_server_that_requires_a_certificate(alice: TlsI
     assert peer.recv(100) == b"from guts"
     peer.send(b"from openssl")
     assert client.receive_data(from_peer()) == b"from openssl"
+
+
+# -- writes that never wait, and the muxer on top ----------------------------------
+
+
+async def test_try_send_all_writes_whole_records_without_waiting(alice: TlsIdentity, bob: TlsIdentity) -> None:
+    client, server = await handshake_pair(alice, bob, make_pair=lambda: memory_connection_pair(1024))
+    with trio.testing.assert_no_checkpoints():
+        assert client.try_send_all(b"ping") is True
+        assert client.try_send_all(b"") is True
+    assert await server.receive_some() == b"ping"
+
+
+async def test_try_send_all_keeps_the_rest_for_flush(alice: TlsIdentity, bob: TlsIdentity) -> None:
+    client, server = await handshake_pair(alice, bob, make_pair=lambda: memory_connection_pair(256))
+    first, second = os.urandom(2000), os.urandom(100)
+    with trio.testing.assert_no_checkpoints():
+        assert client.try_send_all(first) is False
+        with pytest.raises(trio.BusyResourceError, match="flush"):
+            client.try_send_all(b"not consumed")
+    received = bytearray()
+
+    async def reader() -> None:
+        while len(received) < 2100:
+            received.extend(await server.receive_some())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        await client.send_all(second)  # the rest of the first goes out before it
+    assert received == first + second
+    assert client.try_send_all(b"y" * 3000) is False
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.flush)
+        data = b""
+        while len(data) < 3000:
+            data += await server.receive_some()
+    assert data == b"y" * 3000
+
+
+async def test_try_send_all_without_try_send_below(alice: TlsIdentity, bob: TlsIdentity) -> None:
+    client, server = await handshake_pair(alice, bob)  # trio's memory streams have no try_send
+    assert client.try_send_all(b"later") is False
+    await client.flush()
+    assert await server.receive_some() == b"later"
+    assert client.try_send_all(b"and then eof") is False
+    await client.send_eof()  # what was held goes out before close_notify
+    assert await server.receive_some() == b"and then eof"
+    assert await server.receive_some() == b""
+
+
+async def test_yamux_over_tls(alice: TlsIdentity, bob: TlsIdentity) -> None:
+    """The muxer ALPN chose runs over the TLS stream, with its direct writes."""
+    client, server = await handshake_pair(alice, bob, make_pair=lambda: memory_connection_pair(64 * 1024))
+    assert client.muxer == YAMUX
+    dialer = YamuxConnection(client, is_initiator=True, config=YamuxConfig())
+    listener = YamuxConnection(server, is_initiator=False, config=YamuxConfig())
+    payload = os.urandom(1 << 20)
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(dialer.run)
+            await nursery.start(listener.run)
+
+            async def echo() -> None:
+                stream = await listener.accept_stream()
+                while data := await stream.receive_some():
+                    await stream.send_all(data)
+                await stream.send_eof()
+
+            nursery.start_soon(echo)
+            stream = await dialer.open_stream()
+            received = bytearray()
+
+            async def read() -> None:
+                while data := await stream.receive_some():
+                    received.extend(data)
+
+            async with trio.open_nursery() as exchange:
+                exchange.start_soon(read)  # until the echo's end-of-file
+                await stream.send_all(payload)
+                await stream.send_eof()
+            await dialer.aclose()
+            await listener.aclose()
+    assert bytes(received) == payload

@@ -184,6 +184,11 @@ class TlsStream(trio.abc.HalfCloseableStream):
         self._send_broken = False
         self._eof = False
         self._receive_error: BaseException | None = None
+        #: Records a try_send_all could not write yet: they go out first.
+        self._unsent: bytes | memoryview = b""
+        self._try_send: Callable[[bytes | bytearray | memoryview], int] | None = getattr(
+            transport_stream, "try_send", None
+        )
 
     def __repr__(self) -> str:
         return f"<TlsStream {self.local_peer} <-> {self.remote_peer}>"
@@ -200,7 +205,7 @@ class TlsStream(trio.abc.HalfCloseableStream):
         if self._send_broken:
             raise trio.BrokenResourceError("an earlier send on this TLS stream failed")
 
-    async def _send(self, records: bytes) -> None:
+    async def _send(self, records: bytes | memoryview) -> None:
         try:
             await self.transport_stream.send_all(records)
         except BaseException as exc:
@@ -226,7 +231,10 @@ class TlsStream(trio.abc.HalfCloseableStream):
         try:
             with memoryview(data) as view:
                 size = len(view)
-                if not size:
+                if self._unsent:
+                    unsent, self._unsent = self._unsent, b""
+                    await self._send(unsent)
+                elif not size:
                     await trio.lowlevel.checkpoint()
                     return
                 encrypt = self._connection.encrypt
@@ -234,6 +242,53 @@ class TlsStream(trio.abc.HalfCloseableStream):
                     await self._send(encrypt(view[start : start + SEND_CHUNK]))
         finally:
             self._sending = False
+
+    def try_send_all(self, data: bytes | bytearray | memoryview) -> bool:
+        """Protect ``data`` and write it without waiting, as far as the
+        transport takes it; never a checkpoint (what the muxer's direct
+        writes use, as with ``NoiseStream``).
+
+        Returns:
+            ``True`` if all of it is on the wire. ``False`` if some is left
+            (the transport's buffers are full, or it has no ``try_send``):
+            it is kept, protected, and goes out first in :meth:`flush` or
+            the next :meth:`send_all`. Either way ``data`` is consumed.
+
+        Raises:
+            trio.BusyResourceError: another task is sending, or what an
+                earlier call left is still waiting for :meth:`flush`;
+                ``data`` is then not consumed.
+            trio.BrokenResourceError, trio.ClosedResourceError: as for
+                :meth:`send_all`.
+        """
+        self._check_send()
+        if self._unsent:
+            raise trio.BusyResourceError("the rest of an earlier write is waiting for flush()")
+        records = self._connection.encrypt(data)
+        if not records:
+            return True
+        try_send = self._try_send
+        if try_send is None:
+            self._unsent = records
+            return False
+        try:
+            sent = try_send(records)
+        except BaseException as exc:
+            self._send_broken = True
+            if isinstance(exc, OSError):
+                raise trio.BrokenResourceError(f"transport failed: {exc}") from exc
+            raise
+        if sent == len(records):
+            return True
+        self._unsent = memoryview(records)[sent:]
+        return False
+
+    async def flush(self) -> None:
+        """Send what :meth:`try_send_all` could not write; a checkpoint.
+
+        Cancelling it part-way breaks the send side, as for :meth:`send_all`.
+        """
+        await self.send_all(b"")
 
     async def wait_send_all_might_not_block(self) -> None:
         """Wait until the transport could accept data without blocking."""
@@ -262,6 +317,8 @@ class TlsStream(trio.abc.HalfCloseableStream):
         if not record:
             await trio.lowlevel.checkpoint()
             return
+        if self._unsent:
+            record, self._unsent = bytes(self._unsent) + record, b""
         self._sending = True
         try:
             await self._send(record)
@@ -348,7 +405,10 @@ class TlsStream(trio.abc.HalfCloseableStream):
         try:
             if not self._sending and not self._send_broken:
                 record = self._connection.close()
-                try_send = getattr(self.transport_stream, "try_send", None)
+                if record and self._unsent:
+                    record = bytes(self._unsent) + record
+                self._unsent = b""
+                try_send = self._try_send
                 try:
                     if not record:
                         pass
