@@ -20,6 +20,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from aioquic._buffer import Buffer
+from aioquic.tls import CipherSuite, Group, pull_client_hello
 from guts.crypto import KeyPair
 from guts.errors import HandshakeError, PeerIdMismatch
 from guts.security.tls import (
@@ -93,6 +95,21 @@ def test_core_handshake_authenticates_both(alice: TlsIdentity, bob: TlsIdentity)
     assert client.muxer == server.muxer == client.alpn == YAMUX
     assert server.receive_data(client.encrypt(b"ping")) == b"ping"
     assert client.receive_data(server.encrypt(b"pong")) == b"pong"
+
+
+def test_core_client_hello_follows_the_spec(alice: TlsIdentity) -> None:
+    """No SNI (the spec forbids it), TLS 1.3 only, muxers then "libp2p" in
+    ALPN, one X25519 share, no session resumption."""
+    client = TlsConnection(alice, initiator=True, muxers=(YAMUX, "/mplex/6.7.0"), now=NOW)
+    record = client.data_to_send()
+    assert record[:3] == b"\x16\x03\x03" and int.from_bytes(record[3:5], "big") == len(record) - 5
+    hello = pull_client_hello(Buffer(data=record[5:]))
+    assert hello.server_name is None
+    assert hello.alpn_protocols == [YAMUX, "/mplex/6.7.0", LIBP2P_ALPN]
+    assert hello.supported_versions == [0x0304]
+    assert hello.key_share is not None and [group for group, _ in hello.key_share] == [Group.X25519]
+    assert hello.psk_key_exchange_modes is None and hello.pre_shared_key is None and not hello.early_data
+    assert hello.cipher_suites[0] == CipherSuite.AES_128_GCM_SHA256
 
 
 def test_core_handshake_one_byte_at_a_time(alice: TlsIdentity, bob: TlsIdentity) -> None:

@@ -38,26 +38,28 @@ among them; ``"libp2p"`` means "no muxer chosen here, negotiate it with
 multistream-select" (go-libp2p offers only that).
 
 After the handshake: application data (23) is returned to the caller;
-close_notify is end-of-file; any other alert ends the session with a
-:class:`TlsError`; NewSessionTicket is ignored (no resumption); KeyUpdate
-(§4.6.3) moves the receive keys on and, when the peer asks, ours too
-before our next record. We update our own keys every
+close_notify is end-of-file; user_canceled is ignored; any other alert
+ends the session with a :class:`TlsError`; NewSessionTicket is ignored
+(no resumption); KeyUpdate (§4.6.3) moves the receive keys on and, when
+the peer asks, ours too before our next record. We update our own keys every
 :data:`KEY_UPDATE_INTERVAL` records, far inside the AES-GCM limits of
 §5.5.
 
 On our own error the session fails: :meth:`data_to_send` then holds an
-alert for the peer, under the best keys we have.
+alert for the peer, under the keys we send with at that point.
 
 Choices made for the context: no SNI (the spec forbids it), no session
 tickets or early data, TLS 1.3 only (all aioquic speaks), cipher suites
-AES-128-GCM first, then ChaCha20-Poly1305 and AES-256-GCM; as a client we
-send one X25519 key share and offer only X25519 (every libp2p TLS stack
-has it; aioquic cannot answer a HelloRetryRequest anyway), as a server we
-also take P-256 and P-384 shares. ``Context`` has no public switch to ask
-for a client certificate, or to read the peer's, so this module sets and
-reads those attributes (``_request_client_certificate``,
-``_peer_certificate``, ``_peer_certificate_chain``, ``_supported_groups``);
-the test suite exercises each of them.
+AES-128-GCM first, then ChaCha20-Poly1305 and AES-256-GCM. As a client we
+offer X25519 alone, with one key share (every libp2p TLS stack has it, and
+aioquic cannot answer a HelloRetryRequest anyway); as a server we also
+take P-256, P-384 and X448 shares (aioquic's defaults), and, as aioquic
+never sends a HelloRetryRequest, refuse a client whose shares are all of
+other groups. ``Context`` has no public switch to ask for a client
+certificate, or to read the peer's, so this module sets and reads those
+attributes (``_request_client_certificate``, ``_peer_certificate``,
+``_peer_certificate_chain``, ``_supported_groups``); the test suite
+exercises each of them.
 
 Nothing here imports trio.
 """
