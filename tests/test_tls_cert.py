@@ -326,6 +326,14 @@ def test_invalid_x509_version_is_refused() -> None:
     refused(bytes(data), "does not parse")
 
 
+def test_a_time_python_cannot_hold_is_refused() -> None:
+    """notAfter in year 0000: cryptography parses it only when read."""
+    data = bytearray(OURS_DER)
+    not_after = data.index(b"\x18\x0f") + 2  # GeneralizedTime, YYYYMMDDHHMMSSZ
+    data[not_after : not_after + 4] = b"0000"
+    refused(bytes(data), "year 0 is out of range")
+
+
 @settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(edits=st.lists(st.tuples(st.integers(0, len(OURS_DER) - 1), st.binary(max_size=4)), min_size=1, max_size=3))
 def test_mutated_certificates_are_refused_cleanly(edits: list[tuple[int, bytes]]) -> None:

@@ -299,11 +299,12 @@ def verify_certificate(der: bytes, *, now: datetime.datetime) -> PublicKey:
         raise CertificateError(f"certificate of {len(der)} bytes, over {MAX_CERTIFICATE_SIZE}", _BAD_CERTIFICATE)
     try:
         certificate = x509.load_der_x509_certificate(bytes(der))
+        if certificate.version is not x509.Version.v3:
+            raise CertificateError("certificate is not X.509 v3", _BAD_CERTIFICATE)
+        # Parsed on first use, and refused then: a time of year 0, say.
+        not_before, not_after = certificate.not_valid_before_utc, certificate.not_valid_after_utc
     except (ValueError, x509.InvalidVersion) as exc:
         raise CertificateError(f"certificate does not parse: {exc}", _BAD_CERTIFICATE) from None
-    if certificate.version is not x509.Version.v3:
-        raise CertificateError("certificate is not X.509 v3", _BAD_CERTIFICATE)
-    not_before, not_after = certificate.not_valid_before_utc, certificate.not_valid_after_utc
     if now < not_before:
         raise CertificateError(f"certificate is not valid before {not_before.isoformat()}", _BAD_CERTIFICATE)
     if now > not_after:
