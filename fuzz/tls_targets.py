@@ -6,14 +6,16 @@ Theory of operation
 -------------------
 A TLS handshake draws fresh randomness (randoms, key shares), so only the
 bytes a peer sends *before* any key exists reach the decoders the same way
-twice. Two targets cover them:
+twice. Three targets cover them:
 
 * ``tls_certificate``: a peer's certificate, DER, into
   :func:`~guts.security.tls.verify_certificate` (the X.509 parser, every
   libp2p rule, the ``SignedKey`` DER reader);
 * ``tls_client_hello``: the first bytes a server reads (records and the
   ClientHello, cut into reads the first byte sizes), into a responder
-  :class:`~guts.security.tls.TlsConnection`.
+  :class:`~guts.security.tls.TlsConnection`;
+* ``tls_server_hello``: what a client reads back, into an initiator: the
+  ServerHello, then records it cannot decrypt.
 
 What arrives under keys (records, alerts, KeyUpdate, the certificate
 inside the encrypted flight) is exercised by the property tests of
@@ -39,8 +41,10 @@ __all__ = [
     "TLS_ERRORS",
     "feed_tls_certificate",
     "feed_tls_client_hello",
+    "feed_tls_server_hello",
     "tls_certificate_seeds",
     "tls_client_hello_seeds",
+    "tls_server_hello_seeds",
 ]
 
 #: What every TLS target may raise on bad input.
@@ -95,3 +99,23 @@ def tls_client_hello_seeds() -> list[bytes]:
     hello = TlsConnection(_ALICE_TLS, initiator=True, muxers=("/yamux/1.0.0",), now=_NOW).data_to_send()
     middlebox = b"\x14\x03\x03\x00\x01\x01"  # the dummy change_cipher_spec OpenSSL sends
     return [b"\x00" + hello, b"\x07" + hello + middlebox]
+
+
+def feed_tls_server_hello(data: bytes) -> None:
+    """A client reads the input as the server's answer to its ClientHello
+    (the ServerHello is plaintext; what follows is under keys the client's
+    fresh share decides, so mutations past it mostly meet bad_record_mac)."""
+    client = TlsConnection(_ALICE_TLS, initiator=True, expected_peer=_BOB.peer_id, now=_NOW)
+    client.data_to_send()
+    for chunk in _chunks(data):
+        client.receive_data(chunk)
+        client.data_to_send()
+
+
+def tls_server_hello_seeds() -> list[bytes]:
+    client = TlsConnection(_ALICE_TLS, initiator=True, now=_NOW)
+    server = TlsConnection(_BOB_TLS, initiator=False, now=_NOW)
+    server.receive_data(client.data_to_send())
+    answer = server.data_to_send()
+    hello_size = 5 + int.from_bytes(answer[3:5], "big")
+    return [b"\x00" + answer, b"\x00" + answer[:hello_size]]
