@@ -30,6 +30,15 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from fuzz.tls_targets import (
+    TLS_ERRORS,
+    feed_tls_certificate,
+    feed_tls_client_hello,
+    feed_tls_server_hello,
+    tls_certificate_seeds,
+    tls_client_hello_seeds,
+    tls_server_hello_seeds,
+)
 from guts.crypto import KeyPair, PublicKey
 from guts.errors import (
     ConfigError,
@@ -775,6 +784,9 @@ def _all_targets() -> dict[str, Target]:
         ),
         Target("noise_handshake", _feed_noise_handshake, _NOISE_ERRORS, _noise_handshake_seeds),
         Target("noise_frames", _feed_noise_frames, (DecodeError,), _noise_frames_seeds),
+        Target("tls_certificate", feed_tls_certificate, TLS_ERRORS, tls_certificate_seeds),
+        Target("tls_client_hello", feed_tls_client_hello, TLS_ERRORS, tls_client_hello_seeds),
+        Target("tls_server_hello", feed_tls_server_hello, TLS_ERRORS, tls_server_hello_seeds),
         Target("yamux_header", _feed_yamux_header, (DecodeError,), lambda: [s[1:13] for s in _yamux_seeds()]),
         Target("yamux_session", _feed_yamux_session, (RemoteProtocolError,), _yamux_seeds),
         Target("identify", _feed_identify, (DecodeError,), _identify_seeds),
