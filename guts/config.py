@@ -8,6 +8,7 @@ The config file is TOML::
     max_connections = 80
     connection_timeout = 10.0
     keep_alive = 30.0
+    security = ["noise", "tls"]       # offered; a dial proposes the first
 
     # Connections (the connection manager, guts.connmgr):
     conn_low_water = 40               # a trim brings the count back down to this
@@ -45,7 +46,8 @@ The config file is TOML::
 
 Environment variables: ``GUTS_HOME``, ``GUTS_LISTEN`` and ``GUTS_BOOTSTRAP``
 (comma-separated multiaddrs), ``GUTS_MAX_CONNECTIONS``,
-``GUTS_CONNECTION_TIMEOUT``, ``GUTS_KEEP_ALIVE``, ``GUTS_DHT_MODE``,
+``GUTS_CONNECTION_TIMEOUT``, ``GUTS_KEEP_ALIVE``, ``GUTS_SECURITY``
+(comma-separated: ``noise``, ``tls``), ``GUTS_DHT_MODE``,
 ``GUTS_DHT_PROTOCOL``, ``GUTS_TOPICS`` (comma-separated), and each
 repository and sync limit as ``GUTS_`` and its name in capitals
 (``GUTS_REPO_MAX_PACK_BYTES=500MiB``, ``GUTS_SYNC_DEADLINE=3600``), and
@@ -123,6 +125,7 @@ __all__ = [
     "CONTROL_SOCKET",
     "DEFAULT_DHT_PROTOCOL",
     "DHT_MODES",
+    "SECURITY_PROTOCOLS",
     "LIMIT_RANGES",
 ]
 
@@ -130,6 +133,8 @@ DEFAULT_LISTEN = ("/ip4/0.0.0.0/tcp/9000", "/ip4/0.0.0.0/tcp/9001/ws")
 DHT_MODES = ("auto", "client", "server")
 #: The values of ``seed_policy`` (:class:`guts.replicate.policy.SeedPolicy`).
 SEED_POLICIES = ("selected", "all")
+#: Security protocols by name (``guts.upgrade.SECURITY`` maps them to protocol ids).
+SECURITY_PROTOCOLS = ("noise", "tls")
 DEFAULT_DHT_PROTOCOL = "/guts/kad/1.0.0"
 
 _KIB, _MIB, _GIB, _TIB, _PIB = 1024, 1024**2, 1024**3, 1024**4, 1024**5
@@ -187,6 +192,9 @@ class NodeConfig:
         bootstrap: peers to dial at start.
         max_connections: connections open or handshaking at once, both
             directions: the hard ceiling (80).
+        security: security protocols offered on TCP and WebSocket
+            (``noise``, ``tls``); a dial proposes the first, an inbound
+            connection may choose any.
         conn_low_water: connections a trim brings the count back to (40).
         conn_high_water: connections past which the least useful are
             closed (60). Both marks are clamped to ``max_connections``.
@@ -249,6 +257,7 @@ class NodeConfig:
     max_connections: int = 80
     connection_timeout: float = 10.0
     keep_alive: float = 30.0
+    security: tuple[str, ...] = ("noise", "tls")
     control: bool = True
     dht_mode: str = "auto"
     dht_protocol: str = DEFAULT_DHT_PROTOCOL
@@ -320,6 +329,17 @@ def _protocol_id(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value.startswith("/") or len(value) > 256 or any(c.isspace() for c in value):
         raise ConfigError(f"{where}: a protocol id looks like /name/1.0.0, got {value!r}")
     return value
+
+
+def _security(value: Any, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [v for v in (t.strip() for t in value.split(",")) if v]
+    if not isinstance(value, list | tuple) or not value:
+        raise ConfigError(f"{where}: expected a list of security protocols (noise, tls), the first proposed")
+    for name in value:
+        if name not in SECURITY_PROTOCOLS:
+            raise ConfigError(f"{where}: unknown security protocol {name!r}; expected noise or tls")
+    return tuple(dict.fromkeys(value))
 
 
 def _topics(value: Any, where: str) -> tuple[str, ...]:
@@ -409,6 +429,7 @@ _FIELDS: dict[str, Any] = {
     "max_connections": lambda v, w: _number(v, w, int),
     "connection_timeout": lambda v, w: _number(v, w, float),
     "keep_alive": lambda v, w: _number(v, w, float),
+    "security": _security,
     "dht_mode": lambda v, w: _choice(v, w, DHT_MODES),
     "dht_protocol": _protocol_id,
     "topics": _topics,

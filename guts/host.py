@@ -43,9 +43,8 @@ from guts.peer import PeerId
 from guts.peerstore import Peerstore
 from guts.ratelog import RateLimitedLog
 from guts.security import SecureChannel
-from guts.security.noise import NoiseIdentity
 from guts.transport import RawConnection, Transport, UpgradedConnection
-from guts.upgrade import upgrade_inbound, upgrade_outbound
+from guts.upgrade import NOISE, TLS, Security, upgrade_inbound, upgrade_outbound
 from guts.wire import NegotiatedStream, accept_protocol, select_protocol
 
 __all__ = [
@@ -92,6 +91,10 @@ class HostConfig:
         protect_streams: protocols whose inbound streams protect the peer
             (tag: the protocol) while their handler runs (a repository
             being served).
+        security: security protocols, the one a dial proposes first
+            (``/noise``, which every libp2p implementation speaks); an
+            inbound connection may choose any of them (``/tls/1.0.0``:
+            libp2p TLS 1.3).
         max_streams_per_protocol: inbound streams of one protocol one
             connection may have served at once; past it a new one is
             reset once negotiated, before its handler runs (the muxer's own
@@ -107,6 +110,7 @@ class HostConfig:
     connmgr: ConnLimits = field(default_factory=ConnLimits)
     protect_streams: tuple[str, ...] = ()
     max_streams_per_protocol: int = 64
+    security: tuple[str, ...] = (NOISE, TLS)
 
 
 class Connection:
@@ -221,7 +225,7 @@ class Host:
     ) -> None:
         self.keypair = keypair
         # One static Noise key per host, signed once (as js and go do).
-        self._noise = NoiseIdentity(keypair)
+        self._security = Security(keypair, config.security)
         self.peer_id: PeerId = keypair.peer_id
         self.config = config
         self.peerstore = Peerstore()
@@ -343,7 +347,7 @@ class Host:
                     secure, muxer = raw.secure, raw.muxer
                 else:
                     with trio.fail_after(self.config.connection_timeout):
-                        secure, muxer = await upgrade_inbound(raw, self.keypair, self.config.muxer, noise=self._noise)
+                        secure, muxer = await upgrade_inbound(raw, self.keypair, self.config.muxer, security=self._security)
             except trio.TooSlowError:
                 self._log_limited(raw.remote_addr, "timeout", trio.current_time(), "closing inbound connection from %s: %s", "upgrade timed out")
                 await trio.aclose_forcefully(raw)
@@ -441,7 +445,7 @@ class Host:
                             raise HandshakeError(f"dialled {peer} but the remote is {secure.remote_peer}")
                     else:
                         secure, muxer = await upgrade_outbound(
-                            raw, self.keypair, peer, self.config.muxer, noise=self._noise
+                            raw, self.keypair, peer, self.config.muxer, security=self._security
                         )
                 except BaseException as exc:
                     if isinstance(exc, (GutsError, trio.BrokenResourceError)):

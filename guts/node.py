@@ -45,6 +45,7 @@ from guts.replicate.seeds import SeedStore
 from guts.reputation import PeerGuard
 from guts.sync import SYNC_PROTOCOL, SyncConfig, SyncService
 from guts.transport import TcpTransport, Transport, WebSocketTransport
+from guts.upgrade import SECURITY
 
 __all__ = ["Node", "open_node", "expand_unspecified", "repositories_config", "seeding_policy", "sync_config"]
 
@@ -235,6 +236,7 @@ async def open_node(
             connection_timeout=config.connection_timeout,
             keep_alive=config.keep_alive,
             connmgr=_conn_limits(config),
+            security=tuple(SECURITY[name] for name in config.security),
             protect_streams=(SYNC_PROTOCOL,),
         )
         if transports is None:

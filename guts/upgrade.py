@@ -1,24 +1,30 @@
 """Raw connection -> authenticated, encrypted, multiplexed connection.
 
 The order is fixed and every step is negotiated, as in go-libp2p's
-upgrader: multistream-select picks ``/noise`` on the raw connection, the
-Noise XX handshake authenticates the remote's Ed25519 key (and checks it
-against the peer id we meant to dial), and then the muxer is chosen.
+upgrader: multistream-select picks the security protocol on the raw
+connection (``/noise``, or libp2p TLS 1.3, ``/tls/1.0.0``), its handshake
+authenticates the remote's Ed25519 key (and checks it against the peer id
+we meant to dial), and then the muxer is chosen.
 
 Muxer choice follows libp2p's inlined muxer negotiation: we advertise
-``/yamux/1.0.0`` in the Noise extensions; when the remote lists muxers too,
-both sides pick from those lists and skip multistream-select; when it lists
-none, the muxer is negotiated with multistream-select inside the encrypted
-channel. js-libp2p does exactly this (see INTEROP.md).
+``/yamux/1.0.0`` in the Noise extensions or in TLS's ALPN; when the remote
+lists muxers too, both sides pick from those lists and skip
+multistream-select; when it lists none, the muxer is negotiated with
+multistream-select inside the encrypted channel. js-libp2p does exactly
+this (see INTEROP.md).
 
-The dialer offers ``/noise`` lazily: its Noise message 1 travels in the same
-write as the multistream proposal, and the listener, seeing it there,
-sends its answer in the same write as message 2. A connection is then
-secured in one round trip plus message 3, instead of two plus message 3
-(the listener copes either way, and js-libp2p listeners accept it too).
+The dialer offers its first security protocol lazily: its first handshake
+message (Noise's message 1, TLS's ClientHello) travels in the same write
+as the multistream proposal, and the listener, seeing it there, sends its
+answer in the same write as its own first message. A connection is then
+secured a round trip sooner (the listener copes either way, and
+js-libp2p listeners accept it too). So a dialer proposes one protocol, the
+first of :attr:`Security.protocols` (Noise by default: every libp2p
+implementation speaks it), and a listener accepts any of them.
 
-A host builds one :class:`~guts.security.noise.NoiseIdentity` and passes it
-as ``noise=``: its static key and signature are reused by every handshake.
+A host builds one :class:`Security` for its key pair: the Noise static key
+and its signature, and the TLS certificate, are made once and reused by
+every handshake.
 """
 
 from __future__ import annotations
@@ -28,15 +34,22 @@ from collections.abc import Sequence
 import trio
 
 from guts.crypto import KeyPair
-from guts.errors import NegotiationError
+from guts.errors import ConfigError, NegotiationError
 from guts.mux.yamux import PROTOCOL_ID as YAMUX
 from guts.mux.yamux import YamuxConfig, YamuxConnection
 from guts.peer import PeerId
 from guts.security.noise import PROTOCOL_ID as NOISE
 from guts.security.noise import NoiseIdentity, NoiseStream, noise_handshake
+from guts.security.tls import PROTOCOL_ID as TLS
+from guts.security.tls import TlsIdentity, TlsStream, tls_handshake
 from guts.wire import NegotiatedStream, accept_protocol, select_protocol
 
-__all__ = ["MUXERS", "upgrade_outbound", "upgrade_inbound", "select_muxer"]
+__all__ = ["MUXERS", "NOISE", "SECURITY", "TLS", "Security", "upgrade_outbound", "upgrade_inbound", "select_muxer"]
+
+#: Security protocols we speak, by the name a configuration gives them.
+SECURITY: dict[str, str] = {"noise": NOISE, "tls": TLS}
+
+Secured = NoiseStream | TlsStream
 
 #: Muxers we speak, most preferred first.
 MUXERS: tuple[str, ...] = (YAMUX,)
@@ -57,7 +70,59 @@ def select_muxer(initiator_muxers: Sequence[str], responder_muxers: Sequence[str
     )
 
 
-async def _muxer(secure: NoiseStream, initiator: bool) -> trio.abc.Stream:
+class Security:
+    """The security protocols a host offers, and its identity for each.
+
+    Args:
+        keypair: the host's identity.
+        protocols: protocol ids, the dialer's proposal first (``NOISE``,
+            ``TLS``); a listener accepts each.
+        noise: a :class:`NoiseIdentity` for ``keypair`` to reuse.
+
+    Raises:
+        ConfigError: no protocol, or one Guts does not speak.
+    """
+
+    def __init__(
+        self, keypair: KeyPair, protocols: Sequence[str] = (NOISE,), *, noise: NoiseIdentity | None = None
+    ) -> None:
+        if not protocols:
+            raise ConfigError("at least one security protocol is needed")
+        for protocol in protocols:
+            if protocol not in (NOISE, TLS):
+                raise ConfigError(f"unknown security protocol {protocol!r}: Guts speaks {NOISE} and {TLS}")
+        if noise is not None and noise.keypair != keypair:
+            raise ValueError("the NoiseIdentity belongs to another key pair")
+        self.keypair = keypair
+        self.protocols = tuple(protocols)
+        self._noise = noise
+        self._tls: TlsIdentity | None = None
+
+    @property
+    def noise(self) -> NoiseIdentity:
+        if self._noise is None:
+            self._noise = NoiseIdentity(self.keypair)
+        return self._noise
+
+    @property
+    def tls(self) -> TlsIdentity:
+        """The host's certificate, made on first use (valid long enough
+        that it is made once per run)."""
+        if self._tls is None:
+            self._tls = TlsIdentity.generate(self.keypair)
+        return self._tls
+
+    async def handshake(
+        self, protocol: str, stream: trio.abc.Stream, *, initiator: bool, expected_peer: PeerId | None = None
+    ) -> Secured:
+        """Secure ``stream`` with ``protocol`` (already chosen, or being
+        proposed lazily)."""
+        if protocol == TLS:
+            return await tls_handshake(stream, self.tls, initiator=initiator, expected_peer=expected_peer, muxers=MUXERS)
+        return await noise_handshake(stream, self.noise, initiator=initiator, muxers=MUXERS, expected_peer=expected_peer)
+
+
+async def _muxer(secure: Secured, initiator: bool) -> trio.abc.Stream:
     """Agree on the muxer; return the stream the muxer must run over."""
     if secure.remote_muxers:
         if initiator:
@@ -73,12 +138,12 @@ async def _muxer(secure: NoiseStream, initiator: bool) -> trio.abc.Stream:
     return negotiated.unwrap()
 
 
-def _identity(keypair: KeyPair, noise: NoiseIdentity | None) -> NoiseIdentity | KeyPair:
-    if noise is None:
-        return keypair
-    if noise.keypair != keypair:
-        raise ValueError("the NoiseIdentity belongs to another key pair")
-    return noise
+def _security(keypair: KeyPair, noise: NoiseIdentity | None, security: Security | None) -> Security:
+    if security is None:
+        return Security(keypair, (NOISE,), noise=noise)
+    if security.keypair != keypair:
+        raise ValueError("the Security belongs to another key pair")
+    return security
 
 
 async def upgrade_outbound(
@@ -88,7 +153,8 @@ async def upgrade_outbound(
     muxer_config: YamuxConfig,
     *,
     noise: NoiseIdentity | None = None,
-) -> tuple[NoiseStream, YamuxConnection]:
+    security: Security | None = None,
+) -> tuple[Secured, YamuxConnection]:
     """Secure and multiplex a connection we dialled.
 
     Args:
@@ -97,15 +163,19 @@ async def upgrade_outbound(
         expected_peer: who we meant to reach, if we know.
         muxer_config: settings of the muxer on top.
         noise: the host's :class:`NoiseIdentity` for ``keypair``, whose
-            static key every handshake reuses; without it each handshake
-            makes and signs its own.
+            static key every handshake reuses (when no ``security`` is given:
+            Noise alone).
+        security: the protocols offered and the identities to reuse; the
+            first protocol is proposed. Without it (and ``noise``), each
+            handshake makes and signs its own Noise key.
 
     The caller owns ``raw``: on failure it closes it. The caller also sets
     the deadline.
     """
-    identity = _identity(keypair, noise)
-    negotiated = NegotiatedStream.lazy(raw, NOISE)
-    secure = await noise_handshake(negotiated, identity, initiator=True, muxers=MUXERS, expected_peer=expected_peer)
+    chosen = _security(keypair, noise, security)
+    protocol = chosen.protocols[0]
+    negotiated = NegotiatedStream.lazy(raw, protocol)
+    secure = await chosen.handshake(protocol, negotiated, initiator=True, expected_peer=expected_peer)
     stream = await _muxer(secure, initiator=True)
     return secure, YamuxConnection(stream, is_initiator=True, config=muxer_config)
 
@@ -116,13 +186,15 @@ async def upgrade_inbound(
     muxer_config: YamuxConfig,
     *,
     noise: NoiseIdentity | None = None,
-) -> tuple[NoiseStream, YamuxConnection]:
-    """Secure and multiplex a connection a remote dialled to us.
+    security: Security | None = None,
+) -> tuple[Secured, YamuxConnection]:
+    """Secure and multiplex a connection a remote dialled to us, with
+    whichever of our security protocols it proposes.
 
     Arguments as for :func:`upgrade_outbound`.
     """
-    identity = _identity(keypair, noise)
-    negotiated = await accept_protocol(raw, [NOISE], hold_answer=True)
-    secure = await noise_handshake(negotiated.unwrap(), identity, initiator=False, muxers=MUXERS)
+    chosen = _security(keypair, noise, security)
+    negotiated = await accept_protocol(raw, chosen.protocols, hold_answer=True)
+    secure = await chosen.handshake(negotiated.protocol, negotiated.unwrap(), initiator=False)
     stream = await _muxer(secure, initiator=False)
     return secure, YamuxConnection(stream, is_initiator=False, config=muxer_config)

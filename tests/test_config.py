@@ -378,3 +378,17 @@ async def test_a_node_enforces_its_configured_pack_limit(tmp_path: Path) -> None
         assert large.repos is not None and large.sync is not None
         state = await fetch(large.host, large.repos, a.host.peer_id, rid, large.sync.config)
         assert str(state.rid) == rid
+
+
+def test_security_protocols(tmp_path: Path) -> None:
+    assert load_config(tmp_path, env={}).security == ("noise", "tls")
+    assert load_config(tmp_path, env={"GUTS_SECURITY": "tls, noise"}).security == ("tls", "noise")
+    (tmp_path / "config.toml").write_text('security = ["tls"]\n')
+    assert load_config(tmp_path, env={}).security == ("tls",)
+    for bad in ("ssl", ""):
+        (tmp_path / "config.toml").write_text(f'security = ["{bad}"]\n')
+        with pytest.raises(ConfigError, match="config.toml: security"):
+            load_config(tmp_path, env={})
+    (tmp_path / "config.toml").write_text("security = []\n")
+    with pytest.raises(ConfigError, match="security"):
+        load_config(tmp_path, env={})

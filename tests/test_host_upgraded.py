@@ -140,3 +140,42 @@ async def test_streams_of_one_protocol_served_at_once_are_capped() -> None:
             held.set()
             while conn.serving:
                 await trio.sleep(0.01)
+
+
+@pytest.mark.parametrize(
+    ("dialer", "listener", "chosen"),
+    [
+        (("/noise", "/tls/1.0.0"), ("/noise", "/tls/1.0.0"), "noise"),
+        (("/tls/1.0.0", "/noise"), ("/noise", "/tls/1.0.0"), "tls"),
+        (("/tls/1.0.0",), ("/tls/1.0.0",), "tls"),
+    ],
+)
+async def test_hosts_agree_on_noise_or_tls(dialer: tuple[str, ...], listener: tuple[str, ...], chosen: str) -> None:
+    from guts.security.noise import NoiseStream
+    from guts.security.tls import TlsStream
+
+    from .helpers import memory_hosts
+
+    network = MemoryNetwork()
+    async with memory_hosts(1, network, HostConfig(keep_alive=0, security=listener)) as (b,):
+        async with memory_hosts(1, network, HostConfig(keep_alive=0, security=dialer)) as (a,):
+            with trio.fail_after(10):
+                conn = await a.connect(b.listen_addrs[0].with_p2p(str(b.peer_id)))
+                assert isinstance(conn.secure, TlsStream if chosen == "tls" else NoiseStream)
+                stream = await a.new_stream(b.peer_id, [ECHO])
+                await stream.send_all(b"over " + chosen.encode())
+                await stream.send_eof()
+                assert await stream.receive_some() == b"over " + chosen.encode()
+                await conn.identified.wait()
+                assert a.peerstore.public_key(b.peer_id) == b.keypair.public_key
+
+
+async def test_a_tls_only_dialer_and_a_noise_only_listener_fail_cleanly() -> None:
+    from .helpers import memory_hosts
+
+    network = MemoryNetwork()
+    async with memory_hosts(1, network, HostConfig(keep_alive=0, security=("/noise",))) as (b,):
+        async with memory_hosts(1, network, HostConfig(keep_alive=0, security=("/tls/1.0.0",))) as (a,):
+            with trio.fail_after(10), pytest.raises(DialError):
+                await a.connect(b.listen_addrs[0].with_p2p(str(b.peer_id)))
+            assert a.connections == [] and b.connections == []
