@@ -1,6 +1,6 @@
 // A controllable js-libp2p peer for the Guts interop tests.
 //
-//   node --experimental-websocket interop/peer.mjs [--listen MA]... [--seed HEX32]
+//   node --experimental-websocket interop/peer.mjs [--listen MA]... [--seed HEX32] [--encrypter noise|tls]...
 //
 // stdout carries JSON lines only: one "ready" line, then command replies
 // ({"id":..,"ok":..}) and events ({"event":..}). stdin takes one JSON command
@@ -21,6 +21,7 @@ import { noise } from '@libp2p/noise'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
+import { tls } from '@libp2p/tls'
 import { webSockets } from '@libp2p/websockets'
 import { yamux } from '@libp2p/yamux'
 import { multiaddr } from '@multiformats/multiaddr'
@@ -83,6 +84,7 @@ try {
     options: {
       listen: { type: 'string', multiple: true },
       seed: { type: 'string' },
+      encrypter: { type: 'string', multiple: true },
       'no-identify-push': { type: 'boolean', default: false },
       dht: { type: 'boolean', default: false },
       'dht-protocol': { type: 'string', default: '/ipfs/kad/1.0.0' },
@@ -107,6 +109,39 @@ async function makePrivateKey (seedHex) {
 }
 
 // ---------------------------------------------------------------- the node
+
+// Connection encrypters by --encrypter name, the preferred (proposed) first.
+const ENCRYPTERS = { noise, tls }
+
+// An encrypter that reports each connection it secured as a
+// `connection:encrypted` event, with the muxer it agreed on during its own
+// handshake (Noise extensions, TLS ALPN), or null when the muxer is left to
+// multistream-select: js's connection objects do not say which happened.
+function reporting (name) {
+  const make = Object.hasOwn(ENCRYPTERS, name) ? ENCRYPTERS[name] : undefined
+  if (make == null) {
+    throw new Error(`--encrypter must be one of ${Object.keys(ENCRYPTERS).join(', ')}, not ${JSON.stringify(name)}`)
+  }
+  return (components) => {
+    const encrypter = make()(components)
+    for (const [method, direction] of [['secureInbound', 'inbound'], ['secureOutbound', 'outbound']]) {
+      const secure = encrypter[method].bind(encrypter)
+      encrypter[method] = async (connection, options) => {
+        const result = await secure(connection, options)
+        emit({
+          event: 'connection:encrypted',
+          peer_id: result.remotePeer.toString(),
+          direction,
+          encryption: encrypter.protocol,
+          remote_addr: connection.remoteAddr?.toString() ?? null,
+          handshake_muxer: result.streamMuxer?.protocol ?? null
+        })
+        return result
+      }
+    }
+    return encrypter
+  }
+}
 
 const services = {
   identify: identify(),
@@ -226,11 +261,18 @@ if (argv.gossipsub) {
   })
 }
 
+let connectionEncrypters
+try {
+  connectionEncrypters = (argv.encrypter ?? ['noise']).map(reporting)
+} catch (err) {
+  fatal(err)
+}
+
 const node = await createLibp2p({
   privateKey: await makePrivateKey(argv.seed).catch(fatal),
   addresses: { listen: argv.listen ?? DEFAULT_LISTEN },
   transports: [tcp(), webSockets()],
-  connectionEncrypters: [noise()],
+  connectionEncrypters,
   streamMuxers: [yamux()],
   connectionManager: {
     // stock js refuses more than 5 inbound connections/s per IP; tests open
