@@ -220,10 +220,10 @@ def describe(exc: BaseException) -> str:
     return line
 
 
-def fail(metric: str, addr: str, exc: BaseException) -> None:
+def fail(exc: BaseException) -> None:
     """The traceback on stderr, the error line on stdout."""
     traceback.print_exception(exc)
-    emit(error=f"{transport_of(addr)} {metric}: {describe(exc)}")
+    emit(error=describe(exc))
 
 
 async def main(metric: str, addr: str, params: dict[str, Any]) -> int:
@@ -238,10 +238,10 @@ async def main(metric: str, addr: str, params: dict[str, Any]) -> int:
                 await METRICS[metric](host, info, params)
         except trio.TooSlowError:
             status = 1
-            fail(metric, addr, TimeoutError(f"not done after {params['timeout']:.0f} s"))
+            fail(TimeoutError(f"not done after {params['timeout']:.0f} s"))
         except Exception as exc:  # noqa: BLE001 - any failure becomes the error line
             status = 1
-            fail(metric, addr, exc)
+            fail(exc)
         # The error line is out before closing, which may itself get stuck.
         with trio.move_on_after(5):
             await host.close()
@@ -253,5 +253,5 @@ if __name__ == "__main__":
     try:
         sys.exit(trio.run(main, metric, addr, parse_params(rest)))
     except Exception as exc:  # noqa: BLE001 - a failure outside the measurement (start-up, closing)
-        fail(metric, addr, exc)
+        fail(exc)
         sys.exit(1)
