@@ -44,8 +44,8 @@ else:
     from _wire import CHUNK, COUNT_SIZE, ECHO, PING, PING_SIZE, READ_SIZE, SINK, emit, log, median, parse_params, percentile
 
 
-#: Set for QUIC: see :func:`read_to_eof`.
-_closed_is_eof = False
+#: Set when the server is dialed over QUIC: see :func:`read_to_eof` and :func:`streams`.
+_over_quic = False
 
 
 async def read_to_eof(stream: INetStream) -> bytes:
@@ -65,7 +65,7 @@ async def read_to_eof(stream: INetStream) -> bytes:
         except StreamEOF:
             break
         except StreamReset as exc:
-            if _closed_is_eof and isinstance(exc.__cause__, QUICStreamClosedError):
+            if _over_quic and isinstance(exc.__cause__, QUICStreamClosedError):
                 break
             raise
         if not data:
@@ -176,7 +176,7 @@ async def streams(host: IHost, info: PeerInfo, p: dict[str, Any]) -> None:
     payload = os.urandom(p["size"])
 
     async def many(n: int) -> float:
-        if _closed_is_eof:
+        if _over_quic:
             await host.disconnect(info.peer_id)
             await host.connect(info)
         start = time.perf_counter()
@@ -227,8 +227,8 @@ def fail(exc: BaseException) -> None:
 
 
 async def main(metric: str, addr: str, params: dict[str, Any]) -> int:
-    global _closed_is_eof
-    _closed_is_eof = transport_of(addr) == "quic"
+    global _over_quic
+    _over_quic = transport_of(addr) == "quic"
     info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
     host = make_host(transport_of(addr))
     status = 0
