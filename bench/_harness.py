@@ -33,7 +33,7 @@ MiB = 1024 * 1024
 
 @dataclass(frozen=True)
 class Stack:
-    key: str  # "guts" | "libp2p"
+    key: str  # "guts" | "libp2p" | "libp2p-quic"
     title: str
     python: Path
     server: str
@@ -43,6 +43,10 @@ class Stack:
     #: the command that runs the stack's own full node (printing a JSON
     #: line when ready), if it has one
     node_command: tuple[str, ...] = ()
+    #: arguments after the server script (``--transport quic``)
+    server_args: tuple[str, ...] = ()
+    #: the metrics this stack has figures for (all when empty)
+    metrics: tuple[str, ...] = ()
 
 
 def stacks() -> dict[str, Stack]:
@@ -58,6 +62,13 @@ def stacks() -> dict[str, Stack]:
             "libp2p", "py-libp2p", LIBP2P_VENV / "bin" / "python", "_libp2p_server.py", "_libp2p_client.py",
             "import libp2p",
             "import libp2p",
+        ),
+        # The same py-libp2p over its QUIC transport (aioquic): the server
+        # listens on /udp/0/quic-v1, the client dials what it printed.
+        "libp2p-quic": Stack(
+            "libp2p-quic", "py-libp2p QUIC", LIBP2P_VENV / "bin" / "python", "_libp2p_server.py",
+            "_libp2p_client.py", "import libp2p", "import libp2p",
+            server_args=("--transport", "quic"), metrics=("throughput", "handshakes", "ping", "streams"),
         ),
     }
 
@@ -151,7 +162,9 @@ def ensure_libp2p_venv() -> None:
 
 def _client_metric(stack: Stack, metric: str, params: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
     params = {**params, "timeout": timeout - 15}
-    with _procs.server(stack.python, stack.server, f"{stack.key}-{metric}-server") as ready:
+    log_name = f"{stack.key}-{metric}-server"
+    command = [*_procs.worker_cmd(stack.python, stack.server, log_name), *stack.server_args] if stack.server_args else None
+    with _procs.server(stack.python, stack.server, log_name, command=command) as ready:
         args = [metric, ready["addr"], *(f"{k}={json.dumps(v)}" for k, v in params.items())]
         runs = _procs.run_client(stack.python, stack.client, args, timeout, f"{stack.key}-{metric}-client")
         # The server's memory after the test: dead state piling up shows here.
@@ -287,7 +300,7 @@ def versions(selected: list[Stack]) -> dict[str, str]:
     )
     out: dict[str, str] = {}
     for stack in selected:
-        dist = "guts" if stack.key == "guts" else "libp2p"
+        dist = "guts" if stack.key.startswith("guts") else "libp2p"
         try:
             pkg, trio_v, py = _procs.run_python(stack.python, code.format(dist=dist), cwd=STATE_DIR).split()
             out[stack.key] = f"{dist} {pkg}, trio {trio_v}, Python {py}"
@@ -319,7 +332,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m bench", description="Guts and py-libp2p side by side, two processes each (bench/README.md)."
     )
     parser.add_argument("--quick", action="store_true", help="fewer runs, smaller sizes: a smoke check")
-    parser.add_argument("--only", choices=["guts", "libp2p"], help="measure one stack only")
+    parser.add_argument("--only", choices=["guts", "libp2p", "libp2p-quic"], help="measure one stack only")
     parser.add_argument(
         "--metric", action="append", choices=METRICS, metavar="NAME",
         help=f"measure only this metric (repeatable): {', '.join(METRICS)}",
@@ -362,12 +375,14 @@ def main(argv: list[str] | None = None) -> int:
               " expect noisy figures", flush=True)
     results: dict[str, dict[str, Any]] = {s.key: {} for s in selected}
     try:
-        if any(s.key == "libp2p" for s in selected):
+        if any(s.key.startswith("libp2p") for s in selected):
             try:
                 ensure_libp2p_venv()
             except (MeasureError, subprocess.SubprocessError, OSError) as exc:
                 print(f"py-libp2p unavailable: {exc}", flush=True)
-                results["libp2p"] = {m: {"error": f"setup failed: {exc}"} for m in metrics}
+                for s in selected:
+                    if s.key.startswith("libp2p"):
+                        results[s.key] = {m: {"error": f"setup failed: {exc}"} for m in metrics}
         for stack in selected:
             if results[stack.key]:
                 continue
@@ -377,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
                 results[stack.key] = {m: {"error": broken} for m in metrics}
                 continue
             for metric in metrics:
+                if stack.metrics and metric not in stack.metrics:
+                    continue
                 print(f"[{stack.title}] {metric} ...", end=" ", flush=True)
                 t0 = time.monotonic()
                 try:
@@ -423,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         path = _report.write_benchmarks_md(record)
         print(f"wrote {path.relative_to(ROOT)}")
     failed = any("error" in r for stack in results.values() for r in stack.values())
-    if not (args.no_repo or args.metric or args.profile or args.only == "libp2p"):
+    if not (args.no_repo or args.metric or args.profile or (args.only or "").startswith("libp2p")):
         from bench import repo  # the repository rows: Guts beside git itself
 
         print()

@@ -181,6 +181,10 @@ def run_client(python: Path, script: str, args: list[str], timeout: float, log_n
         finally:
             _stop(proc, grace=0.5)
     records = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
+    # A client that knows why it failed says so in a last {"error": ...} line.
+    errors = [r["error"] for r in records if "error" in r]
+    if errors:
+        raise MeasureError(errors[-1])
     if proc.returncode != 0:
         raise MeasureError(f"client exited with {proc.returncode}\n{tail(log_path)}")
     if not records:

@@ -95,16 +95,27 @@ def _target(row: Row, guts: float | None, *, markdown: bool) -> str:
     return f"{text} {'✓' if met else '✗'}" if not markdown else f"{text} {'✅' if met else '❌'}"
 
 
+#: The stacks side by side in each part of the table: (Guts's, py-libp2p's,
+#: what the part's labels end with). The QUIC rows come after TCP's.
+PAIRS = (("guts", "libp2p", ""), ("guts-quic", "libp2p-quic", ", QUIC"))
+#: The metrics the QUIC part has.
+QUIC_METRICS = ("throughput", "handshakes", "ping", "streams")
+
+
 def table_rows(record: dict[str, Any], *, markdown: bool) -> list[tuple[str, ...]]:
     results = record["results"]
     rows: list[tuple[str, ...]] = []
-    for row in ROWS:
-        guts_text, guts = _cell(results.get("guts", {}).get(row.metric), row)
-        lib_text, lib = _cell(results.get("libp2p", {}).get(row.metric), row)
-        if guts is None and lib is None and guts_text == lib_text == "—":
-            continue
-        label = row.label if markdown else row.label.replace("`", "")
-        rows.append((label, guts_text, lib_text, _ratio(row, guts, lib), _target(row, guts, markdown=markdown)))
+    for guts_key, lib_key, suffix in PAIRS:
+        for row in ROWS:
+            if suffix and row.metric not in QUIC_METRICS:
+                continue
+            guts_text, guts = _cell(results.get(guts_key, {}).get(row.metric), row)
+            lib_text, lib = _cell(results.get(lib_key, {}).get(row.metric), row)
+            if guts is None and lib is None and guts_text == lib_text == "—":
+                continue
+            label = (row.label if markdown else row.label.replace("`", "")) + suffix
+            target = _target(row, guts, markdown=markdown) if not suffix else "—"
+            rows.append((label, guts_text, lib_text, _ratio(row, guts, lib), target))
     return rows
 
 
