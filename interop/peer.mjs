@@ -388,6 +388,11 @@ function waitDrain (stream, signal) {
   if (!stream.writableNeedsDrain) {
     return Promise.resolve()
   }
+  // a stream reset (or closed) before we got here never drains, and its
+  // 'close' event is already past
+  if (stream.writeStatus !== 'writable') {
+    return Promise.reject(new Error(`stream ${stream.id} is ${stream.status}, write side ${stream.writeStatus}`))
+  }
   return new Promise((resolve, reject) => {
     const cleanup = () => {
       stream.removeEventListener('drain', onDrain)
