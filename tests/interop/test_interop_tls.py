@@ -30,6 +30,7 @@ from guts.identify import AGENT_VERSION, IDENTIFY, IDENTIFY_PUSH, Identify
 from guts.multiaddr import Multiaddr
 from guts.peer import PeerId
 from guts.ping import PING, Ping, ping
+from guts.security.tls import _connection as tls_connection
 from guts.security.tls import EXTENSION_OID, LIBP2P_ALPN, TlsStream, verify_certificate
 from guts.transport import TcpTransport
 from guts.upgrade import NOISE, TLS
@@ -47,8 +48,9 @@ TLS_ONLY = ("--encrypter", "tls")
 
 
 @asynccontextmanager
-async def guts_host(security: tuple[str, ...] = (TLS,)) -> AsyncIterator[Host]:
-    async with open_host(KeyPair.generate(), [TcpTransport()], HostConfig(security=security)) as host:
+async def guts_host(security: tuple[str, ...] = (TLS,), max_streams_per_protocol: int = 64) -> AsyncIterator[Host]:
+    config = HostConfig(security=security, max_streams_per_protocol=max_streams_per_protocol)
+    async with open_host(KeyPair.generate(), [TcpTransport()], config) as host:
         Identify(host)
         Ping(host)
         host.set_handler(ECHO, echo_handler)
@@ -313,3 +315,70 @@ async def test_guts_tls_only_to_js_noise_only_fails_cleanly(spawn_js: SpawnJs) -
             with pytest.raises(DialError, match=r"NegotiationError: remote supports none of \['/tls/1.0.0'\]"):
                 await host.connect(Multiaddr.parse(js.addr("tcp")))
         assert host.connection(PeerId.from_string(js.peer_id)) is None
+
+
+# -- heavier traffic ------------------------------------------------------------------
+
+
+async def test_key_updates_both_ways(spawn_js: SpawnJs, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Our side moves its keys on every 16 records (routinely every 2**23),
+    asking js to do the same each time: js's OpenSSL follows both our
+    KeyUpdates and its own answers, over 2 MiB echoed each way."""
+    monkeypatch.setattr(tls_connection, "KEY_UPDATE_INTERVAL", 16)
+    js = await spawn_tls_js(spawn_js)
+    async with guts_host() as host:
+        conn = await host.connect(Multiaddr.parse(js.addr("tcp")))
+        assert isinstance(conn.secure, TlsStream)
+        session = conn.secure._connection
+        receive_keys = session._receive_keys
+        with trio.fail_after(60):
+            await guts_echo(host, conn.peer_id, 2 * MIB)
+        result = await js.call("echo", peer=str(host.peer_id), bytes=2 * MIB, streams=1, timeout=60)
+        assert result["bytes"] == 2 * MIB
+        # js answered our requests with KeyUpdates of its own
+        assert session._receive_keys is not receive_keys
+        async with aclosing(ping(host, conn.peer_id, count=1)) as pings:
+            assert len([r async for r in pings]) == 1
+        assert host.connection(conn.peer_id) is conn
+
+
+@pytest.mark.parametrize("guts_dials", [True, False], ids=["guts-dials", "js-dials"])
+async def test_many_streams_over_tls(spawn_js: SpawnJs, guts_dials: bool) -> None:
+    """16 MiB on one stream, then 100 concurrent 256 KiB streams, each way
+    (our host's cap of streams per protocol raised past 100)."""
+    js = await spawn_tls_js(spawn_js)
+    async with guts_host(max_streams_per_protocol=128) as host:
+        js_peer = PeerId.from_string(js.peer_id)
+        if guts_dials:
+            await host.connect(Multiaddr.parse(js.addr("tcp")))
+        else:
+            await js.call("dial", addr=guts_addr(host))
+            await wait_for(lambda: host.connection(js_peer) is not None)
+        conn = host.connection(js_peer)
+        assert conn is not None and isinstance(conn.secure, TlsStream)
+        with trio.fail_after(60):
+            await guts_echo(host, js_peer, 16 * MIB)
+            async with trio.open_nursery() as nursery:
+                for i in range(100):
+                    nursery.start_soon(guts_echo, host, js_peer, 256 * 1024, i)
+        result = await js.call("echo", peer=str(host.peer_id), bytes=16 * MIB, streams=1, timeout=60)
+        assert result["bytes"] == 16 * MIB
+        result = await js.call("echo", peer=str(host.peer_id), bytes=256 * 1024, streams=100, timeout=60)
+        assert result["streams"] == 100
+        assert host.connection(js_peer) is conn
+
+
+async def test_streams_over_the_cap_are_reset_over_tls(spawn_js: SpawnJs) -> None:
+    """Past our 64 inbound echo streams the 65th is reset, and js hears of it
+    at once over TLS as over Noise (the connection stays up)."""
+    js = await spawn_tls_js(spawn_js)
+    async with guts_host(max_streams_per_protocol=64) as host:
+        conn = await host.connect(Multiaddr.parse(js.addr("tcp")))
+        with trio.fail_after(20):
+            with pytest.raises(JsCommandError, match="is reset"):
+                await js.call("echo", peer=str(host.peer_id), bytes=256 * 1024, streams=65, timeout=15)
+        # js aborted the other 64 when one failed: our handlers end
+        await wait_for(lambda: ECHO not in conn.serving)
+        result = await js.call("echo", peer=str(host.peer_id), bytes=256 * 1024, streams=64, timeout=30)
+        assert result["streams"] == 64
+        assert host.connection(conn.peer_id) is conn
