@@ -1,7 +1,8 @@
 """Guts's libp2p TLS 1.3 (``/tls/1.0.0``) over TCP against js-libp2p's
 @libp2p/tls, both directions: the handshake, the muxer agreed on in ALPN,
 ping, identify both ways and a 1 MiB echo; what js puts in its ClientHello
-and its certificate; and a dial to the wrong peer id ending cleanly.
+and its certificate; a dial to the wrong peer id ending cleanly; and heavier
+traffic (16 MiB, 100 concurrent streams, KeyUpdates, a stream over our cap).
 
 The js peer runs with ``--encrypter tls``: TLS is its only connection
 encrypter. It reports each handshake as a ``connection:encrypted`` event whose
