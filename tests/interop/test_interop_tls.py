@@ -29,13 +29,14 @@ from guts.errors import DialError
 from guts.host import Host, HostConfig, HostEvent, PeerConnected, PeerDisconnected, open_host
 from guts.identify import AGENT_VERSION, IDENTIFY, IDENTIFY_PUSH, Identify
 from guts.multiaddr import Multiaddr
+from guts.mux.yamux import YamuxConnection
 from guts.peer import PeerId
 from guts.ping import PING, Ping, ping
 from guts.security.tls import _connection as tls_connection
-from guts.security.tls import EXTENSION_OID, LIBP2P_ALPN, TlsStream, verify_certificate
+from guts.security.tls import EXTENSION_OID, LIBP2P_ALPN, TlsStream, tls_handshake, verify_certificate
 from guts.transport import TcpTransport
 from guts.upgrade import NOISE, TLS
-from guts.wire import accept_protocol
+from guts.wire import NegotiatedStream, accept_protocol, select_protocol
 
 from ..helpers import ECHO, echo_handler
 from .conftest import SpawnJs
@@ -257,6 +258,40 @@ async def test_js_certificate(spawn_js: SpawnJs) -> None:
         years = (certificate.not_valid_after_utc - not_before).days / 365.25
         assert 99 < years < 101
     assert certificates[0].public_key() != certificates[1].public_key()
+
+
+async def test_js_falls_back_to_multistream_select_for_the_muxer(spawn_js: SpawnJs) -> None:
+    """A client that offers no muxer in ALPN, only "libp2p" (as go-libp2p
+    does): js chooses "libp2p", and the muxer is then negotiated with
+    multistream-select inside TLS; a ping runs over the yamux stream."""
+    js = await spawn_tls_js(spawn_js)
+    js_peer = PeerId.from_string(js.peer_id)
+    keypair = KeyPair.generate()
+    _, _, ip, _, port, *_ = js.addr("tcp").split("/")  # /ip4/IP/tcp/PORT/p2p/ID
+    raw = await trio.open_tcp_stream(ip, int(port))
+    async with raw, trio.open_nursery() as nursery:
+        with trio.fail_after(10):
+            secure = await tls_handshake(
+                NegotiatedStream.lazy(raw, TLS), keypair, initiator=True, expected_peer=js_peer, muxers=()
+            )
+            assert secure.alpn == LIBP2P_ALPN and secure.muxer is None and secure.remote_muxers == ()
+            negotiated = await select_protocol(secure, [YAMUX])
+            assert negotiated.protocol == YAMUX
+            yamux = YamuxConnection(negotiated.unwrap(), is_initiator=True)
+            await nursery.start(yamux.run)
+            stream = await select_protocol(await yamux.open_stream(), [PING])
+            payload = bytes(range(32))
+            await stream.send_all(payload)
+            echoed = b""
+            while len(echoed) < 32:
+                echoed += await stream.receive_some(32 - len(echoed))
+            assert echoed == payload
+        encrypted = await js.next_event("connection:encrypted", peer_id=str(keypair.peer_id))
+        assert encrypted["handshake_muxer"] is None
+        opened = await js.next_event("connection:open", peer_id=str(keypair.peer_id))
+        assert opened["encryption"] == TLS and opened["multiplexer"] == YAMUX
+        await yamux.aclose()
+        nursery.cancel_scope.cancel()
 
 
 # -- (d) failures end cleanly ---------------------------------------------------------
