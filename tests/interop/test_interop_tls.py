@@ -34,7 +34,7 @@ from guts.peer import PeerId
 from guts.ping import PING, Ping, ping
 from guts.security.tls import _connection as tls_connection
 from guts.security.tls import EXTENSION_OID, LIBP2P_ALPN, TlsStream, tls_handshake, verify_certificate
-from guts.transport import TcpTransport
+from guts.transport import TcpTransport, WebSocketTransport
 from guts.upgrade import NOISE, TLS
 from guts.wire import NegotiatedStream, accept_protocol, select_protocol
 
@@ -170,6 +170,30 @@ async def test_js_dials_guts_over_tls(spawn_js: SpawnJs) -> None:
         assert result["bytes"] == MIB
         with trio.fail_after(60):
             await guts_echo(host, js_peer, MIB)
+
+
+async def test_tls_over_websocket_both_ways(spawn_js: SpawnJs) -> None:
+    """The same over WebSocket: TLS inside the WebSocket, 1 MiB echoed."""
+    js = await spawn_js(args=TLS_ONLY)  # tcp and ws
+    js_peer = PeerId.from_string(js.peer_id)
+    config = HostConfig(security=(TLS,))
+    async with open_host(KeyPair.generate(), [TcpTransport(), WebSocketTransport()], config) as host:
+        Identify(host)
+        Ping(host)
+        host.set_handler(ECHO, echo_handler)
+        await host.listen(Multiaddr.parse("/ip4/127.0.0.1/tcp/0/ws"))
+        conn = await host.connect(Multiaddr.parse(js.addr("ws")))
+        assert isinstance(conn.secure, TlsStream) and conn.secure.muxer == YAMUX
+        with trio.fail_after(60):
+            await guts_echo(host, js_peer, MIB)
+        await host.disconnect(js_peer)
+        await js.next_event("connection:close", peer_id=str(host.peer_id))
+
+        reply = await js.call("dial", addr=guts_addr(host))
+        assert "ws" in Multiaddr.parse(reply["remote_addr"]).protocols()
+        assert reply["encryption"] == TLS and reply["multiplexer"] == YAMUX
+        result = await js.call("echo", peer=str(host.peer_id), bytes=MIB, streams=1, timeout=60)
+        assert result["bytes"] == MIB
 
 
 # -- (c) what js puts on the wire ---------------------------------------------------
