@@ -36,7 +36,9 @@ def transport(request: pytest.FixtureRequest) -> str:
 @asynccontextmanager
 async def guts_host(keep_alive: float = 0) -> AsyncIterator[Host]:
     async with open_host(
-        KeyPair.generate(), [TcpTransport(), WebSocketTransport()], HostConfig(keep_alive=keep_alive)
+        KeyPair.generate(), [TcpTransport(), WebSocketTransport()],
+        # js opens 100 echo streams at once: above the default 64 of one protocol served at once
+        HostConfig(keep_alive=keep_alive, max_streams_per_protocol=128),
     ) as host:
         Identify(host)
         Ping(host)
