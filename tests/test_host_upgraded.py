@@ -179,3 +179,23 @@ async def test_a_tls_only_dialer_and_a_noise_only_listener_fail_cleanly() -> Non
             with trio.fail_after(10), pytest.raises(DialError):
                 await a.connect(b.listen_addrs[0].with_p2p(str(b.peer_id)))
             assert a.connections == [] and b.connections == []
+
+
+async def test_dials_try_quic_first_then_the_rest_in_order() -> None:
+    """With both, a QUIC address is dialled first (as go-libp2p prefers it);
+    addresses no transport dials go last."""
+    from .helpers import memory_hosts
+
+    async with memory_hosts(1) as (a,):
+        memory = Multiaddr.parse("/memory/7")
+        tcp = Multiaddr.parse("/ip4/127.0.0.1/tcp/9")
+        quic = Multiaddr.parse("/ip4/127.0.0.1/udp/9/quic-v1")
+
+        class Quic:  # dials QUIC addresses only
+            def can_dial(self, addr: Multiaddr) -> bool:
+                return any(c.protocol == "quic-v1" for c in addr.components)
+
+        a._transports.append(Quic())  # type: ignore[arg-type]
+        assert a._dial_order([tcp, memory, quic]) == [quic, memory, tcp]
+        a._transports.pop()
+        assert a._dial_order([tcp, quic, memory]) == [memory, tcp, quic]
