@@ -1,6 +1,7 @@
 // A controllable js-libp2p peer for the Guts interop tests.
 //
 //   node --experimental-websocket interop/peer.mjs [--listen MA]... [--seed HEX32] [--encrypter noise|tls]...
+//        [--transport tcp|ws|quic]...
 //
 // stdout carries JSON lines only: one "ready" line, then command replies
 // ({"id":..,"ok":..}) and events ({"event":..}). stdin takes one JSON command
@@ -85,6 +86,7 @@ try {
       listen: { type: 'string', multiple: true },
       seed: { type: 'string' },
       encrypter: { type: 'string', multiple: true },
+      transport: { type: 'string', multiple: true },
       'no-identify-push': { type: 'boolean', default: false },
       dht: { type: 'boolean', default: false },
       'dht-protocol': { type: 'string', default: '/ipfs/kad/1.0.0' },
@@ -268,10 +270,44 @@ try {
   fatal(err)
 }
 
+// Transports by --transport name. QUIC (@chainsafe/libp2p-quic, a native
+// module) is loaded only when asked for. Without --transport the peer runs
+// TCP and WebSocket, plus QUIC when one of its --listen addresses is /quic-v1.
+const TRANSPORTS = {
+  tcp: async () => tcp(),
+  ws: async () => webSockets(),
+  quic: async () => {
+    const { quic } = await import('@chainsafe/libp2p-quic')
+    return quic()
+  }
+}
+
+function transportNames (names, listen) {
+  if (names != null) return names
+  const defaults = ['tcp', 'ws']
+  if (listen.some((ma) => /\/quic-v1(\/|$)/.test(ma))) defaults.push('quic')
+  return defaults
+}
+
+async function makeTransports (names) {
+  const made = []
+  for (const name of new Set(names)) {
+    const make = Object.hasOwn(TRANSPORTS, name) ? TRANSPORTS[name] : undefined
+    if (make == null) {
+      throw new Error(`--transport must be one of ${Object.keys(TRANSPORTS).join(', ')}, not ${JSON.stringify(name)}`)
+    }
+    made.push(await make())
+  }
+  return made
+}
+
+const listenAddrs = argv.listen ?? DEFAULT_LISTEN
+const transports = await makeTransports(transportNames(argv.transport, listenAddrs)).catch(fatal)
+
 const node = await createLibp2p({
   privateKey: await makePrivateKey(argv.seed).catch(fatal),
-  addresses: { listen: argv.listen ?? DEFAULT_LISTEN },
-  transports: [tcp(), webSockets()],
+  addresses: { listen: listenAddrs },
+  transports,
   connectionEncrypters,
   streamMuxers: [yamux()],
   connectionManager: {

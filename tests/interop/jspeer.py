@@ -37,6 +37,7 @@ __all__ = [
     "ECHO_PROTOCOL",
     "INTEROP_DIR",
     "PEER_SCRIPT",
+    "QUIC_LISTEN",
     "JsCommandError",
     "JsPeer",
     "JsPeerError",
@@ -52,6 +53,7 @@ INTEROP_DIR = REPO_ROOT / "interop"
 PEER_SCRIPT = INTEROP_DIR / "peer.mjs"
 ECHO_PROTOCOL = "/guts/echo/1.0.0"
 DEFAULT_LISTEN = ("/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/tcp/0/ws")
+QUIC_LISTEN = "/ip4/127.0.0.1/udp/0/quic-v1"
 MIN_NODE = (20,)
 # extra time the driver waits beyond a command's own (js side) deadline, so
 # that js's reply -- which says *what* timed out -- arrives before ours fires
@@ -366,10 +368,12 @@ class JsPeer:
     # -------------------------------------------------------------- API
 
     def addr(self, transport: str = "tcp") -> str:
-        """The first listen address for ``"tcp"`` (plain) or ``"ws"``."""
+        """The first listen address for ``"tcp"`` (plain), ``"ws"`` or ``"quic"``."""
         for a in self.addrs:
             is_ws = "/ws/" in a or a.endswith("/ws")
-            if (transport == "ws") == is_ws:
+            is_quic = "/quic-v1/" in a or a.endswith("/quic-v1")
+            kind = "ws" if is_ws else "quic" if is_quic else "tcp"
+            if kind == transport:
                 return a
         raise JsPeerError(f"js peer has no {transport} address among {self.addrs}")
 
