@@ -1,0 +1,193 @@
+"""One UDP socket and the QUIC connections it carries.
+
+Theory of operation
+-------------------
+An :class:`Endpoint` owns one non-blocking UDP socket. Its receive loop
+(:meth:`Endpoint.receive_loop`) waits until the socket is readable, then
+drains up to :data:`RECV_BATCH` datagrams without going back to the
+scheduler, and routes each by destination connection id
+(:func:`aioquic.quic.packet.pull_quic_header` parses the header only):
+
+* a known id: the datagram goes to its connection;
+* an unknown id on a listening endpoint, in a QUIC v1 Initial of at least
+  :data:`SMALLEST_INITIAL` bytes (RFC 9000 §14.1), with room under
+  :attr:`Endpoint.max_connections` and :attr:`Endpoint.max_handshakes`:
+  a new server-side connection, given to :attr:`Endpoint.on_new`;
+* anything else is dropped and counted in :attr:`Endpoint.dropped`, with
+  one rate-limited log line per source address and reason.
+
+Connection ids come and go with the connection's
+``ConnectionIdIssued`` / ``Retired`` events (:meth:`Endpoint.route`);
+each connection removes all of its ids when it ends. Sending waits for
+the socket to be writable; a send error (an ICMP unreachable reported on
+a later call) is ignored, QUIC retransmits or times out.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import trio
+from aioquic._buffer import Buffer
+from aioquic.quic.packet import QuicPacketType, pull_quic_header
+
+from guts.ratelog import RateLimitedLog
+from guts.transport.quic._connection import QUIC_V1
+
+__all__ = ["Endpoint"]
+
+log = logging.getLogger("guts.transport.quic")
+
+#: The largest datagram read (UDP's limit).
+MAX_DATAGRAM = 65535
+#: A client's Initial is padded to at least this (RFC 9000 §14.1).
+SMALLEST_INITIAL = 1200
+#: Datagrams read per wakeup of the receive loop.
+RECV_BATCH = 64
+#: Socket buffers asked for: a window's worth of datagrams overflows the
+#: default (~208 KiB) and reads as congestion. The kernel caps it.
+SOCKET_BUFFER = 4 << 20
+#: QuicConfiguration.connection_id_length, aioquic's default.
+CID_LENGTH = 8
+
+
+class Endpoint:
+    """A UDP socket, routing datagrams to connections by connection id.
+
+    Args:
+        sock: a bound, non-blocking UDP socket; the endpoint owns it.
+        on_new: for a listening endpoint, makes the connection for a new
+            Initial ``(data, addr, original destination id)``; ``None``
+            for a dialling endpoint.
+        max_connections: connections at most (handshaking or not).
+        max_handshakes: connections still handshaking at most.
+        ratelog: where dropped datagrams are told of.
+
+    Attributes:
+        dropped: datagrams dropped so far (unparsable, unknown id, over a cap).
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        on_new: Callable[[bytes, Any, bytes], Any] | None = None,
+        max_connections: int = 1,
+        max_handshakes: int = 1,
+        ratelog: RateLimitedLog | None = None,
+    ) -> None:
+        self.sock = sock
+        self.on_new = on_new
+        self.max_connections = max_connections
+        self.max_handshakes = max_handshakes
+        self.dropped = 0
+        self.connections = 0
+        self.handshakes = 0
+        self._routes: dict[bytes, Any] = {}
+        self._ratelog = ratelog if ratelog is not None else RateLimitedLog(log)
+        self._closed = False
+
+    @classmethod
+    def bind(cls, host: str, port: int, **kwargs: Any) -> Endpoint:
+        """A non-blocking UDP socket bound to ``(host, port)``."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+            sock.bind((host, port))
+        except BaseException:
+            sock.close()
+            raise
+        return cls(sock, **kwargs)
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        name = self.sock.getsockname()
+        return str(name[0]), int(name[1])
+
+    def route(self, cid: bytes, conn: Any, added: bool) -> None:
+        """Route ``cid`` to ``conn`` (or stop routing it)."""
+        if added:
+            self._routes[cid] = conn
+        elif self._routes.get(cid) is conn:
+            del self._routes[cid]
+
+    def forget(self, conn: Any) -> None:
+        """Remove every route to ``conn``."""
+        for cid in [cid for cid, c in self._routes.items() if c is conn]:
+            del self._routes[cid]
+
+    async def send(self, data: bytes, addr: Any) -> None:
+        while not self._closed:
+            try:
+                self.sock.sendto(data, addr)
+                return
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(self.sock)
+            except OSError:
+                return
+
+    def send_now(self, data: bytes, addr: Any) -> None:
+        """Send without waiting; drop the datagram if the socket is full."""
+        if not self._closed:
+            try:
+                self.sock.sendto(data, addr)
+            except OSError:
+                pass
+
+    async def receive_loop(self) -> None:
+        """Read and route datagrams until cancelled or closed."""
+        sock = self.sock
+        while not self._closed:
+            try:
+                await trio.lowlevel.wait_readable(sock)
+            except trio.ClosedResourceError:
+                return
+            for _ in range(RECV_BATCH):
+                try:
+                    data, addr = sock.recvfrom(MAX_DATAGRAM)
+                except BlockingIOError:
+                    break
+                except OSError:  # an ICMP error reported on this call
+                    continue
+                self.datagram_received(data, addr)
+
+    def _drop(self, addr: Any, reason: str) -> None:
+        self.dropped += 1
+        self._ratelog.debug(addr[0], reason, "dropped a QUIC datagram from %s: %s", addr[0], reason)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        """Hand one datagram to its connection, or start a server-side one."""
+        try:
+            header = pull_quic_header(Buffer(data=data), host_cid_length=CID_LENGTH)
+        except ValueError:
+            self._drop(addr, "unparsable")
+            return
+        conn = self._routes.get(header.destination_cid)
+        if conn is not None:
+            conn.datagram_received(data, addr)
+            return
+        if self.on_new is None:
+            self._drop(addr, "unknown connection id")
+        elif header.packet_type != QuicPacketType.INITIAL or header.version != QUIC_V1:
+            self._drop(addr, "unknown connection id")
+        elif len(data) < SMALLEST_INITIAL:
+            self._drop(addr, "Initial too small")
+        elif self.connections >= self.max_connections:
+            self._drop(addr, "too many connections")
+        elif self.handshakes >= self.max_handshakes:
+            self._drop(addr, "too many handshakes")
+        else:
+            conn = self.on_new(data, addr, header.destination_cid)
+            conn.datagram_received(data, addr)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            trio.lowlevel.notify_closing(self.sock)
+            self.sock.close()
