@@ -49,7 +49,28 @@ async def yamux_over_noise(nursery: trio.Nursery) -> Pair:
     return await _yamux(nursery, secured[True], secured[False])
 
 
-KINDS: dict[str, Factory] = {"yamux": yamux_over_memory, "yamux over noise": yamux_over_noise}
+async def quic_over_udp(nursery: trio.Nursery) -> Pair:
+    from guts.multiaddr import Multiaddr
+    from guts.transport.quic import QuicTransport
+
+    served: trio.MemorySendChannel[MuxedConnection]
+    served, accepted = trio.open_memory_channel[MuxedConnection](1)
+
+    async def handler(conn: object) -> None:
+        muxer = conn.muxer  # type: ignore[attr-defined]
+        await served.send(muxer)
+        await trio.sleep_forever()  # the connection lives as long as the test
+
+    server = QuicTransport(KeyPair.generate())
+    [addr] = await nursery.start(server.serve, Multiaddr.parse("/ip4/127.0.0.1/udp/0/quic-v1"), handler)
+    upgraded = await QuicTransport(KeyPair.generate()).dial(addr)
+    await nursery.start(upgraded.muxer.run)
+    server_side = await accepted.receive()
+    await nursery.start(server_side.run)
+    return upgraded.muxer, server_side
+
+
+KINDS: dict[str, Factory] = {"yamux": yamux_over_memory, "yamux over noise": yamux_over_noise, "quic": quic_over_udp}
 
 
 @pytest.fixture(params=sorted(KINDS))
