@@ -114,8 +114,10 @@ class Libp2pQuicConnection(QuicConnection):
 
     def __init__(self, *, max_streams: int, expected_peer: PeerId | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._local_max_streams_bidi.value = max_streams
-        self._local_max_streams_uni.value = 0
+        # Both value and sent: the transport parameters announce the value,
+        # and aioquic compares the two to decide when to send MAX_STREAMS.
+        for limit, value in ((self._local_max_streams_bidi, max_streams), (self._local_max_streams_uni, 0)):
+            limit.value = limit.sent = value
         self._expected_peer = expected_peer
         self._consumed: dict[int, int] = {}
         self._consumed_total = 0

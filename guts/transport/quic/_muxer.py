@@ -122,6 +122,7 @@ class QuicMuxedConnection:
                 nursery.start_soon(self.drive)
                 task_status.started()
                 await self._ended.wait()
+                self._flush_now()  # a CONNECTION_CLOSE aioquic queued on an error of the peer's
                 nursery.cancel_scope.cancel()
         finally:
             self._running = False
@@ -197,12 +198,12 @@ class QuicMuxedConnection:
         there, with nothing queued left unsent).
         """
         quic = self.quic
-        while not self._closed:
+        while True:
             self._wake = trio.Event()  # before sending: a poke during a send is kept
             for data, addr in quic.datagrams_to_send(now=trio.current_time()):
                 await self._send_datagram(data, addr)
-            if until is not None and until.is_set():
-                return
+            if self._closed or (until is not None and until.is_set()):
+                return  # after the flush: a CONNECTION_CLOSE of ours is out
             timer = quic.get_timer()
             with trio.move_on_at(timer if timer is not None else math.inf) as scope:
                 await self._wake.wait()
