@@ -1,0 +1,300 @@
+"""The QUIC v1 transport over real UDP sockets on 127.0.0.1: hosts on it,
+the libp2p TLS checks inside the handshake, flow control, the limits, and
+garbage datagrams. (The shared muxer suite runs over it too:
+tests/test_muxer_suite.py.)"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+
+from guts.crypto import KeyPair
+from guts.errors import DialError, HandshakeError
+from guts.host import Host, HostConfig, open_host
+from guts.identify import Identify
+from guts.multiaddr import Multiaddr
+from guts.ping import Ping, ping
+from guts.security.tls import TlsIdentity, make_certificate
+from guts.transport import UpgradedConnection
+from guts.transport.quic import QuicConfig, QuicConnection, QuicMuxedConnection, QuicTransport
+
+from .helpers import ECHO, echo_handler
+
+LOCAL = Multiaddr.parse("/ip4/127.0.0.1/udp/0/quic-v1")
+
+
+def test_addresses_it_dials_and_listens_on() -> None:
+    t = QuicTransport(KeyPair.generate())
+    peer = str(KeyPair.generate().peer_id)
+    for text in ("/ip4/1.2.3.4/udp/4001/quic-v1", "/ip6/::1/udp/4001/quic-v1"):
+        addr = Multiaddr.parse(text)
+        assert t.can_dial(addr) and t.can_listen(addr)
+        assert t.can_dial(addr.with_p2p(peer)) and not t.can_listen(addr.with_p2p(peer))
+    for text in ("/ip4/1.2.3.4/udp/4001/quic", "/ip4/1.2.3.4/tcp/4001", "/ip4/1.2.3.4/udp/4001", "/dns4/a.b/udp/1/quic-v1"):
+        assert not t.can_dial(Multiaddr.parse(text)) and not t.can_listen(Multiaddr.parse(text))
+
+
+@asynccontextmanager
+async def quic_hosts(n: int, config: QuicConfig | None = None) -> AsyncIterator[list[tuple[Host, QuicTransport]]]:
+    async with AsyncExitStack() as stack:
+        hosts = []
+        for _ in range(n):
+            key = KeyPair.generate()
+            transport = QuicTransport(key, config)
+            host = await stack.enter_async_context(open_host(key, [transport], HostConfig(keep_alive=0, max_streams_per_protocol=128)))
+            Identify(host)
+            Ping(host)
+            host.set_handler(ECHO, echo_handler)
+            await host.listen(LOCAL)
+            hosts.append((host, transport))
+        yield hosts
+
+
+def _full(host: Host) -> Multiaddr:
+    return host.listen_addrs[0].with_p2p(str(host.peer_id))
+
+
+async def _echo(host: Host, peer: Any, payload: bytes) -> bytes:
+    stream = await host.new_stream(peer, [ECHO])
+    got = bytearray()
+
+    async def read() -> None:
+        while data := await stream.receive_some():
+            got.extend(data)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read)
+        await stream.send_all(payload)
+        await stream.send_eof()
+    return bytes(got)
+
+
+async def test_two_hosts_connect_identify_ping_echo_and_close() -> None:
+    async with quic_hosts(2) as [(a, _), (b, _)]:
+        with trio.fail_after(60):
+            assert b.listen_addrs[0].protocols() == ("ip4", "udp", "quic-v1")
+            conn = await a.connect(_full(b))
+            assert conn.peer_id == b.peer_id
+            assert isinstance(conn.raw, UpgradedConnection)
+            await conn.identified.wait()
+            assert a.peerstore.public_key(b.peer_id) == b.keypair.public_key
+            while b.connection(a.peer_id) is None:
+                await trio.sleep(0.01)
+            async with aclosing(ping(a, b.peer_id, count=3)) as pings:
+                assert len([rtt async for rtt in pings if rtt >= 0]) == 3
+            assert 0 <= await conn.ping() < 1  # a QUIC PING
+            payload = os.urandom(16 << 20)
+            assert await _echo(a, b.peer_id, payload) == payload
+            await conn.aclose()
+            while b.connection(a.peer_id) is not None:  # the peer saw CONNECTION_CLOSE
+                await trio.sleep(0.01)
+
+
+async def test_a_hundred_concurrent_streams_between_hosts() -> None:
+    async with quic_hosts(2) as [(a, _), (b, _)]:
+        with trio.fail_after(60):
+            await a.connect(_full(b))
+            results: dict[int, bool] = {}
+
+            async def one(i: int) -> None:
+                payload = os.urandom(32 * 1024) + i.to_bytes(4, "big")
+                results[i] = await _echo(a, b.peer_id, payload) == payload
+
+            async with trio.open_nursery() as nursery:
+                for i in range(100):
+                    nursery.start_soon(one, i)
+            assert len(results) == 100 and all(results.values())
+
+
+async def test_a_wrong_peer_id_is_refused_in_the_handshake() -> None:
+    async with quic_hosts(2) as [(a, _), (b, _)]:
+        with trio.fail_after(20):
+            wrong = b.listen_addrs[0].with_p2p(str(KeyPair.generate().peer_id))
+            with pytest.raises(DialError, match="0x12a"):  # CRYPTO_ERROR + bad_certificate (42)
+                await a.connect(wrong)
+            assert a.connection(b.peer_id) is None
+            assert (await a.connect(_full(b))).peer_id == b.peer_id  # the listener still serves
+
+
+class _Forger:
+    """Names ``victim``'s host key in the certificate, but signs with another key."""
+
+    def __init__(self, victim: KeyPair) -> None:
+        self.public_key = victim.public_key
+        self.sign = KeyPair.generate().sign
+
+
+def _forged(victim: KeyPair) -> TlsIdentity:
+    now = datetime.datetime.now(datetime.UTC)
+    certificate, key = make_certificate(_Forger(victim), now=now)  # type: ignore[arg-type]
+    return TlsIdentity(victim, certificate, key)
+
+
+@asynccontextmanager
+async def _listener(transport: QuicTransport) -> AsyncIterator[tuple[Multiaddr, list[QuicConnection]]]:
+    accepted: list[QuicConnection] = []
+
+    async def handler(conn: Any) -> None:
+        accepted.append(conn)
+        await conn.muxer.run()
+
+    async with trio.open_nursery() as nursery:
+        [addr] = await nursery.start(transport.serve, LOCAL, handler)
+        yield addr, accepted
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_server_certificate_with_a_bad_extension_signature_is_refused() -> None:
+    key = KeyPair.generate()
+    async with _listener(QuicTransport(key, identity=_forged(key))) as (addr, accepted):
+        with trio.fail_after(20), pytest.raises(HandshakeError, match="0x12a"):  # CRYPTO_ERROR + bad_certificate (42)
+            await QuicTransport(KeyPair.generate()).dial(addr.with_p2p(str(key.peer_id)))
+        assert accepted == []
+
+
+async def _refused_client(client: QuicTransport) -> None:
+    server = QuicTransport(KeyPair.generate())
+    async with _listener(server) as (addr, accepted):
+        with trio.fail_after(20):
+            try:
+                conn = await client.dial(addr)
+            except HandshakeError:
+                pass
+            else:  # the client finishes first (TLS 1.3); the server's refusal then closes it
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(conn.muxer.run)
+                    while not conn.muxer.is_closed:
+                        await trio.sleep(0.01)
+                assert conn.muxer.error is not None
+            assert accepted == []
+            # the listener still serves a proper client
+            good = await QuicTransport(KeyPair.generate()).dial(addr)
+            await good.aclose()
+
+
+async def test_a_client_certificate_with_a_bad_extension_signature_is_refused() -> None:
+    key = KeyPair.generate()
+    await _refused_client(QuicTransport(key, identity=_forged(key)))
+
+
+async def test_a_client_without_a_certificate_is_refused() -> None:
+    client = QuicTransport(KeyPair.generate())
+    client._client_configuration.certificate = None
+    client._client_configuration.private_key = None
+    await _refused_client(client)
+
+
+async def test_garbage_datagrams_leave_the_listener_serving() -> None:
+    async with quic_hosts(2) as [(a, _), (b, tb)]:
+        port = b.listen_addrs[0].components[1].value
+        assert port is not None
+        junk = [b"", b"\x00", os.urandom(20), os.urandom(1500), b"\xc0\x00\x00\x00\x01" + os.urandom(200)]
+        junk += [b"\xc0\x00\x00\x00\x01\x08" + os.urandom(1300) for _ in range(20)]  # Initial-shaped, bad inside
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for data in junk * 5:
+                sock.sendto(data, ("127.0.0.1", int(port)))
+        with trio.fail_after(20):
+            await trio.sleep(0.2)
+            [endpoint] = tb.endpoints
+            assert endpoint.dropped >= 5 * 5  # those that do not parse, or are too small an Initial
+            conn = await a.connect(_full(b))
+            assert await _echo(a, b.peer_id, b"still here") == b"still here"
+            await conn.aclose()
+
+
+async def test_connections_and_handshakes_per_socket_are_capped() -> None:
+    server = QuicTransport(KeyPair.generate(), QuicConfig(max_connections=2))
+    async with _listener(server) as (addr, accepted):
+        with trio.fail_after(20):
+            first = await QuicTransport(KeyPair.generate()).dial(addr)
+            second = await QuicTransport(KeyPair.generate()).dial(addr)
+            with trio.move_on_after(1) as scope:
+                await QuicTransport(KeyPair.generate()).dial(addr)
+            assert scope.cancelled_caught  # the third Initial is dropped
+            [endpoint] = server.endpoints
+            assert endpoint.dropped >= 1 and endpoint.connections == 2
+            await first.aclose()
+            while endpoint.connections == 2:
+                await trio.sleep(0.01)
+            third = await QuicTransport(KeyPair.generate()).dial(addr)
+            for conn in (second, third):
+                await conn.aclose()
+
+
+async def _pair(nursery: trio.Nursery, server: QuicTransport) -> tuple[QuicMuxedConnection, QuicMuxedConnection]:
+    served, accepted = trio.open_memory_channel[QuicMuxedConnection](1)
+
+    async def handler(conn: Any) -> None:
+        await served.send(conn.muxer)
+        await trio.sleep_forever()
+
+    [addr] = await nursery.start(server.serve, LOCAL, handler)
+    client = (await QuicTransport(KeyPair.generate()).dial(addr)).muxer
+    await nursery.start(client.run)
+    theirs = await accepted.receive()
+    await nursery.start(theirs.run)
+    return client, theirs
+
+
+async def test_the_peer_may_have_only_max_streams_open() -> None:
+    async with trio.open_nursery() as nursery:
+        client, server = await _pair(nursery, QuicTransport(KeyPair.generate(), QuicConfig(max_streams=4)))
+        with trio.fail_after(20):
+            mine = []
+            for _ in range(6):
+                stream = await client.open_stream()
+                await stream.send_all(b"hi")
+                mine.append(stream)
+            theirs = [await server.accept_stream() for _ in range(4)]
+            with trio.move_on_after(0.5) as scope:
+                await server.accept_stream()
+            assert scope.cancelled_caught  # the fifth waits for one of the four to finish
+            for s in (mine[0], theirs[0]):
+                await s.send_eof()
+            assert await theirs[0].receive_some() == b"hi" and await theirs[0].receive_some() == b""
+            assert await mine[0].receive_some() == b""
+            fifth = await server.accept_stream()
+            assert await fifth.receive_some() == b"hi"
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_reader_that_does_not_read_buffers_at_most_its_window() -> None:
+    window = 256 * 1024
+    async with trio.open_nursery() as nursery:
+        client, server = await _pair(nursery, QuicTransport(KeyPair.generate(), QuicConfig(stream_window=window)))
+        mine = await client.open_stream()
+        await mine.send_all(b"!")
+        theirs = await server.accept_stream()
+        nursery.start_soon(mine.send_all, os.urandom(8 << 20))
+        await trio.sleep(1.0)
+        buffered = len(theirs._recv)  # type: ignore[attr-defined]
+        assert window // 2 <= buffered <= window  # the window filled, and no further
+        got = 0
+        with trio.fail_after(30):
+            while got < (8 << 20) + 1:  # reading moves the window on
+                got += len(await theirs.receive_some())
+        nursery.cancel_scope.cancel()
+
+
+async def test_closing_a_connection_breaks_the_peers_streams_at_once() -> None:
+    async with trio.open_nursery() as nursery:
+        client, server = await _pair(nursery, QuicTransport(KeyPair.generate()))
+        mine = await client.open_stream()
+        await mine.send_all(b"!")
+        theirs = await server.accept_stream()
+        assert await theirs.receive_some() == b"!"
+        with trio.fail_after(2):  # well inside the idle timeout and the draining period
+            await client.aclose()
+            with pytest.raises(trio.BrokenResourceError):
+                await theirs.receive_some()
+            assert server.is_closed and server.error is None  # a clean close
+            with pytest.raises(trio.BrokenResourceError):
+                await server.accept_stream()
+        nursery.cancel_scope.cancel()
