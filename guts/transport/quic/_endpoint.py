@@ -12,7 +12,9 @@ scheduler, and routes each by destination connection id
 * an unknown id on a listening endpoint, in a QUIC v1 Initial of at least
   :data:`SMALLEST_INITIAL` bytes (RFC 9000 §14.1), with room under
   :attr:`Endpoint.max_connections` and :attr:`Endpoint.max_handshakes`:
-  a new server-side connection, given to :attr:`Endpoint.on_new`;
+  a new server-side connection, made by :attr:`Endpoint.on_new`, and
+  forgotten at once if the Initial does not decrypt (a well-formed header
+  on random bytes costs one decryption, no state);
 * anything else is dropped and counted in :attr:`Endpoint.dropped`, with
   one rate-limited log line per source address and reason.
 
@@ -62,6 +64,7 @@ class Endpoint:
         on_new: for a listening endpoint, makes the connection for a new
             Initial ``(data, addr, original destination id)``; ``None``
             for a dialling endpoint.
+        on_handshake: called with that connection once its Initial decrypted.
         max_connections: connections at most (handshaking or not).
         max_handshakes: connections still handshaking at most.
         ratelog: where dropped datagrams are told of.
@@ -75,12 +78,14 @@ class Endpoint:
         sock: socket.socket,
         *,
         on_new: Callable[[bytes, Any, bytes], Any] | None = None,
+        on_handshake: Callable[[Any], None] | None = None,
         max_connections: int = 1,
         max_handshakes: int = 1,
         ratelog: RateLimitedLog | None = None,
     ) -> None:
         self.sock = sock
         self.on_new = on_new
+        self.on_handshake = on_handshake
         self.max_connections = max_connections
         self.max_handshakes = max_handshakes
         self.dropped = 0
@@ -185,6 +190,11 @@ class Endpoint:
         else:
             conn = self.on_new(data, addr, header.destination_cid)
             conn.datagram_received(data, addr)
+            if not conn.packet_received:  # it did not decrypt: hold no state for it
+                conn.discard()
+                self._drop(addr, "Initial does not decrypt")
+            elif self.on_handshake is not None:
+                self.on_handshake(conn)
 
     def close(self) -> None:
         if not self._closed:

@@ -107,6 +107,17 @@ class QuicMuxedConnection:
         return len(self._streams)
 
     @property
+    def packet_received(self) -> bool:
+        """Whether any packet of the peer's has decrypted (an Initial of
+        random bytes with a well-formed header does not)."""
+        return any(space.largest_received_packet >= 0 for space in getattr(self.quic, "_spaces", {}).values())
+
+    def discard(self) -> None:
+        """Forget a connection that never received a packet, sending nothing."""
+        self._terminate(None)
+        self._release()
+
+    @property
     def remote_public_key(self) -> Any:
         return self.quic.remote_public_key
 

@@ -230,11 +230,13 @@ class QuicTransport:
                     conn = self._connection(endpoint, quic, peer, own_socket=False)
                     endpoint.route(original_cid, conn, True)
                     endpoint.connections += 1
-                    endpoint.handshakes += 1
-                    nursery.start_soon(self._accept, endpoint, conn, handler)
                     return conn
 
-                endpoint.on_new = on_new
+                def on_handshake(conn: QuicMuxedConnection) -> None:
+                    endpoint.handshakes += 1
+                    nursery.start_soon(self._accept, endpoint, conn, handler)
+
+                endpoint.on_new, endpoint.on_handshake = on_new, on_handshake
                 nursery.start_soon(endpoint.receive_loop)
                 task_status.started([_quic_multiaddr(endpoint.local_address)])
         finally:
@@ -248,7 +250,9 @@ class QuicTransport:
         finally:
             endpoint.handshakes -= 1
         if conn.is_closed:
-            self._ratelog.info(conn.addr[0], "handshake failed", "QUIC handshake from %s failed: %s", conn.addr[0], conn.error)
+            self._ratelog.info(
+                conn.addr[0], "handshake failed", "QUIC handshake from %s failed: %s", conn.addr[0], conn.error
+            )
             await conn.aclose()
             return
         if not conn.handshake_done.is_set():
