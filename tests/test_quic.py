@@ -298,3 +298,48 @@ async def test_closing_a_connection_breaks_the_peers_streams_at_once() -> None:
             with pytest.raises(trio.BrokenResourceError):
                 await server.accept_stream()
         nursery.cancel_scope.cancel()
+
+
+async def test_handshakes_in_progress_are_capped() -> None:
+    """A client that sends its Initial and goes silent holds a handshake
+    slot until the handshake timeout, no longer."""
+    from aioquic.quic.connection import QuicConnection as AioquicConnection
+
+    server = QuicTransport(KeyPair.generate(), QuicConfig(max_handshakes=1, handshake_timeout=1.0))
+    async with _listener(server) as (addr, accepted):
+        port = int(addr.components[1].value or 0)
+        silent = AioquicConnection(configuration=QuicTransport(KeyPair.generate())._client_configuration)
+        silent.connect(("127.0.0.1", port), now=trio.current_time())
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for data, _ in silent.datagrams_to_send(now=trio.current_time()):
+                sock.sendto(data, ("127.0.0.1", port))
+            [endpoint] = server.endpoints
+            with trio.fail_after(20):
+                while endpoint.handshakes == 0:
+                    await trio.sleep(0.01)
+                with trio.move_on_after(0.5) as scope:  # the only slot is taken
+                    await QuicTransport(KeyPair.generate()).dial(addr)
+                assert scope.cancelled_caught
+                while endpoint.handshakes:  # the silent one times out
+                    await trio.sleep(0.05)
+                conn = await QuicTransport(KeyPair.generate()).dial(addr)
+                await conn.aclose()
+                assert len(accepted) == 1
+
+
+async def test_an_initial_that_does_not_decrypt_leaves_no_connection() -> None:
+    server = QuicTransport(KeyPair.generate())
+    async with _listener(server) as (addr, _):
+        port = int(addr.components[1].value or 0)
+        # A well-formed Initial header (v1, 8-byte ids, token length 0, length) on random bytes.
+        header = b"\xc3\x00\x00\x00\x01\x08" + os.urandom(8) + b"\x08" + os.urandom(8) + b"\x00\x44\xd0"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for _ in range(50):
+                sock.sendto(header + os.urandom(1250), ("127.0.0.1", port))
+        [endpoint] = server.endpoints
+        with trio.fail_after(10):
+            while endpoint.dropped < 50:
+                await trio.sleep(0.01)
+            assert endpoint.connections == 0 and endpoint.handshakes == 0
+            conn = await QuicTransport(KeyPair.generate()).dial(addr)
+            await conn.aclose()
