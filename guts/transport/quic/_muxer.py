@@ -19,6 +19,11 @@ after that :meth:`run` (the host runs it in its nursery) drives it for
 the connection's life, together with the receive loop of a dialled
 connection's own socket.
 
+Keep-alive: every ``keep_alive`` seconds the driver sends a PING, whose
+acknowledgement keeps both ends' idle timers (30 s) from expiring on a
+quiet connection; the host's own ping (its ``keep_alive``, 30 s by
+default, through :meth:`QuicMuxedConnection.ping`) would come too late.
+
 Closing: :meth:`aclose` sends CONNECTION_CLOSE (code 0) at once and ends
 the connection here; the peer sees it on arrival (aioquic would report it
 only after its three-PTO draining period, so the close frame's arrival is
@@ -40,6 +45,9 @@ from guts.transport.quic._stream import QuicStream
 
 __all__ = ["QuicMuxedConnection"]
 
+#: The PING uid of keep-alives (the application's pings count up from 0).
+_KEEP_ALIVE_UID = -1
+
 
 class QuicMuxedConnection:
     """The streams of one QUIC connection.
@@ -54,6 +62,8 @@ class QuicMuxedConnection:
         on_cid: ``(cid, added)`` as the connection issues and retires ids.
         on_end: called once when the connection has ended and its tasks stopped.
         receive_loop: the dialled connection's own socket's receive loop, run by :meth:`run`.
+        keep_alive: seconds between PINGs sent to keep the connection
+            inside the idle timeout; ``None``: none.
     """
 
     def __init__(
@@ -68,6 +78,7 @@ class QuicMuxedConnection:
         on_cid: Callable[[bytes, bool], None],
         on_end: Callable[[], None],
         receive_loop: Callable[[], Any] | None = None,
+        keep_alive: float | None = None,
     ) -> None:
         self.quic = quic
         self.addr = addr
@@ -79,6 +90,8 @@ class QuicMuxedConnection:
         self._on_cid = on_cid
         self._on_end = on_end
         self._receive_loop = receive_loop
+        self._keep_alive = keep_alive if keep_alive is not None else math.inf
+        self._next_keep_alive = trio.current_time() + self._keep_alive
         self._streams: dict[int, QuicStream] = {}
         self._incoming_send, self._incoming = trio.open_memory_channel[QuicStream](max_streams)
         self._closed = False
@@ -216,10 +229,15 @@ class QuicMuxedConnection:
             if self._closed or (until is not None and until.is_set()):
                 return  # after the flush: a CONNECTION_CLOSE of ours is out
             timer = quic.get_timer()
-            with trio.move_on_at(timer if timer is not None else math.inf) as scope:
+            deadline = timer if timer is not None else math.inf
+            with trio.move_on_at(min(deadline, self._next_keep_alive)):
                 await self._wake.wait()
-            if scope.cancelled_caught:
-                quic.handle_timer(now=trio.current_time())
+            now = trio.current_time()
+            if now >= self._next_keep_alive:
+                quic.send_ping(_KEEP_ALIVE_UID)  # the answer keeps the peer's idle timer from expiring too
+                self._next_keep_alive = now + self._keep_alive
+            if now >= deadline:
+                quic.handle_timer(now=now)
                 self._process_events()
 
     def _flush_now(self) -> None:

@@ -8,8 +8,9 @@ keeps the bytes until :meth:`QuicStream.receive_some` hands them out, and
 only then tells aioquic they were consumed, which is what moves the
 receive window (credit flow control, :mod:`._connection`): the buffer is
 bounded by the stream's window. :meth:`QuicStream.send_all` queues the
-bytes in aioquic and waits while more than ``send_buffer`` bytes of this
-stream are unacknowledged. ``send_eof`` sends FIN; :meth:`QuicStream.reset`
+bytes in aioquic, ``send_buffer`` bytes at a time, waiting while more
+than ``send_buffer`` bytes of this stream are unacknowledged, so a stream
+holds at most about twice that unacknowledged. ``send_eof`` sends FIN; :meth:`QuicStream.reset`
 sends RESET_STREAM and STOP_SENDING, so the peer's reads and writes break.
 """
 
@@ -127,8 +128,13 @@ class QuicStream(MuxedStream):
         try:
             await trio.lowlevel.checkpoint_if_cancelled()
             self._check_send()
-            if data:
-                self._conn._send(self, bytes(data))
+            view = memoryview(data).cast("B")
+            chunk = self._conn.send_buffer
+            for start in range(0, len(view), chunk):
+                # Queue at most send_buffer at a time: what waits in aioquic is bounded too.
+                await self._wait_unacked()
+                self._check_send()
+                self._conn._send(self, bytes(view[start : start + chunk]))
             await self._wait_unacked()
         finally:
             self._sending = False

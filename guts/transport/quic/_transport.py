@@ -20,10 +20,11 @@ which Guts does not do yet; it would also tie a dialled connection's
 tasks to the listener's. The dialler checks the ``/p2p/`` peer id inside
 the handshake: a mismatch aborts it with a ``bad_certificate`` alert.
 
-Keep-alive is the host's: it pings each connection every ``keep_alive``
-seconds through :meth:`QuicMuxedConnection.ping`, a QUIC PING, which
-keeps the connection inside QUIC's idle timeout
-(:attr:`QuicConfig.idle_timeout`, 30 s) as long as the peer answers.
+Keep-alive is the transport's own: a PING every
+:attr:`QuicConfig.keep_alive` seconds (10) keeps a quiet connection inside
+QUIC's idle timeout (:attr:`QuicConfig.idle_timeout`, 30 s) as long as
+the peer answers; the host's ping (every 30 s by default) alone would race
+the timeout. A peer that stops answering is gone after the idle timeout.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ class QuicConfig:
         connection_window: receive window of a connection, all streams together.
         send_buffer: unacknowledged bytes of a stream before ``send_all`` waits.
         idle_timeout: seconds without a packet before a connection ends.
+        keep_alive: seconds between the PINGs that keep a quiet connection
+            open (``None``: none; it then ends after ``idle_timeout``).
         handshake_timeout: seconds an inbound handshake may take.
         max_connections: connections one listening socket carries at most.
         max_handshakes: inbound handshakes in progress on one socket at most.
@@ -73,6 +76,7 @@ class QuicConfig:
     connection_window: int = 16 << 20
     send_buffer: int = 1 << 20
     idle_timeout: float = 30.0
+    keep_alive: float | None = 10.0
     handshake_timeout: float = 10.0
     max_connections: int = 1024
     max_handshakes: int = 64
@@ -161,6 +165,7 @@ class QuicTransport:
             on_cid=lambda cid, added: endpoint.route(cid, conn, added),
             on_end=on_end,
             receive_loop=endpoint.receive_loop if own_socket else None,
+            keep_alive=self.config.keep_alive,
         )
         endpoint.route(quic.host_cid, conn, True)
         return conn
