@@ -228,7 +228,9 @@ async def test_connections_and_handshakes_per_socket_are_capped() -> None:
                 await conn.aclose()
 
 
-async def _pair(nursery: trio.Nursery, server: QuicTransport) -> tuple[QuicMuxedConnection, QuicMuxedConnection]:
+async def _pair(
+    nursery: trio.Nursery, server: QuicTransport, client_config: QuicConfig | None = None
+) -> tuple[QuicMuxedConnection, QuicMuxedConnection]:
     served, accepted = trio.open_memory_channel[QuicMuxedConnection](1)
 
     async def handler(conn: Any) -> None:
@@ -236,7 +238,7 @@ async def _pair(nursery: trio.Nursery, server: QuicTransport) -> tuple[QuicMuxed
         await trio.sleep_forever()
 
     [addr] = await nursery.start(server.serve, LOCAL, handler)
-    client = (await QuicTransport(KeyPair.generate()).dial(addr)).muxer
+    client = (await QuicTransport(KeyPair.generate(), client_config).dial(addr)).muxer
     await nursery.start(client.run)
     theirs = await accepted.receive()
     await nursery.start(theirs.run)
@@ -343,3 +345,18 @@ async def test_an_initial_that_does_not_decrypt_leaves_no_connection() -> None:
             assert endpoint.connections == 0 and endpoint.handshakes == 0
             conn = await QuicTransport(KeyPair.generate()).dial(addr)
             await conn.aclose()
+
+
+@pytest.mark.parametrize("keep_alive", [None, 0.3])
+async def test_a_quiet_connection_lives_while_kept_alive_and_ends_after_the_idle_timeout(keep_alive: float | None) -> None:
+    config = QuicConfig(idle_timeout=1.0, keep_alive=keep_alive)
+    async with trio.open_nursery() as nursery:
+        client, server = await _pair(nursery, QuicTransport(KeyPair.generate(), config), config)
+        await trio.sleep(2.5)
+        if keep_alive is None:
+            assert client.is_closed and server.is_closed
+            assert client.error is not None  # an idle timeout is not a clean close
+        else:
+            assert not client.is_closed and not server.is_closed
+            assert 0 <= await client.ping() < 1
+        nursery.cancel_scope.cancel()
