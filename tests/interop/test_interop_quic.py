@@ -2,7 +2,8 @@
 @chainsafe/libp2p-quic, both directions: the handshake (libp2p TLS inside
 QUIC, no separate security or muxer negotiation), ping and identify both
 ways, a 16 MiB echo intact each way, and 100 concurrent echo streams each way,
-all on the one QUIC connection.
+all on the one QUIC connection; and a dial to the wrong peer id failing at
+once either way.
 
 The js peer listens on ``/ip4/127.0.0.1/udp/0/quic-v1`` only, so QUIC is the
 only transport either side can use."""
@@ -12,9 +13,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 
+import pytest
 import trio
 
 from guts.crypto import KeyPair
+from guts.errors import DialError
 from guts.host import Connection, Host, HostConfig, open_host
 from guts.identify import AGENT_VERSION, IDENTIFY, IDENTIFY_PUSH, Identify
 from guts.multiaddr import Multiaddr
@@ -24,7 +27,7 @@ from guts.transport.quic import QuicTransport
 
 from ..helpers import ECHO, echo_handler
 from .conftest import SpawnJs
-from .jspeer import QUIC_LISTEN, JsPeer
+from .jspeer import QUIC_LISTEN, JsCommandError, JsPeer
 from .test_interop_host import guts_echo, wait_for
 
 MIB = 1024 * 1024
@@ -149,3 +152,32 @@ async def test_js_dials_guts_over_quic(spawn_js: SpawnJs) -> None:
         await ping_and_identify(host, conn, js)
         await echo_both_ways(host, js)
         await assert_one_quic_connection(host, conn, js)
+
+
+# -- the wrong peer id -------------------------------------------------------------
+
+
+async def test_wrong_peer_id_over_quic_fails_both_ways(spawn_js: SpawnJs) -> None:
+    """A dial naming a peer id the certificate does not vouch for fails at
+    once on either side, and leaves no connection behind; the right id then
+    connects."""
+    js = await spawn_js(listen=[QUIC_LISTEN])
+    stranger = str(KeyPair.generate().peer_id)
+    async with guts_quic_host() as host:
+        js_peer = PeerId.from_string(js.peer_id)
+        with trio.fail_after(5), pytest.raises(DialError) as failed:
+            await host.connect(Multiaddr.parse(without_p2p(js.addr("quic")) + "/p2p/" + stranger))
+        assert js.peer_id in str(failed.value)  # the peer actually reached
+        assert host.connection(js_peer) is None
+
+        with trio.fail_after(5), pytest.raises(JsCommandError) as refused:
+            await js.call("dial", addr=without_p2p(guts_addr(host)) + "/p2p/" + stranger, timeout=5)
+        assert f"Dialed peer {stranger} but connected to {host.peer_id}" in refused.value.error
+        await trio.sleep(0.2)
+        assert (await js.call("peers"))["peers"] == []
+        assert host.connection(js_peer) is None
+        assert not [e for e in js.events if e.get("event") == "peer:connect"]
+
+        reply = await js.call("dial", addr=guts_addr(host))
+        assert reply["peer_id"] == str(host.peer_id)
+        await wait_for(lambda: host.connection(js_peer) is not None)
