@@ -312,9 +312,11 @@ async def _ping(target: Any, count: int, timeout: float) -> list[float]:
     from guts.ping import Ping
     from guts.ping import ping as do_ping
     from guts.transport import TcpTransport, WebSocketTransport
+    from guts.transport.quic import QuicTransport
 
     rtts: list[float] = []
-    async with open_host(KeyPair.generate(), [TcpTransport(), WebSocketTransport()],
+    keypair = KeyPair.generate()
+    async with open_host(keypair, [TcpTransport(), WebSocketTransport(), QuicTransport(keypair)],
                          HostConfig(connection_timeout=timeout, keep_alive=0)) as host:
         Identify(host)
         Ping(host)

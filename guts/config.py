@@ -3,7 +3,7 @@ environment variables < command-line flags.
 
 The config file is TOML::
 
-    listen = ["/ip4/0.0.0.0/tcp/9000", "/ip4/0.0.0.0/tcp/9001/ws"]
+    listen = ["/ip4/0.0.0.0/tcp/9000", "/ip4/0.0.0.0/tcp/9001/ws", "/ip4/0.0.0.0/udp/9002/quic-v1"]
     bootstrap = ["/ip4/192.0.2.1/tcp/9000/p2p/12D3KooW..."]
     max_connections = 80
     connection_timeout = 10.0
@@ -129,7 +129,7 @@ __all__ = [
     "LIMIT_RANGES",
 ]
 
-DEFAULT_LISTEN = ("/ip4/0.0.0.0/tcp/9000", "/ip4/0.0.0.0/tcp/9001/ws")
+DEFAULT_LISTEN = ("/ip4/0.0.0.0/tcp/9000", "/ip4/0.0.0.0/tcp/9001/ws", "/ip4/0.0.0.0/udp/9002/quic-v1")
 DHT_MODES = ("auto", "client", "server")
 #: The values of ``seed_policy`` (:class:`guts.replicate.policy.SeedPolicy`).
 SEED_POLICIES = ("selected", "all")

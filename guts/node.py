@@ -1,5 +1,5 @@
 """A full Guts node composed from a :class:`~guts.config.NodeConfig`: the
-host with TCP and WebSocket transports, identify, ping, the Kademlia DHT
+host with TCP, WebSocket and QUIC transports, identify, ping, the Kademlia DHT
 (which dials the bootstrap peers), gossipsub with the configured topics
 subscribed, and the repositories stored under ``GUTS_HOME/storage``
 (:class:`~guts.repo.state.Repositories`, opened and repaired at start)
@@ -45,6 +45,7 @@ from guts.replicate.seeds import SeedStore
 from guts.reputation import PeerGuard
 from guts.sync import SYNC_PROTOCOL, SyncConfig, SyncService
 from guts.transport import TcpTransport, Transport, WebSocketTransport
+from guts.transport.quic import QuicTransport
 from guts.upgrade import SECURITY
 
 __all__ = ["Node", "open_node", "expand_unspecified", "repositories_config", "seeding_policy", "sync_config"]
@@ -212,7 +213,7 @@ async def open_node(
     Args:
         config: what to listen on, whom to bootstrap from, limits.
         keypair: identity; loaded from (or created in) ``config.home`` if omitted.
-        transports: defaults to TCP and WebSocket.
+        transports: defaults to TCP, WebSocket and QUIC.
         persist: keep the DHT's records and known peers in
             ``config.home/dht.sqlite`` across restarts, and hold the
             repositories of ``config.home/storage`` (off for a short-lived
@@ -240,7 +241,7 @@ async def open_node(
             protect_streams=(SYNC_PROTOCOL,),
         )
         if transports is None:
-            transports = [TcpTransport(), WebSocketTransport()]
+            transports = [TcpTransport(), WebSocketTransport(), QuicTransport(keypair)]
         guard = PeerGuard.in_home(config.home) if persist else PeerGuard()
         transports = guard.gate(transports)
         store = DhtStore.in_home(config.home) if persist else None

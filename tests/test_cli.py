@@ -178,3 +178,33 @@ def test_start_says_the_dht_mode_and_topics(tmp_path: Path) -> None:
     finally:
         node.send_signal(signal.SIGINT)
         assert node.wait(timeout=10) == 0
+
+
+def test_two_nodes_connect_over_quic_and_ping_over_it(tmp_path: Path) -> None:
+    """`guts start` listens on QUIC (by default on /udp/9002/quic-v1; here on
+    port 0), a node bootstrapping from a QUIC address connects over it,
+    identifies, and `guts ping` reaches it over QUIC."""
+    from guts.config import DEFAULT_LISTEN
+
+    assert "/ip4/0.0.0.0/udp/9002/quic-v1" in DEFAULT_LISTEN
+    quic = ("--listen", "/ip4/127.0.0.1/udp/0/quic-v1")
+    a = _start(tmp_path / "a", *quic)
+    b = None
+    try:
+        assert a.stdout is not None
+        ready_a = json.loads(a.stdout.readline())
+        (quic_a,) = [addr for addr in ready_a["addrs"] if "/quic-v1/" in addr]
+        b = _start(tmp_path / "b", *quic, "--bootstrap", quic_a)
+        assert b.stdout is not None
+        json.loads(b.stdout.readline())
+        connected = _events_until(b, "peer_connected", ready_a["peer_id"])
+        assert connected["direction"] == "outbound" and "/udp/" in connected["addr"] and "quic-v1" in connected["addr"]
+        assert "/ipfs/ping/1.0.0" in _events_until(b, "peer_identified", ready_a["peer_id"])["protocols"]
+        pinged = run("ping", quic_a, "--count", "2", home=tmp_path / "c")
+        assert pinged.returncode == 0, pinged.stderr
+        assert "2 pings" in pinged.stdout
+    finally:
+        for node in (b, a):
+            if node is not None:
+                node.send_signal(signal.SIGINT)
+                assert node.wait(timeout=10) == 0
