@@ -22,6 +22,7 @@ from guts.identify import Identify
 from guts.multiaddr import Multiaddr
 from guts.ping import ping as guts_ping
 from guts.transport import TcpTransport
+from guts.transport.quic import QuicTransport
 
 if TYPE_CHECKING:  # mypy sees the bench package; the script runs by path, bench/ on sys.path
     from bench._guts_server import CONFIG
@@ -144,7 +145,9 @@ METRICS = {"throughput": throughput, "handshakes": handshakes, "ping": ping, "st
 
 
 async def main(metric: str, addr: str, params: dict[str, Any]) -> None:
-    async with open_host(KeyPair.generate(), [TcpTransport()], CONFIG) as host:
+    keypair = KeyPair.generate()
+    # the transport follows the address: /quic-v1 dials over QUIC
+    async with open_host(keypair, [TcpTransport(), QuicTransport(keypair)], CONFIG) as host:
         Identify(host)  # a node identifies its peers, as py-libp2p's host does
         with trio.fail_after(params["timeout"]):
             await METRICS[metric](host, Multiaddr.parse(addr), params)

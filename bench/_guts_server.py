@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -19,6 +19,7 @@ from guts.identify import Identify
 from guts.multiaddr import Multiaddr
 from guts.ping import Ping
 from guts.transport import TcpTransport
+from guts.transport.quic import QuicTransport
 from guts.wire import NegotiatedStream
 
 if TYPE_CHECKING:  # mypy sees the bench package; the script runs by path, bench/ on sys.path
@@ -60,10 +61,16 @@ async def wait_for_stdin_eof() -> None:
             pass
 
 
-async def main() -> None:
-    async with open_host(KeyPair.generate(), [TcpTransport()], CONFIG) as host:
+#: Where the server listens, by ``--transport``.
+LISTEN = {"tcp": "/ip4/127.0.0.1/tcp/0", "quic": "/ip4/127.0.0.1/udp/0/quic-v1"}
+
+
+async def main(transport: str = "tcp") -> None:
+    keypair = KeyPair.generate()
+    transports: list[Any] = [TcpTransport()] if transport == "tcp" else [QuicTransport(keypair)]
+    async with open_host(keypair, transports, CONFIG) as host:
         serve_node(host)
-        addrs = await host.listen(Multiaddr.parse("/ip4/127.0.0.1/tcp/0"))
+        addrs = await host.listen(Multiaddr.parse(LISTEN[transport]))
         emit(addr=str(addrs[0].with_p2p(str(host.peer_id))), peer_id=str(host.peer_id), pid=os.getpid())
         await wait_for_stdin_eof()
         log("stdin closed, stopping")
@@ -71,7 +78,11 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Guts benchmark server")
+    parser.add_argument("--transport", choices=sorted(LISTEN), default="tcp")
     try:
-        trio.run(main)
+        trio.run(main, parser.parse_args().transport)
     except KeyboardInterrupt:
         pass

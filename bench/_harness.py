@@ -33,7 +33,7 @@ MiB = 1024 * 1024
 
 @dataclass(frozen=True)
 class Stack:
-    key: str  # "guts" | "libp2p" | "libp2p-quic"
+    key: str  # "guts" | "guts-quic" | "libp2p" | "libp2p-quic"
     title: str
     python: Path
     server: str
@@ -57,6 +57,13 @@ def stacks() -> dict[str, Stack]:
             # the full node: host, DHT, gossip, control API
             "import guts.node",
             ("-m", "guts.cli", "start", "--listen", "/ip4/127.0.0.1/tcp/0", "--json"),
+        ),
+        # Guts over QUIC (its own TLS and streams): the server listens on
+        # /udp/0/quic-v1, the client dials what it printed.
+        "guts-quic": Stack(
+            "guts-quic", "Guts QUIC", Path(sys.executable), "_guts_server.py", "_guts_client.py",
+            "import guts", "import guts.node",
+            server_args=("--transport", "quic"), metrics=("throughput", "handshakes", "ping", "streams"),
         ),
         "libp2p": Stack(
             "libp2p", "py-libp2p", LIBP2P_VENV / "bin" / "python", "_libp2p_server.py", "_libp2p_client.py",
@@ -332,7 +339,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m bench", description="Guts and py-libp2p side by side, two processes each (bench/README.md)."
     )
     parser.add_argument("--quick", action="store_true", help="fewer runs, smaller sizes: a smoke check")
-    parser.add_argument("--only", choices=["guts", "libp2p", "libp2p-quic"], help="measure one stack only")
+    parser.add_argument("--only", choices=["guts", "guts-quic", "libp2p", "libp2p-quic"], help="measure one stack only")
     parser.add_argument(
         "--metric", action="append", choices=METRICS, metavar="NAME",
         help=f"measure only this metric (repeatable): {', '.join(METRICS)}",
@@ -440,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         path = _report.write_benchmarks_md(record)
         print(f"wrote {path.relative_to(ROOT)}")
     failed = any("error" in r for stack in results.values() for r in stack.values())
-    if not (args.no_repo or args.metric or args.profile or (args.only or "").startswith("libp2p")):
+    if not (args.no_repo or args.metric or args.profile or (args.only or "guts") != "guts"):
         from bench import repo  # the repository rows: Guts beside git itself
 
         print()
