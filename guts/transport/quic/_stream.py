@@ -17,16 +17,38 @@ sends RESET_STREAM and STOP_SENDING, so the peer's reads and writes break.
 from __future__ import annotations
 
 import operator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import trio
 
 from guts.mux import MuxedStream
 
-if TYPE_CHECKING:
-    from guts.transport.quic._muxer import QuicMuxedConnection
-
 __all__ = ["QuicStream"]
+
+
+class _Connection(Protocol):
+    """What a stream asks of its connection (:class:`._muxer.QuicMuxedConnection`)."""
+
+    send_buffer: int
+
+    @property
+    def is_closed(self) -> bool: ...
+
+    def _send(self, stream: QuicStream, data: bytes, end: bool = False) -> None: ...
+
+    def _unacked(self, stream: QuicStream) -> int: ...
+
+    async def _progress_made(self) -> None: ...
+
+    def _wake_senders(self) -> None: ...
+
+    def _consumed(self, stream: QuicStream, n: int) -> None: ...
+
+    def _stop(self, stream: QuicStream, code: int) -> None: ...
+
+    def _reset(self, stream: QuicStream, code: int) -> None: ...
+
+    def _maybe_forget(self, stream: QuicStream) -> None: ...
 
 #: The application error code of a reset (libp2p defines none for QUIC).
 RESET_CODE = 0
@@ -39,7 +61,7 @@ class QuicStream(MuxedStream):
         stream_id: the QUIC stream id.
     """
 
-    def __init__(self, conn: QuicMuxedConnection, stream_id: int) -> None:
+    def __init__(self, conn: _Connection, stream_id: int) -> None:
         self._conn = conn
         self.stream_id = stream_id
         self._recv = bytearray()

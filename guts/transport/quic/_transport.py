@@ -41,7 +41,7 @@ from guts.multiaddr import Multiaddr
 from guts.peer import PeerId
 from guts.ratelog import RateLimitedLog
 from guts.security.tls import TlsIdentity
-from guts.transport._base import ConnectionHandler, UpgradedConnection, run_handler
+from guts.transport import ConnectionHandler, UpgradedConnection
 from guts.transport.quic._connection import Libp2pQuicConnection, make_configuration
 from guts.transport.quic._endpoint import Endpoint, log
 from guts.transport.quic._muxer import QuicMuxedConnection
@@ -264,4 +264,10 @@ class QuicTransport:
             self._ratelog.info(conn.addr[0], "handshake timeout", "QUIC handshake from %s timed out", conn.addr[0])
             conn.close_with_error(_CONNECTION_REFUSED, "handshake timeout")
             return
-        await run_handler(handler, self._upgraded(endpoint, conn))
+        upgraded = self._upgraded(endpoint, conn)
+        try:
+            await handler(upgraded)
+        except Exception:
+            log.exception("connection handler failed for %s", upgraded.remote_addr)
+        finally:
+            await upgraded.aclose()
