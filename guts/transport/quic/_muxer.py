@@ -135,7 +135,7 @@ class QuicMuxedConnection:
         return self.quic.remote_public_key
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Drive the connection until it ends."""
+        """Drive the connection until it ends; cancelled, close it (CONNECTION_CLOSE)."""
         if self._running:
             raise RuntimeError("run() is already running")
         self._running = True
@@ -150,7 +150,11 @@ class QuicMuxedConnection:
                 nursery.cancel_scope.cancel()
         finally:
             self._running = False
-            self._terminate(None if self._closed_locally else trio.BrokenResourceError("connection driver stopped"))
+            if not self._closed:  # cancelled: the owner is done with the connection; tell the peer
+                self._closed_locally = True
+                self.quic.close(error_code=0)
+                self._flush_now()
+                self._terminate(None)
             self._release()
 
     async def open_stream(self) -> QuicStream:

@@ -183,6 +183,9 @@ class QuicTransport:
             raise DialError(f"cannot dial {addr}: not a QUIC v1 address")
         expected = PeerId.from_string(addr.peer_id) if addr.peer_id is not None else None
         ip, port = target
+        # The peer's address as recvfrom reports it (aioquic's client drops
+        # datagrams from any other): a 4-tuple for IPv6.
+        peer: tuple[str, int] | tuple[str, int, int, int] = (ip, port, 0, 0) if ":" in ip else (ip, port)
         try:
             endpoint = Endpoint.bind("::" if ":" in ip else "0.0.0.0", 0)
         except OSError as exc:
@@ -190,9 +193,9 @@ class QuicTransport:
         quic = Libp2pQuicConnection(
             configuration=self._client_configuration, max_streams=self.config.max_streams, expected_peer=expected
         )
-        conn = self._connection(endpoint, quic, (ip, port), own_socket=True)
+        conn = self._connection(endpoint, quic, peer, own_socket=True)
         try:
-            quic.connect((ip, port), now=trio.current_time())
+            quic.connect(peer, now=trio.current_time())
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(endpoint.receive_loop)
                 await conn.drive(until=conn.handshake_done)
