@@ -360,3 +360,70 @@ async def test_a_quiet_connection_lives_while_kept_alive_and_ends_after_the_idle
             assert not client.is_closed and not server.is_closed
             assert 0 <= await client.ping() < 1
         nursery.cancel_scope.cancel()
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+async def test_over_ipv6_loopback() -> None:
+    if not _has_ipv6_loopback():  # then the dial fails with a DialError, which is what we check
+        with pytest.raises((DialError, OSError)):
+            await QuicTransport(KeyPair.generate()).dial(Multiaddr.parse("/ip6/::1/udp/9/quic-v1"))
+        return
+    server = QuicTransport(KeyPair.generate())
+    async with trio.open_nursery() as nursery:
+        done = trio.Event()
+
+        async def handler(conn: Any) -> None:
+            async with trio.open_nursery() as inner:
+                await inner.start(conn.muxer.run)
+                stream = await conn.muxer.accept_stream()
+                await stream.send_all(await stream.receive_some())
+                await stream.send_eof()
+                await done.wait()
+                inner.cancel_scope.cancel()
+
+        [addr] = await nursery.start(server.serve, Multiaddr.parse("/ip6/::1/udp/0/quic-v1"), handler)
+        assert str(addr).startswith("/ip6/::1/udp/")
+        with trio.fail_after(10):
+            conn = await QuicTransport(KeyPair.generate()).dial(addr.with_p2p(str(server.keypair.peer_id)))
+            assert conn.secure.remote_peer == server.keypair.peer_id
+            assert str(conn.remote_addr) == str(addr)
+            await nursery.start(conn.muxer.run)
+            stream = await conn.muxer.open_stream()
+            await stream.send_all(b"over ipv6")
+            assert await stream.receive_some() == b"over ipv6"
+            done.set()
+            await conn.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_stopping_a_listener_closes_its_connections() -> None:
+    server = QuicTransport(KeyPair.generate())
+    async with trio.open_nursery() as nursery:
+        scope = trio.CancelScope()
+
+        async def serve(task_status: trio.TaskStatus[list[Multiaddr]] = trio.TASK_STATUS_IGNORED) -> None:
+            async def handler(conn: Any) -> None:
+                await conn.muxer.run()
+
+            with scope:
+                await server.serve(LOCAL, handler, task_status=task_status)
+
+        [addr] = await nursery.start(serve)
+        conn = await QuicTransport(KeyPair.generate()).dial(addr)
+        await nursery.start(conn.muxer.run)
+        with trio.fail_after(5):
+            while not server.endpoints[0].connections:
+                await trio.sleep(0.01)
+            scope.cancel()
+            while not conn.muxer.is_closed:  # told at once by CONNECTION_CLOSE, not by the idle timeout
+                await trio.sleep(0.01)
+        assert conn.muxer.error is None and server.endpoints == []
+        nursery.cancel_scope.cancel()
