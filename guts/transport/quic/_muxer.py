@@ -24,8 +24,9 @@ acknowledgement keeps both ends' idle timers (30 s) from expiring on a
 quiet connection; the host's own ping (its ``keep_alive``, 30 s by
 default, through :meth:`QuicMuxedConnection.ping`) would come too late.
 
-Closing: :meth:`aclose` sends CONNECTION_CLOSE (code 0) at once and ends
-the connection here; the peer sees it on arrival (aioquic would report it
+Closing: :meth:`aclose` lets what the streams queued be acknowledged
+(CONNECTION_CLOSE abandons it; at most ``linger`` seconds), then sends
+CONNECTION_CLOSE (code 0) and ends the connection here; the peer sees it on arrival (aioquic would report it
 only after its three-PTO draining period, so the close frame's arrival is
 watched directly) and its streams break. An idle timeout or a peer's
 error code ends the connection with :attr:`error` set.
@@ -64,6 +65,7 @@ class QuicMuxedConnection:
         receive_loop: the dialled connection's own socket's receive loop, run by :meth:`run`.
         keep_alive: seconds between PINGs sent to keep the connection
             inside the idle timeout; ``None``: none.
+        linger: seconds :meth:`aclose` waits for queued stream data to be acknowledged.
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class QuicMuxedConnection:
         on_end: Callable[[], None],
         receive_loop: Callable[[], Any] | None = None,
         keep_alive: float | None = None,
+        linger: float = 2.0,
     ) -> None:
         self.quic = quic
         self.addr = addr
@@ -90,6 +93,7 @@ class QuicMuxedConnection:
         self._on_cid = on_cid
         self._on_end = on_end
         self._receive_loop = receive_loop
+        self._linger = linger
         self._keep_alive = keep_alive if keep_alive is not None else math.inf
         self._next_keep_alive = trio.current_time() + self._keep_alive
         self._streams: dict[int, QuicStream] = {}
@@ -193,15 +197,37 @@ class QuicMuxedConnection:
         return rtt
 
     async def aclose(self) -> None:
-        """Send CONNECTION_CLOSE (no error) and end the connection; idempotent."""
-        if not self._closed:
-            self._closed_locally = True
-            self.quic.close(error_code=0)
-            self._flush_now()
-            self._terminate(None)
-        if not self._running:
-            self._release()
+        """Close gracefully; idempotent.
+
+        What the streams have queued is delivered first (for at most
+        ``linger`` seconds: CONNECTION_CLOSE abandons whatever is still
+        unacknowledged), then CONNECTION_CLOSE (no error) goes out and the
+        connection ends. Cancelled, it closes at once.
+        """
+        try:
+            if self._running and not self._closed:
+                with trio.move_on_after(self._linger):
+                    while not self._closed and self._undelivered():
+                        await self._progress_made()
+        finally:
+            if not self._closed:
+                self._closed_locally = True
+                self.quic.close(error_code=0)
+                self._flush_now()
+                self._terminate(None)
+            if not self._running:
+                self._release()
         await trio.lowlevel.checkpoint()
+
+    def _undelivered(self) -> bool:
+        """Whether a stream has data or a FIN the peer has not acknowledged."""
+        for state in self.quic._streams.values():
+            sender = state.sender
+            if sender.is_finished or sender._reset_error_code is not None:
+                continue
+            if sender._buffer_stop > sender._buffer_start or sender._buffer_fin is not None:
+                return True
+        return False
 
     def close_with_error(self, code: int, reason: str) -> None:
         """Close with a transport error code (a refused or failed connection)."""

@@ -67,6 +67,8 @@ class QuicConfig:
         keep_alive: seconds between the PINGs that keep a quiet connection
             open (``None``: none; it then ends after ``idle_timeout``).
         handshake_timeout: seconds an inbound handshake may take.
+        close_linger: seconds a graceful close waits for what the streams
+            queued to be acknowledged before CONNECTION_CLOSE abandons it.
         max_connections: connections one listening socket carries at most.
         max_handshakes: inbound handshakes in progress on one socket at most.
     """
@@ -78,6 +80,7 @@ class QuicConfig:
     idle_timeout: float = 30.0
     keep_alive: float | None = 10.0
     handshake_timeout: float = 10.0
+    close_linger: float = 2.0
     max_connections: int = 1024
     max_handshakes: int = 64
 
@@ -166,6 +169,7 @@ class QuicTransport:
             on_end=on_end,
             receive_loop=endpoint.receive_loop if own_socket else None,
             keep_alive=self.config.keep_alive,
+            linger=self.config.close_linger,
         )
         endpoint.route(quic.host_cid, conn, True)
         return conn
