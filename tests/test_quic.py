@@ -427,3 +427,45 @@ async def test_stopping_a_listener_closes_its_connections() -> None:
                 await trio.sleep(0.01)
         assert conn.muxer.error is None and server.endpoints == []
         nursery.cancel_scope.cancel()
+
+
+async def test_many_connections_on_one_listening_socket() -> None:
+    server = QuicTransport(KeyPair.generate())
+    peers: set[Any] = set()
+
+    async def handler(conn: Any) -> None:
+        peers.add(conn.secure.remote_peer)
+        async with trio.open_nursery() as inner:
+            await inner.start(conn.muxer.run)
+            stream = await conn.muxer.accept_stream()
+            while data := await stream.receive_some():
+                await stream.send_all(data)
+            await stream.send_eof()
+            await conn.aclose()  # at once: the close waits for the echo to be delivered
+
+    async with trio.open_nursery() as nursery:
+        [addr] = await nursery.start(server.serve, LOCAL, handler)
+        echoed: list[bool] = []
+
+        async def client(i: int) -> None:
+            conn = await QuicTransport(KeyPair.generate()).dial(addr)
+            async with trio.open_nursery() as inner:
+                await inner.start(conn.muxer.run)
+                stream = await conn.muxer.open_stream()
+                payload = os.urandom(100_000) + bytes([i])
+                await stream.send_all(payload)
+                await stream.send_eof()
+                got = bytearray()
+                while data := await stream.receive_some():  # all of it, though the server closes at once
+                    got += data
+                echoed.append(bytes(got) == payload)
+                await conn.aclose()
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as clients:
+                for i in range(30):
+                    clients.start_soon(client, i)
+            assert echoed == [True] * 30 and len(peers) == 30
+            while server.endpoints[0].connections:  # each closed, and forgotten
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
