@@ -18,6 +18,7 @@ PUBLIC = {
     'guts.mux': ['MuxedConnection', 'MuxedStream'],
     'guts.security': ['SecureChannel'],
     'guts.security.tls': ['CertificateError', 'EXTENSION_OID', 'LIBP2P_ALPN', 'MAX_CERTIFICATE_SIZE', 'PROTOCOL_ID', 'SIGNING_PREFIX', 'TlsConnection', 'TlsError', 'TlsIdentity', 'TlsState', 'TlsStream', 'UnsupportedHostKey', 'make_certificate', 'tls_handshake', 'verify_certificate', 'verify_certificate_chain'],
+    'guts.transport.quic': ['QuicConfig', 'QuicConnection', 'QuicMuxedConnection', 'QuicStream', 'QuicTransport', 'quic_target'],
     'guts.transport': ['ConnectionHandler', 'MemoryConnection', 'MemoryLink', 'MemoryNetwork', 'MemoryTransport', 'RawConnection', 'TcpConnection', 'TcpTransport', 'Transport', 'UpgradedConnection', 'WebSocketConfig', 'WebSocketConnection', 'WebSocketTransport', 'memory_connection_pair'],
     'guts.upgrade': ['MUXERS', 'NOISE', 'SECURITY', 'Security', 'TLS', 'select_muxer', 'upgrade_inbound', 'upgrade_outbound'],
     'guts.host': ['Connection', 'Direction', 'Host', 'HostConfig', 'HostEvent', 'PeerConnected', 'PeerDisconnected', 'PeerIdentified', 'StreamHandler', 'open_host'],
