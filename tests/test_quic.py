@@ -469,3 +469,30 @@ async def test_many_connections_on_one_listening_socket() -> None:
             while server.endpoints[0].connections:  # each closed, and forgotten
                 await trio.sleep(0.01)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_blocked_address_is_dropped_before_any_handshake() -> None:
+    """The block list is asked before a QUIC Initial makes any state: a
+    blocked address costs a dropped datagram, never a handshake."""
+    import ipaddress
+
+    from guts.reputation import PeerGuard
+
+    guard = PeerGuard()
+    keypair = KeyPair.generate()
+    (transport,) = guard.gate([QuicTransport(keypair, QuicConfig(handshake_timeout=2.0))])
+    async with open_host(keypair, [transport], HostConfig(keep_alive=0)) as server:
+        Identify(server)
+        guard.watch(server)
+        await server.listen(Multiaddr.parse("/ip4/127.0.0.1/udp/0/quic-v1"))
+        async with quic_hosts(1) as [(client, _)]:
+            await guard.block(ipaddress.ip_network("127.0.0.1/32"), duration=60)
+            with trio.move_on_after(1.5) as waited:  # the dial gets no answer at all
+                await client.connect(_full(server))
+            assert waited.cancelled_caught
+            quic = transport.inner  # type: ignore[attr-defined]
+            assert quic.endpoints[0].dropped >= 1 and quic.endpoints[0].connections == 0
+            assert server.connections == []
+            await guard.unblock(ipaddress.ip_network("127.0.0.1/32"))
+            with trio.fail_after(30):
+                assert (await client.connect(_full(server))).peer_id == server.peer_id

@@ -321,6 +321,8 @@ class _GatedTransport:
     def __init__(self, inner: Transport, guard: PeerGuard) -> None:
         self.inner = inner
         self._guard = guard
+        if hasattr(inner, "admit_inbound"):  # QUIC: its handshake runs inside serve, so ask before it
+            inner.admit_inbound = guard.allow_inbound
 
     def can_dial(self, addr: Multiaddr) -> bool:
         return self.inner.can_dial(addr)

@@ -68,6 +68,8 @@ class Endpoint:
         max_connections: connections at most (handshaking or not).
         max_handshakes: connections still handshaking at most.
         ratelog: where dropped datagrams are told of.
+        admit: asked with the remote IP before a new connection is made
+            (a block list); ``False`` drops the Initial, no state kept.
 
     Attributes:
         dropped: datagrams dropped so far (unparsable, unknown id, over a cap).
@@ -82,8 +84,10 @@ class Endpoint:
         max_connections: int = 1,
         max_handshakes: int = 1,
         ratelog: RateLimitedLog | None = None,
+        admit: Callable[[str], bool] | None = None,
     ) -> None:
         self.sock = sock
+        self.admit = admit
         self.on_new = on_new
         self.on_handshake = on_handshake
         self.max_connections = max_connections
@@ -187,6 +191,8 @@ class Endpoint:
             self._drop(addr, "too many connections")
         elif self.handshakes >= self.max_handshakes:
             self._drop(addr, "too many handshakes")
+        elif self.admit is not None and not self.admit(addr[0]):
+            self._drop(addr, "refused")
         else:
             conn = self.on_new(data, addr, header.destination_cid)
             conn.datagram_received(data, addr)

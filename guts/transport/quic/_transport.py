@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -141,6 +142,10 @@ class QuicTransport:
         self._server_configuration = make_configuration(self.identity, is_client=False, **sizes)  # type: ignore[arg-type]
         #: Every listening endpoint, for its counters (``dropped``...).
         self.endpoints: list[Endpoint] = []
+        #: Asked with a remote IP before its first Initial makes any state
+        #: (set by :meth:`guts.reputation.PeerGuard.gate`: a blocked address
+        #: costs a dropped datagram, never a handshake).
+        self.admit_inbound: Callable[[str], bool] | None = None
 
     def can_dial(self, addr: Multiaddr) -> bool:
         return quic_target(addr) is not None
@@ -227,8 +232,9 @@ class QuicTransport:
             raise ValueError(f"cannot listen on {addr}: not a QUIC v1 address")
         c = self.config
         endpoint = Endpoint.bind(
-            *target, max_connections=c.max_connections, max_handshakes=c.max_handshakes, ratelog=self._ratelog
-        )
+            *target, max_connections=c.max_connections, max_handshakes=c.max_handshakes, ratelog=self._ratelog,
+            admit=self.admit_inbound,
+        )  # fmt: skip
         self.endpoints.append(endpoint)
         try:
             async with trio.open_nursery() as nursery:
