@@ -49,7 +49,7 @@ LAYERS: list[tuple[str, ...]] = [
     # 4: the upgrader, and the connection manager's core below the host
     ("guts.upgrade", "guts.connmgr"),
     # 5: the host and what it keeps (peer scores and the block list too)
-    ("guts.host", "guts._host_events", "guts.peerstore", "guts.reputation"),
+    ("guts.host", "guts._host_conn", "guts._host_events", "guts.peerstore", "guts.reputation"),
     # 6: protocols on the host
     ("guts.identify", "guts.ping", "guts.dht", "guts.gossip", "guts.sync", "guts.repo"),
     # 7: replication, composed of the protocols (announcements, seeding)
