@@ -496,3 +496,68 @@ async def test_a_blocked_address_is_dropped_before_any_handshake() -> None:
             await guard.unblock(ipaddress.ip_network("127.0.0.1/32"))
             with trio.fail_after(30):
                 assert (await client.connect(_full(server))).peer_id == server.peer_id
+
+
+def _initials(count: int) -> list[bytes]:
+    """First datagrams of ``count`` fresh QUIC v1 clients (real Initials)."""
+    import ssl
+
+    from aioquic.quic.configuration import QuicConfiguration
+    from aioquic.quic.connection import QuicConnection as AioquicConnection
+
+    out = []
+    for _ in range(count):
+        client = AioquicConnection(configuration=QuicConfiguration(
+            is_client=True, alpn_protocols=["libp2p"], verify_mode=ssl.CERT_NONE,
+        ))  # fmt: skip
+        client.connect(("127.0.0.1", 9), now=0.0)
+        out.append(client.datagrams_to_send(now=0.0)[0][0])
+    return out
+
+
+async def test_under_load_new_clients_prove_their_address_with_a_retry_first() -> None:
+    """Past ``retry_above`` handshakes, a new client's Initial gets a Retry
+    and no state: Initials from spoofed addresses (many ports here) cost a
+    packet each, never a handshake slot; a real client comes back with
+    the token and connects."""
+    async with quic_hosts(2, QuicConfig(retry_above=0)) as [(a, _), (b, tb)]:
+        port = int(b.listen_addrs[0].components[1].value or 0)
+        [endpoint] = tb.endpoints
+        sockets = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(50)]
+        try:
+            for sock, initial in zip(sockets, _initials(50)):
+                sock.sendto(initial, ("127.0.0.1", port))
+            with trio.fail_after(10):
+                while endpoint.retries < 50:
+                    await trio.sleep(0.01)
+            assert endpoint.connections == 0 and endpoint.handshakes == 0
+            sockets[0].setblocking(False)
+            retry = sockets[0].recv(2048)  # it arrived before the counter moved
+            assert retry[0] & 0xF0 == 0xF0  # a long header of type Retry
+        finally:
+            for sock in sockets:
+                sock.close()
+        with trio.fail_after(20):
+            conn = await a.connect(_full(b))
+            assert endpoint.retries == 51  # the real client too, which came back with its token
+            assert await _echo(a, b.peer_id, b"after a retry") == b"after a retry"
+            await conn.aclose()
+
+
+async def test_an_unknown_version_gets_a_version_negotiation() -> None:
+    async with quic_hosts(1) as [(b, tb)]:
+        port = int(b.listen_addrs[0].components[1].value or 0)
+        dcid, scid = os.urandom(8), os.urandom(8)
+        packet = b"\xc0" + (0x1A2A3A4A).to_bytes(4, "big") + bytes([8]) + dcid + bytes([8]) + scid
+        with trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            await sock.sendto(packet.ljust(1200, b"\x00"), ("127.0.0.1", port))
+            with trio.fail_after(5):
+                answer = await sock.recv(2048)
+            await sock.sendto(packet.ljust(100, b"\x00"), ("127.0.0.1", port))  # under 1200 bytes: no answer
+            with trio.move_on_after(0.5) as quiet:
+                await sock.recv(2048)
+            assert quiet.cancelled_caught
+        assert answer[1:5] == b"\x00\x00\x00\x00"  # version 0: Version Negotiation
+        assert answer[6:14] == scid and answer[15:23] == dcid
+        assert (1).to_bytes(4, "big") in answer[23:]  # QUIC v1 offered
+        assert tb.endpoints[0].connections == 0

@@ -23,7 +23,7 @@ from guts.identify import AGENT_VERSION, IDENTIFY, IDENTIFY_PUSH, Identify
 from guts.multiaddr import Multiaddr
 from guts.peer import PeerId
 from guts.ping import PING, Ping, ping
-from guts.transport.quic import QuicTransport
+from guts.transport.quic import QuicConfig, QuicTransport
 
 from ..helpers import ECHO, echo_handler
 from .conftest import SpawnJs
@@ -34,11 +34,11 @@ MIB = 1024 * 1024
 
 
 @asynccontextmanager
-async def guts_quic_host() -> AsyncIterator[Host]:
+async def guts_quic_host(quic: QuicConfig | None = None) -> AsyncIterator[Host]:
     keypair = KeyPair.generate()
     # js opens 100 echo streams at once: above the default 64 of one protocol served at once
     config = HostConfig(max_streams_per_protocol=128)
-    async with open_host(keypair, [QuicTransport(keypair)], config) as host:
+    async with open_host(keypair, [QuicTransport(keypair, quic)], config) as host:
         Identify(host)
         Ping(host)
         host.set_handler(ECHO, echo_handler)
@@ -152,6 +152,22 @@ async def test_js_dials_guts_over_quic(spawn_js: SpawnJs) -> None:
         await ping_and_identify(host, conn, js)
         await echo_both_ways(host, js)
         await assert_one_quic_connection(host, conn, js)
+
+
+async def test_js_comes_back_from_a_retry(spawn_js: SpawnJs) -> None:
+    """A Guts listener under load (here: always) answers a new client's
+    Initial with a Retry; js's QUIC comes back with the token and connects."""
+    js = await spawn_js(listen=[QUIC_LISTEN])
+    async with guts_quic_host(QuicConfig(retry_above=0)) as host:
+        reply = await js.call("dial", addr=guts_addr(host))
+        assert reply["peer_id"] == str(host.peer_id)
+        js_peer = PeerId.from_string(js.peer_id)
+        await wait_for(lambda: host.connection(js_peer) is not None)
+        conn = host.connection(js_peer)
+        assert conn is not None
+        await ping_and_identify(host, conn, js)
+        transport = next(t for t in host._transports if isinstance(t, QuicTransport))
+        assert transport.endpoints[0].retries == 1
 
 
 # -- the wrong peer id -------------------------------------------------------------

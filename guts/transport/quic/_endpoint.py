@@ -28,13 +28,20 @@ a later call) is ignored, QUIC retransmits or times out.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from collections.abc import Callable
 from typing import Any
 
 import trio
 from aioquic._buffer import Buffer
-from aioquic.quic.packet import QuicPacketType, pull_quic_header
+from aioquic.quic.packet import (
+    QuicPacketType,
+    encode_quic_retry,
+    encode_quic_version_negotiation,
+    pull_quic_header,
+)
+from aioquic.quic.retry import QuicRetryTokenHandler
 
 from guts.ratelog import RateLimitedLog
 from guts.transport.quic._connection import QUIC_V1
@@ -62,7 +69,9 @@ class Endpoint:
     Args:
         sock: a bound, non-blocking UDP socket; the endpoint owns it.
         on_new: for a listening endpoint, makes the connection for a new
-            Initial ``(data, addr, original destination id)``; ``None``
+            Initial ``(data, addr, destination id, original destination
+            id, Retry source id)`` (the last two differ from the first and
+            from ``None`` when the client came back from a Retry); ``None``
             for a dialling endpoint.
         on_handshake: called with that connection once its Initial decrypted.
         max_connections: connections at most (handshaking or not).
@@ -70,6 +79,11 @@ class Endpoint:
         ratelog: where dropped datagrams are told of.
         admit: asked with the remote IP before a new connection is made
             (a block list); ``False`` drops the Initial, no state kept.
+        retry_above: handshakes in progress past which a new client must
+            first prove its address: its Initial without a token gets a
+            Retry carrying one (RFC 9000 §8.1), and no state is kept until
+            it comes back with it, so Initials from spoofed addresses cost
+            a packet each, never a handshake slot. ``None``: never.
 
     Attributes:
         dropped: datagrams dropped so far (unparsable, unknown id, over a cap).
@@ -79,15 +93,20 @@ class Endpoint:
         self,
         sock: socket.socket,
         *,
-        on_new: Callable[[bytes, Any, bytes], Any] | None = None,
+        on_new: Callable[[bytes, Any, bytes, bytes, bytes | None], Any] | None = None,
         on_handshake: Callable[[Any], None] | None = None,
         max_connections: int = 1,
         max_handshakes: int = 1,
         ratelog: RateLimitedLog | None = None,
         admit: Callable[[str], bool] | None = None,
+        retry_above: int | None = None,
     ) -> None:
         self.sock = sock
         self.admit = admit
+        self.retry_above = retry_above
+        self._retry = QuicRetryTokenHandler()
+        #: Retry packets sent (new clients asked to prove their address).
+        self.retries = 0
         self.on_new = on_new
         self.on_handshake = on_handshake
         self.max_connections = max_connections
@@ -166,6 +185,12 @@ class Endpoint:
                     continue
                 self.datagram_received(data, addr)
 
+    def _send(self, datagram: bytes, addr: Any) -> None:
+        try:
+            self.sock.sendto(datagram, addr)
+        except OSError:  # a full buffer, an unreachable address: the peer tries again
+            pass
+
     def _drop(self, addr: Any, reason: str) -> None:
         self.dropped += 1
         self._ratelog.debug(addr[0], reason, "dropped a QUIC datagram from %s: %s", addr[0], reason)
@@ -183,6 +208,14 @@ class Endpoint:
             return
         if self.on_new is None:
             self._drop(addr, "unknown connection id")
+        elif (
+            header.version not in (None, QUIC_V1)
+            and header.packet_type != QuicPacketType.VERSION_NEGOTIATION
+            and len(data) >= SMALLEST_INITIAL  # never answer more than was sent
+        ):
+            self._send(encode_quic_version_negotiation(
+                source_cid=header.destination_cid, destination_cid=header.source_cid, supported_versions=[QUIC_V1],
+            ), addr)  # fmt: skip
         elif header.packet_type != QuicPacketType.INITIAL or header.version != QUIC_V1:
             self._drop(addr, "unknown connection id")
         elif len(data) < SMALLEST_INITIAL:
@@ -194,7 +227,29 @@ class Endpoint:
         elif self.admit is not None and not self.admit(addr[0]):
             self._drop(addr, "refused")
         else:
-            conn = self.on_new(data, addr, header.destination_cid)
+            original, retried = header.destination_cid, None
+            if header.token:  # back from a Retry, the token proves the address
+                try:
+                    original = self._retry.validate_token(
+                        address=addr, destination_cid=header.destination_cid, token=header.token,
+                        now=trio.current_time(),
+                    )  # fmt: skip
+                    retried = header.destination_cid
+                except ValueError:  # not one of ours: as if it had none (RFC 9000 §8.1.3)
+                    pass
+            if retried is None and self.retry_above is not None and self.handshakes >= self.retry_above:
+                source = os.urandom(CID_LENGTH)
+                token = self._retry.create_token(
+                    address=addr, original_destination_connection_id=header.destination_cid,
+                    retry_source_connection_id=source, now=trio.current_time(),
+                )  # fmt: skip
+                self._send(encode_quic_retry(
+                    version=QUIC_V1, source_cid=source, destination_cid=header.source_cid,
+                    original_destination_cid=header.destination_cid, retry_token=token,
+                ), addr)  # fmt: skip
+                self.retries += 1
+                return
+            conn = self.on_new(data, addr, header.destination_cid, original, retried)
             conn.datagram_received(data, addr)
             if not conn.packet_received:  # it did not decrypt: hold no state for it
                 conn.discard()

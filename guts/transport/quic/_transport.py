@@ -72,6 +72,10 @@ class QuicConfig:
             queued to be acknowledged before CONNECTION_CLOSE abandons it.
         max_connections: connections one listening socket carries at most.
         max_handshakes: inbound handshakes in progress on one socket at most.
+        retry_above: inbound handshakes in progress past which a new client
+            is sent a Retry and must come back with its token, proving its
+            address, before any state is kept for it (``None``: never).
+            Below it a handshake starts at once, a round trip sooner.
     """
 
     max_streams: int = 256
@@ -84,6 +88,7 @@ class QuicConfig:
     close_linger: float = 2.0
     max_connections: int = 1024
     max_handshakes: int = 64
+    retry_above: int | None = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,20 +238,23 @@ class QuicTransport:
         c = self.config
         endpoint = Endpoint.bind(
             *target, max_connections=c.max_connections, max_handshakes=c.max_handshakes, ratelog=self._ratelog,
-            admit=self.admit_inbound,
+            admit=self.admit_inbound, retry_above=c.retry_above,
         )  # fmt: skip
         self.endpoints.append(endpoint)
         try:
             async with trio.open_nursery() as nursery:
 
-                def on_new(data: bytes, peer: Any, original_cid: bytes) -> QuicMuxedConnection:
+                def on_new(
+                    data: bytes, peer: Any, cid: bytes, original_cid: bytes, retry_cid: bytes | None
+                ) -> QuicMuxedConnection:
                     quic = Libp2pQuicConnection(
                         configuration=self._server_configuration,
                         original_destination_connection_id=original_cid,
+                        retry_source_connection_id=retry_cid,
                         max_streams=c.max_streams,
                     )
                     conn = self._connection(endpoint, quic, peer, own_socket=False)
-                    endpoint.route(original_cid, conn, True)
+                    endpoint.route(cid, conn, True)
                     endpoint.connections += 1
                     return conn
 
