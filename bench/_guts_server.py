@@ -18,6 +18,7 @@ from guts.host import Host, HostConfig, open_host
 from guts.identify import Identify
 from guts.multiaddr import Multiaddr
 from guts.ping import Ping
+from guts.mux.yamux import YamuxConfig
 from guts.transport import TcpTransport
 from guts.transport.quic import QuicTransport
 from guts.wire import NegotiatedStream
@@ -27,9 +28,12 @@ if TYPE_CHECKING:  # mypy sees the bench package; the script runs by path, bench
 else:
     from _wire import ECHO, READ_SIZE, SINK, emit, log
 
-#: No keep-alive pings during a benchmark; room for the 1,000-stream test
-#: (no per-protocol cap on streams served at once).
-CONFIG = HostConfig(keep_alive=0, max_streams_per_protocol=0)
+#: No keep-alive pings during a benchmark; room for the 1,000-stream test:
+#: no per-protocol cap on streams served at once, and room for 1,000
+#: streams in negotiation at once (a node allows 64 of each).
+CONFIG = HostConfig(
+    keep_alive=0, max_streams_per_protocol=0, muxer=YamuxConfig(keepalive_interval=None, max_negotiating=2048)
+)
 
 
 async def echo(stream: NegotiatedStream) -> None:
