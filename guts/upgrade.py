@@ -30,6 +30,7 @@ every handshake.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -40,16 +41,20 @@ from guts.mux.yamux import YamuxConfig, YamuxConnection
 from guts.peer import PeerId
 from guts.security.noise import PROTOCOL_ID as NOISE
 from guts.security.noise import NoiseIdentity, NoiseStream, noise_handshake
-from guts.security.tls import PROTOCOL_ID as TLS
-from guts.security.tls import TlsIdentity, TlsStream, tls_handshake
 from guts.wire import NegotiatedStream, accept_protocol, select_protocol
 
+if TYPE_CHECKING:  # TLS (aioquic, cryptography's X.509) loads on first use: +20 MiB and 0.1 s otherwise
+    from guts.security.tls import TlsIdentity, TlsStream
+
 __all__ = ["MUXERS", "NOISE", "SECURITY", "TLS", "Security", "upgrade_outbound", "upgrade_inbound", "select_muxer"]
+
+#: libp2p TLS 1.3's protocol id (``guts.security.tls.PROTOCOL_ID``, not
+#: imported: a host that never speaks TLS never loads it).
+TLS = "/tls/1.0.0"
 
 #: Security protocols we speak, by the name a configuration gives them.
 SECURITY: dict[str, str] = {"noise": NOISE, "tls": TLS}
 
-Secured = NoiseStream | TlsStream
 
 #: Muxers we speak, most preferred first.
 MUXERS: tuple[str, ...] = (YAMUX,)
@@ -109,20 +114,24 @@ class Security:
         """The host's certificate, made on first use (valid long enough
         that it is made once per run)."""
         if self._tls is None:
+            from guts.security.tls import TlsIdentity
+
             self._tls = TlsIdentity.generate(self.keypair)
         return self._tls
 
     async def handshake(
         self, protocol: str, stream: trio.abc.Stream, *, initiator: bool, expected_peer: PeerId | None = None
-    ) -> Secured:
+    ) -> NoiseStream | TlsStream:
         """Secure ``stream`` with ``protocol`` (already chosen, or being
         proposed lazily)."""
         if protocol == TLS:
+            from guts.security.tls import tls_handshake
+
             return await tls_handshake(stream, self.tls, initiator=initiator, expected_peer=expected_peer, muxers=MUXERS)
         return await noise_handshake(stream, self.noise, initiator=initiator, muxers=MUXERS, expected_peer=expected_peer)
 
 
-async def _muxer(secure: Secured, initiator: bool) -> trio.abc.Stream:
+async def _muxer(secure: NoiseStream | TlsStream, initiator: bool) -> trio.abc.Stream:
     """Agree on the muxer; return the stream the muxer must run over."""
     if secure.remote_muxers:
         if initiator:
@@ -154,7 +163,7 @@ async def upgrade_outbound(
     *,
     noise: NoiseIdentity | None = None,
     security: Security | None = None,
-) -> tuple[Secured, YamuxConnection]:
+) -> tuple[NoiseStream | TlsStream, YamuxConnection]:
     """Secure and multiplex a connection we dialled.
 
     Args:
@@ -187,7 +196,7 @@ async def upgrade_inbound(
     *,
     noise: NoiseIdentity | None = None,
     security: Security | None = None,
-) -> tuple[Secured, YamuxConnection]:
+) -> tuple[NoiseStream | TlsStream, YamuxConnection]:
     """Secure and multiplex a connection a remote dialled to us, with
     whichever of our security protocols it proposes.
 

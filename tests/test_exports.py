@@ -89,3 +89,18 @@ def test_import_guts_is_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
 
+
+
+def test_a_host_loads_tls_only_when_it_speaks_it() -> None:
+    """TLS (aioquic, cryptography's X.509) costs about 20 MiB and 0.1 s to
+    import: a host that never handshakes TLS never loads it."""
+    import subprocess
+    import sys
+
+    code = "import sys, guts.host, guts.upgrade; print('aioquic' in sys.modules, 'guts.security.tls' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]
+    from guts.security.tls import PROTOCOL_ID
+    from guts.upgrade import TLS
+
+    assert TLS == PROTOCOL_ID
